@@ -1,0 +1,239 @@
+//! A model: one GGUF file or a complete set of split shards, presented as one list of tensors
+//! in which each tensor knows its file and byte range.
+//!
+//! Shard sets follow llama.cpp's rules: names `PREFIX-%05d-of-%05d.gguf`, metadata read from
+//! the first shard, `split.no` checked in each, names unique across shards, and the total
+//! checked against `split.tensors.count`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::GgufError;
+use super::read::{GgufFile, TensorInfo};
+use super::value::ValueRef;
+
+pub const KEY_SPLIT_NO: &str = "split.no";
+pub const KEY_SPLIT_COUNT: &str = "split.count";
+pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
+
+/// `PREFIX-00003-of-00005.gguf` -> (`PREFIX`, 3, 5).
+pub fn parse_shard_name(path: &Path) -> Option<(String, u64, u64)> {
+    let s = path.to_str()?;
+    let stem = s.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = rest.rsplit_once('-')?;
+    let digits = |d: &str| d.len() == 5 && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(no) || !digits(count) {
+        return None;
+    }
+    Some((prefix.to_string(), no.parse().ok()?, count.parse().ok()?))
+}
+
+/// The file name of shard `no` (1-based) of `count`, as llama.cpp's `llama_split_path`.
+pub fn shard_path(prefix: &str, no: u64, count: u64) -> PathBuf {
+    PathBuf::from(format!("{prefix}-{no:05}-of-{count:05}.gguf"))
+}
+
+/// Where one tensor of a model lives.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorLoc<'m> {
+    pub shard: usize,
+    pub info: &'m TensorInfo,
+    /// Absolute offset of the first data byte in the shard file.
+    pub file_offset: u64,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    shards: Vec<GgufFile>,
+    /// (shard, index within the shard) in model order: shard by shard, each in file order.
+    order: Vec<(usize, usize)>,
+    index: HashMap<String, usize>,
+}
+
+impl Model {
+    /// Open a model given any one of its files. A file whose `split.count` is above 1 pulls
+    /// in its sibling shards by name.
+    pub fn open(path: &Path) -> Result<Model, GgufError> {
+        let given = GgufFile::open(path)?;
+        let count = split_u64(&given, KEY_SPLIT_COUNT)?.unwrap_or(1);
+        if count <= 1 {
+            return Model::from_shards(vec![given]);
+        }
+        let (prefix, no, name_count) =
+            parse_shard_name(path).ok_or_else(|| GgufError::ShardMismatch {
+                path: path.to_path_buf(),
+                what: "file name of a split model".into(),
+                expected: format!("PREFIX-NNNNN-of-{count:05}.gguf"),
+                found: path.display().to_string(),
+            })?;
+        if name_count != count {
+            return Err(GgufError::ShardMismatch {
+                path: path.to_path_buf(),
+                what: KEY_SPLIT_COUNT.into(),
+                expected: format!("{name_count} (from the file name)"),
+                found: count.to_string(),
+            });
+        }
+        let mut given = Some((no, given));
+        let mut shards = Vec::with_capacity(count as usize);
+        for i in 1..=count {
+            let shard = match given.take_if(|(n, _)| *n == i) {
+                Some((_, f)) => f,
+                None => {
+                    let p = shard_path(&prefix, i, count);
+                    if !p.exists() {
+                        return Err(GgufError::ShardMissing {
+                            path: path.to_path_buf(),
+                            missing: p,
+                            expected: i,
+                            count,
+                        });
+                    }
+                    GgufFile::open(&p)?
+                }
+            };
+            shards.push(shard);
+        }
+        Model::from_shards(shards)
+    }
+
+    /// Assemble already opened shards (in order) into a model, checking the split keys.
+    pub fn from_shards(shards: Vec<GgufFile>) -> Result<Model, GgufError> {
+        let count = shards.len() as u64;
+        if count > 1 {
+            for (i, shard) in shards.iter().enumerate() {
+                expect_split_key(shard, KEY_SPLIT_NO, i as u64)?;
+                expect_split_key(shard, KEY_SPLIT_COUNT, count)?;
+            }
+        }
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (s, shard) in shards.iter().enumerate() {
+            for (t, info) in shard.tensors().iter().enumerate() {
+                if let Some(&prev) = index.get(&info.name) {
+                    return Err(GgufError::DuplicateTensorAcrossShards {
+                        name: info.name.clone(),
+                        first: shards[order[prev].0].path.clone(),
+                        second: shard.path.clone(),
+                    });
+                }
+                index.insert(info.name.clone(), order.len());
+                order.push((s, t));
+            }
+        }
+        if count > 1
+            && let Some(declared) = split_u64(&shards[0], KEY_SPLIT_TENSORS_COUNT)?
+            && declared != order.len() as u64
+        {
+            return Err(GgufError::ShardMismatch {
+                path: shards[0].path.clone(),
+                what: KEY_SPLIT_TENSORS_COUNT.into(),
+                expected: format!("{} (tensors found in all shards)", order.len()),
+                found: declared.to_string(),
+            });
+        }
+        Ok(Model {
+            shards,
+            order,
+            index,
+        })
+    }
+
+    /// The shard files, first one first.
+    pub fn shards(&self) -> &[GgufFile] {
+        &self.shards
+    }
+
+    /// The file that holds the model's metadata.
+    pub fn first(&self) -> &GgufFile {
+        &self.shards[0]
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shards[0].path
+    }
+
+    /// A metadata value from the first shard.
+    pub fn get(&self, key: &str) -> Option<ValueRef<'_>> {
+        self.first().get(key)
+    }
+
+    pub fn architecture(&self) -> Option<&str> {
+        self.get("general.architecture").and_then(|v| v.as_str())
+    }
+
+    pub fn tensor_count(&self) -> usize {
+        self.order.len()
+    }
+
+    fn loc(&self, (s, t): (usize, usize)) -> TensorLoc<'_> {
+        let shard = &self.shards[s];
+        let info = &shard.tensors()[t];
+        TensorLoc {
+            shard: s,
+            info,
+            file_offset: shard.tensor_file_offset(info),
+        }
+    }
+
+    /// Every tensor in model order.
+    pub fn tensors(&self) -> impl Iterator<Item = TensorLoc<'_>> {
+        self.order.iter().map(|&st| self.loc(st))
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<TensorLoc<'_>> {
+        self.index.get(name).map(|&i| self.loc(self.order[i]))
+    }
+
+    /// Total bytes of tensor data.
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors().map(|t| t.info.n_bytes).sum()
+    }
+}
+
+/// A split key as an integer, if present; a split key of a non-integer type is an error.
+fn split_u64(file: &GgufFile, key: &str) -> Result<Option<u64>, GgufError> {
+    match file.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| GgufError::BadKeyValue {
+            path: file.path.clone(),
+            key: key.into(),
+            expected: "a non-negative integer".into(),
+            found: v.summary(4),
+        }),
+    }
+}
+
+fn expect_split_key(file: &GgufFile, key: &str, expected: u64) -> Result<(), GgufError> {
+    let found = split_u64(file, key)?;
+    if found != Some(expected) {
+        return Err(GgufError::ShardMismatch {
+            path: file.path.clone(),
+            what: key.into(),
+            expected: expected.to_string(),
+            found: found.map_or("no such key".into(), |v| v.to_string()),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_parse_like_llama_split_path() {
+        let p = Path::new("/m/DeepSeek-R1-UD-IQ1_S-00002-of-00005.gguf");
+        assert_eq!(
+            parse_shard_name(p),
+            Some(("/m/DeepSeek-R1-UD-IQ1_S".into(), 2, 5))
+        );
+        assert_eq!(
+            shard_path("/m/x", 3, 5),
+            PathBuf::from("/m/x-00003-of-00005.gguf")
+        );
+        assert_eq!(parse_shard_name(Path::new("x-1-of-5.gguf")), None);
+        assert_eq!(parse_shard_name(Path::new("model.gguf")), None);
+    }
+}

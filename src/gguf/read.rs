@@ -1,0 +1,858 @@
+//! Parsing and validating one GGUF file's header (key/values and tensor infos).
+//!
+//! The parser works on a byte buffer holding a prefix of the file. Every declared count and
+//! length is checked against the bytes the *file* has left before anything is allocated, so a
+//! hostile header cannot make us allocate more than the file's size justifies. When the prefix
+//! is too short but the file is long enough, the parse stops with `NeedMore` and the caller
+//! reads a longer prefix; tensor data is never read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::GgufError;
+use super::value::{ValueRef, ValueType};
+use crate::ggml_type::GgmlType;
+use crate::layout::{self, DEFAULT_ALIGNMENT, MAX_DIMS};
+
+/// ggml's GGML_MAX_NAME: tensor names must be shorter than this.
+pub const MAX_TENSOR_NAME: u64 = 64;
+/// Arrays of arrays are legal in the spec; we carry them raw but cap the depth.
+pub const MAX_ARRAY_DEPTH: usize = 4;
+
+/// One key/value pair: its key, and the value's raw bytes as a range of the header buffer.
+#[derive(Clone, Debug)]
+pub struct KeyValue {
+    pub key: String,
+    pub ty: ValueType,
+    raw: Range<usize>,
+}
+
+/// One tensor info: name, shape (`dims[0]` innermost), type, and where its bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    /// Offset relative to the start of the data section, as stored in the file.
+    pub offset: u64,
+    pub n_bytes: u64,
+}
+
+/// A parsed, validated GGUF file. Holds the header bytes (not the tensor data).
+#[derive(Debug)]
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub version: u32,
+    header: Vec<u8>,
+    kvs: Vec<KeyValue>,
+    kv_index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    pub alignment: u64,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+    pub file_len: u64,
+}
+
+/// Why a parse of a prefix stopped.
+enum Stop {
+    NeedMore,
+    Fail(GgufError),
+}
+
+impl From<GgufError> for Stop {
+    fn from(e: GgufError) -> Self {
+        Stop::Fail(e)
+    }
+}
+
+/// A reading position in a prefix of the file.
+struct Cursor<'a> {
+    path: &'a Path,
+    buf: &'a [u8],
+    file_len: u64,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn offset(&self) -> u64 {
+        self.pos as u64
+    }
+
+    fn remaining_in_file(&self) -> u64 {
+        self.file_len.saturating_sub(self.pos as u64)
+    }
+
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], Stop> {
+        if n > self.remaining_in_file() {
+            return Err(Stop::Fail(GgufError::Truncated {
+                path: self.path.to_path_buf(),
+                what: what.to_string(),
+                offset: self.offset(),
+                needed: n,
+                file_len: self.file_len,
+            }));
+        }
+        let end = self.pos + n as usize;
+        if end > self.buf.len() {
+            return Err(Stop::NeedMore);
+        }
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, Stop> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, Stop> {
+        let b = self.take(8, what)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// Check that `count` items of at least `min_size` bytes each can fit in what is left.
+    fn check_count(&self, what: &str, count: u64, min_size: u64) -> Result<(), Stop> {
+        let remaining = self.remaining_in_file();
+        let max = remaining / min_size.max(1);
+        if count > max {
+            return Err(Stop::Fail(GgufError::CountTooLarge {
+                path: self.path.to_path_buf(),
+                what: what.to_string(),
+                offset: self.offset(),
+                count,
+                remaining,
+                max,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Skip a string, returning its bytes (without the length prefix).
+    fn string_bytes(&mut self, what: &str) -> Result<&'a [u8], Stop> {
+        let at = self.offset();
+        let len = self.u64(what)?;
+        if len > self.remaining_in_file() {
+            return Err(Stop::Fail(GgufError::StringPastEnd {
+                path: self.path.to_path_buf(),
+                offset: at,
+                len,
+                remaining: self.remaining_in_file(),
+            }));
+        }
+        self.take(len, what)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, Stop> {
+        let at = self.offset();
+        let bytes = self.string_bytes(what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Stop::Fail(GgufError::NotUtf8 {
+                path: self.path.to_path_buf(),
+                what: what.to_string(),
+                offset: at,
+            })
+        })
+    }
+
+    /// Skip over one value of type `ty`, validating it, without decoding or allocating.
+    fn skip_value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<(), Stop> {
+        match ty {
+            ValueType::String => {
+                self.string_bytes(&format!("string value of '{key}'"))?;
+            }
+            ValueType::Array => {
+                let at = self.offset();
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(Stop::Fail(GgufError::NestingTooDeep {
+                        path: self.path.to_path_buf(),
+                        key: key.to_string(),
+                        offset: at,
+                        max: MAX_ARRAY_DEPTH,
+                    }));
+                }
+                let elem_id = self.u32(&format!("array type of '{key}'"))?;
+                let elem = ValueType::from_id(elem_id).ok_or_else(|| {
+                    Stop::Fail(GgufError::UnknownValueType {
+                        path: self.path.to_path_buf(),
+                        key: key.to_string(),
+                        offset: at,
+                        found: elem_id,
+                    })
+                })?;
+                let count = self.u64(&format!("array length of '{key}'"))?;
+                self.check_count(&format!("array '{key}'"), count, elem.min_size())?;
+                match elem.fixed_size() {
+                    // count * size fits: check_count bounded it by the file's length.
+                    Some(size) => {
+                        self.take(count * size, &format!("array '{key}'"))?;
+                    }
+                    None => {
+                        for _ in 0..count {
+                            self.skip_value(key, elem, depth + 1)?;
+                        }
+                    }
+                }
+            }
+            t => {
+                let size = t.fixed_size().expect("scalar types have a fixed size");
+                self.take(size, &format!("value of '{key}'"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse a header from `buf`, a prefix of a file of `file_len` bytes.
+fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
+    let mut c = Cursor {
+        path,
+        buf,
+        file_len,
+        pos: 0,
+    };
+    let magic = c.take(4, "magic")?;
+    if magic != b"GGUF" {
+        return Err(GgufError::BadMagic {
+            path: path.to_path_buf(),
+            found: magic.try_into().expect("4 bytes"),
+        }
+        .into());
+    }
+    let version = c.u32("version")?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+        }
+        .into());
+    }
+    let tensor_count = c.u64("tensor count")?;
+    let kv_count = c.u64("key/value count")?;
+    // A key/value needs at least a key length, a type and a 1-byte value; a tensor info at
+    // least a name length, n_dims, type and offset.
+    c.check_count("the key/value count", kv_count, 8 + 4 + 1)?;
+    c.check_count("the tensor count", tensor_count, 8 + 4 + 4 + 8)?;
+
+    let mut kvs = Vec::with_capacity(kv_count as usize);
+    let mut kv_index = HashMap::with_capacity(kv_count as usize);
+    for _ in 0..kv_count {
+        let at = c.offset();
+        let key = c.string("key")?;
+        if key.is_empty() {
+            return Err(GgufError::EmptyKey {
+                path: path.to_path_buf(),
+                offset: at,
+            }
+            .into());
+        }
+        if kv_index.contains_key(&key) {
+            return Err(GgufError::DuplicateKey {
+                path: path.to_path_buf(),
+                key,
+                offset: at,
+            }
+            .into());
+        }
+        let type_at = c.offset();
+        let type_id = c.u32(&format!("value type of '{key}'"))?;
+        let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            offset: type_at,
+            found: type_id,
+        })?;
+        let start = c.pos;
+        c.skip_value(&key, ty, 0)?;
+        kv_index.insert(key.clone(), kvs.len());
+        kvs.push(KeyValue {
+            key,
+            ty,
+            raw: start..c.pos,
+        });
+    }
+
+    let alignment = match kv_index.get("general.alignment") {
+        None => DEFAULT_ALIGNMENT,
+        Some(&i) => {
+            let kv = &kvs[i];
+            let value = ValueRef {
+                ty: kv.ty,
+                raw: &buf[kv.raw.clone()],
+            };
+            // ggml requires the u32 type, as well as a non-zero power of two.
+            if kv.ty != ValueType::U32 {
+                return Err(GgufError::BadKeyValue {
+                    path: path.to_path_buf(),
+                    key: kv.key.clone(),
+                    expected: "type u32".into(),
+                    found: format!("type {}", kv.ty),
+                }
+                .into());
+            }
+            let a = value.as_u64().expect("u32 decodes");
+            if !a.is_power_of_two() {
+                return Err(GgufError::BadAlignment {
+                    path: path.to_path_buf(),
+                    found: a,
+                }
+                .into());
+            }
+            a
+        }
+    };
+
+    let mut tensors = Vec::with_capacity(tensor_count as usize);
+    let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+    for _ in 0..tensor_count {
+        let at = c.offset();
+        let name = c.string("tensor name")?;
+        if name.len() as u64 >= MAX_TENSOR_NAME {
+            return Err(GgufError::TensorNameTooLong {
+                path: path.to_path_buf(),
+                len: name.len() as u64,
+                name,
+                offset: at,
+            }
+            .into());
+        }
+        if tensor_index.contains_key(&name) {
+            return Err(GgufError::DuplicateTensor {
+                path: path.to_path_buf(),
+                name,
+                offset: at,
+            }
+            .into());
+        }
+        let n_dims = c.u32(&format!("n_dims of '{name}'"))?;
+        if n_dims as usize > MAX_DIMS {
+            return Err(GgufError::TooManyDims {
+                path: path.to_path_buf(),
+                tensor: name,
+                found: n_dims,
+            }
+            .into());
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            dims.push(c.u64(&format!("shape of '{name}'"))?);
+        }
+        let type_id = c.u32(&format!("type of '{name}'"))?;
+        let offset = c.u64(&format!("offset of '{name}'"))?;
+        let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownType {
+            path: path.to_path_buf(),
+            tensor: name.clone(),
+            id: type_id,
+        })?;
+        let ne0 = dims.first().copied().unwrap_or(1);
+        if ne0 % ty.block_size() != 0 {
+            return Err(GgufError::NotBlockMultiple {
+                path: path.to_path_buf(),
+                tensor: name,
+                ty: ty.name().into(),
+                ne0,
+                block_size: ty.block_size(),
+            }
+            .into());
+        }
+        // ggml stores ne as int64 and refuses any product past INT64_MAX.
+        let n_bytes = layout::element_count(&dims)
+            .filter(|&n| n <= i64::MAX as u64)
+            .and_then(|_| layout::tensor_bytes(ty, &dims))
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(|| GgufError::SizeOverflow {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+                dims: dims.clone(),
+            })?;
+        tensor_index.insert(name.clone(), tensors.len());
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset,
+            n_bytes,
+        });
+    }
+
+    let header_end = c.offset();
+    let data_offset = layout::pad_to(header_end, alignment).ok_or(GgufError::SizeOverflow {
+        path: path.to_path_buf(),
+        tensor: "<header>".into(),
+        dims: vec![header_end],
+    })?;
+
+    // Offsets must be the contiguous padded sequence, and the data must be in the file.
+    let mut expected = 0u64;
+    for t in &tensors {
+        if t.offset != expected {
+            return Err(GgufError::BadOffset {
+                path: path.to_path_buf(),
+                tensor: t.name.clone(),
+                expected,
+                found: t.offset,
+            }
+            .into());
+        }
+        let end = data_offset
+            .checked_add(t.offset)
+            .and_then(|o| o.checked_add(t.n_bytes));
+        match end {
+            Some(end) if end <= file_len => {}
+            _ => {
+                return Err(GgufError::DataPastEnd {
+                    path: path.to_path_buf(),
+                    tensor: t.name.clone(),
+                    end: end.unwrap_or(u64::MAX),
+                    file_len,
+                }
+                .into());
+            }
+        }
+        expected = t
+            .offset
+            .checked_add(t.n_bytes)
+            .and_then(|o| layout::pad_to(o, alignment))
+            .ok_or_else(|| GgufError::SizeOverflow {
+                path: path.to_path_buf(),
+                tensor: t.name.clone(),
+                dims: t.dims.clone(),
+            })?;
+    }
+
+    Ok(GgufFile {
+        path: path.to_path_buf(),
+        version,
+        header: buf[..header_end as usize].to_vec(),
+        kvs,
+        kv_index,
+        tensors,
+        tensor_index,
+        alignment,
+        data_offset,
+        file_len,
+    })
+}
+
+/// First read size: enough for most headers; DeepSeek-size vocabularies take a few rounds.
+const FIRST_READ: u64 = 1 << 20;
+
+impl GgufFile {
+    /// Open and validate one GGUF file (one shard). Reads only the header.
+    pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
+        let mut file = File::open(path).map_err(|e| GgufError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| GgufError::io(path, e))?.len();
+        let mut buf = Vec::new();
+        let mut want = FIRST_READ.min(file_len);
+        loop {
+            let have = buf.len() as u64;
+            (&mut file)
+                .take(want - have)
+                .read_to_end(&mut buf)
+                .map_err(|e| GgufError::io(path, e))?;
+            if (buf.len() as u64) < want {
+                // The file shrank under us; parse what there is and report it truncated.
+                return Self::from_prefix(path, &buf, buf.len() as u64);
+            }
+            match parse(path, &buf, file_len) {
+                Ok(f) => return Ok(f),
+                Err(Stop::Fail(e)) => return Err(e),
+                Err(Stop::NeedMore) => want = want.saturating_mul(4).min(file_len),
+            }
+        }
+    }
+
+    /// Parse a header from bytes in memory that are the whole file, or a prefix of a file of
+    /// `file_len` bytes. A prefix too short to hold the header is reported as truncated.
+    pub fn from_prefix(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufFile, GgufError> {
+        match parse(path, bytes, file_len) {
+            Ok(f) => Ok(f),
+            Err(Stop::Fail(e)) => Err(e),
+            Err(Stop::NeedMore) => Err(GgufError::Truncated {
+                path: path.to_path_buf(),
+                what: "header".into(),
+                offset: bytes.len() as u64,
+                needed: 1,
+                file_len: bytes.len() as u64,
+            }),
+        }
+    }
+
+    /// Parse a whole file held in memory (tests, fuzzing).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<GgufFile, GgufError> {
+        Self::from_prefix(path, bytes, bytes.len() as u64)
+    }
+
+    pub fn kvs(&self) -> &[KeyValue] {
+        &self.kvs
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn value(&self, kv: &KeyValue) -> ValueRef<'_> {
+        ValueRef {
+            ty: kv.ty,
+            raw: &self.header[kv.raw.clone()],
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<ValueRef<'_>> {
+        self.kv_index.get(key).map(|&i| self.value(&self.kvs[i]))
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Absolute file offset of a tensor's first byte.
+    pub fn tensor_file_offset(&self, t: &TensorInfo) -> u64 {
+        // Validated at parse time: data_offset + offset + n_bytes <= file_len.
+        self.data_offset + t.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::GgufBuilder;
+
+    fn path() -> &'static Path {
+        Path::new("t.gguf")
+    }
+
+    fn sample() -> GgufBuilder {
+        GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .kv_u32("deepseek2.block_count", 2)
+            .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "<s>"])
+            .tensor("token_embd.weight", &[256, 4], GgmlType::Q4_K, 0)
+            .tensor("output_norm.weight", &[7], GgmlType::F32, 0)
+            .tensor("blk.0.ffn_up_exps.weight", &[256, 2, 4], GgmlType::Q3_K, 0)
+    }
+
+    fn parse_err(bytes: &[u8]) -> GgufError {
+        GgufFile::from_bytes(path(), bytes).expect_err("file should be refused")
+    }
+
+    fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
+        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+        bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn reads_a_valid_file_in_order() {
+        let (bytes, map) = sample().build_with_map();
+        let f = GgufFile::from_bytes(path(), &bytes).unwrap();
+        let keys: Vec<_> = f.kvs().iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "general.architecture",
+                "deepseek2.block_count",
+                "tokenizer.ggml.tokens"
+            ]
+        );
+        let t = f.tensor("blk.0.ffn_up_exps.weight").unwrap();
+        assert_eq!(t.n_bytes, 110 * 2 * 4);
+        assert_eq!(f.data_offset, map.data_offset as u64);
+        assert_eq!(f.get("deepseek2.block_count").unwrap().as_u64(), Some(2));
+        // The 0-dim tensor case and v2 are accepted too.
+        let mut v2 = bytes.clone();
+        put_u32(&mut v2, 4, 2);
+        assert_eq!(GgufFile::from_bytes(path(), &v2).unwrap().version, 2);
+    }
+
+    #[test]
+    fn bad_magic() {
+        let mut b = sample().build();
+        b[0] = b'X';
+        assert!(matches!(parse_err(&b), GgufError::BadMagic { found, .. } if &found == b"XGUF"));
+    }
+
+    #[test]
+    fn unsupported_version() {
+        for v in [1, 4] {
+            let mut b = sample().build();
+            put_u32(&mut b, 4, v);
+            assert!(
+                matches!(parse_err(&b), GgufError::UnsupportedVersion { found, .. } if found == v)
+            );
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_refused_before_allocating() {
+        let mut b = sample().build();
+        put_u64(&mut b, 8, u64::MAX / 2);
+        assert!(
+            matches!(parse_err(&b), GgufError::CountTooLarge { count, .. } if count == u64::MAX / 2)
+        );
+        let mut b = sample().build();
+        put_u64(&mut b, 16, 1 << 40);
+        assert!(matches!(parse_err(&b), GgufError::CountTooLarge { .. }));
+        // An array length that the file cannot hold.
+        let (mut b, map) = sample().build_with_map();
+        put_u64(&mut b, map.kv_value_at[2] + 4, 1 << 50);
+        assert!(
+            matches!(parse_err(&b), GgufError::CountTooLarge { what, .. } if what.contains("tokenizer.ggml.tokens"))
+        );
+    }
+
+    #[test]
+    fn string_past_end() {
+        let (mut b, map) = sample().build_with_map();
+        put_u64(&mut b, map.kv_key_len_at[1], u64::MAX - 1);
+        assert!(matches!(parse_err(&b), GgufError::StringPastEnd { .. }));
+    }
+
+    #[test]
+    fn truncated_header() {
+        let (b, map) = sample().build_with_map();
+        let cut = &b[..map.tensor_type_at[1] + 2];
+        assert!(matches!(parse_err(cut), GgufError::Truncated { .. }));
+        assert!(matches!(parse_err(&b[..3]), GgufError::Truncated { .. }));
+    }
+
+    #[test]
+    fn truncated_data() {
+        let b = sample().build();
+        let cut = &b[..b.len() - 100];
+        assert!(
+            matches!(parse_err(cut), GgufError::DataPastEnd { tensor, .. } if tensor == "blk.0.ffn_up_exps.weight")
+        );
+    }
+
+    #[test]
+    fn empty_and_duplicate_keys() {
+        let b = GgufBuilder::new().kv_u32("", 1).build();
+        assert!(matches!(parse_err(&b), GgufError::EmptyKey { .. }));
+        let b = GgufBuilder::new().kv_u32("a", 1).kv_str("a", "x").build();
+        assert!(matches!(parse_err(&b), GgufError::DuplicateKey { key, .. } if key == "a"));
+    }
+
+    #[test]
+    fn unknown_value_type() {
+        let b = GgufBuilder::new().kv_raw("k", 13, vec![0; 8]).build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::UnknownValueType { found: 13, .. }
+        ));
+        // Also inside an array.
+        let mut raw = 42u32.to_le_bytes().to_vec();
+        raw.extend_from_slice(&0u64.to_le_bytes());
+        let b = GgufBuilder::new().kv_raw("k", 9, raw).build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::UnknownValueType { found: 42, .. }
+        ));
+    }
+
+    #[test]
+    fn nested_arrays_are_carried_but_capped() {
+        // [[1, 2], [3]] as arrays of i32 arrays.
+        let inner = |items: &[i32]| {
+            let mut r = 5u32.to_le_bytes().to_vec();
+            r.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            items
+                .iter()
+                .for_each(|v| r.extend_from_slice(&v.to_le_bytes()));
+            r
+        };
+        let mut raw = 9u32.to_le_bytes().to_vec();
+        raw.extend_from_slice(&2u64.to_le_bytes());
+        raw.extend(inner(&[1, 2]));
+        raw.extend(inner(&[3]));
+        let b = GgufBuilder::new().kv_raw("nested", 9, raw.clone()).build();
+        let f = GgufFile::from_bytes(path(), &b).unwrap();
+        let v = f.get("nested").unwrap();
+        assert_eq!(v.raw, &raw[..]);
+        let lens: Vec<_> = v
+            .array_items()
+            .map(|a| a.array_header().unwrap().1)
+            .collect();
+        assert_eq!(lens, [2, 1]);
+
+        let mut deep = inner(&[1]);
+        for _ in 0..MAX_ARRAY_DEPTH {
+            let mut outer = 9u32.to_le_bytes().to_vec();
+            outer.extend_from_slice(&1u64.to_le_bytes());
+            outer.extend(deep);
+            deep = outer;
+        }
+        let b = GgufBuilder::new().kv_raw("deep", 9, deep).build();
+        assert!(matches!(parse_err(&b), GgufError::NestingTooDeep { .. }));
+    }
+
+    #[test]
+    fn alignment_must_be_a_u32_power_of_two() {
+        let b = GgufBuilder::new()
+            .kv_raw("general.alignment", 4, 48u32.to_le_bytes().to_vec())
+            .build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::BadAlignment { found: 48, .. }
+        ));
+        let b = GgufBuilder::new()
+            .kv_raw("general.alignment", 4, 0u32.to_le_bytes().to_vec())
+            .build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::BadAlignment { found: 0, .. }
+        ));
+        let b = GgufBuilder::new()
+            .kv_raw("general.alignment", 10, 32u64.to_le_bytes().to_vec())
+            .build();
+        assert!(matches!(parse_err(&b), GgufError::BadKeyValue { .. }));
+        let b = GgufBuilder::new()
+            .kv_u32("general.alignment", 64)
+            .tensor("a", &[3], GgmlType::F32, 0)
+            .tensor("b", &[3], GgmlType::F32, 0)
+            .build();
+        let f = GgufFile::from_bytes(path(), &b).unwrap();
+        assert_eq!(f.tensor("b").unwrap().offset, 64);
+    }
+
+    #[test]
+    fn duplicate_tensor() {
+        let b = GgufBuilder::new()
+            .tensor("a", &[3], GgmlType::F32, 0)
+            .tensor("a", &[3], GgmlType::F32, 0)
+            .build();
+        assert!(matches!(parse_err(&b), GgufError::DuplicateTensor { name, .. } if name == "a"));
+    }
+
+    #[test]
+    fn tensor_name_too_long() {
+        let ok = "n".repeat(63);
+        let b = GgufBuilder::new()
+            .tensor(&ok, &[1], GgmlType::F32, 0)
+            .build();
+        assert!(GgufFile::from_bytes(path(), &b).is_ok());
+        let long = "n".repeat(64);
+        let b = GgufBuilder::new()
+            .tensor(&long, &[1], GgmlType::F32, 0)
+            .build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::TensorNameTooLong { len: 64, .. }
+        ));
+    }
+
+    #[test]
+    fn too_many_dims() {
+        let b = GgufBuilder::new()
+            .tensor_raw("t", &[1, 1, 1, 1, 1], 0, vec![0; 4])
+            .build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::TooManyDims { found: 5, .. }
+        ));
+        // ggml reads 0 dims as a one-element scalar.
+        let b = GgufBuilder::new()
+            .tensor_raw("s", &[], 0, vec![0; 4])
+            .build();
+        assert_eq!(
+            GgufFile::from_bytes(path(), &b)
+                .unwrap()
+                .tensor("s")
+                .unwrap()
+                .n_bytes,
+            4
+        );
+    }
+
+    #[test]
+    fn unknown_type_names_the_tensor() {
+        let b = GgufBuilder::new()
+            .tensor_raw("blk.0.attn_q.weight", &[256], 137, vec![0; 64])
+            .build();
+        let e = parse_err(&b);
+        assert!(
+            matches!(&e, GgufError::UnknownType { id: 137, tensor, .. } if tensor == "blk.0.attn_q.weight")
+        );
+        assert!(e.to_string().contains("ik_llama.cpp"));
+    }
+
+    #[test]
+    fn ne0_not_a_block_multiple() {
+        let b = GgufBuilder::new()
+            .tensor_raw("t", &[100, 2], 12, vec![0; 288])
+            .build();
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::NotBlockMultiple {
+                ne0: 100,
+                block_size: 256,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn size_overflow() {
+        let b = GgufBuilder::new()
+            .tensor_raw("t", &[1 << 32, 1 << 32, 4], 0, vec![0; 4])
+            .build();
+        assert!(matches!(parse_err(&b), GgufError::SizeOverflow { .. }));
+        // Fits in u64 but not in ggml's int64.
+        let b = GgufBuilder::new()
+            .tensor_raw("t", &[1 << 62, 4], 24, vec![0; 4])
+            .build();
+        assert!(matches!(parse_err(&b), GgufError::SizeOverflow { .. }));
+    }
+
+    #[test]
+    fn offsets_must_be_contiguous_and_padded() {
+        let (mut b, map) = sample().build_with_map();
+        put_u64(&mut b, map.tensor_offset_at[1], 1000);
+        assert!(matches!(
+            parse_err(&b),
+            GgufError::BadOffset { found: 1000, .. }
+        ));
+        // Unpadded: the second tensor straight after the first one's 576 bytes is 8 bytes short.
+        let (mut b, map) = sample().build_with_map();
+        put_u64(&mut b, map.tensor_offset_at[2], 576 + 28 - 8);
+        assert!(matches!(parse_err(&b), GgufError::BadOffset { .. }));
+    }
+
+    #[test]
+    fn reads_headers_longer_than_the_first_read() {
+        // A vocabulary bigger than FIRST_READ makes `open` read more than once.
+        let words: Vec<String> = (0..200_000).map(|i| format!("token{i}")).collect();
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        let b = GgufBuilder::new()
+            .kv_str_array("tokenizer.ggml.tokens", &refs)
+            .tensor("t", &[4], GgmlType::F32, 0)
+            .build();
+        assert!(b.len() as u64 > FIRST_READ);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.gguf");
+        std::fs::write(&p, &b).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        assert_eq!(
+            f.get("tokenizer.ggml.tokens")
+                .unwrap()
+                .array_header()
+                .unwrap()
+                .1,
+            200_000
+        );
+        std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+        // Cut inside the vocabulary: whichever length check trips first, it is an error.
+        assert!(matches!(
+            GgufFile::open(&p),
+            Err(GgufError::Truncated { .. }
+                | GgufError::CountTooLarge { .. }
+                | GgufError::StringPastEnd { .. })
+        ));
+    }
+}
