@@ -27,7 +27,7 @@ pub fn element_count(dims: &[u64]) -> Option<u64> {
 /// Bytes of one row (`ne[0]` elements) of a tensor of type `ty`; `None` if `ne0` is not a
 /// whole number of blocks or on overflow.
 pub fn row_bytes(ty: GgmlType, ne0: u64) -> Option<u64> {
-    if ne0 % ty.block_size() != 0 {
+    if !ne0.is_multiple_of(ty.block_size()) {
         return None;
     }
     (ne0 / ty.block_size()).checked_mul(ty.type_size())

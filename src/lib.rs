@@ -7,10 +7,20 @@
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
-//! - [`report`], [`compare`]: `inspect`, `diff` and `verify`.
+//! - [`report`]: `inspect` and `--dry-run` output;
+//! - [`cli`]: argument parsing and exit codes.
 
+// Errors carry the file, tensor, expected and found values so messages can be acted on; they
+// are built once per failed run, so their size on the stack does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod cli;
+pub mod execute;
 pub mod ggml_type;
 pub mod gguf;
 pub mod layout;
+pub mod plan;
+pub mod recipe;
+pub mod report;
 #[doc(hidden)]
 pub mod testkit;

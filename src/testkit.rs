@@ -184,7 +184,7 @@ pub fn marker_data(ty: GgmlType, dims: &[u64], parent: u8, tensor: u16) -> Vec<u
     let per_slice = n_bytes / slices;
     let mut data = Vec::with_capacity(n_bytes);
     for i in 0..n_bytes {
-        let slice = if per_slice == 0 { 0 } else { i / per_slice };
+        let slice = i.checked_div(per_slice).unwrap_or(0);
         let word = i / 8;
         let b = match i % 8 {
             0 => parent,

@@ -128,3 +128,19 @@ impl<'f> DataWriter<'f> {
         Ok(())
     }
 }
+
+/// The length [`encode_header`] will produce, without encoding anything.
+pub fn encoded_header_len<'a>(
+    kvs: impl Iterator<Item = (&'a str, ValueRef<'a>)>,
+    tensors: &[TensorInfo],
+    alignment: u64,
+) -> u64 {
+    let kv_bytes: u64 = kvs
+        .map(|(k, v)| 8 + k.len() as u64 + 4 + v.raw.len() as u64)
+        .sum();
+    let info_bytes: u64 = tensors
+        .iter()
+        .map(|t| 8 + t.name.len() as u64 + 4 + 8 * t.dims.len() as u64 + 4 + 8)
+        .sum();
+    layout::pad_to(4 + 4 + 8 + 8 + kv_bytes + info_bytes, alignment).expect("header fits in memory")
+}

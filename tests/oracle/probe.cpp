@@ -49,7 +49,6 @@ int main(int argc, char ** argv) {
 
     llama_model_params mparams = llama_model_default_params();
     mparams.n_gpu_layers = 0;
-    mparams.use_mmap     = true;
 
     llama_model * model = llama_model_load_from_file(path.c_str(), mparams);
     if (!model) {

@@ -1,0 +1,276 @@
+//! The command line: parses arguments, calls the library, prints, and maps errors to exit
+//! codes. No decisions about files or tensors are made here.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::execute::{self, ExecError, ExecOptions};
+use crate::gguf::{GgufError, Model};
+use crate::plan::{self, Parent, PlanError, SplitOptions};
+use crate::recipe::{Recipe, RecipeError};
+use crate::report;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// `verify` found a child that does not match; `diff` never uses it.
+    pub const MISMATCH: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// A parent, child or recipe is malformed or does not fit the others.
+    pub const BAD_INPUT: i32 = 3;
+    /// Reading or writing failed (disk full, permissions, output exists, ...).
+    pub const IO: i32 = 4;
+    /// Interrupted by Ctrl-C; nothing was left at the output path.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "gguf-splice",
+    version,
+    about = "Build chimera GGUF models from the tensors and experts of quantized parents, without dequantizing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF file's (or shard set's) metadata, tensors and totals.
+    Inspect {
+        /// Any shard of the model.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a child model from parents by rules.
+    Splice(SpliceArgs),
+}
+
+#[derive(Args)]
+struct SpliceArgs {
+    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard. The first
+    /// parent is the base unless the recipe names one.
+    #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
+    parents: Vec<String>,
+    /// A recipe file (see mappings/).
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// REGEX=NAME[:experts=RANGES[:router]]: take matching tensors from parent NAME. Comes
+    /// before the recipe's rules; the first matching rule wins.
+    #[arg(long = "take", value_name = "RULE")]
+    takes: Vec<String>,
+    /// Output file (with --split-*, the prefix of the shard names).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run, print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    split_max_size: Option<u64>,
+    /// Shard the output: at most N tensors per shard.
+    #[arg(long, value_name = "N")]
+    split_max_tensors: Option<usize>,
+    /// Replace existing output files.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `48G`, `500M` (decimal units, as llama-gguf-split), or a plain byte count.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'G') => (&s[..s.len() - 1], 1_000_000_000),
+        Some(b'M') => (&s[..s.len() - 1], 1_000_000),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 48G or 500M"))?;
+    if n == 0 {
+        return Err("size must be positive".into());
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Everything that can go wrong, by layer.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Gguf(GgufError::Io { .. }) => exit::IO,
+            CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
+            CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
+            CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
+            CliError::Exec(_) => exit::IO,
+        }
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Splice(args) => splice(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gguf-splice: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialise")
+    );
+}
+
+fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
+    let model = Model::open(file)?;
+    if json {
+        print_json(&report::inspect_json(&model));
+    } else {
+        print!("{}", report::inspect_text(&model));
+    }
+    Ok(exit::OK)
+}
+
+fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, path) = spec
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--parent '{spec}': expected NAME=PATH")))?;
+            if name.is_empty() {
+                return Err(CliError::Usage(format!("--parent '{spec}': empty name")));
+            }
+            Ok(Parent {
+                name: name.to_string(),
+                model: Model::open(std::path::Path::new(path))?,
+            })
+        })
+        .collect()
+}
+
+fn splice(args: SpliceArgs) -> Result<i32, CliError> {
+    let parents = open_parents(&args.parents)?;
+    let mut recipe = match &args.recipe {
+        Some(path) => Recipe::from_file(path)?,
+        None => Recipe::default(),
+    };
+    recipe.prepend_takes(&args.takes)?;
+    let split = SplitOptions {
+        max_bytes: args.split_max_size,
+        max_tensors: args.split_max_tensors,
+    };
+    let plan = plan::build(&parents, &recipe, &args.output, split)?;
+    if args.dry_run {
+        if args.json {
+            print_json(&report::plan_json(&plan));
+        } else {
+            print!("{}", report::plan_text(&plan));
+        }
+        return Ok(exit::OK);
+    }
+    if !args.quiet {
+        for w in &plan.warnings {
+            eprintln!("gguf-splice: warning: {w}");
+        }
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = Arc::clone(&cancel);
+        // If a handler cannot be installed, Ctrl-C still kills us; the temporary file is
+        // then left under a hidden name, never at the output path.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    }
+    let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
+    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("static template"),
+        );
+        bar
+    };
+    let started = std::time::Instant::now();
+    let progress = |done: u64| bar.set_position(done);
+    let written = execute::execute(
+        &plan,
+        &ExecOptions {
+            force: args.force,
+            cancel: &cancel,
+            progress: &progress,
+        },
+    )?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        let secs = started.elapsed().as_secs_f64();
+        let names: Vec<String> = written
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        eprintln!(
+            "gguf-splice: wrote {} in {} file{} ({:.1} s, {}/s): {}",
+            report::human_bytes(written.bytes),
+            written.files.len(),
+            if written.files.len() == 1 { "" } else { "s" },
+            secs,
+            report::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
+            names.join(", ")
+        );
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_decimal_like_gguf_split() {
+        assert_eq!(parse_size("48G"), Ok(48_000_000_000));
+        assert_eq!(parse_size("500M"), Ok(500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0G").is_err());
+        assert!(parse_size("12T").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Shared helpers for integration tests: tiny deepseek2-shaped parents assembled by hand
+//! (`gguf_splice::testkit`, which does not use the crate's writer), and a runner for the binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::testkit::{GgufBuilder, marker_data};
+
+pub const N_EXPERT: u64 = 4;
+pub const N_EMBD: u64 = 256;
+
+/// (name, dims, type) of a tiny deepseek2-like model: block 0 dense, blocks 1-2 MoE.
+pub fn layout(expert_type: GgmlType) -> Vec<(String, Vec<u64>, GgmlType)> {
+    let mut t = vec![
+        (
+            "token_embd.weight".to_string(),
+            vec![N_EMBD, 8],
+            GgmlType::Q4_K,
+        ),
+        ("output_norm.weight".into(), vec![N_EMBD], GgmlType::F32),
+        ("output.weight".into(), vec![N_EMBD, 8], GgmlType::Q4_K),
+    ];
+    for b in 0..3 {
+        let p = format!("blk.{b}.");
+        t.push((format!("{p}attn_norm.weight"), vec![N_EMBD], GgmlType::F32));
+        t.push((
+            format!("{p}attn_q_a.weight"),
+            vec![N_EMBD, 2],
+            GgmlType::Q4_K,
+        ));
+        t.push((
+            format!("{p}attn_output.weight"),
+            vec![N_EMBD, 2],
+            GgmlType::Q4_K,
+        ));
+        if b == 0 {
+            t.push((format!("{p}ffn_up.weight"), vec![N_EMBD, 2], GgmlType::Q4_K));
+        } else {
+            t.push((
+                format!("{p}ffn_gate_inp.weight"),
+                vec![N_EMBD, N_EXPERT],
+                GgmlType::F32,
+            ));
+            t.push((
+                format!("{p}exp_probs_b.bias"),
+                vec![N_EXPERT],
+                GgmlType::F32,
+            ));
+            for w in ["gate", "up", "down"] {
+                t.push((
+                    format!("{p}ffn_{w}_exps.weight"),
+                    vec![N_EMBD, 2, N_EXPERT],
+                    expert_type,
+                ));
+            }
+            t.push((
+                format!("{p}ffn_up_shexp.weight"),
+                vec![N_EMBD, 2],
+                GgmlType::Q4_K,
+            ));
+        }
+    }
+    t
+}
+
+/// A parent whose every tensor holds `marker_data(.., parent_id, index)`.
+pub fn parent(parent_id: u8, expert_type: GgmlType) -> GgufBuilder {
+    let mut b = GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .kv_str("general.name", &format!("parent-{parent_id}"))
+        .kv_u32("deepseek2.block_count", 3)
+        .kv_u32("deepseek2.embedding_length", N_EMBD as u32)
+        .kv_u32("deepseek2.expert_count", N_EXPERT as u32)
+        .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "c"])
+        .kv_str("tokenizer.chat_template", &format!("template-{parent_id}"));
+    for (name, dims, ty) in layout(expert_type) {
+        b = b.tensor(&name, &dims, ty, parent_id);
+    }
+    b
+}
+
+/// The bytes `parent(parent_id, expert_type)` stores for tensor `name`.
+pub fn expected_bytes(parent_id: u8, expert_type: GgmlType, name: &str) -> Vec<u8> {
+    let l = layout(expert_type);
+    let i = l
+        .iter()
+        .position(|(n, _, _)| n == name)
+        .expect("tensor in layout");
+    marker_data(l[i].2, &l[i].1, parent_id, i as u16)
+}
+
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// Raw data bytes of tensor `name` of a model, read through the plain file API.
+pub fn tensor_bytes(model: &gguf_splice::gguf::Model, name: &str) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let t = model.tensor(name).expect("tensor present");
+    let mut f = std::fs::File::open(&model.shards()[t.shard].path).unwrap();
+    f.seek(SeekFrom::Start(t.file_offset)).unwrap();
+    let mut buf = vec![0; t.info.n_bytes as usize];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// A Python interpreter with the PyPI `gguf` package (set up by fixtures/setup-python.sh).
+pub fn oracle_python() -> PathBuf {
+    if let Ok(p) = std::env::var("GGUF_SPLICE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/oracle-venv/bin/python");
+    assert!(
+        p.exists(),
+        "the gguf-py oracle is not installed: run `bash fixtures/setup-python.sh` (or scripts/test.sh), or set GGUF_SPLICE_PYTHON"
+    );
+    p
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

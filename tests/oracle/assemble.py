@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Independent reference splicer (oracle) built on gguf-py's GGUFReader and GGUFWriter.
+
+usage: assemble.py --base PATH --out OUT [--take 'REGEX=PATH']... [--take-experts 'REGEX=PATH:FIRST-LAST']...
+
+The child has the base's tensors, in the base's order, and the base's key/values in the
+base's order (minus split.* keys; GGUF.* are gguf-py's pseudo-fields for the header;
+general.architecture is written first by GGUFWriter; general.alignment, if the base has one,
+sets the writer's alignment). Each tensor is copied raw (never dequantized) from the first
+--take parent whose REGEX re.search-matches its name, else from the base. Then each
+--take-experts (in the order given) replaces experts FIRST..LAST (inclusive, 0-based) of
+every matching 3-D tensor whose name contains "_exps" with those experts' bytes from PATH
+(type and shape must equal the child's tensor). Any PATH may be the first shard
+`X-00001-of-0000N.gguf` of a split set. The child is one file.
+
+Only gguf-py (PyPI `gguf`), numpy and the standard library are used.
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ggufio import is_pseudo_key, open_model  # noqa: E402
+
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter  # noqa: E402
+
+
+class Model:
+    """All tensors of a (possibly split) GGUF by name -> (reader, ReaderTensor)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.readers = open_model(path)
+        self.tensors = {}
+        self.order = []
+        for r in self.readers:
+            for t in r.tensors:
+                if t.name in self.tensors:
+                    raise SystemExit(f"{path}: duplicate tensor {t.name}")
+                self.tensors[t.name] = (r, t)
+                self.order.append(t.name)
+
+    def raw(self, name):
+        r, t = self.tensors[name]
+        return r.data[t.data_offset: t.data_offset + t.n_bytes]
+
+    def info(self, name):
+        _, t = self.tensors[name]
+        return int(t.tensor_type), [int(x) for x in t.shape], int(t.n_bytes)
+
+
+def raw_field_value(field):
+    """(value for GGUFWriter.add_key_value, GGUFValueType, sub_type). Strings stay bytes."""
+    vtype = GGUFValueType(int(field.types[0]))
+    if vtype == GGUFValueType.ARRAY:
+        elem = GGUFValueType(int(field.parts[3][0]))
+        if elem == GGUFValueType.STRING:
+            vals = [bytes(field.parts[i]) for i in field.data]
+        elif elem == GGUFValueType.ARRAY:
+            raise SystemExit(f"{field.name}: arrays of arrays are not supported")
+        else:
+            vals = [v for i in field.data for v in field.parts[i].tolist()]
+            if elem == GGUFValueType.BOOL:
+                vals = [bool(v) for v in vals]
+        return vals, vtype, elem
+    if vtype == GGUFValueType.STRING:
+        return bytes(field.parts[-1]), vtype, None
+    v = field.parts[-1].tolist()[0]
+    if vtype == GGUFValueType.BOOL:
+        v = bool(v)
+    return v, vtype, None
+
+
+def parse_take(s):
+    if "=" not in s:
+        raise SystemExit(f"--take wants REGEX=PATH, got {s!r}")
+    rx, path = s.rsplit("=", 1)
+    return re.compile(rx), path
+
+
+def parse_take_experts(s):
+    m = re.match(r"^(?P<rx>.*)=(?P<path>.*):(?P<a>\d+)-(?P<b>\d+)$", s)
+    if not m:
+        raise SystemExit(f"--take-experts wants REGEX=PATH:FIRST-LAST, got {s!r}")
+    a, b = int(m.group("a")), int(m.group("b"))
+    if a > b:
+        raise SystemExit(f"--take-experts: FIRST > LAST in {s!r}")
+    return re.compile(m.group("rx")), m.group("path"), a, b
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--take", action="append", default=[], type=parse_take)
+    ap.add_argument("--take-experts", action="append", default=[], type=parse_take_experts)
+    a = ap.parse_args()
+
+    models = {}
+
+    def model(path):
+        if path not in models:
+            models[path] = Model(path)
+        return models[path]
+
+    base = model(a.base)
+    first = base.readers[0]
+    arch_field = first.fields.get("general.architecture")
+    if arch_field is None:
+        raise SystemExit(f"{a.base}: no general.architecture")
+    arch = bytes(arch_field.parts[-1]).decode("utf-8")
+
+    w = GGUFWriter(a.out, arch)
+    for name, field in first.fields.items():
+        if is_pseudo_key(name) or name.startswith("split.") or name == "general.architecture":
+            continue  # general.architecture: GGUFWriter has already written it first
+        val, vtype, sub = raw_field_value(field)
+        if name == "general.alignment":
+            w.add_custom_alignment(int(val))
+            continue
+        w.add_key_value(name, val, vtype, sub_type=sub)
+
+    for name in base.order:
+        src = base
+        for rx, path in a.take:
+            if rx.search(name):
+                src = model(path)
+                break
+        if name not in src.tensors:
+            raise SystemExit(f"{src.path}: has no tensor {name}")
+        ttype, shape, n_bytes = src.info(name)
+        data = np.array(src.raw(name), dtype=np.uint8, copy=True)
+
+        for rx, path, e0, e1 in a.take_experts:
+            if not rx.search(name) or "_exps" not in name or len(shape) != 3:
+                continue
+            donor = model(path)
+            if name not in donor.tensors:
+                raise SystemExit(f"{path}: has no tensor {name}")
+            dt, ds, dn = donor.info(name)
+            if (dt, ds, dn) != (ttype, shape, n_bytes):
+                raise SystemExit(f"{name}: type/shape differ: child {ttype} {shape}, {path} {dt} {ds}")
+            n_exp = shape[2]
+            if e1 >= n_exp:
+                raise SystemExit(f"{name}: expert {e1} out of range (n_expert {n_exp})")
+            s = n_bytes // n_exp
+            data[e0 * s:(e1 + 1) * s] = donor.raw(name)[e0 * s:(e1 + 1) * s]
+
+        qtype = GGMLQuantizationType(ttype)
+        # numpy shape (outermost first) of the raw bytes: reversed ne with ne0 in bytes
+        rows = list(reversed(shape[1:]))
+        row_bytes = n_bytes
+        for d in shape[1:]:
+            row_bytes //= d
+        w.add_tensor(name, data.reshape(rows + [row_bytes]), raw_dtype=qtype)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+if __name__ == "__main__":
+    main()

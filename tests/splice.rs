@@ -1,0 +1,494 @@
+//! Splices of hand-assembled parents: every output tensor is compared with the bytes the
+//! test itself generated for the parent the rules name.
+
+mod common;
+
+use common::*;
+use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::gguf::{GgufFile, Model};
+use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
+use gguf_splice::recipe::Recipe;
+
+const V3: u8 = 1;
+const R1: u8 = 2;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    v3: std::path::PathBuf,
+    r1: std::path::PathBuf,
+}
+
+fn setup(r1_expert_type: GgmlType) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
+    let r1 = write(dir.path(), "r1.gguf", &parent(R1, r1_expert_type).build());
+    Setup { dir, v3, r1 }
+}
+
+fn is_routed_expert(name: &str) -> bool {
+    name.contains("_exps.")
+}
+
+#[test]
+fn chimera_takes_routed_experts_from_r1_and_the_rest_from_v3() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let out = s.dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--recipe",
+        &repo()
+            .join("mappings/deepseek-r1t-chimera.toml")
+            .display()
+            .to_string(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let child = Model::open(&out).unwrap();
+    assert_eq!(child.tensor_count(), layout(GgmlType::Q3_K).len());
+    for t in child.tensors() {
+        let name = &t.info.name;
+        let (pid, ty) = if is_routed_expert(name) {
+            (R1, GgmlType::IQ2_XXS)
+        } else {
+            (V3, GgmlType::Q3_K)
+        };
+        assert_eq!(
+            tensor_bytes(&child, name),
+            expected_bytes(pid, ty, name),
+            "{name}"
+        );
+        if is_routed_expert(name) {
+            assert_eq!(t.info.ty, GgmlType::IQ2_XXS, "{name} keeps r1's type");
+        }
+    }
+    // Metadata: the base's, with the name, parents and recipe recorded.
+    assert_eq!(
+        child.get("general.architecture").unwrap().as_str(),
+        Some("deepseek2")
+    );
+    assert_eq!(
+        child.get("tokenizer.chat_template").unwrap().as_str(),
+        Some("template-1")
+    );
+    assert_eq!(
+        child.get("general.base_model.count").unwrap().as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        child.get("general.base_model.1.name").unwrap().as_str(),
+        Some("parent-2")
+    );
+    let recipe = child
+        .get("splice.recipe")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(recipe.contains("ffn_(gate|up|down)_exps"), "{recipe}");
+    // Nothing else was left in the directory (no temporary files).
+    let names: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn take_rules_come_before_the_recipe_and_first_match_wins() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--take",
+        r"blk\.1\.=v3",
+        "--take",
+        r"_exps\.|token_embd=r1",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let child = Model::open(&out).unwrap();
+    for t in child.tensors() {
+        let name = &t.info.name;
+        let from_r1 = !name.starts_with("blk.1.")
+            && (is_routed_expert(name) || name.starts_with("token_embd"));
+        let pid = if from_r1 { R1 } else { V3 };
+        assert_eq!(
+            tensor_bytes(&child, name),
+            expected_bytes(pid, GgmlType::Q3_K, name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn expert_level_rules_mix_experts_and_the_router_follows() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--take",
+        r"blk\.2\.ffn_up_exps=r1:experts=1-2:router",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let child = Model::open(&out).unwrap();
+    // Expected: expert e of blk.2.ffn_up_exps from r1 for e in 1..=2, else v3; router rows
+    // and bias elements likewise; everything else from v3.
+    let mixed = |name: &str, slice_bytes: usize| {
+        let v = expected_bytes(V3, GgmlType::Q3_K, name);
+        let r = expected_bytes(R1, GgmlType::Q3_K, name);
+        let mut want = Vec::new();
+        for e in 0..N_EXPERT as usize {
+            let src = if (1..=2).contains(&e) { &r } else { &v };
+            want.extend_from_slice(&src[e * slice_bytes..(e + 1) * slice_bytes]);
+        }
+        want
+    };
+    for t in child.tensors() {
+        let name = t.info.name.as_str();
+        let want = match name {
+            "blk.2.ffn_up_exps.weight" => mixed(name, 2 * 110),
+            "blk.2.ffn_gate_inp.weight" => mixed(name, N_EMBD as usize * 4),
+            "blk.2.exp_probs_b.bias" => mixed(name, 4),
+            _ => expected_bytes(V3, GgmlType::Q3_K, name),
+        };
+        assert_eq!(tensor_bytes(&child, name), want, "{name}");
+    }
+}
+
+fn plan_err(s: &Setup, takes: &[&str]) -> PlanError {
+    let parents = vec![
+        Parent {
+            name: "v3".into(),
+            model: Model::open(&s.v3).unwrap(),
+        },
+        Parent {
+            name: "r1".into(),
+            model: Model::open(&s.r1).unwrap(),
+        },
+    ];
+    let mut recipe = Recipe::default();
+    let takes: Vec<String> = takes.iter().map(|t| t.to_string()).collect();
+    recipe.prepend_takes(&takes).unwrap();
+    match plan::build(
+        &parents,
+        &recipe,
+        &s.dir.path().join("o.gguf"),
+        SplitOptions::default(),
+    ) {
+        Ok(_) => panic!("plan should fail"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn experts_of_different_types_cannot_be_mixed() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let e = plan_err(&s, &["_exps=r1:experts=0-1"]);
+    assert!(
+        matches!(&e, PlanError::ExpertTypeMismatch { first_type, second_type, .. } if first_type == "Q3_K" && second_type == "IQ2_XXS"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("take the whole tensor"));
+}
+
+#[test]
+fn plan_errors_name_what_is_wrong() {
+    let s = setup(GgmlType::Q3_K);
+    assert!(matches!(
+        plan_err(&s, &["no_such_tensor=r1"]),
+        PlanError::RuleMatchedNothing { .. }
+    ));
+    assert!(matches!(
+        plan_err(&s, &["_exps=r9"]),
+        PlanError::UnknownParent { .. }
+    ));
+    assert!(matches!(
+        plan_err(&s, &["attn_q_a=r1:experts=0"]),
+        PlanError::ExpertsOnPlainTensor { .. }
+    ));
+    assert!(matches!(
+        plan_err(&s, &["_exps=r1:experts=0-9"]),
+        PlanError::ExpertsOutOfRange { count: 4, .. }
+    ));
+
+    // A parent whose tensor has another shape, one that lacks a tensor, another architecture.
+    let mut b = gguf_splice::testkit::GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .kv_u32("deepseek2.block_count", 3)
+        .kv_u32("deepseek2.embedding_length", N_EMBD as u32)
+        .kv_u32("deepseek2.expert_count", N_EXPERT as u32);
+    for (name, dims, ty) in layout(GgmlType::Q3_K) {
+        if name == "blk.0.attn_q_a.weight" {
+            b = b.tensor(&name, &[N_EMBD, 3], ty, R1);
+        } else if name != "output.weight" {
+            b = b.tensor(&name, &dims, ty, R1);
+        }
+    }
+    std::fs::write(&s.r1, b.build()).unwrap();
+    let e = plan_err(&s, &["attn_q_a=r1"]);
+    assert!(
+        matches!(&e, PlanError::ShapeMismatch { tensor, .. } if tensor == "blk.0.attn_q_a.weight"),
+        "{e}"
+    );
+    let e = plan_err(&s, &["^output\\.weight=r1"]);
+    assert!(
+        matches!(&e, PlanError::TensorMissing { tensor, parent, .. } if tensor == "output.weight" && parent == "r1"),
+        "{e}"
+    );
+
+    let llama = gguf_splice::testkit::GgufBuilder::new().kv_str("general.architecture", "llama");
+    std::fs::write(&s.r1, llama.build()).unwrap();
+    assert!(matches!(
+        plan_err(&s, &["_exps=r1"]),
+        PlanError::ArchitectureMismatch { .. }
+    ));
+
+    let wider = gguf_splice::testkit::GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .kv_u32("deepseek2.block_count", 61);
+    std::fs::write(&s.r1, wider.build()).unwrap();
+    let e = plan_err(&s, &["_exps=r1"]);
+    assert!(
+        matches!(&e, PlanError::HyperparameterMismatch { key, .. } if key == "deepseek2.block_count"),
+        "{e}"
+    );
+}
+
+#[test]
+fn outputs_are_safe() {
+    let s = setup(GgmlType::Q3_K);
+    let v3 = format!("v3={}", s.v3.display());
+    let before = std::fs::read(&s.v3).unwrap();
+    // The output may not be an input, even with --force.
+    let o = run(&[
+        "splice",
+        "--parent",
+        &v3,
+        "-o",
+        s.v3.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is the input file"));
+    // A hard link to an input is the input too.
+    let link = s.dir.path().join("link.gguf");
+    std::fs::hard_link(&s.v3, &link).unwrap();
+    let o = run(&[
+        "splice",
+        "--parent",
+        &v3,
+        "-o",
+        link.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(
+        std::fs::read(&s.v3).unwrap(),
+        before,
+        "the parent is untouched"
+    );
+    // An existing output needs --force.
+    let out = s.dir.path().join("child.gguf");
+    std::fs::write(&out, b"keep me").unwrap();
+    let o = run(&["splice", "--parent", &v3, "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &v3,
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+        "-q",
+    ]);
+    assert!(o.status.success());
+    // A bad parent is a one-line error with exit code 3, never a panic.
+    let bad = write(s.dir.path(), "bad.gguf", b"GGUF\x03\0\0\0garbage");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("x={}", bad.display()),
+        "-o",
+        "/tmp/never.gguf",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!std::path::Path::new("/tmp/never.gguf").exists());
+}
+
+#[test]
+fn dry_run_writes_nothing_and_shows_sources() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--take",
+        "blk.2.ffn_down_exps=r1:experts=0-1",
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists());
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = plan["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "blk.2.ffn_down_exps.weight")
+        .unwrap();
+    let sources: Vec<(String, serde_json::Value)> = t["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["parent"].as_str().unwrap().to_string(),
+                s["experts"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            ("r1".to_string(), serde_json::json!([0, 1])),
+            ("v3".to_string(), serde_json::json!([2, 3]))
+        ]
+    );
+    // The plan's offsets are where the writer puts the tensors.
+    let o2 = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--take",
+        "blk.2.ffn_down_exps=r1:experts=0-1",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o2.status.success());
+    let child = GgufFile::open(&out).unwrap();
+    for pt in plan["tensors"].as_array().unwrap() {
+        let t = child.tensor(pt["name"].as_str().unwrap()).unwrap();
+        assert_eq!(child.tensor_file_offset(t), pt["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        plan["output_bytes"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn sharded_parents_and_sharded_child() {
+    let s = setup(GgmlType::Q3_K);
+    // Split r1 into shards by splicing it alone with --split-max-tensors, then use those
+    // shards as a parent, and ask for a sharded child.
+    let prefix = s.dir.path().join("r1split");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "-o",
+        &format!("{}.gguf", prefix.display()),
+        "--split-max-tensors",
+        "10",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n_tensors = layout(GgmlType::Q3_K).len();
+    let n_shards = n_tensors.div_ceil(10);
+    let second = s
+        .dir
+        .path()
+        .join(format!("r1split-00002-of-{n_shards:05}.gguf"));
+    let r1_model = Model::open(&second).unwrap();
+    assert_eq!(r1_model.shards().len(), n_shards);
+    assert_eq!(
+        r1_model.shards()[1].get("split.no").unwrap().as_u64(),
+        Some(1)
+    );
+    assert!(
+        r1_model.shards()[1].get("general.architecture").is_none(),
+        "metadata only in shard 1"
+    );
+
+    let out = s.dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", second.display()),
+        "--take",
+        "_exps=r1",
+        "-o",
+        out.to_str().unwrap(),
+        "--split-max-size",
+        "3000",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists());
+    let first = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("child-00001-of-"))
+        .expect("first child shard");
+    let child = Model::open(&first).unwrap();
+    assert!(child.shards().len() > 1);
+    for t in child.tensors() {
+        let pid = if is_routed_expert(&t.info.name) {
+            R1
+        } else {
+            V3
+        };
+        assert_eq!(
+            tensor_bytes(&child, &t.info.name),
+            expected_bytes(pid, GgmlType::Q3_K, &t.info.name)
+        );
+    }
+    // The size limit holds for every shard with more than one tensor.
+    for sh in child.shards() {
+        let data: u64 = sh
+            .tensors()
+            .iter()
+            .map(|t| t.n_bytes.div_ceil(32) * 32)
+            .sum();
+        assert!(
+            data <= 3000 || sh.tensors().len() == 1,
+            "{}: {data}",
+            sh.path.display()
+        );
+    }
+}
