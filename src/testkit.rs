@@ -27,6 +27,8 @@ struct RawTensor {
     dims: Vec<u64>,
     type_id: u32,
     data: Vec<u8>,
+    /// Data size when the bytes are not held (synthetic headers for benchmarks).
+    declared: Option<u64>,
 }
 
 /// A GGUF assembled by hand.
@@ -116,6 +118,19 @@ impl GgufBuilder {
             dims: dims.to_vec(),
             type_id,
             data,
+            declared: None,
+        });
+        self
+    }
+
+    /// A tensor whose data is `n_bytes` long but not held: only the header is meaningful.
+    pub fn tensor_declared(mut self, name: &str, dims: &[u64], type_id: u32, n_bytes: u64) -> Self {
+        self.tensors.push(RawTensor {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            type_id,
+            data: Vec::new(),
+            declared: Some(n_bytes),
         });
         self
     }
@@ -163,7 +178,7 @@ impl GgufBuilder {
             out.extend_from_slice(&t.type_id.to_le_bytes());
             map.tensor_offset_at.push(out.len());
             out.extend_from_slice(&offset.to_le_bytes());
-            offset = pad(offset + t.data.len() as u64);
+            offset = pad(offset + t.declared.unwrap_or(t.data.len() as u64));
         }
         out.resize(pad(out.len() as u64) as usize, 0);
         map.data_offset = out.len();
@@ -199,4 +214,164 @@ pub fn marker_data(ty: GgmlType, dims: &[u64], parent: u8, tensor: u16) -> Vec<u
         data.push(b);
     }
     data
+}
+
+/// The shape of a synthetic `deepseek2` model (names and shapes as DeepSeek V3/R1 GGUFs have
+/// them, with the newer attn_k_b / attn_v_b layout), for benchmarks.
+#[derive(Clone, Copy, Debug)]
+pub struct SynthSpec {
+    pub n_layer: u64,
+    pub n_dense: u64,
+    pub n_expert: u64,
+    pub n_embd: u64,
+    pub n_ff: u64,
+    pub n_ff_exp: u64,
+    pub n_head: u64,
+    pub q_lora: u64,
+    pub kv_lora: u64,
+    pub vocab: u64,
+    pub expert_type: GgmlType,
+    pub other_type: GgmlType,
+}
+
+impl SynthSpec {
+    /// DeepSeek-V3 / R1 as published: 61 layers (3 dense), 256 experts, n_embd 7168.
+    pub fn deepseek_v3() -> SynthSpec {
+        SynthSpec {
+            n_layer: 61,
+            n_dense: 3,
+            n_expert: 256,
+            n_embd: 7168,
+            n_ff: 18432,
+            n_ff_exp: 2048,
+            n_head: 128,
+            q_lora: 1536,
+            kv_lora: 512,
+            vocab: 129_280,
+            expert_type: GgmlType::IQ2_XXS,
+            other_type: GgmlType::Q4_K,
+        }
+    }
+
+    /// (name, dims, type) of every tensor, in llama-quantize's order.
+    pub fn tensors(&self) -> Vec<(String, Vec<u64>, GgmlType)> {
+        let (f32_, q, e, q8) = (
+            GgmlType::F32,
+            self.other_type,
+            self.expert_type,
+            GgmlType::Q8_0,
+        );
+        let (d, h) = (self.n_embd, self.n_head);
+        let mut t = vec![
+            (
+                "output.weight".to_string(),
+                vec![d, self.vocab],
+                GgmlType::from_id(14).unwrap(),
+            ),
+            ("output_norm.weight".into(), vec![d], f32_),
+            ("token_embd.weight".into(), vec![d, self.vocab], q),
+        ];
+        for b in 0..self.n_layer {
+            let p = |n: &str| format!("blk.{b}.{n}");
+            t.push((p("attn_kv_a_mqa.weight"), vec![d, self.kv_lora + 64], q));
+            t.push((p("attn_kv_a_norm.weight"), vec![self.kv_lora], f32_));
+            t.push((p("attn_k_b.weight"), vec![128, self.kv_lora, h], q8));
+            t.push((p("attn_norm.weight"), vec![d], f32_));
+            t.push((p("attn_output.weight"), vec![h * 128, d], q));
+            t.push((p("attn_q_a.weight"), vec![d, self.q_lora], q));
+            t.push((p("attn_q_a_norm.weight"), vec![self.q_lora], f32_));
+            t.push((p("attn_q_b.weight"), vec![self.q_lora, h * 192], q));
+            t.push((p("attn_v_b.weight"), vec![self.kv_lora, 128, h], q));
+            t.push((p("ffn_norm.weight"), vec![d], f32_));
+            if b < self.n_dense {
+                t.push((p("ffn_down.weight"), vec![self.n_ff, d], q));
+                t.push((p("ffn_gate.weight"), vec![d, self.n_ff], q));
+                t.push((p("ffn_up.weight"), vec![d, self.n_ff], q));
+            } else {
+                t.push((p("exp_probs_b.bias"), vec![self.n_expert], f32_));
+                t.push((p("ffn_gate_inp.weight"), vec![d, self.n_expert], f32_));
+                t.push((
+                    p("ffn_down_exps.weight"),
+                    vec![self.n_ff_exp, d, self.n_expert],
+                    e,
+                ));
+                t.push((
+                    p("ffn_gate_exps.weight"),
+                    vec![d, self.n_ff_exp, self.n_expert],
+                    e,
+                ));
+                t.push((
+                    p("ffn_up_exps.weight"),
+                    vec![d, self.n_ff_exp, self.n_expert],
+                    e,
+                ));
+                t.push((p("ffn_down_shexp.weight"), vec![self.n_ff_exp, d], q));
+                t.push((p("ffn_gate_shexp.weight"), vec![d, self.n_ff_exp], q));
+                t.push((p("ffn_up_shexp.weight"), vec![d, self.n_ff_exp], q));
+            }
+        }
+        t
+    }
+
+    /// A header with these tensors, the key hyperparameters and a full-size vocabulary with
+    /// merges, assembled by hand like [`GgufBuilder`]. Returns (header bytes incl. padding,
+    /// data section size).
+    pub fn header(&self, name: &str) -> (Vec<u8>, u64) {
+        let tokens: Vec<String> = (0..self.vocab).map(|i| format!("tok{i}")).collect();
+        let merges: Vec<String> = (0..self.vocab - 1500)
+            .map(|i| format!("t{} k{}", i % 977, i))
+            .collect();
+        let tok_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let merge_refs: Vec<&str> = merges.iter().map(String::as_str).collect();
+        let types: Vec<i32> = (0..self.vocab).map(|i| if i < 3 { 3 } else { 1 }).collect();
+        let mut b = GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .kv_str("general.name", name)
+            .kv_u32("deepseek2.block_count", self.n_layer as u32)
+            .kv_u32("deepseek2.embedding_length", self.n_embd as u32)
+            .kv_u32("deepseek2.feed_forward_length", self.n_ff as u32)
+            .kv_u32("deepseek2.expert_feed_forward_length", self.n_ff_exp as u32)
+            .kv_u32("deepseek2.expert_count", self.n_expert as u32)
+            .kv_u32("deepseek2.leading_dense_block_count", self.n_dense as u32)
+            .kv_u32("deepseek2.attention.head_count", self.n_head as u32)
+            .kv_u32("deepseek2.attention.q_lora_rank", self.q_lora as u32)
+            .kv_u32("deepseek2.attention.kv_lora_rank", self.kv_lora as u32)
+            .kv_str("tokenizer.ggml.model", "gpt2")
+            .kv_str_array("tokenizer.ggml.tokens", &tok_refs)
+            .kv_i32_array("tokenizer.ggml.token_type", &types)
+            .kv_str_array("tokenizer.ggml.merges", &merge_refs)
+            .kv_u32("general.quantization_version", 2);
+        let mut data_len = 0u64;
+        for (n, dims, ty) in self.tensors() {
+            let bytes = crate::layout::tensor_bytes(ty, &dims).expect("valid synthetic shape");
+            b = b.tensor_declared(&n, &dims, ty.id(), bytes);
+            data_len += bytes.div_ceil(32) * 32;
+        }
+        let (bytes, map) = b.build_with_map();
+        (bytes[..map.data_offset].to_vec(), data_len)
+    }
+
+    /// Write a synthetic model file. With `fill`, every tensor byte is written (a pattern
+    /// that depends on `seed`), so copies move real data; without, the data section is a
+    /// sparse hole.
+    pub fn write(&self, path: &std::path::Path, seed: u8, fill: bool) -> std::io::Result<u64> {
+        use std::io::Write;
+        let (header, data_len) = self.header(&format!("synthetic-{seed}"));
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+        f.write_all(&header)?;
+        if fill {
+            let block: Vec<u8> = (0..1u32 << 20)
+                .map(|i| (i as u8) ^ seed.wrapping_mul(31))
+                .collect();
+            let mut left = data_len;
+            while left > 0 {
+                let n = left.min(block.len() as u64) as usize;
+                f.write_all(&block[..n])?;
+                left -= n as u64;
+            }
+        }
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.set_len(header.len() as u64 + data_len)?;
+        Ok(header.len() as u64 + data_len)
+    }
 }

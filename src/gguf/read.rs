@@ -69,6 +69,20 @@ impl From<GgufError> for Stop {
     }
 }
 
+/// What is being read, for error messages; formatted only when an error is built, so the
+/// hot loop over a vocabulary allocates nothing.
+#[derive(Clone, Copy)]
+struct What<'a>(&'static str, Option<&'a str>);
+
+impl std::fmt::Display for What<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(name) => write!(f, "{} of '{name}'", self.0),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
 /// A reading position in a prefix of the file.
 struct Cursor<'a> {
     path: &'a Path,
@@ -86,7 +100,7 @@ impl<'a> Cursor<'a> {
         self.file_len.saturating_sub(self.pos as u64)
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], Stop> {
+    fn take(&mut self, n: u64, what: What<'_>) -> Result<&'a [u8], Stop> {
         if n > self.remaining_in_file() {
             return Err(Stop::Fail(GgufError::Truncated {
                 path: self.path.to_path_buf(),
@@ -105,18 +119,18 @@ impl<'a> Cursor<'a> {
         Ok(bytes)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, Stop> {
+    fn u32(&mut self, what: What<'_>) -> Result<u32, Stop> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, Stop> {
+    fn u64(&mut self, what: What<'_>) -> Result<u64, Stop> {
         let b = self.take(8, what)?;
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 
     /// Check that `count` items of at least `min_size` bytes each can fit in what is left.
-    fn check_count(&self, what: &str, count: u64, min_size: u64) -> Result<(), Stop> {
+    fn check_count(&self, what: What<'_>, count: u64, min_size: u64) -> Result<(), Stop> {
         let remaining = self.remaining_in_file();
         let max = remaining / min_size.max(1);
         if count > max {
@@ -133,7 +147,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Skip a string, returning its bytes (without the length prefix).
-    fn string_bytes(&mut self, what: &str) -> Result<&'a [u8], Stop> {
+    fn string_bytes(&mut self, what: What<'_>) -> Result<&'a [u8], Stop> {
         let at = self.offset();
         let len = self.u64(what)?;
         if len > self.remaining_in_file() {
@@ -147,7 +161,7 @@ impl<'a> Cursor<'a> {
         self.take(len, what)
     }
 
-    fn string(&mut self, what: &str) -> Result<String, Stop> {
+    fn string(&mut self, what: What<'_>) -> Result<String, Stop> {
         let at = self.offset();
         let bytes = self.string_bytes(what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
@@ -163,7 +177,7 @@ impl<'a> Cursor<'a> {
     fn skip_value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<(), Stop> {
         match ty {
             ValueType::String => {
-                self.string_bytes(&format!("string value of '{key}'"))?;
+                self.string_bytes(What("string value of", Some(&key)))?;
             }
             ValueType::Array => {
                 let at = self.offset();
@@ -175,7 +189,7 @@ impl<'a> Cursor<'a> {
                         max: MAX_ARRAY_DEPTH,
                     }));
                 }
-                let elem_id = self.u32(&format!("array type of '{key}'"))?;
+                let elem_id = self.u32(What("array type of", Some(&key)))?;
                 let elem = ValueType::from_id(elem_id).ok_or_else(|| {
                     Stop::Fail(GgufError::UnknownValueType {
                         path: self.path.to_path_buf(),
@@ -184,12 +198,12 @@ impl<'a> Cursor<'a> {
                         found: elem_id,
                     })
                 })?;
-                let count = self.u64(&format!("array length of '{key}'"))?;
-                self.check_count(&format!("array '{key}'"), count, elem.min_size())?;
+                let count = self.u64(What("array length of", Some(&key)))?;
+                self.check_count(What("array", Some(&key)), count, elem.min_size())?;
                 match elem.fixed_size() {
                     // count * size fits: check_count bounded it by the file's length.
                     Some(size) => {
-                        self.take(count * size, &format!("array '{key}'"))?;
+                        self.take(count * size, What("array", Some(&key)))?;
                     }
                     None => {
                         for _ in 0..count {
@@ -200,7 +214,7 @@ impl<'a> Cursor<'a> {
             }
             t => {
                 let size = t.fixed_size().expect("scalar types have a fixed size");
-                self.take(size, &format!("value of '{key}'"))?;
+                self.take(size, What("value of", Some(&key)))?;
             }
         }
         Ok(())
@@ -215,7 +229,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         file_len,
         pos: 0,
     };
-    let magic = c.take(4, "magic")?;
+    let magic = c.take(4, What("magic", None))?;
     if magic != b"GGUF" {
         return Err(GgufError::BadMagic {
             path: path.to_path_buf(),
@@ -223,7 +237,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
         .into());
     }
-    let version = c.u32("version")?;
+    let version = c.u32(What("version", None))?;
     if !(2..=3).contains(&version) {
         return Err(GgufError::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -231,18 +245,18 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
         .into());
     }
-    let tensor_count = c.u64("tensor count")?;
-    let kv_count = c.u64("key/value count")?;
+    let tensor_count = c.u64(What("tensor count", None))?;
+    let kv_count = c.u64(What("key/value count", None))?;
     // A key/value needs at least a key length, a type and a 1-byte value; a tensor info at
     // least a name length, n_dims, type and offset.
-    c.check_count("the key/value count", kv_count, 8 + 4 + 1)?;
-    c.check_count("the tensor count", tensor_count, 8 + 4 + 4 + 8)?;
+    c.check_count(What("the key/value count", None), kv_count, 8 + 4 + 1)?;
+    c.check_count(What("the tensor count", None), tensor_count, 8 + 4 + 4 + 8)?;
 
     let mut kvs = Vec::with_capacity(kv_count as usize);
     let mut kv_index = HashMap::with_capacity(kv_count as usize);
     for _ in 0..kv_count {
         let at = c.offset();
-        let key = c.string("key")?;
+        let key = c.string(What("key", None))?;
         if key.is_empty() {
             return Err(GgufError::EmptyKey {
                 path: path.to_path_buf(),
@@ -259,7 +273,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
             .into());
         }
         let type_at = c.offset();
-        let type_id = c.u32(&format!("value type of '{key}'"))?;
+        let type_id = c.u32(What("value type of", Some(&key)))?;
         let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
             path: path.to_path_buf(),
             key: key.clone(),
@@ -310,7 +324,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
     let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
     for _ in 0..tensor_count {
         let at = c.offset();
-        let name = c.string("tensor name")?;
+        let name = c.string(What("tensor name", None))?;
         if name.len() as u64 >= MAX_TENSOR_NAME {
             return Err(GgufError::TensorNameTooLong {
                 path: path.to_path_buf(),
@@ -328,7 +342,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
             }
             .into());
         }
-        let n_dims = c.u32(&format!("n_dims of '{name}'"))?;
+        let n_dims = c.u32(What("n_dims of", Some(&name)))?;
         if n_dims as usize > MAX_DIMS {
             return Err(GgufError::TooManyDims {
                 path: path.to_path_buf(),
@@ -339,10 +353,10 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            dims.push(c.u64(&format!("shape of '{name}'"))?);
+            dims.push(c.u64(What("shape of", Some(&name)))?);
         }
-        let type_id = c.u32(&format!("type of '{name}'"))?;
-        let offset = c.u64(&format!("offset of '{name}'"))?;
+        let type_id = c.u32(What("type of", Some(&name)))?;
+        let offset = c.u64(What("offset of", Some(&name)))?;
         let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownType {
             path: path.to_path_buf(),
             tensor: name.clone(),
@@ -427,7 +441,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
     Ok(GgufFile {
         path: path.to_path_buf(),
         version,
-        header: buf[..header_end as usize].to_vec(),
+        // Filled in by the caller, which owns the buffer.
+        header: Vec::new(),
         kvs,
         kv_index,
         tensors,
@@ -459,9 +474,11 @@ impl GgufFile {
                 return Self::from_prefix(path, &buf, buf.len() as u64);
             }
             match parse(path, &buf, file_len) {
-                Ok(f) => return Ok(f),
+                Ok(f) => return Ok(f.with_header(buf)),
                 Err(Stop::Fail(e)) => return Err(e),
-                Err(Stop::NeedMore) => want = want.saturating_mul(4).min(file_len),
+                // Doubling keeps the wasted re-parsing under the header's own size and the
+                // buffer under twice the header.
+                Err(Stop::NeedMore) => want = want.saturating_mul(2).min(file_len),
             }
         }
     }
@@ -470,7 +487,7 @@ impl GgufFile {
     /// `file_len` bytes. A prefix too short to hold the header is reported as truncated.
     pub fn from_prefix(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufFile, GgufError> {
         match parse(path, bytes, file_len) {
-            Ok(f) => Ok(f),
+            Ok(f) => Ok(f.with_header(bytes.to_vec())),
             Err(Stop::Fail(e)) => Err(e),
             Err(Stop::NeedMore) => Err(GgufError::Truncated {
                 path: path.to_path_buf(),
@@ -485,6 +502,13 @@ impl GgufFile {
     /// Parse a whole file held in memory (tests, fuzzing).
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<GgufFile, GgufError> {
         Self::from_prefix(path, bytes, bytes.len() as u64)
+    }
+
+    /// Keep the header bytes (values are ranges into them), dropping any tensor data read.
+    fn with_header(mut self, mut bytes: Vec<u8>) -> Self {
+        bytes.truncate(self.data_offset.min(bytes.len() as u64) as usize);
+        self.header = bytes;
+        self
     }
 
     pub fn kvs(&self) -> &[KeyValue] {

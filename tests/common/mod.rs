@@ -131,3 +131,13 @@ pub fn oracle_python() -> PathBuf {
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The first shard `PREFIX-00001-of-NNNNN.gguf` in `dir`, whatever the count.
+pub fn first_shard(dir: &Path, prefix: &str) -> PathBuf {
+    let want = format!("{prefix}-00001-of-");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&want))
+        .unwrap_or_else(|| panic!("no {want}* in {}", dir.display()))
+}

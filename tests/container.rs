@@ -1,0 +1,304 @@
+//! The container against hand-assembled bytes: round trips (fixed and property-based) and a
+//! seeded corruption suite in the spirit of ggml's tests/test-gguf.cpp.
+
+mod common;
+
+use std::path::Path;
+
+use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::gguf::write::{DataWriter, encode_header};
+use gguf_splice::gguf::{GgufError, GgufFile};
+use gguf_splice::testkit::{FieldMap, GgufBuilder};
+use proptest::prelude::*;
+
+/// Re-encode a parsed file with the crate's writer, copying each tensor's bytes.
+fn rewrite(bytes: &[u8]) -> Vec<u8> {
+    let f = GgufFile::from_bytes(Path::new("in.gguf"), bytes).unwrap();
+    let kvs: Vec<_> = f
+        .kvs()
+        .iter()
+        .map(|kv| (kv.key.as_str(), f.value(kv)))
+        .collect();
+    let header = encode_header(&kvs, f.tensors(), f.alignment);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.gguf");
+    let out = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &out, &header).unwrap();
+    let mut w = DataWriter::new(&out, f.alignment);
+    for t in f.tensors() {
+        let start = f.tensor_file_offset(t) as usize;
+        w.write_bytes(&bytes[start..start + t.n_bytes as usize])
+            .unwrap();
+        w.end_tensor().unwrap();
+    }
+    drop(out);
+    std::fs::read(&path).unwrap()
+}
+
+#[test]
+fn canonical_files_round_trip_byte_for_byte() {
+    let b = common::parent(7, GgmlType::IQ2_XXS)
+        .kv_u32("general.alignment", 64)
+        .kv_i32_array("tokenizer.ggml.token_type", &[1, 2, 3])
+        .kv_f32("deepseek2.rope.freq_base", 10000.0)
+        .build();
+    assert_eq!(rewrite(&b), b);
+}
+
+// --- property-based round trip ---
+
+fn arb_value() -> impl Strategy<Value = (u32, Vec<u8>)> {
+    let scalar = (0u32..=12)
+        .prop_filter("scalar", |t| *t != 8 && *t != 9)
+        .prop_flat_map(|t| {
+            let size = match t {
+                0 | 1 | 7 => 1,
+                2 | 3 => 2,
+                4..=6 => 4,
+                _ => 8,
+            };
+            prop::collection::vec(any::<u8>(), size).prop_map(move |mut raw| {
+                if t == 7 {
+                    raw[0] &= 1;
+                }
+                (t, raw)
+            })
+        });
+    let string = "[a-z<>|é ]{0,12}".prop_map(|s| {
+        let mut raw = (s.len() as u64).to_le_bytes().to_vec();
+        raw.extend_from_slice(s.as_bytes());
+        (8u32, raw)
+    });
+    let array = prop::collection::vec("[a-z]{0,6}", 0..5).prop_map(|items| {
+        let mut raw = 8u32.to_le_bytes().to_vec();
+        raw.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for s in items {
+            raw.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            raw.extend_from_slice(s.as_bytes());
+        }
+        (9u32, raw)
+    });
+    prop_oneof![scalar, string, array]
+}
+
+fn arb_file() -> impl Strategy<Value = GgufBuilder> {
+    let kvs = prop::collection::vec(arb_value(), 0..8);
+    let types: Vec<GgmlType> = GgmlType::all().collect();
+    let tensors = prop::collection::vec(
+        (prop::sample::select(types), 1u64..3, 0usize..4, 1u64..4),
+        0..6,
+    );
+    (kvs, tensors, prop::sample::select(vec![8u32, 32, 64, 256])).prop_map(
+        |(kvs, tensors, alignment)| {
+            let mut b = GgufBuilder::new();
+            if alignment != 32 {
+                b = b.kv_u32("general.alignment", alignment);
+            }
+            for (i, (t, raw)) in kvs.into_iter().enumerate() {
+                b = b.kv_raw(&format!("k.{i}"), t, raw);
+            }
+            for (i, (ty, blocks, n_outer, outer)) in tensors.into_iter().enumerate() {
+                let mut dims = vec![blocks * ty.block_size()];
+                dims.extend(std::iter::repeat_n(outer, n_outer.min(3)));
+                b = b.tensor(&format!("t.{i}"), &dims, ty, i as u8);
+            }
+            b
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_valid_file_round_trips(b in arb_file()) {
+        let (bytes, map) = b.build_with_map();
+        let f = GgufFile::from_bytes(Path::new("p.gguf"), &bytes).unwrap();
+        prop_assert_eq!(f.data_offset, map.data_offset as u64);
+        prop_assert_eq!(f.tensors().len(), map.tensor_type_at.len());
+        prop_assert_eq!(rewrite(&bytes), bytes);
+    }
+
+    #[test]
+    fn random_damage_never_panics(b in arb_file(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+        let mut bytes = b.build();
+        if !bytes.is_empty() {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let keep = cut.index(bytes.len() + 1);
+            let _ = GgufFile::from_bytes(Path::new("p.gguf"), &bytes);
+            let _ = GgufFile::from_bytes(Path::new("p.gguf"), &bytes[..keep]);
+        }
+    }
+}
+
+// --- seeded corruption suite ---
+
+/// A small deterministic generator (xorshift64*), so every failure names a reproducible seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_file(rng: &mut Rng) -> GgufBuilder {
+    let mut b = GgufBuilder::new().kv_str("general.architecture", "deepseek2");
+    for i in 0..2 + rng.below(3) {
+        b = b.kv_u32(&format!("deepseek2.k{i}"), rng.below(1000) as u32);
+    }
+    let types = [
+        GgmlType::F32,
+        GgmlType::Q4_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ2_XXS,
+        GgmlType::Q8_0,
+    ];
+    for i in 0..2 + rng.below(4) {
+        let ty = types[rng.below(types.len() as u64) as usize];
+        let dims = [ty.block_size() * (1 + rng.below(2)), 1 + rng.below(3)];
+        b = b.tensor(&format!("blk.{i}.w"), &dims, ty, 0);
+    }
+    b
+}
+
+fn put(bytes: &mut [u8], at: usize, v: &[u8]) {
+    bytes[at..at + v.len()].copy_from_slice(v);
+}
+
+/// One deliberate defect and the verdict it must get.
+type Corruption = (
+    &'static str,
+    fn(&mut Vec<u8>, &FieldMap),
+    fn(&GgufError) -> bool,
+);
+
+const CORRUPTIONS: &[Corruption] = &[
+    (
+        "bad magic",
+        |b, _| b[1] = b'X',
+        |e| matches!(e, GgufError::BadMagic { .. }),
+    ),
+    (
+        "version 1",
+        |b, _| put(b, 4, &1u32.to_le_bytes()),
+        |e| matches!(e, GgufError::UnsupportedVersion { .. }),
+    ),
+    (
+        "huge tensor count",
+        |b, _| put(b, 8, &(u64::MAX / 3).to_le_bytes()),
+        |e| matches!(e, GgufError::CountTooLarge { .. }),
+    ),
+    (
+        "huge kv count",
+        |b, _| put(b, 16, &(1u64 << 60).to_le_bytes()),
+        |e| matches!(e, GgufError::CountTooLarge { .. }),
+    ),
+    (
+        "key length past end",
+        |b, m| put(b, m.kv_key_len_at[0], &(1u64 << 40).to_le_bytes()),
+        |e| matches!(e, GgufError::StringPastEnd { .. }),
+    ),
+    (
+        "empty key",
+        |b, m| {
+            // Turn "deepseek2.k0" into an empty key followed by garbage that is never reached.
+            put(b, m.kv_key_len_at[1], &0u64.to_le_bytes());
+        },
+        |e| matches!(e, GgufError::EmptyKey { .. }),
+    ),
+    (
+        "duplicate key",
+        |b, m| {
+            // "deepseek2.k0" and "deepseek2.k1" differ in their last byte.
+            let (first, second) = (m.kv_key_len_at[1] + 8, m.kv_key_len_at[2] + 8);
+            b[second + 11] = b[first + 11];
+        },
+        |e| matches!(e, GgufError::DuplicateKey { .. }),
+    ),
+    (
+        "unknown value type",
+        |b, m| put(b, m.kv_type_at[0], &77u32.to_le_bytes()),
+        |e| matches!(e, GgufError::UnknownValueType { found: 77, .. }),
+    ),
+    (
+        "duplicate tensor name",
+        |b, m| {
+            let (a, c) = (m.tensor_name_len_at[0] + 8, m.tensor_name_len_at[1] + 8);
+            // "blk.0.w" and "blk.1.w" differ in one byte.
+            b[c + 4] = b[a + 4];
+        },
+        |e| matches!(e, GgufError::DuplicateTensor { .. }),
+    ),
+    (
+        "five dims",
+        |b, m| put(b, m.tensor_n_dims_at[0], &5u32.to_le_bytes()),
+        |e| matches!(e, GgufError::TooManyDims { found: 5, .. }),
+    ),
+    (
+        "unknown ggml type",
+        |b, m| put(b, m.tensor_type_at[0], &36u32.to_le_bytes()),
+        |e| matches!(e, GgufError::UnknownType { id: 36, .. }),
+    ),
+    (
+        "ne0 not a block multiple",
+        |b, m| {
+            // Every type in the suite but F32 has blocks of 32 or 256; 1 fits none of them.
+            put(b, m.tensor_dims_at[0], &1u64.to_le_bytes());
+            put(b, m.tensor_type_at[0], &12u32.to_le_bytes());
+        },
+        |e| matches!(e, GgufError::NotBlockMultiple { .. }),
+    ),
+    (
+        "size overflow",
+        |b, m| put(b, m.tensor_dims_at[0] + 8, &(1u64 << 62).to_le_bytes()),
+        |e| matches!(e, GgufError::SizeOverflow { .. }),
+    ),
+    (
+        "offset gap",
+        |b, m| {
+            let at = m.tensor_offset_at[1];
+            let v = u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+            put(b, at, &(v + 32).to_le_bytes());
+        },
+        |e| matches!(e, GgufError::BadOffset { .. }),
+    ),
+    (
+        "data truncated",
+        |b, _| {
+            let n = b.len() - 40;
+            b.truncate(n);
+        },
+        |e| matches!(e, GgufError::DataPastEnd { .. }),
+    ),
+    (
+        "header truncated",
+        |b, m| b.truncate(m.tensor_offset_at[0] + 3),
+        |e| matches!(e, GgufError::Truncated { .. }),
+    ),
+];
+
+#[test]
+fn seeded_corruptions_get_their_verdicts() {
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (clean, map) = random_file(&mut rng).build_with_map();
+        assert!(
+            GgufFile::from_bytes(Path::new("ok.gguf"), &clean).is_ok(),
+            "seed {seed}"
+        );
+        for (name, corrupt, verdict) in CORRUPTIONS {
+            let mut bytes = clean.clone();
+            corrupt(&mut bytes, &map);
+            match GgufFile::from_bytes(Path::new("bad.gguf"), &bytes) {
+                Ok(_) => panic!("seed {seed}: '{name}' was accepted"),
+                Err(e) => assert!(verdict(&e), "seed {seed}: '{name}' got {e:?}"),
+            }
+        }
+    }
+}
