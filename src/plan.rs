@@ -95,7 +95,7 @@ pub enum PlanError {
     )]
     ExpertsOnPlainTensor { origin: String, tensor: String },
     #[error(
-        "{origin}: '{pattern}' matches no tensor of the base; fix the regex or mark the rule `optional = true`"
+        "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all); fix the regex or mark the rule `optional = true`"
     )]
     RuleMatchedNothing { origin: String, pattern: String },
     #[error("chat template: {0}")]

@@ -492,3 +492,39 @@ fn sharded_parents_and_sharded_child() {
         );
     }
 }
+
+#[test]
+fn too_little_free_space_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let avail = gguf_splice::execute::available_space(dir.path()).unwrap();
+    // A sparse parent whose one I8 tensor is larger than the free space.
+    let n = avail + (1 << 30);
+    let (bytes, map) = gguf_splice::testkit::GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .tensor_declared("token_embd.weight", &[n], 24, n)
+        .build_with_map();
+    let path = dir.path().join("huge.gguf");
+    let f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &f, &bytes[..map.data_offset]).unwrap();
+    f.set_len(map.data_offset as u64 + n).unwrap();
+    let out = dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("p={}", path.display()),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not enough free space"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("huge.gguf")]);
+}
