@@ -100,6 +100,12 @@ pub enum PlanError {
     RuleMatchedNothing { origin: String, pattern: String },
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
+    CannotSplit {
+        origin: String,
+        tensor: String,
+        reason: String,
+    },
     #[error("tensor '{tensor}': size overflows")]
     Overflow { tensor: String },
 }
@@ -466,6 +472,21 @@ fn plan_tensor(
                         origin: rule.origin.clone(),
                         tensor: name.clone(),
                     });
+                }
+                // Each expert must be a non-empty, whole-block byte range; this also bounds
+                // the per-expert table below by the tensor's real size.
+                match layout::outer_slice_bytes(base_info.ty, &base_info.dims) {
+                    Some(b) if b > 0 => {}
+                    _ => {
+                        return Err(PlanError::CannotSplit {
+                            origin: rule.origin.clone(),
+                            tensor: name.clone(),
+                            reason: format!(
+                                "shape {:?} of type {} has no whole-block, non-empty slice per expert",
+                                base_info.dims, base_info.ty
+                            ),
+                        });
+                    }
                 }
                 if experts.max() >= n_slices {
                     return Err(PlanError::ExpertsOutOfRange {

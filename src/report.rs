@@ -21,10 +21,12 @@ pub fn tensor_group(name: &str) -> &'static str {
         "shared experts"
     } else if name.contains("ffn_gate_inp") || name.contains("exp_probs_b") {
         "router"
+    } else if name.contains("_norm.") {
+        // All normalisation weights together (attn_norm, ffn_norm, attn_q_a_norm, ...); they
+        // are tiny, and keeping them apart keeps the attention and FFN totals about matrices.
+        "norms"
     } else if name.contains(".attn_") {
         "attention"
-    } else if name.contains(".ffn_norm") || name.contains("_norm.") {
-        "norms"
     } else if name.contains(".ffn_") {
         "dense FFN"
     } else {

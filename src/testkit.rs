@@ -191,8 +191,10 @@ impl GgufBuilder {
 }
 
 /// Tensor bytes in which each 8-byte word says where it came from: `[parent, tensor lo,
-/// tensor hi, slice lo, slice hi, word b0, b1, b2]`, where slice is the index along the
-/// outermost dimension (the expert of a stacked expert tensor). Sizes follow `ty`'s blocks.
+/// slice lo, word lo, parent | 0x80, tensor hi, slice hi, word hi]`, where slice is the index
+/// along the outermost dimension (the expert of a stacked expert tensor). The parent is in
+/// both halves so that even 4-byte slices (one F32 router bias element) differ by parent.
+/// Sizes follow `ty`'s blocks.
 pub fn marker_data(ty: GgmlType, dims: &[u64], parent: u8, tensor: u16) -> Vec<u8> {
     let n_bytes = crate::layout::tensor_bytes(ty, dims).expect("test shape is valid") as usize;
     let slices = dims.last().copied().unwrap_or(1).max(1) as usize;
@@ -204,12 +206,12 @@ pub fn marker_data(ty: GgmlType, dims: &[u64], parent: u8, tensor: u16) -> Vec<u
         let b = match i % 8 {
             0 => parent,
             1 => tensor as u8,
-            2 => (tensor >> 8) as u8,
-            3 => slice as u8,
-            4 => (slice >> 8) as u8,
-            5 => word as u8,
-            6 => (word >> 8) as u8,
-            _ => (word >> 16) as u8,
+            2 => slice as u8,
+            3 => word as u8,
+            4 => parent | 0x80,
+            5 => (tensor >> 8) as u8,
+            6 => (slice >> 8) as u8,
+            _ => (word >> 8) as u8,
         };
         data.push(b);
     }

@@ -19,12 +19,16 @@ fn llama_bin() -> PathBuf {
     let dir = match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
         Ok(d) => PathBuf::from(d),
         Err(_) => {
-            let cache = std::env::var("GGUF_SPLICE_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-                let base = std::env::var("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-                base.join("gguf-splice")
-            });
+            let cache = std::env::var("GGUF_SPLICE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    let base = std::env::var("XDG_CACHE_HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|_| {
+                            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache")
+                        });
+                    base.join("gguf-splice")
+                });
             cache.join("llama.cpp-11434/build/bin")
         }
     };
@@ -41,7 +45,12 @@ fn probe(model: &Path) -> Value {
         .arg(model)
         .output()
         .expect("probe runs");
-    assert!(out.status.success(), "llama.cpp failed to load/run {}: {}", model.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "llama.cpp failed to load/run {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -51,13 +60,21 @@ fn python(script: &str, args: &[String]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("python runs");
-    assert!(out.status.success(), "{script} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 /// gguf-py's per-tensor (type, shape, sha256), and per-expert sha256 for expert tensors.
 fn dump(model: &Path) -> HashMap<String, Value> {
-    let v: Value = serde_json::from_slice(&python("dump.py", &["--experts".into(), model.display().to_string()])).unwrap();
+    let v: Value = serde_json::from_slice(&python(
+        "dump.py",
+        &["--experts".into(), model.display().to_string()],
+    ))
+    .unwrap();
     v["tensors"]
         .as_array()
         .unwrap()
@@ -87,7 +104,12 @@ fn assert_tensors_from(child: &Path, expect: impl Fn(&str) -> Value) {
     for (name, t) in &c {
         let want = expect(name);
         for field in ["type", "shape", "sha256"] {
-            assert_eq!(t[field], want[field], "{}: {field} of {name}", child.display());
+            assert_eq!(
+                t[field],
+                want[field],
+                "{}: {field} of {name}",
+                child.display()
+            );
         }
     }
 }
@@ -110,25 +132,55 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
         ],
     );
     let want = probe(&reference);
-    assert_ne!(want["logits"], probe(Path::new(&fixture("v3-q3mix.gguf")))["logits"], "the experts matter");
+    assert_ne!(
+        want["logits"],
+        probe(Path::new(&fixture("v3-q3mix.gguf")))["logits"],
+        "the experts matter"
+    );
 
-    let recipe = repo().join("mappings/deepseek-r1t-chimera.toml").display().to_string();
+    let recipe = repo()
+        .join("mappings/deepseek-r1t-chimera.toml")
+        .display()
+        .to_string();
     let v3_arg = format!("v3={}", fixture("v3-q3mix.gguf"));
     // Single parents, single child.
     let child = dir.path().join("chimera.gguf");
     let r1_arg = format!("r1={}", fixture("r1-iq2mix.gguf"));
-    splice(&["--parent", &v3_arg, "--parent", &r1_arg, "--recipe", &recipe, "-o", child.to_str().unwrap()]);
+    splice(&[
+        "--parent",
+        &v3_arg,
+        "--parent",
+        &r1_arg,
+        "--recipe",
+        &recipe,
+        "-o",
+        child.to_str().unwrap(),
+    ]);
     // Sharded parent (given by its second shard), sharded child.
     let r1_split = format!("r1={}", fixture("r1-iq2mix-split-00002-of-00003.gguf"));
     let sharded = dir.path().join("chimera-split.gguf");
     splice(&[
-        "--parent", &v3_arg, "--parent", &r1_split, "--recipe", &recipe, "-o", sharded.to_str().unwrap(),
-        "--split-max-tensors", "16",
+        "--parent",
+        &v3_arg,
+        "--parent",
+        &r1_split,
+        "--recipe",
+        &recipe,
+        "-o",
+        sharded.to_str().unwrap(),
+        "--split-max-tensors",
+        "16",
     ]);
     let sharded_first = first_shard(dir.path(), "chimera-split");
 
     for c in [child.as_path(), sharded_first.as_path()] {
-        assert_tensors_from(c, |n| if n.contains("_exps.") { r1[n].clone() } else { v3[n].clone() });
+        assert_tensors_from(c, |n| {
+            if n.contains("_exps.") {
+                r1[n].clone()
+            } else {
+                v3[n].clone()
+            }
+        });
         let got = probe(c);
         assert_eq!(got["tokens"], want["tokens"], "{}", c.display());
         assert_eq!(got["logits"], want["logits"], "{}", c.display());
@@ -158,16 +210,22 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
     );
     let child = dir.path().join("experts.gguf");
     splice(&[
-        "--parent", &format!("v3={}", fixture("v3-q3mix.gguf")),
-        "--parent", &format!("r1={}", fixture("r1-q3mix.gguf")),
-        "--take", &format!("{rule}=r1:experts=1-2"),
-        "-o", child.to_str().unwrap(),
+        "--parent",
+        &format!("v3={}", fixture("v3-q3mix.gguf")),
+        "--parent",
+        &format!("r1={}", fixture("r1-q3mix.gguf")),
+        "--take",
+        &format!("{rule}=r1:experts=1-2"),
+        "-o",
+        child.to_str().unwrap(),
     ]);
     let c = dump(&child);
     for (name, t) in &c {
         if name.contains("_exps.") {
             let (v, r) = (&v3[name]["experts"], &r1[name]["experts"]);
-            let want: Vec<&Value> = (0..4).map(|e| if (1..=2).contains(&e) { &r[e] } else { &v[e] }).collect();
+            let want: Vec<&Value> = (0..4)
+                .map(|e| if (1..=2).contains(&e) { &r[e] } else { &v[e] })
+                .collect();
             let got: Vec<&Value> = t["experts"].as_array().unwrap().iter().collect();
             assert_eq!(got, want, "{name}");
             assert_ne!(v, r, "{name}: the parents' experts differ");

@@ -528,3 +528,37 @@ fn too_little_free_space_is_refused_before_writing() {
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("huge.gguf")]);
 }
+
+#[test]
+fn expert_rules_refuse_tensors_without_whole_expert_slices() {
+    // A 1-D router bias stored block-quantized cannot be cut per element; an empty inner
+    // dimension would make every expert zero bytes (and a huge expert table). Both are errors.
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |dims: &[u64], ty: GgmlType| {
+        gguf_splice::testkit::GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .tensor("blk.1.exp_probs_b.bias", dims, ty, 1)
+            .build()
+    };
+    for (dims, ty) in [
+        (vec![256u64], GgmlType::Q4_K),
+        (vec![0u64, 0, 1 << 40], GgmlType::F32),
+    ] {
+        let p = write(dir.path(), "p.gguf", &mk(&dims, ty));
+        let parents = vec![Parent {
+            name: "a".into(),
+            model: Model::open(&p).unwrap(),
+        }];
+        let mut recipe = Recipe::default();
+        recipe
+            .prepend_takes(&["exp_probs_b=a:experts=0".into()])
+            .unwrap();
+        let e = plan::build(
+            &parents,
+            &recipe,
+            &dir.path().join("o.gguf"),
+            SplitOptions::default(),
+        );
+        assert!(matches!(e, Err(PlanError::CannotSplit { .. })), "{dims:?}");
+    }
+}

@@ -177,7 +177,7 @@ impl<'a> Cursor<'a> {
     fn skip_value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<(), Stop> {
         match ty {
             ValueType::String => {
-                self.string_bytes(What("string value of", Some(&key)))?;
+                self.string_bytes(What("string value of", Some(key)))?;
             }
             ValueType::Array => {
                 let at = self.offset();
@@ -189,7 +189,7 @@ impl<'a> Cursor<'a> {
                         max: MAX_ARRAY_DEPTH,
                     }));
                 }
-                let elem_id = self.u32(What("array type of", Some(&key)))?;
+                let elem_id = self.u32(What("array type of", Some(key)))?;
                 let elem = ValueType::from_id(elem_id).ok_or_else(|| {
                     Stop::Fail(GgufError::UnknownValueType {
                         path: self.path.to_path_buf(),
@@ -198,12 +198,12 @@ impl<'a> Cursor<'a> {
                         found: elem_id,
                     })
                 })?;
-                let count = self.u64(What("array length of", Some(&key)))?;
-                self.check_count(What("array", Some(&key)), count, elem.min_size())?;
+                let count = self.u64(What("array length of", Some(key)))?;
+                self.check_count(What("array", Some(key)), count, elem.min_size())?;
                 match elem.fixed_size() {
                     // count * size fits: check_count bounded it by the file's length.
                     Some(size) => {
-                        self.take(count * size, What("array", Some(&key)))?;
+                        self.take(count * size, What("array", Some(key)))?;
                     }
                     None => {
                         for _ in 0..count {
@@ -214,7 +214,7 @@ impl<'a> Cursor<'a> {
             }
             t => {
                 let size = t.fixed_size().expect("scalar types have a fixed size");
-                self.take(size, What("value of", Some(&key)))?;
+                self.take(size, What("value of", Some(key)))?;
             }
         }
         Ok(())
