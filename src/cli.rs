@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::compare::{self, CompareError, CompareOptions};
 use crate::execute::{self, ExecError, ExecOptions};
 use crate::gguf::{GgufError, Model};
 use crate::plan::{self, Parent, PlanError, SplitOptions};
@@ -51,6 +52,47 @@ enum Command {
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
+    /// Compare two models tensor by tensor and key by key (reports only: exits 0 either way).
+    ///
+    /// Compares the quantized bytes, without dequantizing; stacked experts (and router rows)
+    /// expert by expert. `split.*` keys are ignored: sharding is not a model difference.
+    /// Like `inspect`, it reports: the exit code is 0 whether or not the models differ.
+    Diff {
+        /// Any shard of the first model.
+        a: PathBuf,
+        /// Any shard of the second model.
+        b: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
+    ///
+    /// Compares the child's bytes with each parent's tensor of the same name, type and
+    /// shape; stacked experts and router rows expert by expert. With --recipe and/or --take
+    /// (read as `splice` reads them), also checks that the child is exactly what they make:
+    /// tensor names and order, types, shapes, every byte range, and the metadata
+    /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
+    /// child differs from what the recipe makes, 0 otherwise.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Any shard of the child.
+    child: PathBuf,
+    /// NAME=PATH: a parent, named as for `splice`; PATH may be any shard.
+    #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
+    parents: Vec<String>,
+    /// The recipe the child was made with.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// REGEX=NAME[:experts=RANGES[:router]]: the --take rules the child was made with.
+    #[arg(long = "take", value_name = "RULE")]
+    takes: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -117,6 +159,8 @@ enum CliError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error(transparent)]
+    Compare(#[from] CompareError),
     #[error("{0}")]
     Usage(String),
 }
@@ -130,6 +174,10 @@ impl CliError {
             CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
             CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
             CliError::Exec(_) => exit::IO,
+            CliError::Compare(CompareError::Gguf(GgufError::Io { .. }))
+            | CliError::Compare(CompareError::Open { .. })
+            | CliError::Compare(CompareError::Read { .. }) => exit::IO,
+            CliError::Compare(_) => exit::BAD_INPUT,
         }
     }
 }
@@ -139,6 +187,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Splice(args) => splice(args),
+        Command::Diff { a, b, json } => diff(&a, &b, json),
+        Command::Verify(args) => verify(args),
     };
     match result {
         Ok(code) => code,
@@ -164,6 +214,44 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
         print!("{}", report::inspect_text(&model));
     }
     Ok(exit::OK)
+}
+
+fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
+    let (a, b) = (Model::open(a)?, Model::open(b)?);
+    let r = compare::diff(&a, &b, &CompareOptions::default())?;
+    if json {
+        print_json(&compare::diff_json(&r));
+    } else {
+        print!("{}", compare::diff_text(&r));
+    }
+    Ok(exit::OK)
+}
+
+fn verify(args: VerifyArgs) -> Result<i32, CliError> {
+    let parents = open_parents(&args.parents)?;
+    let child = Model::open(&args.child)?;
+    let recipe = if args.recipe.is_some() || !args.takes.is_empty() {
+        let mut recipe = match &args.recipe {
+            Some(path) => Recipe::from_file(path)?,
+            None => Recipe::default(),
+        };
+        recipe.prepend_takes(&args.takes)?;
+        Some(recipe)
+    } else {
+        None
+    };
+    let r = compare::verify(
+        &child,
+        &parents,
+        recipe.as_ref(),
+        &CompareOptions::default(),
+    )?;
+    if args.json {
+        print_json(&compare::verify_json(&r));
+    } else {
+        print!("{}", compare::verify_text(&r));
+    }
+    Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }
 
 fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {

@@ -8,6 +8,7 @@
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`report`]: `inspect` and `--dry-run` output;
+//! - [`compare`]: `diff` and `verify`: byte-level comparison of models, and its reports;
 //! - [`cli`]: argument parsing and exit codes.
 
 // Errors carry the file, tensor, expected and found values so messages can be acted on; they
@@ -15,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cli;
+pub mod compare;
 pub mod execute;
 pub mod ggml_type;
 pub mod gguf;
