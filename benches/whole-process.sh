@@ -11,6 +11,8 @@
 # 3. Copy: a real splice of two filled synthetic parents (SMALL_LAYERS layers of a scaled-down
 #    deepseek2, default 12: about 2 GB each) against `cp` of a file of the output's size.
 #    Peak RSS must stay in tens of MB whatever the size.
+# 4. diff (base vs child) and verify (child against both parents, with the recipe) against
+#    `cat` of the files each one reads.
 # Files are warm in the page cache for both sides (this runs without root privileges to drop
 # caches), so the copy ratio compares the cost of the copy paths, not the disk.
 # Needs GNU time (Debian package `time`).
@@ -77,13 +79,33 @@ echo "== filled synthetic parents, $LAYERS layers"
 "$BIN" splice --parent "v3=$WORK/sv3.gguf" --parent "r1=$WORK/sr1.gguf" \
     --recipe mappings/deepseek-r1t-chimera.toml -o "$WORK/child.gguf" -q --force
 size=$(stat -c %s "$WORK/child.gguf")
-# Baseline: cp of the base parent, which is within a few KB of the output's size and, like the
-# splice's sources, was written by the same synth run.
-cp_t=$(measure sh -c "cp '$WORK/sv3.gguf' '$WORK/cp-out.bin' && sync '$WORK/cp-out.bin'")
-sp_t=$(measure "$BIN" splice --parent "v3=$WORK/sv3.gguf" --parent "r1=$WORK/sr1.gguf" \
-    --recipe mappings/deepseek-r1t-chimera.toml -o "$WORK/child.gguf" -q --force)
+# Baseline: cp of the base parent (within a few KB of the output's size) followed by a sync of
+# the copy, since the splice fsyncs its output. The two are interleaved, 7 rounds, each after
+# a global sync and with the previous output removed, and the medians compared.
+cp_times=(); sp_times=(); sp_rss=()
+for _ in 1 2 3 4 5 6 7; do
+    rm -f "$WORK/cp-out.bin"; sync
+    cp_times+=("$($TIME -f "%e" sh -c "cp '$WORK/sv3.gguf' '$WORK/cp-out.bin' && sync '$WORK/cp-out.bin'" 2>&1 | tail -n 1)")
+    rm -f "$WORK/child.gguf"; sync
+    line=$($TIME -f "%e %M" "$BIN" splice --parent "v3=$WORK/sv3.gguf" --parent "r1=$WORK/sr1.gguf" \
+        --recipe mappings/deepseek-r1t-chimera.toml -o "$WORK/child.gguf" -q 2>&1 | tail -n 1)
+    sp_times+=("${line% *}"); sp_rss+=("${line#* }")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+cp_t="$(median "${cp_times[@]}") 0"
+sp_t="$(median "${sp_times[@]}") $(printf '%s\n' "${sp_rss[@]}" | sort -g | tail -n 1)"
 echo "output size:           $size bytes"
-echo "cp (+sync) of parent:  ${cp_t% *} s, ${cp_t#* } KB max RSS"
-echo "gguf-splice splice:    ${sp_t% *} s, ${sp_t#* } KB max RSS (includes its fsync)"
+echo "cp (+sync) of parent:  ${cp_t% *} s (median of 7: ${cp_times[*]})"
+echo "gguf-splice splice:    ${sp_t% *} s (median of 7: ${sp_times[*]}), ${sp_t#* } KB max RSS at most"
 echo "ratio (splice / cp):   time $(ratio "${sp_t% *}" "${cp_t% *}")"
+echo "== diff and verify on the same files (I/O bound: baselines read the same bytes with cat)"
+cat_ab=$(measure sh -c "cat '$WORK/sv3.gguf' '$WORK/child.gguf' > /dev/null")
+diff_t=$(measure "$BIN" diff "$WORK/sv3.gguf" "$WORK/child.gguf")
+cat_all=$(measure sh -c "cat '$WORK/child.gguf' '$WORK/sv3.gguf' '$WORK/sr1.gguf' > /dev/null")
+verify_t=$(measure "$BIN" verify "$WORK/child.gguf" --parent "v3=$WORK/sv3.gguf" --parent "r1=$WORK/sr1.gguf" \
+    --recipe mappings/deepseek-r1t-chimera.toml)
+echo "cat base child:        ${cat_ab% *} s"
+echo "gguf-splice diff:      ${diff_t% *} s, ${diff_t#* } KB max RSS; ratio to cat $(ratio "${diff_t% *}" "${cat_ab% *}")"
+echo "cat child v3 r1:       ${cat_all% *} s"
+echo "gguf-splice verify:    ${verify_t% *} s, ${verify_t#* } KB max RSS; ratio to cat $(ratio "${verify_t% *}" "${cat_all% *}")"
 rm -f "$WORK"/sv3.gguf "$WORK"/sr1.gguf "$WORK"/child.gguf "$WORK"/cp-out.bin
