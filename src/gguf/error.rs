@@ -51,6 +51,11 @@ pub enum GgufError {
         file_len: u64,
     },
 
+    #[error(
+        "{path}: the header (key/values and tensor infos) is longer than {max} bytes; a length field is damaged"
+    )]
+    HeaderTooLarge { path: PathBuf, max: u64 },
+
     #[error("{path}: at byte {offset}: {what} is not valid UTF-8")]
     NotUtf8 {
         path: PathBuf,

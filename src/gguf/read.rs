@@ -177,7 +177,7 @@ impl<'a> Cursor<'a> {
     fn skip_value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<(), Stop> {
         match ty {
             ValueType::String => {
-                self.string_bytes(What("string value of", Some(key)))?;
+                self.string_bytes(What("string value", Some(key)))?;
             }
             ValueType::Array => {
                 let at = self.offset();
@@ -189,7 +189,7 @@ impl<'a> Cursor<'a> {
                         max: MAX_ARRAY_DEPTH,
                     }));
                 }
-                let elem_id = self.u32(What("array type of", Some(key)))?;
+                let elem_id = self.u32(What("array type", Some(key)))?;
                 let elem = ValueType::from_id(elem_id).ok_or_else(|| {
                     Stop::Fail(GgufError::UnknownValueType {
                         path: self.path.to_path_buf(),
@@ -198,7 +198,7 @@ impl<'a> Cursor<'a> {
                         found: elem_id,
                     })
                 })?;
-                let count = self.u64(What("array length of", Some(key)))?;
+                let count = self.u64(What("array length", Some(key)))?;
                 self.check_count(What("array", Some(key)), count, elem.min_size())?;
                 match elem.fixed_size() {
                     // count * size fits: check_count bounded it by the file's length.
@@ -214,7 +214,7 @@ impl<'a> Cursor<'a> {
             }
             t => {
                 let size = t.fixed_size().expect("scalar types have a fixed size");
-                self.take(size, What("value of", Some(key)))?;
+                self.take(size, What("value", Some(key)))?;
             }
         }
         Ok(())
@@ -252,8 +252,12 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
     c.check_count(What("the key/value count", None), kv_count, 8 + 4 + 1)?;
     c.check_count(What("the tensor count", None), tensor_count, 8 + 4 + 4 + 8)?;
 
-    let mut kvs = Vec::with_capacity(kv_count as usize);
-    let mut kv_index = HashMap::with_capacity(kv_count as usize);
+    // Reserve only what the bytes already read could hold: the file-size check above still
+    // lets a count claim the (mostly tensor data) rest of a 50 GB shard.
+    let reserve =
+        |count: u64, min_size: u64| count.min((buf.len() / min_size as usize) as u64) as usize;
+    let mut kvs = Vec::with_capacity(reserve(kv_count, 13));
+    let mut kv_index = HashMap::with_capacity(reserve(kv_count, 13));
     for _ in 0..kv_count {
         let at = c.offset();
         let key = c.string(What("key", None))?;
@@ -273,7 +277,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
             .into());
         }
         let type_at = c.offset();
-        let type_id = c.u32(What("value type of", Some(&key)))?;
+        let type_id = c.u32(What("value type", Some(&key)))?;
         let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
             path: path.to_path_buf(),
             key: key.clone(),
@@ -320,8 +324,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
     };
 
-    let mut tensors = Vec::with_capacity(tensor_count as usize);
-    let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+    let mut tensors = Vec::with_capacity(reserve(tensor_count, 24));
+    let mut tensor_index = HashMap::with_capacity(reserve(tensor_count, 24));
     for _ in 0..tensor_count {
         let at = c.offset();
         let name = c.string(What("tensor name", None))?;
@@ -342,7 +346,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
             }
             .into());
         }
-        let n_dims = c.u32(What("n_dims of", Some(&name)))?;
+        let n_dims = c.u32(What("n_dims", Some(&name)))?;
         if n_dims as usize > MAX_DIMS {
             return Err(GgufError::TooManyDims {
                 path: path.to_path_buf(),
@@ -353,10 +357,10 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            dims.push(c.u64(What("shape of", Some(&name)))?);
+            dims.push(c.u64(What("shape", Some(&name)))?);
         }
-        let type_id = c.u32(What("type of", Some(&name)))?;
-        let offset = c.u64(What("offset of", Some(&name)))?;
+        let type_id = c.u32(What("type", Some(&name)))?;
+        let offset = c.u64(What("offset", Some(&name)))?;
         let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownType {
             path: path.to_path_buf(),
             tensor: name.clone(),
@@ -373,8 +377,11 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
             }
             .into());
         }
-        // ggml stores ne as int64 and refuses any product past INT64_MAX.
-        let n_bytes = layout::element_count(&dims)
+        // ggml stores ne as int64: it refuses a negative dimension and any product past
+        // INT64_MAX.
+        let n_bytes = Some(())
+            .filter(|_| dims.iter().all(|&d| d <= i64::MAX as u64))
+            .and_then(|_| layout::element_count(&dims))
             .filter(|&n| n <= i64::MAX as u64)
             .and_then(|_| layout::tensor_bytes(ty, &dims))
             .filter(|&n| n <= i64::MAX as u64)
@@ -455,6 +462,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
 
 /// First read size: enough for most headers; DeepSeek-size vocabularies take a few rounds.
 const FIRST_READ: u64 = 1 << 20;
+/// The largest header (everything before the tensor data) we read: 16x DeepSeek's.
+pub const MAX_HEADER_BYTES: u64 = 96 << 20;
 
 impl GgufFile {
     /// Open and validate one GGUF file (one shard). Reads only the header.
@@ -478,7 +487,17 @@ impl GgufFile {
                 Err(Stop::Fail(e)) => return Err(e),
                 // Doubling keeps the wasted re-parsing under the header's own size and the
                 // buffer under twice the header.
-                Err(Stop::NeedMore) => want = want.saturating_mul(2).min(file_len),
+                // Real headers are a few MB (DeepSeek's 129 280-token vocabulary: 6 MB); one
+                // that needs more is a damaged or hostile length field.
+                Err(Stop::NeedMore) if want >= MAX_HEADER_BYTES => {
+                    return Err(GgufError::HeaderTooLarge {
+                        path: path.to_path_buf(),
+                        max: MAX_HEADER_BYTES,
+                    });
+                }
+                Err(Stop::NeedMore) => {
+                    want = want.saturating_mul(2).min(file_len).min(MAX_HEADER_BYTES)
+                }
             }
         }
     }
@@ -589,7 +608,7 @@ mod tests {
         assert_eq!(t.n_bytes, 110 * 2 * 4);
         assert_eq!(f.data_offset, map.data_offset as u64);
         assert_eq!(f.get("deepseek2.block_count").unwrap().as_u64(), Some(2));
-        // The 0-dim tensor case and v2 are accepted too.
+        // v2 is accepted too (the 0-dim case is in `too_many_dims`).
         let mut v2 = bytes.clone();
         put_u32(&mut v2, 4, 2);
         assert_eq!(GgufFile::from_bytes(path(), &v2).unwrap().version, 2);
@@ -827,9 +846,14 @@ mod tests {
             .tensor_raw("t", &[1 << 32, 1 << 32, 4], 0, vec![0; 4])
             .build();
         assert!(matches!(parse_err(&b), GgufError::SizeOverflow { .. }));
-        // Fits in u64 but not in ggml's int64.
+        // Fits in u64 but not in ggml's int64 (2^63 elements of I8).
         let b = GgufBuilder::new()
-            .tensor_raw("t", &[1 << 62, 4], 24, vec![0; 4])
+            .tensor_raw("t", &[1 << 62, 2], 24, vec![0; 4])
+            .build();
+        assert!(matches!(parse_err(&b), GgufError::SizeOverflow { .. }));
+        // A "negative" dimension, even when another is 0.
+        let b = GgufBuilder::new()
+            .tensor_raw("t", &[0, 1 << 63], 24, vec![])
             .build();
         assert!(matches!(parse_err(&b), GgufError::SizeOverflow { .. }));
     }
@@ -842,10 +866,44 @@ mod tests {
             parse_err(&b),
             GgufError::BadOffset { found: 1000, .. }
         ));
-        // Unpadded: the second tensor straight after the first one's 576 bytes is 8 bytes short.
+        // Unpadded: the third tensor straight after the second one's 28 bytes.
         let (mut b, map) = sample().build_with_map();
-        put_u64(&mut b, map.tensor_offset_at[2], 576 + 28 - 8);
+        put_u64(&mut b, map.tensor_offset_at[2], 576 + 28);
         assert!(matches!(parse_err(&b), GgufError::BadOffset { .. }));
+    }
+
+    /// A sparse file of `len` bytes starting with `head`.
+    fn sparse(dir: &Path, head: &[u8], len: u64) -> PathBuf {
+        let p = dir.join("sparse.gguf");
+        let f = File::create(&p).unwrap();
+        std::io::Write::write_all(&mut &f, head).unwrap();
+        f.set_len(len).unwrap();
+        p
+    }
+
+    #[test]
+    fn counts_and_lengths_in_huge_files_do_not_allocate_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // 10^12 / 14 key/values "fit" in a 1 TB file; nothing may be reserved for them.
+        let mut head = b"GGUF".to_vec();
+        head.extend_from_slice(&3u32.to_le_bytes());
+        head.extend_from_slice(&0u64.to_le_bytes());
+        head.extend_from_slice(&(1_000_000_000_000u64 / 14).to_le_bytes());
+        let p = sparse(dir.path(), &head, 1 << 40);
+        // The first key is a zero-length string: an empty key, found without reserving 70 GB.
+        assert!(matches!(
+            GgufFile::open(&p),
+            Err(GgufError::EmptyKey { .. })
+        ));
+        // A 4 GB string value: the header would be longer than any real one.
+        let b = GgufBuilder::new().kv_str("k", "x").build();
+        let mut head = b[..24 + 8 + 1 + 4].to_vec();
+        head.extend_from_slice(&4_000_000_000u64.to_le_bytes());
+        let p = sparse(dir.path(), &head, 5_000_000_000);
+        assert!(matches!(
+            GgufFile::open(&p),
+            Err(GgufError::HeaderTooLarge { .. })
+        ));
     }
 
     #[test]
