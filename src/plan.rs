@@ -12,7 +12,7 @@ use crate::gguf::model::{KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT,
 use crate::gguf::write::{assign_offsets, declared_alignment, encoded_header_len};
 use crate::gguf::{Model, OwnedValue, TensorInfo, ValueRef, ValueType};
 use crate::layout::{self, DEFAULT_ALIGNMENT};
-use crate::recipe::{ChatTemplate, Recipe, Rule, layer_of};
+use crate::recipe::{ChatTemplate, Recipe, layer_of};
 
 /// A parent model and the name the recipe calls it by.
 pub struct Parent {
@@ -55,12 +55,13 @@ pub enum PlanError {
         parent: String,
         value: String,
     },
-    #[error("{origin}: tensor '{tensor}' is not in parent '{parent}' ({path})")]
+    #[error("{origin}: tensor '{tensor}' is not in parent '{parent}' ({path}){hint}")]
     TensorMissing {
         origin: String,
         tensor: String,
         parent: String,
         path: PathBuf,
+        hint: String,
     },
     #[error(
         "tensor '{tensor}': shape {shape:?} in parent '{parent}' differs from {base_shape:?} in base '{base}'{hint}"
@@ -106,6 +107,8 @@ pub enum PlanError {
         tensor: String,
         reason: String,
     },
+    #[error("the split options make {count} shards; at most {max} can be named")]
+    TooManyShards { count: usize, max: usize },
     #[error("tensor '{tensor}': size overflows")]
     Overflow { tensor: String },
 }
@@ -233,7 +236,11 @@ pub fn is_router(name: &str) -> bool {
     name.ends_with(".ffn_gate_inp.weight") || name.ends_with(".exp_probs_b.bias")
 }
 
-/// Where each outer slice (expert) of one tensor comes from: (parent, rule) or unassigned.
+/// The most experts a tensor may be split into (DeepSeek V3 has 256); bounds the per-expert
+/// table, whose size otherwise comes from a file's header.
+pub const MAX_EXPERTS: u64 = 1 << 16;
+
+/// Where each outer slice (expert) of one tensor comes from: a parent, or unassigned.
 type SliceOwners = Vec<Option<usize>>;
 
 pub fn build<'p>(
@@ -283,22 +290,29 @@ pub fn build<'p>(
     let mut warnings = Vec::new();
     check_compatible(parents, base, &mut warnings)?;
 
+    // Routers last: with `router`, a rule's router rows follow the experts it actually took
+    // in that layer, which is known only once the stacked expert tensors are planned.
     let base_model = &parents[base].model;
-    let router_layers = router_follow_layers(&recipe.rules, base_model);
     let mut matched = vec![0usize; recipe.rules.len()];
-    let mut tensors = Vec::with_capacity(base_model.tensor_count());
-    for t in base_model.tensors() {
-        let planned = plan_tensor(
-            parents,
-            base,
-            recipe,
-            &rule_parents,
-            &router_layers,
-            t.info,
-            &mut matched,
-        )?;
-        tensors.push(planned);
+    let mut took_experts: Vec<HashSet<u64>> = vec![HashSet::new(); recipe.rules.len()];
+    let mut planned: Vec<Option<PlannedTensor>> = vec![None; base_model.tensor_count()];
+    for routers in [false, true] {
+        for (i, t) in base_model.tensors().enumerate() {
+            if is_router(&t.info.name) != routers {
+                continue;
+            }
+            planned[i] = Some(plan_tensor(
+                parents,
+                base,
+                recipe,
+                &rule_parents,
+                &mut took_experts,
+                t.info,
+                &mut matched,
+            )?);
+        }
     }
+    let mut tensors: Vec<PlannedTensor> = planned.into_iter().flatten().collect();
 
     let rules: Vec<RuleReport> = recipe
         .rules
@@ -410,31 +424,14 @@ fn check_compatible(
     Ok(())
 }
 
-/// For each rule with `experts` and `router`, the layers in which it selects a stacked
-/// expert tensor: there the router rows follow the rule.
-fn router_follow_layers(rules: &[Rule], base: &Model) -> Vec<HashSet<u64>> {
-    rules
-        .iter()
-        .map(|r| {
-            if !(r.router && r.experts.is_some()) {
-                return HashSet::new();
-            }
-            base.tensors()
-                .filter(|t| {
-                    is_stacked_experts(&t.info.name, &t.info.dims) && r.selects(&t.info.name)
-                })
-                .filter_map(|t| layer_of(&t.info.name))
-                .collect()
-        })
-        .collect()
-}
-
 fn plan_tensor(
     parents: &[Parent],
     base: usize,
     recipe: &Recipe,
     rule_parents: &[usize],
-    router_layers: &[HashSet<u64>],
+    // Per rule with `experts` and `router`: the layers where it took experts of a stacked
+    // expert tensor (filled while planning those, read while planning routers).
+    took_experts: &mut [HashSet<u64>],
     base_info: &TensorInfo,
     matched: &mut [usize],
 ) -> Result<PlannedTensor, PlanError> {
@@ -448,8 +445,9 @@ fn plan_tensor(
     let mut owners: Option<SliceOwners> = None;
     let mut whole: Option<usize> = None;
     for (r, rule) in recipe.rules.iter().enumerate() {
-        let follows_router =
-            is_router(name) && layer_of(name).is_some_and(|l| router_layers[r].contains(&l));
+        let follows_router = rule.router
+            && is_router(name)
+            && layer_of(name).is_some_and(|l| took_experts[r].contains(&l));
         if !(rule.selects(name) || follows_router) {
             continue;
         }
@@ -488,6 +486,13 @@ fn plan_tensor(
                         });
                     }
                 }
+                if n_slices > MAX_EXPERTS {
+                    return Err(PlanError::CannotSplit {
+                        origin: rule.origin.clone(),
+                        tensor: name.clone(),
+                        reason: format!("{n_slices} experts; at most {MAX_EXPERTS} are supported"),
+                    });
+                }
                 if experts.max() >= n_slices {
                     return Err(PlanError::ExpertsOutOfRange {
                         origin: rule.origin.clone(),
@@ -497,10 +502,19 @@ fn plan_tensor(
                     });
                 }
                 let o = owners.get_or_insert_with(|| vec![None; n_slices as usize]);
+                let mut took = false;
                 for (e, slot) in o.iter_mut().enumerate() {
                     if slot.is_none() && experts.contains(e as u64) {
                         *slot = Some(parent);
+                        took = true;
                     }
+                }
+                if took
+                    && rule.router
+                    && is_stacked_experts(name, &base_info.dims)
+                    && let Some(l) = layer_of(name)
+                {
+                    took_experts[r].insert(l);
                 }
             }
         }
@@ -530,6 +544,7 @@ fn plan_tensor(
                 tensor: name.clone(),
                 parent: parent.name.clone(),
                 path: parent.model.path().to_path_buf(),
+                hint: layout_hint(name),
             })?;
         if loc.info.dims != base_info.dims {
             return Err(PlanError::ShapeMismatch {
@@ -814,6 +829,10 @@ fn assign_shards(
     }
     bounds.push(tensors.len());
     let count = bounds.len() - 1;
+    // Shard names have five digits and split.count is a u16.
+    if count > 99_999 {
+        return Err(PlanError::TooManyShards { count, max: 99_999 });
+    }
     let prefix = output
         .to_str()
         .map(|s| s.strip_suffix(".gguf").unwrap_or(s).to_string())

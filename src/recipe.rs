@@ -44,10 +44,6 @@ pub enum RecipeError {
         key: String,
         message: String,
     },
-    #[error(
-        "{origin}: the recipe has no base parent; name one with `base = \"...\"` under [recipe]"
-    )]
-    NoBase { origin: String },
 }
 
 /// A set of indices (layers or experts) written as `"3-60"` or `"0-63,128-191"`.
@@ -232,6 +228,12 @@ impl Recipe {
         let mut rules = Vec::with_capacity(file.rules.len());
         for (i, r) in file.rules.into_iter().enumerate() {
             let origin = format!("{} rule #{}", path.display(), i + 1);
+            if r.router && r.experts.is_none() {
+                return Err(RecipeError::Toml {
+                    path: path.to_path_buf(),
+                    message: format!("{origin}: `router = true` needs `experts`"),
+                });
+            }
             rules.push(Rule {
                 pattern: compile(&origin, &r.pattern)?,
                 layers: r
@@ -279,6 +281,21 @@ impl Recipe {
                 .filter(|t| *t != ValueType::Array)
                 .ok_or_else(|| bad(format!("unknown type '{}'", s.ty)))?;
             let value = OwnedValue::parse_typed(ty, &s.value).map_err(bad)?;
+            // Keys the writer owns, or that would make a file no reader accepts.
+            if s.key.is_empty() {
+                return Err(bad("empty key".into()));
+            }
+            if s.key.starts_with("split.") {
+                return Err(bad(
+                    "split.* keys are written by --split-max-size / --split-max-tensors".into(),
+                ));
+            }
+            if s.key == "general.alignment"
+                && !(ty == ValueType::U32
+                    && value.as_ref().as_u64().is_some_and(u64::is_power_of_two))
+            {
+                return Err(bad("general.alignment must be a u32 power of two".into()));
+            }
             set.push((s.key, value));
         }
         Ok(Recipe {
@@ -442,10 +459,25 @@ mod tests {
 
         let bad = Recipe::from_toml("[[rules]]\nmatch='x'\nfrom='a'\nfrmo='b'", Path::new("x"));
         assert!(matches!(bad, Err(RecipeError::Toml { .. })));
-        let bad = Recipe::from_toml(
-            "[[metadata.set]]\nkey='k'\ntype='u8'\nvalue=300",
+        for set in [
+            "key='k'\ntype='u8'\nvalue=300",
+            "key=''\ntype='u8'\nvalue=3",
+            "key='split.count'\ntype='u16'\nvalue=3",
+            "key='general.alignment'\ntype='u16'\nvalue=32",
+            "key='general.alignment'\ntype='u32'\nvalue=48",
+        ] {
+            let bad = Recipe::from_toml(&format!("[[metadata.set]]\n{set}"), Path::new("x"));
+            assert!(matches!(bad, Err(RecipeError::BadValue { .. })), "{set}");
+        }
+        let ok = Recipe::from_toml(
+            "[[metadata.set]]\nkey='general.alignment'\ntype='u32'\nvalue=64",
             Path::new("x"),
         );
-        assert!(matches!(bad, Err(RecipeError::BadValue { .. })));
+        assert!(ok.is_ok());
+        let bad = Recipe::from_toml(
+            "[[rules]]\nmatch='x'\nfrom='a'\nrouter=true",
+            Path::new("x"),
+        );
+        assert!(matches!(bad, Err(RecipeError::Toml { .. })));
     }
 }

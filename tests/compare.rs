@@ -801,47 +801,39 @@ fn verify_shows_expert_level_sources() {
 }
 
 #[test]
-fn verify_follows_the_plan_into_tensors_with_very_many_experts() {
-    // Too many slices to cut by expert on its own; the plan cuts it, so verify does too.
+fn tensors_with_too_many_experts_are_refused_by_the_plan() {
+    // More slices than plan::MAX_EXPERTS: the plan refuses to cut them (a bounded expert
+    // table), with a bad-input exit code and nothing written.
     let dir = tempfile::tempdir().unwrap();
-    let n = 65_537;
+    let n = gguf_splice::plan::MAX_EXPERTS + 1;
     let model = |pid: u8| {
         GgufBuilder::new()
             .kv_str("general.architecture", "deepseek2")
             .tensor("blk.0.exp_probs_b.bias", &[n], GgmlType::F32, pid)
             .build()
     };
-    let s = Setup {
-        v3: write(dir.path(), "v3.gguf", &model(V3)),
-        r1: write(dir.path(), "r1.gguf", &model(R1)),
-        dir,
-    };
-    let take = "exp_probs_b=r1:experts=0-9";
-    let child = splice(&s, "child.gguf", &["--take", take]);
-    let r = lib_verify(&s, &child, None, &[take]);
-    assert!(r.passed(), "{:?}", r.recipe);
-    let t = &r.tensors[0];
-    assert_eq!(t.sources.expert(8), Some(&["r1".to_string()][..]));
-    assert_eq!(t.sources.expert(10), Some(&["v3".to_string()][..]));
-    assert_eq!(t.sources.expert(65_536), Some(&["v3".to_string()][..]));
-    // Even elements hold the parent id; expert 10 is v3's, the rules say r1's.
-    let r = lib_verify(&s, &child, None, &["exp_probs_b=r1:experts=0-10"]);
+    let v3 = write(dir.path(), "v3.gguf", &model(V3));
+    let r1 = write(dir.path(), "r1.gguf", &model(R1));
+    let out = dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", v3.display()),
+        "--parent",
+        &format!("r1={}", r1.display()),
+        "--take",
+        "exp_probs_b=r1:experts=0-9",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(
-        r.recipe.unwrap().mismatches,
-        vec![Mismatch::BytesDiffer {
-            tensor: "blk.0.exp_probs_b.bias".into(),
-            experts: Some(vec![10..11]),
-            expected: "r1".into(),
-            found: Sources::Experts(vec![ExpertRun {
-                parents: vec!["v3".into()],
-                experts: vec![10..11]
-            }]),
-            first_offset: Some(40),
-        }]
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
-    // Without a plan the tensor is compared whole: it matches neither parent.
-    let r = lib_verify(&s, &child, None, &[]);
-    assert_eq!(r.tensors[0].sources, Sources::Whole(vec![]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be split by expert"));
+    assert!(!out.exists());
 }
 
 #[test]
