@@ -115,14 +115,14 @@ struct SpliceArgs {
     #[arg(long)]
     dry_run: bool,
     /// With --dry-run, print the plan as JSON.
-    #[arg(long)]
+    #[arg(long, requires = "dry_run")]
     json: bool,
     /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     split_max_size: Option<u64>,
     /// Shard the output: at most N tensors per shard.
-    #[arg(long, value_name = "N")]
-    split_max_tensors: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    split_max_tensors: Option<u64>,
     /// Replace existing output files.
     #[arg(long)]
     force: bool,
@@ -281,10 +281,14 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     recipe.prepend_takes(&args.takes)?;
     let split = SplitOptions {
         max_bytes: args.split_max_size,
-        max_tensors: args.split_max_tensors,
+        max_tensors: args.split_max_tensors.map(|n| n as usize),
     };
     let plan = plan::build(&parents, &recipe, &args.output, split)?;
     if args.dry_run {
+        // Say now what would stop the real run at the output.
+        if let Err(e) = execute::check_outputs(&plan, args.force) {
+            eprintln!("gguf-splice: warning: writing would fail: {e}");
+        }
         if args.json {
             print_json(&report::plan_json(&plan));
         } else {

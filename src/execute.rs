@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::gguf::FileIdentity;
 use crate::gguf::write::{DataWriter, encode_header};
 use crate::plan::{Plan, shard_kvs};
 
@@ -31,17 +32,18 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} changed since it was read: {expected} bytes expected, {found} found")]
+    #[error("{path} changed since its header was read (was {expected}, now {found})")]
     ParentChanged {
         path: PathBuf,
-        expected: u64,
-        found: u64,
+        expected: String,
+        found: String,
     },
     #[error("interrupted; no output was written")]
     Interrupted,
-    #[error("{path}: wrote {found} bytes of tensor data, the plan says {expected}")]
+    #[error("{path}: wrote {found} bytes of {what}, the plan says {expected}")]
     SizeMismatch {
         path: PathBuf,
+        what: &'static str,
         expected: u64,
         found: u64,
     },
@@ -79,7 +81,7 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 
 /// Refuse outputs that are inputs (by device and inode, so links count) and existing outputs
 /// without `force`.
-fn check_outputs(plan: &Plan, force: bool) -> Result<(), ExecError> {
+pub fn check_outputs(plan: &Plan, force: bool) -> Result<(), ExecError> {
     for shard in &plan.shards {
         let Ok(out_meta) = std::fs::metadata(&shard.path) else {
             continue;
@@ -150,12 +152,14 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
         let mut files = Vec::new();
         for shard in parent.model.shards() {
             let f = File::open(&shard.path).map_err(io_err(&shard.path, "open"))?;
-            let len = f.metadata().map_err(io_err(&shard.path, "stat"))?.len();
-            if len != shard.file_len {
+            let now = FileIdentity::of(&f.metadata().map_err(io_err(&shard.path, "stat"))?);
+            if let Some(then) = shard.identity
+                && then != now
+            {
                 return Err(ExecError::ParentChanged {
                     path: shard.path.clone(),
-                    expected: shard.file_len,
-                    found: len,
+                    expected: format!("{then:?}"),
+                    found: format!("{now:?}"),
                 });
             }
             files.push(f);
@@ -186,7 +190,14 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
             .map(|t| t.info.clone())
             .collect();
         let header = encode_header(&kv_refs, &infos, shard.alignment);
-        debug_assert_eq!(header.len() as u64, shard.header_len);
+        if header.len() as u64 != shard.header_len {
+            return Err(ExecError::SizeMismatch {
+                path: shard.path.clone(),
+                what: "header",
+                expected: shard.header_len,
+                found: header.len() as u64,
+            });
+        }
         let mut w = DataWriter::new(out, shard.alignment);
         std::io::Write::write_all(&mut &*out, &header).map_err(io_err(temp.path(), "write"))?;
         for t in &plan.tensors[shard.tensors.clone()] {
@@ -216,6 +227,7 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
         if w.position() != shard.data_len {
             return Err(ExecError::SizeMismatch {
                 path: shard.path.clone(),
+                what: "tensor data",
                 expected: shard.data_len,
                 found: w.position(),
             });

@@ -327,17 +327,18 @@ fn outputs_are_safe() {
     assert!(o.status.success());
     // A bad parent is a one-line error with exit code 3, never a panic.
     let bad = write(s.dir.path(), "bad.gguf", b"GGUF\x03\0\0\0garbage");
+    let never = s.dir.path().join("never.gguf");
     let o = run(&[
         "splice",
         "--parent",
         &format!("x={}", bad.display()),
         "-o",
-        "/tmp/never.gguf",
+        never.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(!std::path::Path::new("/tmp/never.gguf").exists());
+    assert!(!never.exists());
 }
 
 #[test]
@@ -561,4 +562,89 @@ fn expert_rules_refuse_tensors_without_whole_expert_slices() {
         );
         assert!(matches!(e, Err(PlanError::CannotSplit { .. })), "{dims:?}");
     }
+}
+
+#[test]
+fn router_rows_follow_only_the_experts_a_rule_actually_took() {
+    // An earlier whole-tensor rule takes blk.2's experts from v3, so the later expert rule
+    // takes experts only in blk.1, and only blk.1's router rows may follow it.
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--take",
+        r"blk\.2\.ffn_(gate|up|down)_exps=v3",
+        "--take",
+        "_exps=r1:experts=0-1:router",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let child = Model::open(&out).unwrap();
+    let v3 = |n: &str| expected_bytes(V3, GgmlType::Q3_K, n);
+    let r1 = |n: &str| expected_bytes(R1, GgmlType::Q3_K, n);
+    for name in ["blk.2.ffn_gate_inp.weight", "blk.2.exp_probs_b.bias"] {
+        assert_eq!(tensor_bytes(&child, name), v3(name), "{name}");
+    }
+    for (name, row) in [
+        ("blk.1.ffn_gate_inp.weight", N_EMBD as usize * 4),
+        ("blk.1.exp_probs_b.bias", 4),
+    ] {
+        let got = tensor_bytes(&child, name);
+        assert_eq!(got[..2 * row], r1(name)[..2 * row], "{name}");
+        assert_eq!(got[2 * row..], v3(name)[2 * row..], "{name}");
+    }
+}
+
+#[test]
+fn a_parent_replaced_after_planning_is_refused() {
+    use gguf_splice::execute::{ExecError, ExecOptions, execute};
+    let s = setup(GgmlType::Q3_K);
+    let parents = vec![Parent {
+        name: "v3".into(),
+        model: Model::open(&s.v3).unwrap(),
+    }];
+    let out = s.dir.path().join("child.gguf");
+    let plan = plan::build(&parents, &Recipe::default(), &out, SplitOptions::default()).unwrap();
+    // Same size, other bytes, new inode: what a download finishing under us looks like.
+    let other = parent(R1, GgmlType::Q3_K).build();
+    std::fs::remove_file(&s.v3).unwrap();
+    std::fs::write(&s.v3, &other).unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let r = execute(
+        &plan,
+        &ExecOptions {
+            force: false,
+            cancel: &cancel,
+            progress: &|_| {},
+        },
+    );
+    assert!(matches!(r, Err(ExecError::ParentChanged { .. })), "{r:?}");
+    assert!(!out.exists());
+    // A cancelled run leaves nothing either.
+    let parents = vec![Parent {
+        name: "v3".into(),
+        model: Model::open(&s.v3).unwrap(),
+    }];
+    let plan = plan::build(&parents, &Recipe::default(), &out, SplitOptions::default()).unwrap();
+    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = execute(
+        &plan,
+        &ExecOptions {
+            force: false,
+            cancel: &cancel,
+            progress: &|_| {},
+        },
+    );
+    assert!(matches!(r, Err(ExecError::Interrupted)), "{r:?}");
+    let left: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
 }

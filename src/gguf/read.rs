@@ -55,6 +55,29 @@ pub struct GgufFile {
     /// Absolute offset of the data section.
     pub data_offset: u64,
     pub file_len: u64,
+    /// Device, inode, size and modification time when the header was read from disk, so a
+    /// writer can tell that the file it copies from is still the same one.
+    pub identity: Option<FileIdentity>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
 }
 
 /// Why a parse of a prefix stopped.
@@ -457,6 +480,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         alignment,
         data_offset,
         file_len,
+        identity: None,
     })
 }
 
@@ -469,7 +493,9 @@ impl GgufFile {
     /// Open and validate one GGUF file (one shard). Reads only the header.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
         let mut file = File::open(path).map_err(|e| GgufError::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| GgufError::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| GgufError::io(path, e))?;
+        let file_len = meta.len();
+        let identity = Some(FileIdentity::of(&meta));
         let mut buf = Vec::new();
         let mut want = FIRST_READ.min(file_len);
         loop {
@@ -483,7 +509,12 @@ impl GgufFile {
                 return Self::from_prefix(path, &buf, buf.len() as u64);
             }
             match parse(path, &buf, file_len) {
-                Ok(f) => return Ok(f.with_header(buf)),
+                Ok(f) => {
+                    return Ok(GgufFile {
+                        identity,
+                        ..f.with_header(buf)
+                    });
+                }
                 Err(Stop::Fail(e)) => return Err(e),
                 // Doubling keeps the wasted re-parsing under the header's own size and the
                 // buffer under twice the header.
