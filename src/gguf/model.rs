@@ -221,6 +221,80 @@ fn expect_split_key(file: &GgufFile, key: &str, expected: u64) -> Result<(), Ggu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ggml_type::GgmlType;
+    use crate::testkit::GgufBuilder;
+
+    /// Write shard `no` (1-based) of `count` with the given split keys and tensor names.
+    fn shard(
+        dir: &Path,
+        no: u64,
+        count: u64,
+        split_no: u16,
+        total: i32,
+        names: &[&str],
+    ) -> PathBuf {
+        let mut b = GgufBuilder::new()
+            .kv_u16(KEY_SPLIT_NO, split_no)
+            .kv_u16(KEY_SPLIT_COUNT, count as u16)
+            .kv_i32(KEY_SPLIT_TENSORS_COUNT, total);
+        for n in names {
+            b = b.tensor(n, &[4], GgmlType::F32, no as u8);
+        }
+        let p = shard_path(dir.join("m").to_str().unwrap(), no, count);
+        std::fs::write(&p, b.build()).unwrap();
+        p
+    }
+
+    #[test]
+    fn opens_a_shard_set_from_any_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        shard(dir.path(), 1, 2, 0, 3, &["a", "b"]);
+        let second = shard(dir.path(), 2, 2, 1, 3, &["c"]);
+        let m = Model::open(&second).unwrap();
+        let names: Vec<_> = m
+            .tensors()
+            .map(|t| (t.info.name.clone(), t.shard))
+            .collect();
+        assert_eq!(names, [("a".into(), 0), ("b".into(), 0), ("c".into(), 1)]);
+    }
+
+    #[test]
+    fn shard_set_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = shard(dir.path(), 1, 3, 0, 3, &["a"]);
+        shard(dir.path(), 2, 3, 1, 3, &["b"]);
+        assert!(matches!(
+            Model::open(&first),
+            Err(GgufError::ShardMissing { expected: 3, .. })
+        ));
+        // Shard 3 says it is split.no 1.
+        shard(dir.path(), 3, 3, 1, 3, &["c"]);
+        assert!(
+            matches!(Model::open(&first), Err(GgufError::ShardMismatch { what, .. }) if what == KEY_SPLIT_NO)
+        );
+        // Right numbers, but a tensor name repeated across shards.
+        shard(dir.path(), 3, 3, 2, 3, &["a"]);
+        assert!(
+            matches!(Model::open(&first), Err(GgufError::DuplicateTensorAcrossShards { name, .. }) if name == "a")
+        );
+        // Wrong total.
+        shard(dir.path(), 3, 3, 2, 3, &["c", "d"]);
+        assert!(
+            matches!(Model::open(&first), Err(GgufError::ShardMismatch { what, .. }) if what == KEY_SPLIT_TENSORS_COUNT)
+        );
+    }
+
+    #[test]
+    fn non_utf8_names_are_refused() {
+        let b = GgufBuilder::new()
+            .tensor("ab", &[1], GgmlType::F32, 0)
+            .build();
+        let mut bytes = b.clone();
+        let at = bytes.windows(2).position(|w| w == b"ab").unwrap();
+        bytes[at] = 0xff;
+        let e = GgufFile::from_bytes(Path::new("x.gguf"), &bytes).unwrap_err();
+        assert!(matches!(e, GgufError::NotUtf8 { .. }), "{e}");
+    }
 
     #[test]
     fn shard_names_parse_like_llama_split_path() {
