@@ -70,8 +70,10 @@ fn hyperparameters(model: &Model) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Totals (count, bytes) by a key.
-fn totals<'a>(items: impl Iterator<Item = (String, u64)> + 'a) -> BTreeMap<String, (usize, u64)> {
+/// (count, bytes) by a key, in key order.
+type Totals = BTreeMap<String, (usize, u64)>;
+
+fn totals<'a>(items: impl Iterator<Item = (String, u64)> + 'a) -> Totals {
     let mut m: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     for (k, b) in items {
         let e = m.entry(k).or_default();
@@ -96,6 +98,21 @@ fn totals_text(out: &mut String, title: &str, m: &BTreeMap<String, (usize, u64)>
     }
 }
 
+/// A model's tensor bytes totalled by type and by group.
+fn model_totals(model: &Model) -> (Totals, Totals) {
+    let by_type = totals(
+        model
+            .tensors()
+            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
+    );
+    let by_group = totals(
+        model
+            .tensors()
+            .map(|t| (tensor_group(&t.info.name).to_string(), t.info.n_bytes)),
+    );
+    (by_type, by_group)
+}
+
 pub fn inspect_json(model: &Model) -> Value {
     let first = model.first();
     let kvs: Vec<Value> = first
@@ -115,16 +132,7 @@ pub fn inspect_json(model: &Model) -> Value {
             })
         })
         .collect();
-    let by_type = totals(
-        model
-            .tensors()
-            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
-    );
-    let by_group = totals(
-        model
-            .tensors()
-            .map(|t| (tensor_group(&t.info.name).to_string(), t.info.n_bytes)),
-    );
+    let (by_type, by_group) = model_totals(model);
     json!({
         "files": model.shards().iter().map(|s| json!({
             "path": s.path, "version": s.version, "bytes": s.file_len,
@@ -189,16 +197,7 @@ pub fn inspect_text(model: &Model) -> String {
             t.file_offset
         );
     }
-    let by_type = totals(
-        model
-            .tensors()
-            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
-    );
-    let by_group = totals(
-        model
-            .tensors()
-            .map(|t| (tensor_group(&t.info.name).to_string(), t.info.n_bytes)),
-    );
+    let (by_type, by_group) = model_totals(model);
     totals_text(&mut out, "totals by type", &by_type);
     totals_text(&mut out, "totals by group", &by_group);
     let _ = writeln!(out, "\ntensor data: {}", human_bytes(model.data_bytes()));

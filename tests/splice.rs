@@ -18,6 +18,19 @@ struct Setup {
     r1: std::path::PathBuf,
 }
 
+impl Setup {
+    /// Run `splice --parent v3=.. --parent r1=..` with more arguments.
+    fn splice(&self, args: &[&str]) -> std::process::Output {
+        let (v3, r1) = (
+            format!("v3={}", self.v3.display()),
+            format!("r1={}", self.r1.display()),
+        );
+        let mut all = vec!["splice", "--parent", &v3, "--parent", &r1];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+}
+
 fn setup(r1_expert_type: GgmlType) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
@@ -33,12 +46,7 @@ fn is_routed_expert(name: &str) -> bool {
 fn chimera_takes_routed_experts_from_r1_and_the_rest_from_v3() {
     let s = setup(GgmlType::IQ2_XXS);
     let out = s.dir.path().join("child.gguf");
-    let o = run(&[
-        "splice",
-        "--parent",
-        &format!("v3={}", s.v3.display()),
-        "--parent",
-        &format!("r1={}", s.r1.display()),
+    let o = s.splice(&[
         "--recipe",
         &repo()
             .join("mappings/deepseek-r1t-chimera.toml")
@@ -103,12 +111,7 @@ fn chimera_takes_routed_experts_from_r1_and_the_rest_from_v3() {
 fn take_rules_come_before_the_recipe_and_first_match_wins() {
     let s = setup(GgmlType::Q3_K);
     let out = s.dir.path().join("child.gguf");
-    let o = run(&[
-        "splice",
-        "--parent",
-        &format!("v3={}", s.v3.display()),
-        "--parent",
-        &format!("r1={}", s.r1.display()),
+    let o = s.splice(&[
         "--take",
         r"blk\.1\.=v3",
         "--take",
@@ -135,12 +138,7 @@ fn take_rules_come_before_the_recipe_and_first_match_wins() {
 fn expert_level_rules_mix_experts_and_the_router_follows() {
     let s = setup(GgmlType::Q3_K);
     let out = s.dir.path().join("child.gguf");
-    let o = run(&[
-        "splice",
-        "--parent",
-        &format!("v3={}", s.v3.display()),
-        "--parent",
-        &format!("r1={}", s.r1.display()),
+    let o = s.splice(&[
         "--take",
         r"blk\.2\.ffn_up_exps=r1:experts=1-2:router",
         "-o",
@@ -345,12 +343,7 @@ fn outputs_are_safe() {
 fn dry_run_writes_nothing_and_shows_sources() {
     let s = setup(GgmlType::Q3_K);
     let out = s.dir.path().join("child.gguf");
-    let o = run(&[
-        "splice",
-        "--parent",
-        &format!("v3={}", s.v3.display()),
-        "--parent",
-        &format!("r1={}", s.r1.display()),
+    let o = s.splice(&[
         "--take",
         "blk.2.ffn_down_exps=r1:experts=0-1",
         "-o",
@@ -386,12 +379,7 @@ fn dry_run_writes_nothing_and_shows_sources() {
         ]
     );
     // The plan's offsets are where the writer puts the tensors.
-    let o2 = run(&[
-        "splice",
-        "--parent",
-        &format!("v3={}", s.v3.display()),
-        "--parent",
-        &format!("r1={}", s.r1.display()),
+    let o2 = s.splice(&[
         "--take",
         "blk.2.ffn_down_exps=r1:experts=0-1",
         "-o",
@@ -570,12 +558,7 @@ fn router_rows_follow_only_the_experts_a_rule_actually_took() {
     // takes experts only in blk.1, and only blk.1's router rows may follow it.
     let s = setup(GgmlType::Q3_K);
     let out = s.dir.path().join("child.gguf");
-    let o = run(&[
-        "splice",
-        "--parent",
-        &format!("v3={}", s.v3.display()),
-        "--parent",
-        &format!("r1={}", s.r1.display()),
+    let o = s.splice(&[
         "--take",
         r"blk\.2\.ffn_(gate|up|down)_exps=v3",
         "--take",
