@@ -80,23 +80,30 @@ echo "== filled synthetic parents, $LAYERS layers"
     --recipe mappings/deepseek-r1t-chimera.toml -o "$WORK/child.gguf" -q --force
 size=$(stat -c %s "$WORK/child.gguf")
 # Baseline: cp of the base parent (within a few KB of the output's size) followed by a sync of
-# the copy, since the splice fsyncs its output. The two are interleaved, 7 rounds, each after
+# the copy, since the splice fsyncs its output. The two are interleaved, 8 rounds in alternating order, each after
 # a global sync and with the previous output removed, and the medians compared.
 cp_times=(); sp_times=(); sp_rss=()
-for _ in 1 2 3 4 5 6 7; do
+run_cp() {
     rm -f "$WORK/cp-out.bin"; sync
     cp_times+=("$($TIME -f "%e" sh -c "cp '$WORK/sv3.gguf' '$WORK/cp-out.bin' && sync '$WORK/cp-out.bin'" 2>&1 | tail -n 1)")
+}
+run_splice() {
     rm -f "$WORK/child.gguf"; sync
+    local line
     line=$($TIME -f "%e %M" "$BIN" splice --parent "v3=$WORK/sv3.gguf" --parent "r1=$WORK/sr1.gguf" \
         --recipe mappings/deepseek-r1t-chimera.toml -o "$WORK/child.gguf" -q 2>&1 | tail -n 1)
     sp_times+=("${line% *}"); sp_rss+=("${line#* }")
+}
+# Whichever runs second in a round was seen to be slower, so the order alternates.
+for round in 1 2 3 4 5 6 7 8; do
+    if (( round % 2 )); then run_cp; run_splice; else run_splice; run_cp; fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cp_t="$(median "${cp_times[@]}") 0"
 sp_t="$(median "${sp_times[@]}") $(printf '%s\n' "${sp_rss[@]}" | sort -g | tail -n 1)"
 echo "output size:           $size bytes"
-echo "cp (+sync) of parent:  ${cp_t% *} s (median of 7: ${cp_times[*]})"
-echo "gguf-splice splice:    ${sp_t% *} s (median of 7: ${sp_times[*]}), ${sp_t#* } KB max RSS at most"
+echo "cp (+sync) of parent:  ${cp_t% *} s (median of 8: ${cp_times[*]})"
+echo "gguf-splice splice:    ${sp_t% *} s (median of 8: ${sp_times[*]}), ${sp_t#* } KB max RSS at most"
 echo "ratio (splice / cp):   time $(ratio "${sp_t% *}" "${cp_t% *}")"
 echo "== diff and verify on the same files (I/O bound: baselines read the same bytes with cat)"
 cat_ab=$(measure sh -c "cat '$WORK/sv3.gguf' '$WORK/child.gguf' > /dev/null")
