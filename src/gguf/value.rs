@@ -237,6 +237,8 @@ impl<'a> ValueRef<'a> {
                 }
                 Some(Scalar::Uint(v)) => v.to_string(),
                 Some(Scalar::Int(v)) => v.to_string(),
+                // Shortest text that reads back as the stored width (1e-6, not 9.99e-7...).
+                Some(Scalar::Float(v)) if self.ty == ValueType::F32 => (v as f32).to_string(),
                 Some(Scalar::Float(v)) => v.to_string(),
                 Some(Scalar::Bool(v)) => v.to_string(),
                 None => "<invalid>".to_string(),
