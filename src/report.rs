@@ -218,6 +218,21 @@ fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
     parts.join(" ")
 }
 
+/// A plan's bytes by parent (counting pieces) and by output type (counting tensors).
+fn plan_totals(plan: &Plan) -> (Totals, Totals) {
+    let by_parent = totals(plan.tensors.iter().flat_map(|t| {
+        t.pieces
+            .iter()
+            .map(|p| (plan.parent_name(p).to_string(), p.len))
+    }));
+    let by_type = totals(
+        plan.tensors
+            .iter()
+            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
+    );
+    (by_parent, by_type)
+}
+
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -236,16 +251,7 @@ pub fn plan_json(plan: &Plan) -> Value {
             })
         })
         .collect();
-    let by_parent = totals(plan.tensors.iter().flat_map(|t| {
-        t.pieces
-            .iter()
-            .map(|p| (plan.parent_name(p).to_string(), p.len))
-    }));
-    let by_type = totals(
-        plan.tensors
-            .iter()
-            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
-    );
+    let (by_parent, by_type) = plan_totals(plan);
     json!({
         "parents": plan.parents.iter().map(|p| json!({
             "name": p.name, "path": p.model.path(), "shards": p.model.shards().len(),
@@ -324,16 +330,7 @@ pub fn plan_text(plan: &Plan) -> String {
             sources_text(plan, t)
         );
     }
-    let by_parent = totals(plan.tensors.iter().flat_map(|t| {
-        t.pieces
-            .iter()
-            .map(|p| (plan.parent_name(p).to_string(), p.len))
-    }));
-    let by_type = totals(
-        plan.tensors
-            .iter()
-            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
-    );
+    let (by_parent, by_type) = plan_totals(plan);
     totals_text(&mut out, "bytes by parent (pieces)", &by_parent);
     totals_text(&mut out, "bytes by type", &by_type);
     let _ = writeln!(out, "\noutput:");
