@@ -77,26 +77,9 @@ enum Command {
     Verify(VerifyArgs),
 }
 
+/// Parents and the rules that pick from them: shared by `splice` and `verify`.
 #[derive(Args)]
-struct VerifyArgs {
-    /// Any shard of the child.
-    child: PathBuf,
-    /// NAME=PATH: a parent, named as for `splice`; PATH may be any shard.
-    #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
-    parents: Vec<String>,
-    /// The recipe the child was made with.
-    #[arg(long)]
-    recipe: Option<PathBuf>,
-    /// REGEX=NAME[:experts=RANGES[:router]]: the --take rules the child was made with.
-    #[arg(long = "take", value_name = "RULE")]
-    takes: Vec<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-struct SpliceArgs {
+struct RecipeArgs {
     /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard. The first
     /// parent is the base unless the recipe names one.
     #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
@@ -108,6 +91,40 @@ struct SpliceArgs {
     /// before the recipe's rules; the first matching rule wins.
     #[arg(long = "take", value_name = "RULE")]
     takes: Vec<String>,
+}
+
+impl RecipeArgs {
+    /// The recipe file (or an empty recipe) with the --take rules in front; `None` when
+    /// neither was given.
+    fn recipe(&self) -> Result<Option<Recipe>, CliError> {
+        if self.recipe.is_none() && self.takes.is_empty() {
+            return Ok(None);
+        }
+        let mut recipe = match &self.recipe {
+            Some(path) => Recipe::from_file(path)?,
+            None => Recipe::default(),
+        };
+        recipe.prepend_takes(&self.takes)?;
+        Ok(Some(recipe))
+    }
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Any shard of the child.
+    child: PathBuf,
+    /// The parents, recipe and --take rules the child was made with.
+    #[command(flatten)]
+    rules: RecipeArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SpliceArgs {
+    #[command(flatten)]
+    rules: RecipeArgs,
     /// Output file (with --split-*, the prefix of the shard names).
     #[arg(short, long)]
     output: PathBuf,
@@ -228,18 +245,9 @@ fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, Cli
 }
 
 fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.parents)?;
+    let parents = open_parents(&args.rules.parents)?;
     let child = Model::open(&args.child)?;
-    let recipe = if args.recipe.is_some() || !args.takes.is_empty() {
-        let mut recipe = match &args.recipe {
-            Some(path) => Recipe::from_file(path)?,
-            None => Recipe::default(),
-        };
-        recipe.prepend_takes(&args.takes)?;
-        Some(recipe)
-    } else {
-        None
-    };
+    let recipe = args.rules.recipe()?;
     let r = compare::verify(
         &child,
         &parents,
@@ -273,12 +281,8 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
 }
 
 fn splice(args: SpliceArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.parents)?;
-    let mut recipe = match &args.recipe {
-        Some(path) => Recipe::from_file(path)?,
-        None => Recipe::default(),
-    };
-    recipe.prepend_takes(&args.takes)?;
+    let parents = open_parents(&args.rules.parents)?;
+    let recipe = args.rules.recipe()?.unwrap_or_default();
     let split = SplitOptions {
         max_bytes: args.split_max_size,
         max_tensors: args.split_max_tensors.map(|n| n as usize),
