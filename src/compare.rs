@@ -24,7 +24,7 @@ use crate::gguf::{GgufError, Model, TensorInfo, ValueRef, ValueType};
 use crate::layout;
 use crate::plan::{self, KEY_SPLICE_RECIPE, Parent, PlanError, SplitOptions};
 use crate::recipe::{Recipe, layer_of};
-use crate::report::tensor_group;
+use crate::report::{shape, tensor_group};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -369,11 +369,6 @@ fn ranges_json(ranges: &[Range<u64>]) -> Value {
             .map(|r| [r.start, r.end - 1])
             .collect::<Vec<_>>()
     )
-}
-
-fn shape(dims: &[u64]) -> String {
-    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
 }
 
 /// `blk.N.rest` -> (Some(N), rest); other names -> (None, name).

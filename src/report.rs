@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::gguf::Model;
+use crate::gguf::{Model, TensorInfo};
 use crate::plan::{Plan, PlannedTensor};
 
 /// The tensor groups reports total by.
@@ -50,7 +50,26 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn shape(dims: &[u64]) -> String {
+/// One line of the tensor tables of `inspect` and `--dry-run`.
+fn table_row(cells: [&str; 6]) -> String {
+    let [name, ty, shape, bytes, shard, offset] = cells;
+    format!("  {name:<40} {ty:<8} {shape:<22} {bytes:>12} {shard:>5} {offset:>14}")
+}
+
+/// A tensor's row: `shard` is 0-based here and shown 1-based; `offset` is in the file.
+fn tensor_row(t: &TensorInfo, shard: usize, offset: u64) -> String {
+    table_row([
+        &t.name,
+        t.ty.name(),
+        &shape(&t.dims),
+        &t.n_bytes.to_string(),
+        &(shard + 1).to_string(),
+        &offset.to_string(),
+    ])
+}
+
+/// `[256, 8, 4]`: dimensions innermost first, as GGUF stores them.
+pub fn shape(dims: &[u64]) -> String {
     let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))
 }
@@ -182,20 +201,11 @@ pub fn inspect_text(model: &Model) -> String {
     let _ = writeln!(out, "\ntensors ({}):", model.tensor_count());
     let _ = writeln!(
         out,
-        "  {:<40} {:<8} {:<22} {:>12} {:>5} {:>14}",
-        "name", "type", "shape", "bytes", "shard", "offset"
+        "{}",
+        table_row(["name", "type", "shape", "bytes", "shard", "offset"])
     );
     for t in model.tensors() {
-        let _ = writeln!(
-            out,
-            "  {:<40} {:<8} {:<22} {:>12} {:>5} {:>14}",
-            t.info.name,
-            t.info.ty.name(),
-            shape(&t.info.dims),
-            t.info.n_bytes,
-            t.shard + 1,
-            t.file_offset
-        );
+        let _ = writeln!(out, "{}", tensor_row(t.info, t.shard, t.file_offset));
     }
     let (by_type, by_group) = model_totals(model);
     totals_text(&mut out, "totals by type", &by_type);
@@ -311,24 +321,12 @@ pub fn plan_text(plan: &Plan) -> String {
         plan.parents[plan.base].name
     );
     let _ = writeln!(out, "\ntensors:");
-    let _ = writeln!(
-        out,
-        "  {:<40} {:<8} {:<22} {:>12} {:>5} {:>14}  from",
-        "name", "type", "shape", "bytes", "shard", "offset"
-    );
+    let header = table_row(["name", "type", "shape", "bytes", "shard", "offset"]);
+    let _ = writeln!(out, "{header}  from");
     for t in &plan.tensors {
-        let shard = &plan.shards[t.out_shard];
-        let _ = writeln!(
-            out,
-            "  {:<40} {:<8} {:<22} {:>12} {:>5} {:>14}  {}",
-            t.info.name,
-            t.info.ty.name(),
-            shape(&t.info.dims),
-            t.info.n_bytes,
-            t.out_shard + 1,
-            shard.header_len + t.info.offset,
-            sources_text(plan, t)
-        );
+        let offset = plan.shards[t.out_shard].header_len + t.info.offset;
+        let row = tensor_row(&t.info, t.out_shard, offset);
+        let _ = writeln!(out, "{row}  {}", sources_text(plan, t));
     }
     let (by_parent, by_type) = plan_totals(plan);
     totals_text(&mut out, "bytes by parent (pieces)", &by_parent);
