@@ -9,13 +9,11 @@
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`report`]: `inspect` and `--dry-run` output;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models, and its reports;
-//! - [`cli`]: argument parsing and exit codes.
 
 // Errors carry the file, tensor, expected and found values so messages can be acted on; they
 // are built once per failed run, so their size on the stack does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod cli;
 pub mod compare;
 pub mod execute;
 pub mod ggml_type;

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::compare::{self, CompareError, CompareOptions};
-use crate::execute::{self, ExecError, ExecOptions};
-use crate::gguf::{GgufError, Model};
-use crate::plan::{self, Parent, PlanError, SplitOptions};
-use crate::recipe::{Recipe, RecipeError};
-use crate::report;
+use gguf_splice::compare::{self, CompareError, CompareOptions};
+use gguf_splice::execute::{self, ExecError, ExecOptions};
+use gguf_splice::gguf::{GgufError, Model};
+use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
+use gguf_splice::recipe::{Recipe, RecipeError};
+use gguf_splice::report;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -36,7 +36,7 @@ pub mod exit {
     version,
     about = "Build chimera GGUF models from the tensors and experts of quantized parents, without dequantizing"
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -180,12 +180,15 @@ enum CliError {
     Compare(#[from] CompareError),
     #[error("{0}")]
     Usage(String),
+    #[error("writing to standard output: {0}")]
+    Stdout(std::io::Error),
 }
 
 impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
+            CliError::Stdout(_) => exit::IO,
             CliError::Gguf(GgufError::Io { .. }) => exit::IO,
             CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
             CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
@@ -199,6 +202,7 @@ impl CliError {
     }
 }
 
+/// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -209,6 +213,7 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(code) => code,
+        Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
             eprintln!("gguf-splice: error: {e}");
             e.exit_code()
@@ -216,19 +221,28 @@ pub fn main() -> i32 {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("JSON values serialise")
-    );
+/// Writes a report to stdout. A closed pipe (`gguf-splice inspect BIG.gguf | head -1`) is a
+/// normal end, as in ripgrep: the error is returned and `main` exits 0 without a message.
+fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Stdout)
+}
+
+fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(v).expect("JSON values serialise");
+    text.push('\n');
+    emit(&text)
 }
 
 fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
     let model = Model::open(file)?;
     if json {
-        print_json(&report::inspect_json(&model));
+        print_json(&report::inspect_json(&model))?;
     } else {
-        print!("{}", report::inspect_text(&model));
+        emit(&report::inspect_text(&model))?;
     }
     Ok(exit::OK)
 }
@@ -237,9 +251,9 @@ fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, Cli
     let (a, b) = (Model::open(a)?, Model::open(b)?);
     let r = compare::diff(&a, &b, &CompareOptions::default())?;
     if json {
-        print_json(&compare::diff_json(&r));
+        print_json(&compare::diff_json(&r))?;
     } else {
-        print!("{}", compare::diff_text(&r));
+        emit(&compare::diff_text(&r))?;
     }
     Ok(exit::OK)
 }
@@ -255,9 +269,9 @@ fn verify(args: VerifyArgs) -> Result<i32, CliError> {
         &CompareOptions::default(),
     )?;
     if args.json {
-        print_json(&compare::verify_json(&r));
+        print_json(&compare::verify_json(&r))?;
     } else {
-        print!("{}", compare::verify_text(&r));
+        emit(&compare::verify_text(&r))?;
     }
     Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }
@@ -294,9 +308,9 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
             eprintln!("gguf-splice: warning: writing would fail: {e}");
         }
         if args.json {
-            print_json(&report::plan_json(&plan));
+            print_json(&report::plan_json(&plan))?;
         } else {
-            print!("{}", report::plan_text(&plan));
+            emit(&report::plan_text(&plan))?;
         }
         return Ok(exit::OK);
     }
