@@ -4,11 +4,13 @@
 //! Layers, each depending only on those above it:
 //! - [`ggml_type`], [`layout`]: the type table and all size arithmetic;
 //! - [`gguf`]: the container (reader, writer, shard sets);
+//! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
+//!   layout is read from another); the only module that reads meaning into tensor names;
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
-//! - [`report`]: `inspect` and `--dry-run` output;
-//! - [`compare`]: `diff` and `verify`: byte-level comparison of models, and its reports;
+//! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
+//! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
 
 // Errors carry the file, tensor, expected and found values so messages can be acted on; they
 // are built once per failed run, so their size on the stack does not matter.
@@ -21,6 +23,7 @@ pub mod gguf;
 pub mod layout;
 pub mod plan;
 pub mod recipe;
-pub mod report;
+pub mod render;
+pub mod roles;
 #[doc(hidden)]
 pub mod testkit;

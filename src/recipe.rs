@@ -9,6 +9,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::gguf::{OwnedValue, ValueType};
+use crate::roles::{self, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -85,10 +86,16 @@ impl IndexSet {
     }
 }
 
-/// One rule: tensors whose name the regex finds come from `from`.
+/// One rule: tensors whose name the regex finds (and whose role is `role`, if given) come
+/// from `from`.
 #[derive(Clone, Debug)]
 pub struct Rule {
-    pub pattern: Regex,
+    /// Searched in the tensor name; `None` for a rule by role only.
+    pub pattern: Option<Regex>,
+    /// Only tensors of this role (see [`roles`]): covers every layout of it, such as
+    /// separate and fused routed experts.
+    pub role: Option<Role>,
+    /// The parent the selected tensors (or experts) come from.
     pub from: String,
     /// Only tensors of blocks `blk.N.` with N in this set.
     pub layers: Option<IndexSet>,
@@ -128,6 +135,9 @@ pub struct Recipe {
     pub metadata: MetadataSpec,
     /// The recipe as the user wrote it (file text plus `--take` lines), stored in the child.
     pub text: String,
+    /// Let one layer's expert matrices (gate, up, down) come from different parents
+    /// (`[recipe] allow_partial_experts = true` or `--allow-partial-experts`).
+    pub allow_partial_experts: bool,
 }
 
 #[derive(Deserialize)]
@@ -149,13 +159,16 @@ struct RecipeHead {
     #[serde(default)]
     parents: Vec<String>,
     base: Option<String>,
+    #[serde(default)]
+    allow_partial_experts: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleFile {
     #[serde(rename = "match")]
-    pattern: String,
+    pattern: Option<String>,
+    role: Option<String>,
     from: String,
     layers: Option<String>,
     experts: Option<String>,
@@ -234,8 +247,26 @@ impl Recipe {
                     message: format!("{origin}: `router = true` needs `experts`"),
                 });
             }
+            if r.pattern.is_none() && r.role.is_none() {
+                return Err(RecipeError::Toml {
+                    path: path.to_path_buf(),
+                    message: format!("{origin}: a rule needs `match` (a regex), `role`, or both"),
+                });
+            }
+            let role = match &r.role {
+                None => None,
+                Some(k) => Some(Role::from_key(k).ok_or_else(|| RecipeError::Toml {
+                    path: path.to_path_buf(),
+                    message: format!("{origin}: unknown role '{k}'; roles are: {}", Role::keys()),
+                })?),
+            };
             rules.push(Rule {
-                pattern: compile(&origin, &r.pattern)?,
+                pattern: r
+                    .pattern
+                    .as_deref()
+                    .map(|p| compile(&origin, p))
+                    .transpose()?,
+                role,
                 layers: r
                     .layers
                     .map(|l| index_set(&origin, "layers", &l))
@@ -310,6 +341,7 @@ impl Recipe {
                 remove: file.metadata.remove,
             },
             text: text.to_string(),
+            allow_partial_experts: file.recipe.allow_partial_experts,
         })
     }
 
@@ -351,7 +383,8 @@ pub fn parse_take(text: &str, origin: &str) -> Result<Rule, RecipeError> {
         });
     }
     Ok(Rule {
-        pattern: compile(origin, &caps[1])?,
+        pattern: Some(compile(origin, &caps[1])?),
+        role: None,
         from: caps[2].to_string(),
         layers: None,
         experts,
@@ -361,21 +394,35 @@ pub fn parse_take(text: &str, origin: &str) -> Result<Rule, RecipeError> {
     })
 }
 
-/// The block number of a tensor name `blk.N.…`.
-pub fn layer_of(name: &str) -> Option<u64> {
-    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
-}
-
 impl Rule {
-    /// Whether the rule's regex and layer filter select this tensor name.
+    /// Whether the rule's regex, role and layer filter select this tensor name.
     pub fn selects(&self, name: &str) -> bool {
-        if !self.pattern.is_match(name) {
+        if self.pattern.as_ref().is_some_and(|p| !p.is_match(name)) {
+            return false;
+        }
+        let class = roles::classify(name);
+        if self.role.is_some_and(|r| r != class.role) {
             return false;
         }
         match &self.layers {
             None => true,
-            Some(set) => layer_of(name).is_some_and(|l| set.contains(l)),
+            Some(set) => class.layer.is_some_and(|l| set.contains(l)),
         }
+    }
+
+    /// What the rule selects, for reports: `/regex/`, `role routed_experts`, or both.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = self.role {
+            parts.push(format!("role {}", r.key()));
+        }
+        if let Some(p) = &self.pattern {
+            parts.push(format!("/{}/", p.as_str()));
+        }
+        if let Some(l) = &self.layers {
+            parts.push(format!("layers {}", l.text));
+        }
+        parts.join(" ")
     }
 }
 
@@ -397,10 +444,10 @@ mod tests {
     #[test]
     fn takes_split_at_the_last_plain_name() {
         let r = parse_take(r"ffn_(up|down)_exps=r1", "t").unwrap();
-        assert_eq!(r.pattern.as_str(), "ffn_(up|down)_exps");
+        assert_eq!(r.pattern.as_ref().unwrap().as_str(), "ffn_(up|down)_exps");
         assert_eq!(r.from, "r1");
         let r = parse_take(r"a=b\.c=v3:experts=0-127:router", "t").unwrap();
-        assert_eq!(r.pattern.as_str(), r"a=b\.c");
+        assert_eq!(r.pattern.as_ref().unwrap().as_str(), r"a=b\.c");
         assert_eq!(r.from, "v3");
         assert_eq!(r.experts.unwrap().ranges, vec![0..=127]);
         assert!(r.router);
@@ -425,7 +472,38 @@ mod tests {
         assert!(r.selects("blk.3.ffn_up_exps.weight"));
         assert!(!r.selects("blk.2.ffn_up_exps.weight"));
         assert!(!r.selects("blk.3.attn_q_a.weight"));
-        assert_eq!(layer_of("token_embd.weight"), None);
+    }
+
+    #[test]
+    fn rules_by_role_cover_every_layout() {
+        let text = "[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\nlayers = '1-2'\n";
+        let r = Recipe::from_toml(text, Path::new("x")).unwrap();
+        let rule = &r.rules[0];
+        assert_eq!(rule.role, Some(Role::RoutedExperts));
+        for n in [
+            "ffn_gate_exps",
+            "ffn_up_exps",
+            "ffn_down_exps",
+            "ffn_gate_up_exps",
+        ] {
+            assert!(rule.selects(&format!("blk.1.{n}.weight")), "{n}");
+        }
+        assert!(!rule.selects("blk.0.ffn_up_exps.weight"), "layer filter");
+        assert!(!rule.selects("blk.1.ffn_up_shexp.weight"));
+        assert!(!rule.selects("blk.1.ffn_gate_inp.weight"));
+        assert_eq!(rule.describe(), "role routed_experts layers 1-2");
+        // Role and regex together: both must hold.
+        let text = "[[rules]]\nrole = 'attention'\nmatch = '_b\\.'\nfrom = 'r1'\n";
+        let rule = &Recipe::from_toml(text, Path::new("x")).unwrap().rules[0];
+        assert!(rule.selects("blk.1.attn_k_b.weight"));
+        assert!(!rule.selects("blk.1.attn_q_a.weight"));
+        for bad in [
+            "[[rules]]\nrole = 'experts'\nfrom = 'r1'\n",
+            "[[rules]]\nfrom = 'r1'\n",
+        ] {
+            let e = Recipe::from_toml(bad, Path::new("x")).unwrap_err();
+            assert!(matches!(e, RecipeError::Toml { .. }), "{bad}");
+        }
     }
 
     #[test]

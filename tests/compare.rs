@@ -93,6 +93,8 @@ fn lib_verify(s: &Setup, child: &Path, recipe: Option<&str>, takes: &[&str]) -> 
         };
         r.prepend_takes(&takes.iter().map(|t| t.to_string()).collect::<Vec<_>>())
             .unwrap();
+        // Tests here take single expert matrices on purpose.
+        r.allow_partial_experts = true;
         r
     });
     let child = Model::open(child).unwrap();
@@ -209,7 +211,7 @@ fn diff_of_a_parent_against_itself_and_its_own_shards_is_identical() {
     let shard2 = write(s.dir.path(), "v3s-00002-of-00002.gguf", &second.build());
     let r = lib_diff(&s.v3, &shard2);
     assert_eq!(r.b.paths.len(), 2);
-    assert!(r.identical(), "{}", compare::diff_text(&r));
+    assert!(r.identical(), "{}", gguf_splice::render::diff_text(&r));
 
     let (code, j) = run_json(&["diff", s.v3.to_str().unwrap(), shard2.to_str().unwrap()]);
     assert_eq!(code, 0);
@@ -251,7 +253,7 @@ fn diff_of_the_chimera_against_its_base_finds_exactly_the_routed_experts() {
     }
     assert_eq!(n_experts, 6);
     for g in r.groups() {
-        if g.group == "routed experts" {
+        if g.group == gguf_splice::roles::Role::RoutedExperts {
             assert_eq!((g.tensors, g.bytes_differ), (6, 6));
         } else {
             assert_eq!(g.identical, g.tensors, "{}", g.group);
@@ -432,7 +434,7 @@ fn verify_passes_a_correct_chimera_single_and_sharded() {
     let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
     for (recipe, takes) in [(Some(recipe.as_str()), &[][..]), (None, &[][..])] {
         let r = lib_verify(&s, &child, recipe, takes);
-        assert!(r.passed(), "{}", compare::verify_text(&r));
+        assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
         assert_eq!(r.recipe.is_some(), recipe.is_some());
         for t in &r.tensors {
             let want = if is_routed_expert(&t.name) {
@@ -483,7 +485,7 @@ fn verify_passes_a_correct_chimera_single_and_sharded() {
     let first = first_shard(s.dir.path(), "sharded");
     let r = lib_verify(&s, &first, Some(&recipe), &[]);
     assert!(r.child.paths.len() > 1);
-    assert!(r.passed(), "{}", compare::verify_text(&r));
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
 }
 
 #[test]
@@ -585,6 +587,8 @@ fn verify_catches_a_tensor_from_the_wrong_parent() {
             r"blk\.0\.attn_q_a=r1",
             "--take",
             r"blk\.1\.ffn_up_exps=v3",
+            // Only one expert matrix of the layer: refused unless allowed.
+            "--allow-partial-experts",
         ],
     );
     let r = lib_verify(&s, &child, Some(&recipe), &[]);
@@ -613,7 +617,7 @@ fn verify_catches_a_tensor_from_the_wrong_parent() {
     // Verified with the rules it was made with, it passes.
     let takes = [r"blk\.0\.attn_q_a=r1", r"blk\.1\.ffn_up_exps=v3"];
     let r = lib_verify(&s, &child, Some(&recipe), &takes);
-    assert!(r.passed(), "{}", compare::verify_text(&r));
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
 
     let (v3, r1) = (
         format!("v3={}", s.v3.display()),
@@ -628,6 +632,11 @@ fn verify_catches_a_tensor_from_the_wrong_parent() {
     assert_eq!(m[0]["found"], json!({"parents": ["r1"]}));
     assert_eq!(m[1]["kind"], "type_differs");
     args.extend(["--take", takes[0], "--take", takes[1]]);
+    // Without the flag the plan itself is refused: the child's blk.1 experts are chimeras.
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("blk.1: the routed experts"));
+    args.push("--allow-partial-experts");
     let (code, j) = run_json(&args);
     assert_eq!(code, 0, "{j}");
 }
@@ -712,9 +721,13 @@ fn verify_checks_metadata_and_tensor_lists_against_the_plan() {
 fn verify_shows_expert_level_sources() {
     let s = setup(GgmlType::Q3_K);
     let take = r"blk\.2\.ffn_up_exps=r1:experts=1-2";
-    let child = splice(&s, "child.gguf", &["--take", take]);
+    let child = splice(
+        &s,
+        "child.gguf",
+        &["--take", take, "--allow-partial-experts"],
+    );
     let r = lib_verify(&s, &child, None, &[take]);
-    assert!(r.passed(), "{}", compare::verify_text(&r));
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
     let mixed = Sources::Experts(vec![
         ExpertRun {
             parents: vec!["v3".into()],
@@ -740,7 +753,7 @@ fn verify_shows_expert_level_sources() {
         format!("r1={}", s.r1.display()),
     );
     let mut args = verify_args(child.to_str().unwrap(), &v3, &r1);
-    args.extend(["--take", take]);
+    args.extend(["--take", take, "--allow-partial-experts"]);
     let (code, j) = run_json(&args);
     assert_eq!(code, 0, "{j}");
     assert_eq!(
@@ -759,9 +772,13 @@ fn verify_shows_expert_level_sources() {
     // With :router, the router rows and bias elements of those experts follow, and verify
     // sees them per expert too.
     let take = r"blk\.2\.ffn_up_exps=r1:experts=1-2:router";
-    let child = splice(&s, "router.gguf", &["--take", take]);
+    let child = splice(
+        &s,
+        "router.gguf",
+        &["--take", take, "--allow-partial-experts"],
+    );
     let r = lib_verify(&s, &child, None, &[take]);
-    assert!(r.passed(), "{}", compare::verify_text(&r));
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
     for name in [
         "blk.2.ffn_gate_inp.weight",
         "blk.2.exp_probs_b.bias",
@@ -802,10 +819,10 @@ fn verify_shows_expert_level_sources() {
 
 #[test]
 fn tensors_with_too_many_experts_are_refused_by_the_plan() {
-    // More slices than plan::MAX_EXPERTS: the plan refuses to cut them (a bounded expert
+    // More slices than roles::cut::MAX_EXPERTS: the plan refuses to cut them (a bounded expert
     // table), with a bad-input exit code and nothing written.
     let dir = tempfile::tempdir().unwrap();
-    let n = gguf_splice::plan::MAX_EXPERTS + 1;
+    let n = gguf_splice::roles::cut::MAX_EXPERTS + 1;
     let model = |pid: u8| {
         GgufBuilder::new()
             .kv_str("general.architecture", "deepseek2")

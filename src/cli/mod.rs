@@ -13,7 +13,7 @@ use gguf_splice::execute::{self, ExecError, ExecOptions};
 use gguf_splice::gguf::{GgufError, Model};
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
-use gguf_splice::report;
+use gguf_splice::render;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -91,13 +91,18 @@ struct RecipeArgs {
     /// before the recipe's rules; the first matching rule wins.
     #[arg(long = "take", value_name = "RULE")]
     takes: Vec<String>,
+    /// Allow the stacked expert matrices of one layer (gate, up, down) to come from
+    /// different parents, expert by expert. Refused by default: such experts are chimeras
+    /// of two models, usually because a regex missed one layout (`ffn_gate_up_exps`).
+    #[arg(long)]
+    allow_partial_experts: bool,
 }
 
 impl RecipeArgs {
     /// The recipe file (or an empty recipe) with the --take rules in front; `None` when
     /// neither was given.
     fn recipe(&self) -> Result<Option<Recipe>, CliError> {
-        if self.recipe.is_none() && self.takes.is_empty() {
+        if self.recipe.is_none() && self.takes.is_empty() && !self.allow_partial_experts {
             return Ok(None);
         }
         let mut recipe = match &self.recipe {
@@ -105,6 +110,7 @@ impl RecipeArgs {
             None => Recipe::default(),
         };
         recipe.prepend_takes(&self.takes)?;
+        recipe.allow_partial_experts |= self.allow_partial_experts;
         Ok(Some(recipe))
     }
 }
@@ -240,9 +246,9 @@ fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
 fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
     let model = Model::open(file)?;
     if json {
-        print_json(&report::inspect_json(&model))?;
+        print_json(&render::inspect_json(&model))?;
     } else {
-        emit(&report::inspect_text(&model))?;
+        emit(&render::inspect_text(&model))?;
     }
     Ok(exit::OK)
 }
@@ -251,9 +257,9 @@ fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, Cli
     let (a, b) = (Model::open(a)?, Model::open(b)?);
     let r = compare::diff(&a, &b, &CompareOptions::default())?;
     if json {
-        print_json(&compare::diff_json(&r))?;
+        print_json(&render::diff_json(&r))?;
     } else {
-        emit(&compare::diff_text(&r))?;
+        emit(&render::diff_text(&r))?;
     }
     Ok(exit::OK)
 }
@@ -269,9 +275,9 @@ fn verify(args: VerifyArgs) -> Result<i32, CliError> {
         &CompareOptions::default(),
     )?;
     if args.json {
-        print_json(&compare::verify_json(&r))?;
+        print_json(&render::verify_json(&r))?;
     } else {
-        emit(&compare::verify_text(&r))?;
+        emit(&render::verify_text(&r))?;
     }
     Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }
@@ -308,9 +314,9 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
             eprintln!("gguf-splice: warning: writing would fail: {e}");
         }
         if args.json {
-            print_json(&report::plan_json(&plan))?;
+            print_json(&render::plan_json(&plan))?;
         } else {
-            emit(&report::plan_text(&plan))?;
+            emit(&render::plan_text(&plan))?;
         }
         return Ok(exit::OK);
     }
@@ -360,11 +366,11 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
             .collect();
         eprintln!(
             "gguf-splice: wrote {} in {} file{} ({:.1} s, {}/s): {}",
-            report::human_bytes(written.bytes),
+            render::human_bytes(written.bytes),
             written.files.len(),
             if written.files.len() == 1 { "" } else { "s" },
             secs,
-            report::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
+            render::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
             names.join(", ")
         );
     }

@@ -67,14 +67,7 @@ pub fn layout(expert_type: GgmlType) -> Vec<(String, Vec<u64>, GgmlType)> {
 
 /// A parent whose every tensor holds `marker_data(.., parent_id, index)`.
 pub fn parent(parent_id: u8, expert_type: GgmlType) -> GgufBuilder {
-    let mut b = GgufBuilder::new()
-        .kv_str("general.architecture", "deepseek2")
-        .kv_str("general.name", &format!("parent-{parent_id}"))
-        .kv_u32("deepseek2.block_count", 3)
-        .kv_u32("deepseek2.embedding_length", N_EMBD as u32)
-        .kv_u32("deepseek2.expert_count", N_EXPERT as u32)
-        .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "c"])
-        .kv_str("tokenizer.chat_template", &format!("template-{parent_id}"));
+    let mut b = header(parent_id);
     for (name, dims, ty) in layout(expert_type) {
         b = b.tensor(&name, &dims, ty, parent_id);
     }
@@ -140,4 +133,69 @@ pub fn first_shard(dir: &Path, prefix: &str) -> PathBuf {
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&want))
         .unwrap_or_else(|| panic!("no {want}* in {}", dir.display()))
+}
+
+/// Header keys every hand-built parent shares (so parents are compatible).
+pub fn header(parent_id: u8) -> GgufBuilder {
+    GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .kv_str("general.name", &format!("parent-{parent_id}"))
+        .kv_u32("deepseek2.block_count", 3)
+        .kv_u32("deepseek2.embedding_length", N_EMBD as u32)
+        .kv_u32("deepseek2.expert_count", N_EXPERT as u32)
+        .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "c"])
+        .kv_str("tokenizer.chat_template", &format!("template-{parent_id}"))
+}
+
+/// Expert `e` of a stacked tensor's bytes.
+pub fn expert_slice(bytes: &[u8], e: u64) -> &[u8] {
+    let s = bytes.len() / N_EXPERT as usize;
+    &bytes[e as usize * s..(e as usize + 1) * s]
+}
+
+/// The fused `ffn_gate_up_exps` bytes of block `b` of `parent(parent_id, ty)`, assembled
+/// here as `convert_hf_to_gguf.py --fuse-gate-up-exps` lays them out: expert e is its gate
+/// rows, then its up rows.
+pub fn fused_bytes(parent_id: u8, ty: GgmlType, b: u64) -> Vec<u8> {
+    let gate = expected_bytes(parent_id, ty, &format!("blk.{b}.ffn_gate_exps.weight"));
+    let up = expected_bytes(parent_id, ty, &format!("blk.{b}.ffn_up_exps.weight"));
+    (0..N_EXPERT)
+        .flat_map(|e| {
+            let mut v = expert_slice(&gate, e).to_vec();
+            v.extend_from_slice(expert_slice(&up, e));
+            v
+        })
+        .collect()
+}
+
+/// `parent(parent_id, ty)` as a fused-layout converter writes it: in each MoE block,
+/// `ffn_gate_up_exps` (`[N_EMBD, 4, N_EXPERT]`, [`fused_bytes`]) where `ffn_gate_exps` was,
+/// and no `ffn_up_exps`. Every other tensor holds the same bytes as in `parent`.
+pub fn fused_parent(parent_id: u8, expert_type: GgmlType) -> GgufBuilder {
+    let mut b = header(parent_id);
+    for (name, dims, ty) in layout(expert_type) {
+        if name.ends_with("ffn_up_exps.weight") {
+            continue;
+        }
+        if let Some(block) = name
+            .strip_suffix(".ffn_gate_exps.weight")
+            .and_then(|p| p.strip_prefix("blk."))
+        {
+            let block: u64 = block.parse().unwrap();
+            b = b.tensor_raw(
+                &format!("blk.{block}.ffn_gate_up_exps.weight"),
+                &[N_EMBD, 4, N_EXPERT],
+                ty.id(),
+                fused_bytes(parent_id, expert_type, block),
+            );
+        } else {
+            b = b.tensor_raw(
+                &name,
+                &dims,
+                ty.id(),
+                expected_bytes(parent_id, expert_type, &name),
+            );
+        }
+    }
+    b
 }

@@ -1,0 +1,273 @@
+//! `diff`: two models compared tensor by tensor (stacked experts expert by expert) and key
+//! by key.
+
+use std::ops::Range;
+
+use super::engine::{FileSet, Target, compare_targets, slicing};
+use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
+use crate::ggml_type::GgmlType;
+use crate::gguf::Model;
+use crate::roles::views;
+use crate::roles::{self, Role};
+
+/// How a tensor of A compares with the tensor of the same name in B.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TensorStatus {
+    Identical,
+    /// Same type and shape, different bytes. `first_offset` is the first differing byte from
+    /// the tensor's start; `experts` says which experts differ, for tensors cut by expert.
+    BytesDiffer {
+        first_offset: u64,
+        experts: Option<ExpertDiff>,
+    },
+    /// Different types (and maybe shapes): the bytes are not comparable.
+    TypeDiffers {
+        a: GgmlType,
+        b: GgmlType,
+        a_dims: Vec<u64>,
+        b_dims: Vec<u64>,
+    },
+    ShapeDiffers {
+        a: Vec<u64>,
+        b: Vec<u64>,
+    },
+    OnlyInA,
+    OnlyInB,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpertDiff {
+    /// Experts in the tensor.
+    pub count: u64,
+    /// Experts whose bytes differ.
+    pub differ: Vec<Range<u64>>,
+}
+
+impl TensorStatus {
+    /// The name used in JSON and group totals.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TensorStatus::Identical => "identical",
+            TensorStatus::BytesDiffer { .. } => "bytes_differ",
+            TensorStatus::TypeDiffers { .. } => "type_differs",
+            TensorStatus::ShapeDiffers { .. } => "shape_differs",
+            TensorStatus::OnlyInA => "only_in_a",
+            TensorStatus::OnlyInB => "only_in_b",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorDiff {
+    pub name: String,
+    pub group: Role,
+    pub status: TensorStatus,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyStatus {
+    OnlyInA(Shown),
+    OnlyInB(Shown),
+    /// Different type or bytes.
+    Differs {
+        a: Shown,
+        b: Shown,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyDiff {
+    pub key: String,
+    pub status: KeyStatus,
+}
+
+/// Totals of one tensor group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group: Role,
+    pub tensors: usize,
+    pub identical: usize,
+    pub bytes_differ: usize,
+    pub type_differs: usize,
+    pub shape_differs: usize,
+    pub only_in_a: usize,
+    pub only_in_b: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct DiffReport {
+    pub a: ModelSummary,
+    pub b: ModelSummary,
+    /// A's tensors in A's order, then those only in B in B's order.
+    pub tensors: Vec<TensorDiff>,
+    /// Keys that differ (`split.*` ignored): A's order, then those only in B.
+    pub keys: Vec<KeyDiff>,
+}
+
+impl DiffReport {
+    /// No tensor and no key differs.
+    pub fn identical(&self) -> bool {
+        self.keys.is_empty()
+            && self
+                .tensors
+                .iter()
+                .all(|t| t.status == TensorStatus::Identical)
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorDiff> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Totals by tensor group, in a fixed order; groups without tensors left out.
+    pub fn groups(&self) -> Vec<GroupSummary> {
+        let mut out: Vec<GroupSummary> = Role::ALL
+            .iter()
+            .map(|&group| GroupSummary {
+                group,
+                tensors: 0,
+                identical: 0,
+                bytes_differ: 0,
+                type_differs: 0,
+                shape_differs: 0,
+                only_in_a: 0,
+                only_in_b: 0,
+            })
+            .collect();
+        for t in &self.tensors {
+            let g = &mut out[t.group.order()];
+            g.tensors += 1;
+            match t.status {
+                TensorStatus::Identical => g.identical += 1,
+                TensorStatus::BytesDiffer { .. } => g.bytes_differ += 1,
+                TensorStatus::TypeDiffers { .. } => g.type_differs += 1,
+                TensorStatus::ShapeDiffers { .. } => g.shape_differs += 1,
+                TensorStatus::OnlyInA => g.only_in_a += 1,
+                TensorStatus::OnlyInB => g.only_in_b += 1,
+            }
+        }
+        out.retain(|g| g.tensors > 0);
+        out
+    }
+
+    pub(crate) fn count(&self, kind: &str) -> usize {
+        self.tensors
+            .iter()
+            .filter(|t| t.status.kind() == kind)
+            .count()
+    }
+}
+
+/// Compare two models (each one file or a shard set) tensor by tensor and key by key.
+pub fn diff(a: &Model, b: &Model, opts: &CompareOptions) -> Result<DiffReport, CompareError> {
+    let mut files = FileSet::default();
+    let fa = files.add(a)?;
+    let fb = files.add(b)?;
+
+    let mut tensors: Vec<TensorDiff> = Vec::with_capacity(a.tensor_count());
+    // Index in `tensors` of each tensor whose bytes are to be compared.
+    let mut pending: Vec<usize> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    for t in a.tensors() {
+        let name = &t.info.name;
+        let status = match b.tensor(name) {
+            None => TensorStatus::OnlyInA,
+            Some(u) if u.info.ty != t.info.ty => TensorStatus::TypeDiffers {
+                a: t.info.ty,
+                b: u.info.ty,
+                a_dims: t.info.dims.clone(),
+                b_dims: u.info.dims.clone(),
+            },
+            Some(u) if u.info.dims != t.info.dims => TensorStatus::ShapeDiffers {
+                a: t.info.dims.clone(),
+                b: u.info.dims.clone(),
+            },
+            Some(_) => {
+                // Same name, type and shape: B's view of it is the tensor itself.
+                let view = views::view(t.info, b).expect("same name, type and shape");
+                pending.push(tensors.len());
+                targets.push(Target {
+                    tensor: name.clone(),
+                    slicing: slicing(t.info),
+                    child_file: fa + t.shard,
+                    child_offset: t.file_offset,
+                    candidates: vec![(fb, view)],
+                });
+                TensorStatus::Identical
+            }
+        };
+        tensors.push(TensorDiff {
+            name: name.clone(),
+            group: roles::role_of(name),
+            status,
+        });
+    }
+    for u in b.tensors() {
+        if a.tensor(&u.info.name).is_none() {
+            tensors.push(TensorDiff {
+                name: u.info.name.clone(),
+                group: roles::role_of(&u.info.name),
+                status: TensorStatus::OnlyInB,
+            });
+        }
+    }
+
+    let results = compare_targets(&targets, &files, opts.chunk_bytes)?;
+    for ((i, target), firsts) in pending.into_iter().zip(&targets).zip(results) {
+        let sl = target.slicing;
+        let per_slice = &firsts[0];
+        let Some(first_offset) = per_slice.iter().flatten().min().copied() else {
+            continue;
+        };
+        let experts = sl.by_expert.then(|| ExpertDiff {
+            count: sl.count,
+            differ: to_ranges(
+                per_slice
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.is_some())
+                    .map(|(e, _)| e as u64),
+            ),
+        });
+        tensors[i].status = TensorStatus::BytesDiffer {
+            first_offset,
+            experts,
+        };
+    }
+
+    Ok(DiffReport {
+        a: ModelSummary::of(a),
+        b: ModelSummary::of(b),
+        tensors,
+        keys: diff_keys(a, b),
+    })
+}
+
+fn diff_keys(a: &Model, b: &Model) -> Vec<KeyDiff> {
+    let (fa, fb) = (a.first(), b.first());
+    let mut out = Vec::new();
+    for kv in fa.kvs().iter().filter(|kv| !is_split_key(&kv.key)) {
+        let va = fa.value(kv);
+        let status = match fb.get(&kv.key) {
+            None => KeyStatus::OnlyInA(Shown::of(va)),
+            // ValueRef equality is type and raw bytes.
+            Some(vb) if vb != va => KeyStatus::Differs {
+                a: Shown::of(va),
+                b: Shown::of(vb),
+            },
+            Some(_) => continue,
+        };
+        out.push(KeyDiff {
+            key: kv.key.clone(),
+            status,
+        });
+    }
+    for kv in fb.kvs().iter().filter(|kv| !is_split_key(&kv.key)) {
+        if fa.get(&kv.key).is_none() {
+            out.push(KeyDiff {
+                key: kv.key.clone(),
+                status: KeyStatus::OnlyInB(Shown::of(fb.value(kv))),
+            });
+        }
+    }
+    out
+}

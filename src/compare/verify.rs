@@ -1,0 +1,498 @@
+//! `verify`: which parent each tensor and expert of a child matches byte for byte, through
+//! each parent's view of the child's layout; with a recipe, whether the child is exactly what
+//! the plan makes: every planned piece checked against the parent it names.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
+use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
+use crate::ggml_type::GgmlType;
+use crate::gguf::Model;
+use crate::plan::{self, KEY_SPLICE_RECIPE, Parent, PlanError, SplitOptions};
+use crate::recipe::Recipe;
+use crate::roles::views;
+use crate::roles::{self, Role};
+
+/// Which parents some bytes match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sources {
+    /// The whole tensor matches these parents (none: it matches no parent).
+    Whole(Vec<String>),
+    /// Expert by expert: runs grouped by the parents they match, in order of first expert.
+    Experts(Vec<ExpertRun>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpertRun {
+    /// The parents these experts match byte for byte; empty: none.
+    pub parents: Vec<String>,
+    pub experts: Vec<Range<u64>>,
+}
+
+impl Sources {
+    /// Some byte range matches no parent.
+    pub fn matches_no_parent(&self) -> bool {
+        match self {
+            Sources::Whole(p) => p.is_empty(),
+            Sources::Experts(runs) => runs.iter().any(|r| r.parents.is_empty()),
+        }
+    }
+
+    /// The parents of expert `e`, when the sources are by expert.
+    pub fn expert(&self, e: u64) -> Option<&[String]> {
+        match self {
+            Sources::Whole(_) => None,
+            Sources::Experts(runs) => runs
+                .iter()
+                .find(|r| r.experts.iter().any(|x| x.contains(&e)))
+                .map(|r| r.parents.as_slice()),
+        }
+    }
+}
+
+/// Group experts (in `indices`) by their match sets, in order of first expert.
+fn expert_runs(
+    sets: &[Vec<usize>],
+    indices: impl Iterator<Item = u64>,
+    names: &[String],
+) -> Vec<ExpertRun> {
+    let mut runs: Vec<(&Vec<usize>, Vec<u64>)> = Vec::new();
+    for e in indices {
+        let set = &sets[e as usize];
+        match runs.iter_mut().find(|(s, _)| *s == set) {
+            Some(r) => r.1.push(e),
+            None => runs.push((set, vec![e])),
+        }
+    }
+    runs.into_iter()
+        .map(|(set, experts)| ExpertRun {
+            parents: set.iter().map(|&p| names[p].clone()).collect(),
+            experts: to_ranges(experts),
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSources {
+    pub name: String,
+    pub ty: GgmlType,
+    pub dims: Vec<u64>,
+    pub group: Role,
+    /// Parents with a tensor of this name, type and shape: the ones compared.
+    pub compared: Vec<String>,
+    pub sources: Sources,
+}
+
+/// One way the child differs from what the recipe makes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mismatch {
+    /// The recipe makes this tensor (at `position`); the child lacks it.
+    MissingTensor {
+        tensor: String,
+        position: usize,
+    },
+    /// The child has a tensor (at `position`) the recipe does not make.
+    ExtraTensor {
+        tensor: String,
+        position: usize,
+    },
+    /// Same tensors, another order: the first position where they part.
+    TensorOrder {
+        position: usize,
+        expected: String,
+        found: String,
+    },
+    TypeDiffers {
+        tensor: String,
+        expected: GgmlType,
+        found: GgmlType,
+    },
+    ShapeDiffers {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    /// Bytes that should be `expected`'s are not. For tensors cut by expert, `experts` are
+    /// the experts that do not match; `found` says what they match instead;
+    /// `first_offset` is the first byte (from the tensor's start) differing from `expected`.
+    BytesDiffer {
+        tensor: String,
+        experts: Option<Vec<Range<u64>>>,
+        expected: String,
+        found: Sources,
+        first_offset: Option<u64>,
+    },
+    MissingKey {
+        key: String,
+        expected: Shown,
+    },
+    ExtraKey {
+        key: String,
+        found: Shown,
+    },
+    KeyDiffers {
+        key: String,
+        expected: Shown,
+        found: Shown,
+    },
+}
+
+impl Mismatch {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mismatch::MissingTensor { .. } => "missing_tensor",
+            Mismatch::ExtraTensor { .. } => "extra_tensor",
+            Mismatch::TensorOrder { .. } => "tensor_order",
+            Mismatch::TypeDiffers { .. } => "type_differs",
+            Mismatch::ShapeDiffers { .. } => "shape_differs",
+            Mismatch::BytesDiffer { .. } => "bytes_differ",
+            Mismatch::MissingKey { .. } => "missing_key",
+            Mismatch::ExtraKey { .. } => "extra_key",
+            Mismatch::KeyDiffers { .. } => "key_differs",
+        }
+    }
+}
+
+/// The result of checking a child against the plan its recipe makes.
+#[derive(Clone, Debug)]
+pub struct RecipeCheck {
+    pub tensors: usize,
+    pub keys: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    pub child: ModelSummary,
+    /// (name, first file) of each parent.
+    pub parents: Vec<(String, PathBuf)>,
+    /// Every tensor of the child, in its order.
+    pub tensors: Vec<TensorSources>,
+    /// With a recipe: how the child compares with its plan.
+    pub recipe: Option<RecipeCheck>,
+}
+
+impl VerifyReport {
+    /// Tensors with some byte range that matches no parent.
+    pub fn unmatched(&self) -> impl Iterator<Item = &TensorSources> {
+        self.tensors
+            .iter()
+            .filter(|t| t.sources.matches_no_parent())
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorSources> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Every tensor matches some parent and, with a recipe, the child is what it makes.
+    pub fn passed(&self) -> bool {
+        self.unmatched().next().is_none()
+            && self.recipe.as_ref().is_none_or(|r| r.mismatches.is_empty())
+    }
+}
+
+/// Which parent each tensor (and each expert) of `child` matches byte for byte; with a
+/// recipe, whether the child is exactly what `plan::build` makes of these parents. A parent
+/// that stores routed experts in another layout (fused gate/up) is compared through its view
+/// of the child's layout.
+pub fn verify(
+    child: &Model,
+    parents: &[Parent],
+    recipe: Option<&Recipe>,
+    opts: &CompareOptions,
+) -> Result<VerifyReport, CompareError> {
+    if parents.is_empty() {
+        return Err(PlanError::NoParents.into());
+    }
+    for (i, p) in parents.iter().enumerate() {
+        if parents[..i].iter().any(|q| q.name == p.name) {
+            return Err(PlanError::DuplicateParent {
+                name: p.name.clone(),
+            }
+            .into());
+        }
+    }
+    let plan = recipe
+        .map(|r| plan::build(parents, r, child.path(), SplitOptions::default()))
+        .transpose()?;
+
+    let mut files = FileSet::default();
+    let fc = files.add(child)?;
+    let fp: Vec<usize> = parents
+        .iter()
+        .map(|p| files.add(&p.model))
+        .collect::<Result<_, _>>()?;
+    let names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
+
+    // One target per child tensor: its bytes against each parent's view of it, where the
+    // parent has it (or a layout it converts from) with the same type and cut.
+    let mut targets: Vec<Target> = Vec::with_capacity(child.tensor_count());
+    let mut cands: Vec<Vec<usize>> = Vec::with_capacity(child.tensor_count());
+    for t in child.tensors() {
+        let sl = slicing(t.info);
+        let mut idx = Vec::new();
+        let mut vs = Vec::new();
+        for (i, p) in parents.iter().enumerate() {
+            if let Ok(v) = views::view(t.info, &p.model)
+                && v.ty == t.info.ty
+                && v.count == sl.count
+                && v.slice_bytes == sl.bytes
+            {
+                idx.push(i);
+                vs.push((fp[i], v));
+            }
+        }
+        targets.push(Target {
+            tensor: t.info.name.clone(),
+            slicing: sl,
+            child_file: fc + t.shard,
+            child_offset: t.file_offset,
+            candidates: vs,
+        });
+        cands.push(idx);
+    }
+
+    let results = compare_targets(&targets, &files, opts.chunk_bytes)?;
+
+    // Per child tensor, per slice: the parents it matches.
+    let sets: Vec<Vec<Vec<usize>>> = results
+        .iter()
+        .zip(&cands)
+        .zip(&targets)
+        .map(|((firsts, idx), t)| {
+            (0..t.slicing.count as usize)
+                .map(|s| {
+                    idx.iter()
+                        .zip(firsts)
+                        .filter(|(_, f)| f[s].is_none())
+                        .map(|(&p, _)| p)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+
+    let tensors: Vec<TensorSources> = child
+        .tensors()
+        .enumerate()
+        .map(|(i, t)| {
+            let sl = targets[i].slicing;
+            let sets = &sets[i];
+            let sources = if sl.by_expert && sets.iter().any(|s| *s != sets[0]) {
+                Sources::Experts(expert_runs(sets, 0..sl.count, &names))
+            } else {
+                Sources::Whole(sets[0].iter().map(|&p| names[p].clone()).collect())
+            };
+            TensorSources {
+                name: t.info.name.clone(),
+                ty: t.info.ty,
+                dims: t.info.dims.clone(),
+                group: roles::role_of(&t.info.name),
+                compared: cands[i].iter().map(|&p| names[p].clone()).collect(),
+                sources,
+            }
+        })
+        .collect();
+
+    let slicings: Vec<Slicing> = targets.iter().map(|t| t.slicing).collect();
+    let recipe = plan.as_ref().map(|plan| {
+        check_plan(
+            child,
+            plan,
+            &PlanInputs {
+                names: &names,
+                cands: &cands,
+                slicings: &slicings,
+                sets: &sets,
+                firsts: &results,
+            },
+        )
+    });
+
+    Ok(VerifyReport {
+        child: ModelSummary::of(child),
+        parents: parents
+            .iter()
+            .map(|p| (p.name.clone(), p.model.path().to_path_buf()))
+            .collect(),
+        tensors,
+        recipe,
+    })
+}
+
+/// What `check_plan` needs of the comparison results.
+struct PlanInputs<'a> {
+    names: &'a [String],
+    /// Per child tensor: the parents compared.
+    cands: &'a [Vec<usize>],
+    slicings: &'a [Slicing],
+    /// Per child tensor, per slice: the parents matched.
+    sets: &'a [Vec<Vec<usize>>],
+    firsts: &'a [FirstDiffs],
+}
+
+fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck {
+    let mut mismatches = Vec::new();
+
+    // Tensor names and order.
+    let child_names: Vec<&str> = child.tensors().map(|t| t.info.name.as_str()).collect();
+    let plan_names: Vec<&str> = plan.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let child_index: HashMap<&str, usize> = child_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i))
+        .collect();
+    let plan_index: HashMap<&str, usize> = plan_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i))
+        .collect();
+    for (i, n) in plan_names.iter().enumerate() {
+        if !child_index.contains_key(n) {
+            mismatches.push(Mismatch::MissingTensor {
+                tensor: n.to_string(),
+                position: i,
+            });
+        }
+    }
+    for (i, n) in child_names.iter().enumerate() {
+        if !plan_index.contains_key(n) {
+            mismatches.push(Mismatch::ExtraTensor {
+                tensor: n.to_string(),
+                position: i,
+            });
+        }
+    }
+    let common_plan: Vec<&str> = plan_names
+        .iter()
+        .filter(|n| child_index.contains_key(*n))
+        .copied()
+        .collect();
+    let common_child: Vec<(usize, &str)> = child_names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| plan_index.contains_key(*n))
+        .map(|(i, n)| (i, *n))
+        .collect();
+    if let Some(((position, found), expected)) = common_child
+        .iter()
+        .zip(&common_plan)
+        .find(|((_, f), e)| f != *e)
+    {
+        mismatches.push(Mismatch::TensorOrder {
+            position: *position,
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
+
+    // Each planned tensor: type, shape, and each piece's bytes.
+    for pt in &plan.tensors {
+        let name = pt.info.name.as_str();
+        let Some(&ci) = child_index.get(name) else {
+            continue;
+        };
+        let t = child.tensor(name).expect("indexed");
+        if t.info.ty != pt.info.ty {
+            mismatches.push(Mismatch::TypeDiffers {
+                tensor: name.into(),
+                expected: pt.info.ty,
+                found: t.info.ty,
+            });
+            continue;
+        }
+        if t.info.dims != pt.info.dims {
+            mismatches.push(Mismatch::ShapeDiffers {
+                tensor: name.into(),
+                expected: pt.info.dims.clone(),
+                found: t.info.dims.clone(),
+            });
+            continue;
+        }
+        let sl = inp.slicings[ci];
+        let sets = &inp.sets[ci];
+        // Each piece says which experts it makes (all of them: `None`); a converted piece is
+        // part of one expert, checked through the parent's view of the whole expert.
+        let mut seen: Vec<(usize, Range<u64>)> = Vec::new();
+        for piece in &pt.pieces {
+            let range = piece.experts.clone().unwrap_or(0..sl.count);
+            if seen.iter().any(|(p, r)| *p == piece.parent && *r == range) {
+                continue;
+            }
+            seen.push((piece.parent, range.clone()));
+            let expected = inp.names[piece.parent].clone();
+            let bad: Vec<u64> = range
+                .clone()
+                .filter(|&s| {
+                    sets.get(s as usize)
+                        .is_none_or(|m| !m.contains(&piece.parent))
+                })
+                .collect();
+            if bad.is_empty() {
+                continue;
+            }
+            let cand = inp.cands[ci].iter().position(|&p| p == piece.parent);
+            let first_offset = cand.and_then(|c| {
+                range
+                    .clone()
+                    .filter_map(|s| inp.firsts[ci][c].get(s as usize).copied().flatten())
+                    .min()
+            });
+            let (experts, found) = if sl.by_expert {
+                (
+                    Some(to_ranges(bad.iter().copied())),
+                    Sources::Experts(expert_runs(sets, bad.into_iter(), inp.names)),
+                )
+            } else {
+                (
+                    None,
+                    Sources::Whole(sets[0].iter().map(|&p| inp.names[p].clone()).collect()),
+                )
+            };
+            mismatches.push(Mismatch::BytesDiffer {
+                tensor: name.into(),
+                experts,
+                expected,
+                found,
+                first_offset,
+            });
+        }
+    }
+
+    // Metadata, raw type and bytes; the recipe record and split keys aside.
+    let first = child.first();
+    let skip = |k: &str| k == KEY_SPLICE_RECIPE || is_split_key(k);
+    let mut keys = 0;
+    for (key, value) in plan.kvs.iter().filter(|(k, _)| !skip(k)) {
+        keys += 1;
+        let expected = value.as_ref();
+        match first.get(key) {
+            None => mismatches.push(Mismatch::MissingKey {
+                key: key.clone(),
+                expected: Shown::of(expected),
+            }),
+            Some(found) if found != expected => mismatches.push(Mismatch::KeyDiffers {
+                key: key.clone(),
+                expected: Shown::of(expected),
+                found: Shown::of(found),
+            }),
+            Some(_) => {}
+        }
+    }
+    for kv in first.kvs().iter().filter(|kv| !skip(&kv.key)) {
+        if !plan.kvs.iter().any(|(k, _)| *k == kv.key) {
+            mismatches.push(Mismatch::ExtraKey {
+                key: kv.key.clone(),
+                found: Shown::of(first.value(kv)),
+            });
+        }
+    }
+
+    RecipeCheck {
+        tensors: plan.tensors.len(),
+        keys,
+        mismatches,
+    }
+}

@@ -1,0 +1,176 @@
+//! The child's metadata: the metadata parent's key/values as raw bytes, the recipe's edits,
+//! the parents recorded as `general.base_model.*`, and the recipe itself in `splice.recipe`.
+//! Also the split keys each output shard carries.
+
+use super::{KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue};
+use crate::gguf::model::{KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
+use crate::gguf::{OwnedValue, ValueType};
+use crate::recipe::{ChatTemplate, Recipe};
+
+fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValue<'p>) {
+    match kvs.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => kvs.push((key.to_string(), value)),
+    }
+}
+
+pub(super) fn plan_metadata<'p>(
+    parents: &'p [Parent],
+    base: usize,
+    recipe: &Recipe,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, PlanValue<'p>)>, PlanError> {
+    let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
+    let meta = match &recipe.metadata.from {
+        Some(m) => names
+            .iter()
+            .position(|n| n == m)
+            .ok_or_else(|| PlanError::UnknownParent {
+                origin: "metadata.from".into(),
+                name: m.clone(),
+                known: names.join(", "),
+            })?,
+        None => base,
+    };
+    let first = parents[meta].model.first();
+    let mut kvs: Vec<(String, PlanValue<'p>)> = first
+        .kvs()
+        .iter()
+        .filter(|kv| !kv.key.starts_with("split.") && !kv.key.starts_with("general.base_model."))
+        .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
+        .collect();
+
+    let name = recipe.metadata.name.clone().unwrap_or_else(|| {
+        let base_name = parents[base]
+            .model
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&parents[base].name);
+        format!("{base_name} (gguf-splice of {})", names.join(" + "))
+    });
+    set_kv(
+        &mut kvs,
+        "general.name",
+        PlanValue::Owned(OwnedValue::string(&name)),
+    );
+
+    match &recipe.metadata.chat_template {
+        None => {}
+        Some(ChatTemplate::Parent(p)) => {
+            let i = names
+                .iter()
+                .position(|n| n == p)
+                .ok_or_else(|| PlanError::UnknownParent {
+                    origin: "metadata.chat_template".into(),
+                    name: p.clone(),
+                    known: names.join(", "),
+                })?;
+            let v = parents[i].model.get(KEY_CHAT_TEMPLATE).ok_or_else(|| {
+                PlanError::ChatTemplate(format!("parent '{p}' has no {KEY_CHAT_TEMPLATE}"))
+            })?;
+            set_kv(&mut kvs, KEY_CHAT_TEMPLATE, PlanValue::Parent(v));
+        }
+        Some(ChatTemplate::File(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PlanError::ChatTemplate(format!("{}: {e}", path.display())))?;
+            set_kv(
+                &mut kvs,
+                KEY_CHAT_TEMPLATE,
+                PlanValue::Owned(OwnedValue::string(&text)),
+            );
+        }
+    }
+
+    // Record the parents the way merges do (gguf-py's general.base_model.*).
+    set_kv(
+        &mut kvs,
+        "general.base_model.count",
+        PlanValue::Owned(OwnedValue::u32(parents.len() as u32)),
+    );
+    for (i, p) in parents.iter().enumerate() {
+        let own_name = p
+            .model
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&p.name);
+        set_kv(
+            &mut kvs,
+            &format!("general.base_model.{i}.name"),
+            PlanValue::Owned(OwnedValue::string(own_name)),
+        );
+        for (from, to) in [
+            ("general.organization", "organization"),
+            ("general.repo_url", "repo_url"),
+            ("general.version", "version"),
+        ] {
+            if let Some(v) = p.model.get(from).filter(|v| v.ty == ValueType::String) {
+                set_kv(
+                    &mut kvs,
+                    &format!("general.base_model.{i}.{to}"),
+                    PlanValue::Parent(v),
+                );
+            }
+        }
+    }
+    set_kv(
+        &mut kvs,
+        KEY_SPLICE_RECIPE,
+        PlanValue::Owned(OwnedValue::string(&recipe_record(parents, recipe))),
+    );
+
+    for key in &recipe.metadata.remove {
+        let before = kvs.len();
+        kvs.retain(|(k, _)| k != key);
+        if kvs.len() == before {
+            warnings.push(format!("metadata.remove: key '{key}' is not in the child"));
+        }
+    }
+    for (key, value) in &recipe.metadata.set {
+        set_kv(&mut kvs, key, PlanValue::Owned(value.clone()));
+    }
+    Ok(kvs)
+}
+
+/// What `splice.recipe` records: the parents' names and file names, then the recipe text.
+fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
+    let mut out = String::from("# made by gguf-splice ");
+    out.push_str(env!("CARGO_PKG_VERSION"));
+    out.push('\n');
+    for p in parents {
+        let file = p
+            .model
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push_str(&format!("# --parent {}={}\n", p.name, file));
+    }
+    out.push_str(&recipe.text);
+    out
+}
+
+/// The key/values of output shard `i` of `count`: all metadata and the split keys on the
+/// first shard, only the split keys on the others (llama-gguf-split's layout).
+pub fn shard_kvs<'a>(
+    kvs: &'a [(String, PlanValue<'a>)],
+    i: usize,
+    count: usize,
+    total_tensors: usize,
+) -> Vec<(String, PlanValue<'a>)> {
+    let mut out: Vec<(String, PlanValue<'a>)> = if i == 0 { kvs.to_vec() } else { Vec::new() };
+    if count > 1 {
+        out.push((
+            KEY_SPLIT_NO.into(),
+            PlanValue::Owned(OwnedValue::u16(i as u16)),
+        ));
+        out.push((
+            KEY_SPLIT_COUNT.into(),
+            PlanValue::Owned(OwnedValue::u16(count as u16)),
+        ));
+        out.push((
+            KEY_SPLIT_TENSORS_COUNT.into(),
+            PlanValue::Owned(OwnedValue::i32(total_tensors as i32)),
+        ));
+    }
+    out
+}

@@ -1,0 +1,123 @@
+//! `inspect`: a model's metadata, tensors and totals.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
+use crate::gguf::Model;
+use crate::roles;
+
+/// Hyperparameters worth showing first: `{arch}.*` keys that are plain numbers.
+fn hyperparameters(model: &Model) -> Vec<(String, String)> {
+    let Some(arch) = model.architecture() else {
+        return Vec::new();
+    };
+    let prefix = format!("{arch}.");
+    model
+        .first()
+        .kvs()
+        .iter()
+        .filter(|kv| kv.key.starts_with(&prefix))
+        .map(|kv| (kv.key.clone(), model.first().value(kv).summary(4)))
+        .collect()
+}
+
+/// A model's tensor bytes totalled by type and by group.
+fn model_totals(model: &Model) -> (Totals, Totals) {
+    let by_type = totals(
+        model
+            .tensors()
+            .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
+    );
+    let by_group = totals(model.tensors().map(|t| {
+        (
+            roles::role_of(&t.info.name).label().to_string(),
+            t.info.n_bytes,
+        )
+    }));
+    (by_type, by_group)
+}
+
+pub fn inspect_json(model: &Model) -> Value {
+    let first = model.first();
+    let kvs: Vec<Value> = first
+        .kvs()
+        .iter()
+        .map(|kv| {
+            json!({"key": kv.key, "type": kv.ty.name(), "value": first.value(kv).to_json(false)})
+        })
+        .collect();
+    let tensors: Vec<Value> = model
+        .tensors()
+        .map(|t| {
+            json!({
+                "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
+                "bytes": t.info.n_bytes, "shard": t.shard, "offset": t.file_offset,
+                "group": roles::role_of(&t.info.name).label(),
+            })
+        })
+        .collect();
+    let (by_type, by_group) = model_totals(model);
+    json!({
+        "files": model.shards().iter().map(|s| json!({
+            "path": s.path, "version": s.version, "bytes": s.file_len,
+            "alignment": s.alignment, "data_offset": s.data_offset,
+        })).collect::<Vec<_>>(),
+        "architecture": model.architecture(),
+        "hyperparameters": hyperparameters(model).into_iter().collect::<BTreeMap<_, _>>(),
+        "metadata": kvs,
+        "tensors": tensors,
+        "totals_by_type": totals_json(&by_type),
+        "totals_by_group": totals_json(&by_group),
+        "tensor_bytes": model.data_bytes(),
+    })
+}
+
+pub fn inspect_text(model: &Model) -> String {
+    let mut out = String::new();
+    let first = model.first();
+    for s in model.shards() {
+        let _ = writeln!(
+            out,
+            "file: {} (GGUF v{}, {}, {} tensors)",
+            s.path.display(),
+            s.version,
+            human_bytes(s.file_len),
+            s.tensors().len()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "architecture: {}",
+        model.architecture().unwrap_or("(none)")
+    );
+    for (k, v) in hyperparameters(model) {
+        let _ = writeln!(out, "  {k} = {v}");
+    }
+    let _ = writeln!(out, "\nmetadata ({} keys):", first.kvs().len());
+    for kv in first.kvs() {
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<6} {}",
+            kv.key,
+            kv.ty.name(),
+            first.value(kv).summary(4)
+        );
+    }
+    let _ = writeln!(out, "\ntensors ({}):", model.tensor_count());
+    let _ = writeln!(
+        out,
+        "{}",
+        table_row(["name", "type", "shape", "bytes", "shard", "offset"])
+    );
+    for t in model.tensors() {
+        let _ = writeln!(out, "{}", tensor_row(t.info, t.shard, t.file_offset));
+    }
+    let (by_type, by_group) = model_totals(model);
+    totals_text(&mut out, "totals by type", &by_type);
+    totals_text(&mut out, "totals by group", &by_group);
+    let _ = writeln!(out, "\ntensor data: {}", human_bytes(model.data_bytes()));
+    out
+}

@@ -1,0 +1,362 @@
+//! What a tensor is. The one place that reads meaning into tensor names: which block (layer)
+//! a tensor belongs to, its [`Role`] (embeddings, attention, router, routed experts, ...),
+//! how it is cut into experts ([`cut`]), and how a tensor of one converter layout is found in a
+//! parent of another ([`views`]: fused `ffn_gate_up_exps` against separate gate and up).
+//!
+//! The planner, `diff`, `verify`, `inspect` and the plan printer ask this module and nothing
+//! else, so they cannot disagree about a name. Names follow llama.cpp's `llama-arch.cpp`
+//! (`LLM_TENSOR_NAMES`): `token_embd`, `output`, `output_norm`, and per block `blk.N.*`.
+
+pub mod cut;
+pub mod views;
+
+use crate::gguf::Model;
+
+/// The part a tensor plays in the model. Every tensor has exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// `token_embd`, `pos_embd`, `token_types`: the input embeddings.
+    Embeddings,
+    /// Attention matrices of a block: `attn_q`, `attn_k`, `attn_v`, fused `attn_qkv`,
+    /// `attn_output`, and both MLA layouts (`attn_kv_b`, or `attn_k_b` + `attn_v_b`).
+    Attention,
+    /// Normalisation weights and biases (`attn_norm`, `ffn_norm`, `attn_q_a_norm`,
+    /// `output_norm`, ...): tiny, and kept apart so the other totals are about matrices.
+    Norms,
+    /// The FFN of a dense block: `ffn_gate`, `ffn_up`, `ffn_down`.
+    DenseFfn,
+    /// The MoE router: `ffn_gate_inp` (row e scores expert e) and its bias `exp_probs_b`.
+    Router,
+    /// Shared experts: `ffn_*_shexp` and the shared expert gate `ffn_gate_inp_shexp`.
+    SharedExperts,
+    /// Routed experts: stacked `ffn_{gate,up,down}_exps`, fused `ffn_gate_up_exps`, or the
+    /// old per-expert Mixtral layout `ffn_{gate,up,down}.E`.
+    RoutedExperts,
+    /// The output head `output` (absent when tied to `token_embd`, see [`output_is_tied`]).
+    Output,
+    /// Anything else (`rope_freqs`, DeepSeek's `nextn` prediction layers, ...).
+    Other,
+}
+
+impl Role {
+    /// Every role, in the order reports list them.
+    pub const ALL: [Role; 9] = [
+        Role::Embeddings,
+        Role::Attention,
+        Role::Norms,
+        Role::DenseFfn,
+        Role::Router,
+        Role::SharedExperts,
+        Role::RoutedExperts,
+        Role::Output,
+        Role::Other,
+    ];
+
+    /// The name recipes use (`role = "routed_experts"`) and JSON reports print.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Embeddings => "embeddings",
+            Role::Attention => "attention",
+            Role::Norms => "norms",
+            Role::DenseFfn => "dense_ffn",
+            Role::Router => "router",
+            Role::SharedExperts => "shared_experts",
+            Role::RoutedExperts => "routed_experts",
+            Role::Output => "output",
+            Role::Other => "other",
+        }
+    }
+
+    /// The name text reports print ("routed experts").
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Embeddings => "embeddings",
+            Role::Attention => "attention",
+            Role::Norms => "norms",
+            Role::DenseFfn => "dense FFN",
+            Role::Router => "router",
+            Role::SharedExperts => "shared experts",
+            Role::RoutedExperts => "routed experts",
+            Role::Output => "output",
+            Role::Other => "other",
+        }
+    }
+
+    /// The role a recipe names, by [`Role::key`].
+    pub fn from_key(key: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.key() == key)
+    }
+
+    /// The valid recipe names, for error messages.
+    pub fn keys() -> String {
+        Role::ALL.map(Role::key).join(", ")
+    }
+
+    /// Position in [`Role::ALL`], for sorting reports.
+    pub fn order(self) -> usize {
+        Role::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Which matrix of the routed experts a stacked tensor holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpertMatrix {
+    /// `ffn_gate_exps`
+    Gate,
+    /// `ffn_up_exps`
+    Up,
+    /// `ffn_down_exps`
+    Down,
+    /// `ffn_gate_up_exps` (`convert_hf_to_gguf.py --fuse-gate-up-exps`): within expert e, its
+    /// `n_ff_exp` gate rows, then its `n_ff_exp` up rows.
+    GateUp,
+}
+
+/// What a tensor name says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Class {
+    /// The block `N` of `blk.N.*`; `None` for tensors outside blocks.
+    pub layer: Option<u64>,
+    /// The tensor's role.
+    pub role: Role,
+    /// For stacked routed-expert weights: which matrix.
+    pub matrix: Option<ExpertMatrix>,
+}
+
+/// The block number of a tensor name `blk.N.…`.
+pub fn layer_of(name: &str) -> Option<u64> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+/// `blk.N.rest` -> (Some(N), rest); other names -> (None, name).
+pub fn split_block(name: &str) -> (Option<u64>, &str) {
+    if let Some(rest) = name.strip_prefix("blk.")
+        && let Some((n, tail)) = rest.split_once('.')
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = n.parse()
+    {
+        return (Some(n), tail);
+    }
+    (None, name)
+}
+
+/// The name with its block prefix and its `.weight`/`.bias` suffix cut off: `ffn_up_exps`.
+fn stem(name: &str) -> &str {
+    let (_, rest) = split_block(name);
+    rest.strip_suffix(".weight")
+        .or_else(|| rest.strip_suffix(".bias"))
+        .unwrap_or(rest)
+}
+
+/// Classify a tensor name.
+pub fn classify(name: &str) -> Class {
+    let layer = split_block(name).0;
+    let stem = stem(name);
+    let (role, matrix) = role_of_stem(stem, layer.is_some());
+    Class {
+        layer,
+        role,
+        matrix,
+    }
+}
+
+/// The role of a tensor name (see [`classify`]).
+pub fn role_of(name: &str) -> Role {
+    classify(name).role
+}
+
+fn role_of_stem(stem: &str, in_block: bool) -> (Role, Option<ExpertMatrix>) {
+    let matrix = match stem {
+        "ffn_gate_exps" => Some(ExpertMatrix::Gate),
+        "ffn_up_exps" => Some(ExpertMatrix::Up),
+        "ffn_down_exps" => Some(ExpertMatrix::Down),
+        "ffn_gate_up_exps" => Some(ExpertMatrix::GateUp),
+        _ => None,
+    };
+    if matrix.is_some() {
+        return (Role::RoutedExperts, matrix);
+    }
+    // Norms first: `token_embd_norm` and `output_norm` are norms, not embeddings or output.
+    if stem.contains("norm") {
+        return (Role::Norms, None);
+    }
+    if !in_block {
+        let role = match stem {
+            "token_embd" | "pos_embd" | "token_types" => Role::Embeddings,
+            "output" => Role::Output,
+            _ => Role::Other,
+        };
+        return (role, None);
+    }
+    let role = if stem == "ffn_gate_inp" || stem == "exp_probs_b" {
+        Role::Router
+    } else if stem.ends_with("_shexp") {
+        Role::SharedExperts
+    } else if stem.ends_with("_exps") || is_per_expert_ffn(stem) {
+        Role::RoutedExperts
+    } else if stem.starts_with("attn_") {
+        Role::Attention
+    } else if matches!(stem, "ffn_gate" | "ffn_up" | "ffn_down") {
+        Role::DenseFfn
+    } else {
+        Role::Other
+    };
+    (role, None)
+}
+
+/// The old Mixtral layout, one tensor per expert: `ffn_gate.3`, `ffn_down.12`.
+fn is_per_expert_ffn(stem: &str) -> bool {
+    stem.split_once('.').is_some_and(|(m, e)| {
+        matches!(m, "ffn_gate" | "ffn_up" | "ffn_down") && e.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// The output head is tied to the input embeddings: the model has `token_embd.weight` and no
+/// `output.weight` (Gemma and many small models); llama.cpp then uses `token_embd` as the head.
+pub fn output_is_tied(model: &Model) -> bool {
+    model.tensor("token_embd.weight").is_some() && model.tensor("output.weight").is_none()
+}
+
+/// Why a rule naming `output.weight` can match nothing in this model, if that is the reason.
+pub fn tied_output_note(model: &Model) -> Option<&'static str> {
+    output_is_tied(model).then_some(
+        "this model has no output.weight: its output head is tied to token_embd.weight (take that instead)",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str) -> Role {
+        classify(name).role
+    }
+
+    #[test]
+    fn embeddings_and_output() {
+        assert_eq!(role("token_embd.weight"), Role::Embeddings);
+        assert_eq!(role("pos_embd.weight"), Role::Embeddings);
+        assert_eq!(role("output.weight"), Role::Output);
+        assert_eq!(role("output_norm.weight"), Role::Norms);
+        assert_eq!(role("token_embd_norm.weight"), Role::Norms);
+        assert_eq!(role("rope_freqs.weight"), Role::Other);
+        assert_eq!(classify("output.weight").layer, None);
+    }
+
+    #[test]
+    fn attention_including_fused_and_both_mla_layouts() {
+        for n in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_qkv",
+            "attn_output",
+            "attn_q_a",
+            "attn_q_b",
+            "attn_kv_a_mqa",
+            "attn_kv_b",
+            "attn_k_b",
+            "attn_v_b",
+        ] {
+            let c = classify(&format!("blk.7.{n}.weight"));
+            assert_eq!((c.role, c.layer), (Role::Attention, Some(7)), "{n}");
+        }
+        assert_eq!(role("blk.0.attn_qkv.bias"), Role::Attention);
+    }
+
+    #[test]
+    fn norms() {
+        for n in [
+            "attn_norm",
+            "ffn_norm",
+            "attn_q_a_norm",
+            "attn_kv_a_norm",
+            "attn_q_norm",
+            "attn_k_norm",
+            "post_attention_norm",
+            "ffn_post_norm",
+        ] {
+            assert_eq!(role(&format!("blk.2.{n}.weight")), Role::Norms, "{n}");
+        }
+    }
+
+    #[test]
+    fn dense_ffn() {
+        for n in ["ffn_gate", "ffn_up", "ffn_down"] {
+            assert_eq!(role(&format!("blk.0.{n}.weight")), Role::DenseFfn, "{n}");
+        }
+    }
+
+    #[test]
+    fn router() {
+        assert_eq!(role("blk.3.ffn_gate_inp.weight"), Role::Router);
+        assert_eq!(role("blk.3.exp_probs_b.bias"), Role::Router);
+    }
+
+    #[test]
+    fn shared_experts() {
+        for n in [
+            "ffn_gate_shexp",
+            "ffn_up_shexp",
+            "ffn_down_shexp",
+            "ffn_gate_inp_shexp",
+        ] {
+            assert_eq!(
+                role(&format!("blk.3.{n}.weight")),
+                Role::SharedExperts,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn routed_experts_separate_fused_and_per_expert() {
+        let cases = [
+            ("ffn_gate_exps", Some(ExpertMatrix::Gate)),
+            ("ffn_up_exps", Some(ExpertMatrix::Up)),
+            ("ffn_down_exps", Some(ExpertMatrix::Down)),
+            ("ffn_gate_up_exps", Some(ExpertMatrix::GateUp)),
+        ];
+        for (n, m) in cases {
+            let c = classify(&format!("blk.60.{n}.weight"));
+            assert_eq!(c.role, Role::RoutedExperts, "{n}");
+            assert_eq!(c.matrix, m, "{n}");
+            assert_eq!(c.layer, Some(60));
+        }
+        assert_eq!(role("blk.3.ffn_down_exps.bias"), Role::RoutedExperts);
+        // Old Mixtral files: one tensor per expert; routed experts, but not stacked.
+        let c = classify("blk.1.ffn_gate.5.weight");
+        assert_eq!((c.role, c.matrix), (Role::RoutedExperts, None));
+    }
+
+    #[test]
+    fn names_outside_blocks_and_odd_blocks() {
+        assert_eq!(
+            split_block("blk.12.attn_q.weight"),
+            (Some(12), "attn_q.weight")
+        );
+        assert_eq!(
+            split_block("blk.x.attn_q.weight"),
+            (None, "blk.x.attn_q.weight")
+        );
+        assert_eq!(split_block("blk.12"), (None, "blk.12"));
+        assert_eq!(layer_of("token_embd.weight"), None);
+        assert_eq!(layer_of("blk.3.ffn_up_exps.weight"), Some(3));
+    }
+
+    #[test]
+    fn role_keys_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(Role::from_key(r.key()), Some(r));
+        }
+        assert_eq!(Role::from_key("experts"), None);
+        assert!(Role::keys().contains("routed_experts"));
+    }
+}
