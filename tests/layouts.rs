@@ -333,3 +333,60 @@ fn diff_and_inspect_group_fused_experts_as_routed_experts() {
         .unwrap();
     assert_eq!(t["group"], "routed experts");
 }
+
+/// `parent(pid, Q)` without `output.weight`: the head is tied to `token_embd` (Gemma).
+fn tied_parent(pid: u8) -> gguf_splice::testkit::GgufBuilder {
+    let mut b = header(pid);
+    for (name, dims, ty) in layout(Q) {
+        if name != "output.weight" {
+            b = b.tensor(&name, &dims, ty, pid);
+        }
+    }
+    b
+}
+
+#[test]
+fn tied_output_heads_are_named_in_inspect_and_in_rule_errors() {
+    let d = Dir::new();
+    let v3 = d.file("v3.gguf", &tied_parent(V3).build());
+    let r1 = d.file("r1.gguf", &tied_parent(R1).build());
+    let o = run(&["inspect", v3.to_str().unwrap()]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("output head: tied to token_embd.weight"));
+    let o = run(&["inspect", v3.to_str().unwrap(), "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["output_tied_to_token_embd"], true);
+
+    let out = d.path("child.gguf");
+    let o = splice(&v3, &r1, &out, &["--take", r"^output\.weight$=r1"]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("output head is tied to token_embd.weight"),
+        "{err}"
+    );
+    // The donor preset's optional output rule says why it took nothing.
+    let donor = repo().join("mappings/embeddings-output-from-donor.toml");
+    let (a, b) = (
+        format!("base={}", v3.display()),
+        format!("donor={}", r1.display()),
+    );
+    let o = run(&[
+        "splice",
+        "--parent",
+        &a,
+        "--parent",
+        &b,
+        "--recipe",
+        donor.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        text.contains("matched nothing: this model has no output.weight"),
+        "{text}"
+    );
+}

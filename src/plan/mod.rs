@@ -114,9 +114,13 @@ pub enum PlanError {
     )]
     ExpertsOnPlainTensor { origin: String, tensor: String },
     #[error(
-        "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all); fix the regex or mark the rule `optional = true`"
+        "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`"
     )]
-    RuleMatchedNothing { origin: String, pattern: String },
+    RuleMatchedNothing {
+        origin: String,
+        pattern: String,
+        note: String,
+    },
     #[error("chat template: {0}")]
     ChatTemplate(String),
     #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
@@ -471,11 +475,23 @@ pub fn build<'p>(
         })
         .collect();
     for (rule, report) in recipe.rules.iter().zip(&rules) {
-        if report.matched == 0 && !rule.optional {
+        if report.matched > 0 {
+            continue;
+        }
+        // A rule for the output head of a model whose head is tied to token_embd.
+        let tied = rule
+            .selects("output.weight")
+            .then(|| roles::tied_output_note(base_model))
+            .flatten();
+        if !rule.optional {
             return Err(PlanError::RuleMatchedNothing {
                 origin: rule.origin.clone(),
                 pattern: report.pattern.clone(),
+                note: tied.map(|n| format!(": {n}")).unwrap_or_default(),
             });
+        }
+        if let Some(n) = tied {
+            warnings.push(format!("{}: matched nothing: {n}", rule.origin));
         }
     }
     for (i, p) in parents.iter().enumerate() {

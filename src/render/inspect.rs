@@ -72,6 +72,7 @@ pub fn inspect_json(model: &Model) -> Value {
         "totals_by_type": totals_json(&by_type),
         "totals_by_group": totals_json(&by_group),
         "tensor_bytes": model.data_bytes(),
+        "output_tied_to_token_embd": roles::output_is_tied(model),
     })
 }
 
@@ -119,5 +120,11 @@ pub fn inspect_text(model: &Model) -> String {
     totals_text(&mut out, "totals by type", &by_type);
     totals_text(&mut out, "totals by group", &by_group);
     let _ = writeln!(out, "\ntensor data: {}", human_bytes(model.data_bytes()));
+    if roles::output_is_tied(model) {
+        let _ = writeln!(
+            out,
+            "output head: tied to token_embd.weight (the model has no output.weight)"
+        );
+    }
     out
 }

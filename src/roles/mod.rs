@@ -352,6 +352,38 @@ mod tests {
     }
 
     #[test]
+    fn tied_output_heads() {
+        use crate::ggml_type::GgmlType;
+        use crate::testkit::GgufBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let open = |b: GgufBuilder, name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b.build()).unwrap();
+            Model::open(&p).unwrap()
+        };
+        let embd = |b: GgufBuilder| b.tensor("token_embd.weight", &[32, 4], GgmlType::F32, 1);
+        let tied = open(embd(GgufBuilder::new()), "tied.gguf");
+        assert!(output_is_tied(&tied));
+        assert!(
+            tied_output_note(&tied)
+                .unwrap()
+                .contains("tied to token_embd")
+        );
+        let untied = open(
+            embd(GgufBuilder::new()).tensor("output.weight", &[32, 4], GgmlType::F32, 1),
+            "untied.gguf",
+        );
+        assert!(!output_is_tied(&untied));
+        assert_eq!(tied_output_note(&untied), None);
+        // No embeddings at all: nothing is tied.
+        let none = open(
+            GgufBuilder::new().tensor("blk.0.attn_q.weight", &[32, 4], GgmlType::F32, 1),
+            "none.gguf",
+        );
+        assert!(!output_is_tied(&none));
+    }
+
+    #[test]
     fn role_keys_round_trip() {
         for r in Role::ALL {
             assert_eq!(Role::from_key(r.key()), Some(r));
