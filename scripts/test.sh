@@ -8,6 +8,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 GGUF_SPLICE_PYTHON="$(bash fixtures/setup-python.sh | tail -n 1)"
 GGUF_SPLICE_LLAMA_BIN="$(bash fixtures/build-llama.sh | tail -n 1)"
-export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN
+# Every oracle test must run here: a missing oracle is a failure, not a skip.
+GGUF_SPLICE_REQUIRE_ORACLES=1
+export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_REQUIRE_ORACLES
 echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN" >&2
 cargo test --locked "$@"

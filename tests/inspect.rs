@@ -13,6 +13,12 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
+    if !have(
+        "inspect_json_agrees_with_gguf_py_and_totals_add_up",
+        &[Oracle::GgufPy],
+    ) {
+        return;
+    }
     // Given the middle shard, inspect shows the whole set.
     let o = run(&[
         "inspect",

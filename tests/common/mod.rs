@@ -108,17 +108,83 @@ pub fn tensor_bytes(model: &gguf_splice::gguf::Model, name: &str) -> Vec<u8> {
     buf
 }
 
-/// A Python interpreter with the PyPI `gguf` package (set up by fixtures/setup-python.sh).
-pub fn oracle_python() -> PathBuf {
-    if let Ok(p) = std::env::var("GGUF_SPLICE_PYTHON") {
-        return PathBuf::from(p);
+/// An external oracle a test needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oracle {
+    /// Python with the PyPI `gguf` package (gguf-py), from fixtures/setup-python.sh.
+    GgufPy,
+    /// Real llama.cpp (and our probe), from fixtures/build-llama.sh.
+    Llama,
+}
+
+/// Where the oracle is, if it is installed.
+fn oracle_path(o: Oracle) -> PathBuf {
+    match o {
+        Oracle::GgufPy => match std::env::var("GGUF_SPLICE_PYTHON") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => repo().join("target/oracle-venv/bin/python"),
+        },
+        Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
+            Ok(d) => PathBuf::from(d),
+            Err(_) => {
+                let cache = std::env::var("GGUF_SPLICE_CACHE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| {
+                        std::env::var("XDG_CACHE_HOME")
+                            .map(PathBuf::from)
+                            .unwrap_or_else(|_| {
+                                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                                    .join(".cache")
+                            })
+                            .join("gguf-splice")
+                    });
+                cache.join("llama.cpp-11434/build/bin")
+            }
+        },
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/oracle-venv/bin/python");
+}
+
+/// Whether the oracles a test needs are installed. A plain `cargo test` on a fresh clone
+/// skips such a test with a message saying why; `scripts/test.sh` installs them and sets
+/// `GGUF_SPLICE_REQUIRE_ORACLES=1`, which turns a missing oracle into a failure, so CI
+/// always runs every test.
+pub fn have(test: &str, needs: &[Oracle]) -> bool {
+    let missing: Vec<Oracle> = needs
+        .iter()
+        .copied()
+        .filter(|&o| {
+            let p = oracle_path(o);
+            match o {
+                Oracle::GgufPy => !p.exists(),
+                Oracle::Llama => !p.join("llama-splice-probe").exists(),
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let how = "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN";
     assert!(
-        p.exists(),
-        "the gguf-py oracle is not installed: run `bash fixtures/setup-python.sh` (or scripts/test.sh), or set GGUF_SPLICE_PYTHON"
+        std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
+        "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"
     );
-    p
+    // Written to the real stderr: libtest captures eprintln! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs {missing:?}, not installed; {how}"
+    );
+    false
+}
+
+/// A Python interpreter with the PyPI `gguf` package (see [`have`]).
+pub fn oracle_python() -> PathBuf {
+    oracle_path(Oracle::GgufPy)
+}
+
+/// The directory of real llama.cpp's binaries (see [`have`]).
+pub fn llama_bin() -> PathBuf {
+    oracle_path(Oracle::Llama)
 }
 
 pub fn repo() -> &'static Path {
