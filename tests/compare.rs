@@ -20,33 +20,6 @@ use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::GgufBuilder;
 use serde_json::{Value, json};
 
-const V3: u8 = 1;
-const R1: u8 = 2;
-
-struct Setup {
-    dir: tempfile::TempDir,
-    v3: PathBuf,
-    r1: PathBuf,
-}
-
-fn setup(r1_expert_type: GgmlType) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
-    let r1 = write(dir.path(), "r1.gguf", &parent(R1, r1_expert_type).build());
-    Setup { dir, v3, r1 }
-}
-
-fn chimera_recipe() -> String {
-    repo()
-        .join("mappings/deepseek-r1t-chimera.toml")
-        .display()
-        .to_string()
-}
-
-fn is_routed_expert(name: &str) -> bool {
-    name.contains("_exps.")
-}
-
 /// Splice `out` from v3 and r1 with extra arguments (a recipe, takes, split options).
 fn splice(s: &Setup, out: &str, extra: &[&str]) -> PathBuf {
     let out = s.dir.path().join(out);
@@ -63,7 +36,7 @@ fn splice(s: &Setup, out: &str, extra: &[&str]) -> PathBuf {
     args.extend(extra.iter().map(|a| a.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = run(&refs);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     out
 }
 
@@ -229,7 +202,7 @@ fn diff_of_a_parent_against_itself_and_its_own_shards_is_identical() {
 #[test]
 fn diff_of_the_chimera_against_its_base_finds_exactly_the_routed_experts() {
     let s = setup(GgmlType::Q3_K);
-    let child = splice(&s, "child.gguf", &["--recipe", &chimera_recipe()]);
+    let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
     let r = lib_diff(&s.v3, &child);
     let mut n_experts = 0;
     for t in &r.tensors {
@@ -430,7 +403,7 @@ fn diff_reports_types_shapes_missing_tensors_single_experts_and_keys() {
 fn verify_passes_a_correct_chimera_single_and_sharded() {
     // r1's experts in another type: v3's are then not even comparable.
     let s = setup(GgmlType::IQ2_XXS);
-    let recipe = chimera_recipe();
+    let recipe = chimera_preset();
     let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
     for (recipe, takes) in [(Some(recipe.as_str()), &[][..]), (None, &[][..])] {
         let r = lib_verify(&s, &child, recipe, takes);
@@ -491,7 +464,7 @@ fn verify_passes_a_correct_chimera_single_and_sharded() {
 #[test]
 fn verify_catches_a_flipped_byte_and_names_tensor_and_expert() {
     let s = setup(GgmlType::Q3_K);
-    let recipe = chimera_recipe();
+    let recipe = chimera_preset();
     let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
     let experts = "blk.2.ffn_down_exps.weight";
     let (at, size) = expert_at(&child, experts, 3);
@@ -576,7 +549,7 @@ fn verify_catches_a_flipped_byte_and_names_tensor_and_expert() {
 #[test]
 fn verify_catches_a_tensor_from_the_wrong_parent() {
     let s = setup(GgmlType::IQ2_XXS);
-    let recipe = chimera_recipe();
+    let recipe = chimera_preset();
     let child = splice(
         &s,
         "child.gguf",
@@ -635,7 +608,7 @@ fn verify_catches_a_tensor_from_the_wrong_parent() {
     // Without the flag the plan itself is refused: the child's blk.1 experts are chimeras.
     let o = run(&args);
     assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("blk.1: the routed experts"));
+    assert!(stderr(&o).contains("blk.1: the routed experts"));
     args.push("--allow-partial-experts");
     let (code, j) = run_json(&args);
     assert_eq!(code, 0, "{j}");
@@ -644,7 +617,7 @@ fn verify_catches_a_tensor_from_the_wrong_parent() {
 #[test]
 fn verify_checks_metadata_and_tensor_lists_against_the_plan() {
     let s = setup(GgmlType::Q3_K);
-    let recipe = chimera_recipe();
+    let recipe = chimera_preset();
     let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
     // The same tensors by a --take rule alone: only the name the recipe sets differs.
     let r = lib_verify(&s, &child, None, &["_exps=r1"]);
@@ -843,13 +816,8 @@ fn tensors_with_too_many_experts_are_refused_by_the_plan() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be split by expert"));
+    assert_exit(&o, 3);
+    assert!(stderr(&o).contains("cannot be split by expert"));
     assert!(!out.exists());
 }
 

@@ -202,7 +202,7 @@ fn gguf_py_reads_what_we_write() {
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run(&refs);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_ok(&o);
     }
     assert_agree(&single);
     assert_agree(&first_shard(dir.path(), "chimera-split"));
@@ -232,7 +232,7 @@ fn gguf_py_reads_what_we_write() {
         out.to_str().unwrap(),
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert_agree(&out);
     let m = Model::open(&out).unwrap();
     assert_eq!(m.get("t.i64").unwrap().ty, ValueType::I64);

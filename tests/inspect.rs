@@ -25,18 +25,14 @@ fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
         "--json",
         &fixture("r1-iq2mix-split-00002-of-00003.gguf"),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
     let out = Command::new(oracle_python())
         .arg(repo().join("tests/oracle/dump.py"))
         .arg(fixture("r1-iq2mix-split-00001-of-00003.gguf"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     assert_eq!(ours["architecture"], "deepseek2");

@@ -11,16 +11,7 @@ use common::*;
 use gguf_splice::ggml_type::GgmlType;
 use gguf_splice::gguf::Model;
 
-const V3: u8 = 1;
-const R1: u8 = 2;
 const Q: GgmlType = GgmlType::Q3_K;
-
-fn preset() -> String {
-    repo()
-        .join("mappings/deepseek-r1t-chimera.toml")
-        .display()
-        .to_string()
-}
 
 fn splice(v3: &Path, r1: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let (a, b) = (
@@ -50,15 +41,6 @@ fn verify(child: &Path, v3: &Path, r1: &Path, extra: &[&str]) -> std::process::O
     run(&args)
 }
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "stdout {}\nstderr {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 struct Dir {
     dir: tempfile::TempDir,
 }
@@ -77,17 +59,18 @@ impl Dir {
     }
 }
 
-fn is_routed(name: &str) -> bool {
-    name.contains("_exps.")
-}
-
 #[test]
 fn a_fused_donor_gives_its_experts_to_a_separate_base_in_the_base_layout() {
     let d = Dir::new();
     let v3 = d.file("v3.gguf", &parent(V3, Q).build());
     let r1 = d.file("r1-fused.gguf", &fused_parent(R1, Q).build());
     let out = d.path("child.gguf");
-    ok(&splice(&v3, &r1, &out, &["--recipe", &preset(), "-q"]));
+    assert_ok(&splice(
+        &v3,
+        &r1,
+        &out,
+        &["--recipe", &chimera_preset(), "-q"],
+    ));
 
     let child = Model::open(&out).unwrap();
     let base = Model::open(&v3).unwrap();
@@ -99,18 +82,23 @@ fn a_fused_donor_gives_its_experts_to_a_separate_base_in_the_base_layout() {
         assert_eq!(child.tensor(name).unwrap().info.dims, t.info.dims, "{name}");
         // r1's fused tensor was assembled from r1's separate markers, so its unfused halves
         // are exactly r1's separate gate and up.
-        let pid = if is_routed(name) { R1 } else { V3 };
+        let pid = if is_routed_expert(name) { R1 } else { V3 };
         assert_eq!(
             tensor_bytes(&child, name),
             expected_bytes(pid, Q, name),
             "{name}"
         );
     }
-    ok(&verify(&out, &v3, &r1, &["--recipe", &preset()]));
+    assert_ok(&verify(&out, &v3, &r1, &["--recipe", &chimera_preset()]));
 
     // The plan says where a layout was converted.
-    let o = splice(&v3, &r1, &out, &["--recipe", &preset(), "--dry-run"]);
-    ok(&o);
+    let o = splice(
+        &v3,
+        &r1,
+        &out,
+        &["--recipe", &chimera_preset(), "--dry-run"],
+    );
+    assert_ok(&o);
     let text = String::from_utf8_lossy(&o.stdout);
     let line = text
         .lines()
@@ -134,7 +122,7 @@ fn expert_rules_work_across_layouts() {
     let r1 = d.file("r1-fused.gguf", &fused_parent(R1, Q).build());
     let out = d.path("child.gguf");
     let take = "_exps=r1:experts=0-1";
-    ok(&splice(&v3, &r1, &out, &["--take", take, "-q"]));
+    assert_ok(&splice(&v3, &r1, &out, &["--take", take, "-q"]));
     let child = Model::open(&out).unwrap();
     for b in 1..3 {
         for m in ["gate", "up", "down"] {
@@ -151,7 +139,7 @@ fn expert_rules_work_across_layouts() {
             }
         }
     }
-    ok(&verify(&out, &v3, &r1, &["--take", take]));
+    assert_ok(&verify(&out, &v3, &r1, &["--take", take]));
 
     // A flipped byte in a converted expert is found, and named.
     let mut bytes = std::fs::read(&out).unwrap();
@@ -174,20 +162,25 @@ fn a_separate_donor_gives_its_experts_to_a_fused_base() {
     let v3 = d.file("v3-fused.gguf", &fused_parent(V3, Q).build());
     let r1 = d.file("r1.gguf", &parent(R1, Q).build());
     let out = d.path("child.gguf");
-    ok(&splice(&v3, &r1, &out, &["--recipe", &preset(), "-q"]));
+    assert_ok(&splice(
+        &v3,
+        &r1,
+        &out,
+        &["--recipe", &chimera_preset(), "-q"],
+    ));
     let child = Model::open(&out).unwrap();
     let base = Model::open(&v3).unwrap();
     for t in base.tensors() {
         let name = &t.info.name;
         let want = match name.as_str() {
             n if n.ends_with("ffn_gate_up_exps.weight") => fused_bytes(R1, Q, layer(n)),
-            n if is_routed(n) => expected_bytes(R1, Q, n),
+            n if is_routed_expert(n) => expected_bytes(R1, Q, n),
             n => tensor_bytes(&base, n),
         };
         assert_eq!(tensor_bytes(&child, name), want, "{name}");
     }
     assert!(child.tensor("blk.1.ffn_up_exps.weight").is_none());
-    ok(&verify(&out, &v3, &r1, &["--recipe", &preset()]));
+    assert_ok(&verify(&out, &v3, &r1, &["--recipe", &chimera_preset()]));
 }
 
 fn layer(name: &str) -> u64 {
@@ -203,12 +196,21 @@ fn the_preset_takes_fused_experts_whole_from_two_fused_parents() {
         &fused_parent(R1, GgmlType::IQ2_XXS).build(),
     );
     let out = d.path("child.gguf");
-    ok(&splice(&v3, &r1, &out, &["--recipe", &preset(), "-q"]));
+    assert_ok(&splice(
+        &v3,
+        &r1,
+        &out,
+        &["--recipe", &chimera_preset(), "-q"],
+    ));
     let child = Model::open(&out).unwrap();
     let (base, donor) = (Model::open(&v3).unwrap(), Model::open(&r1).unwrap());
     for t in base.tensors() {
         let name = &t.info.name;
-        let from = if is_routed(name) { &donor } else { &base };
+        let from = if is_routed_expert(name) {
+            &donor
+        } else {
+            &base
+        };
         assert_eq!(
             tensor_bytes(&child, name),
             tensor_bytes(from, name),
@@ -219,7 +221,7 @@ fn the_preset_takes_fused_experts_whole_from_two_fused_parents() {
             from.tensor(name).unwrap().info.ty
         );
     }
-    ok(&verify(&out, &v3, &r1, &["--recipe", &preset()]));
+    assert_ok(&verify(&out, &v3, &r1, &["--recipe", &chimera_preset()]));
 }
 
 #[test]
@@ -237,7 +239,7 @@ fn a_regex_that_misses_the_fused_tensor_is_refused_not_half_applied() {
         &["--take", r"ffn_(gate|up|down)_exps\.weight$=r1"],
     );
     assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(
         err.contains("blk.1: the routed experts would be assembled from different parents")
             && err.contains("ffn_gate_up_exps.weight from v3")
@@ -255,9 +257,9 @@ fn gate_and_up_of_different_types_cannot_be_fused() {
     // A separate donor whose up experts are Q4_K while its gate experts are Q3_K.
     let r1 = d.file("r1.gguf", &retype_up(R1).build());
     let out = d.path("child.gguf");
-    let o = splice(&v3, &r1, &out, &["--recipe", &preset()]);
+    let o = splice(&v3, &r1, &out, &["--recipe", &chimera_preset()]);
     assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(
         err.contains("blk.1.ffn_gate_up_exps.weight")
             && err.contains("parent 'r1'")
@@ -301,7 +303,7 @@ fn mla_layouts_are_refused_only_when_taken_across() {
     let out = d.path("child.gguf");
     let o = splice(&v3, &r1, &out, &["--take", "attn_=r1"]);
     assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(
         err.contains("blk.0.attn_kv_b.weight")
             && err.contains("other layout (attn_k_b + attn_v_b)")
@@ -310,7 +312,12 @@ fn mla_layouts_are_refused_only_when_taken_across() {
     );
     assert!(!out.exists());
     // Taking only the routed experts from such a parent is fine.
-    ok(&splice(&v3, &r1, &out, &["--recipe", &preset(), "-q"]));
+    assert_ok(&splice(
+        &v3,
+        &r1,
+        &out,
+        &["--recipe", &chimera_preset(), "-q"],
+    ));
     let child = Model::open(&out).unwrap();
     assert_eq!(
         tensor_bytes(&child, "blk.0.attn_kv_b.weight"),
@@ -323,7 +330,7 @@ fn diff_and_inspect_group_fused_experts_as_routed_experts() {
     let d = Dir::new();
     let v3 = d.file("v3-fused.gguf", &fused_parent(V3, Q).build());
     let o = run(&["inspect", v3.to_str().unwrap(), "--json"]);
-    ok(&o);
+    assert_ok(&o);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = j["tensors"]
         .as_array()
@@ -351,7 +358,7 @@ fn tied_output_heads_are_named_in_inspect_and_in_rule_errors() {
     let v3 = d.file("v3.gguf", &tied_parent(V3).build());
     let r1 = d.file("r1.gguf", &tied_parent(R1).build());
     let o = run(&["inspect", v3.to_str().unwrap()]);
-    ok(&o);
+    assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("output head: tied to token_embd.weight"));
     let o = run(&["inspect", v3.to_str().unwrap(), "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -360,7 +367,7 @@ fn tied_output_heads_are_named_in_inspect_and_in_rule_errors() {
     let out = d.path("child.gguf");
     let o = splice(&v3, &r1, &out, &["--take", r"^output\.weight$=r1"]);
     assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(
         err.contains("output head is tied to token_embd.weight"),
         "{err}"
@@ -383,7 +390,7 @@ fn tied_output_heads_are_named_in_inspect_and_in_rule_errors() {
         out.to_str().unwrap(),
         "--dry-run",
     ]);
-    ok(&o);
+    assert_ok(&o);
     let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(
         text.contains("matched nothing: this model has no output.weight"),

@@ -67,7 +67,7 @@ fn splice(args: &[&str]) {
     full.extend_from_slice(args);
     full.push("-q");
     let o = run(&full);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
 }
 
 const EXPERTS: &str = r"ffn_(gate|up|down)_exps\.weight$";

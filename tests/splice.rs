@@ -9,39 +9,6 @@ use gguf_splice::gguf::{GgufFile, Model};
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::Recipe;
 
-const V3: u8 = 1;
-const R1: u8 = 2;
-
-struct Setup {
-    dir: tempfile::TempDir,
-    v3: std::path::PathBuf,
-    r1: std::path::PathBuf,
-}
-
-impl Setup {
-    /// Run `splice --parent v3=.. --parent r1=..` with more arguments.
-    fn splice(&self, args: &[&str]) -> std::process::Output {
-        let (v3, r1) = (
-            format!("v3={}", self.v3.display()),
-            format!("r1={}", self.r1.display()),
-        );
-        let mut all = vec!["splice", "--parent", &v3, "--parent", &r1];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-}
-
-fn setup(r1_expert_type: GgmlType) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
-    let r1 = write(dir.path(), "r1.gguf", &parent(R1, r1_expert_type).build());
-    Setup { dir, v3, r1 }
-}
-
-fn is_routed_expert(name: &str) -> bool {
-    name.contains("_exps.")
-}
-
 #[test]
 fn chimera_takes_routed_experts_from_r1_and_the_rest_from_v3() {
     let s = setup(GgmlType::IQ2_XXS);
@@ -56,7 +23,7 @@ fn chimera_takes_routed_experts_from_r1_and_the_rest_from_v3() {
         out.to_str().unwrap(),
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let child = Model::open(&out).unwrap();
     assert_eq!(child.tensor_count(), layout(GgmlType::Q3_K).len());
     for t in child.tensors() {
@@ -119,7 +86,7 @@ fn take_rules_come_before_the_recipe_and_first_match_wins() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let child = Model::open(&out).unwrap();
     for t in child.tensors() {
         let name = &t.info.name;
@@ -146,7 +113,7 @@ fn expert_level_rules_mix_experts_and_the_router_follows() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let child = Model::open(&out).unwrap();
     // Expected: expert e of blk.2.ffn_up_exps from r1 for e in 1..=2, else v3; router rows
     // and bias elements likewise; everything else from v3.
@@ -285,13 +252,8 @@ fn outputs_are_safe() {
         s.v3.to_str().unwrap(),
         "--force",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("is the input file"));
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("is the input file"));
     // A hard link to an input is the input too.
     let link = s.dir.path().join("link.gguf");
     std::fs::hard_link(&s.v3, &link).unwrap();
@@ -336,7 +298,7 @@ fn outputs_are_safe() {
         never.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!never.exists());
 }
@@ -353,7 +315,7 @@ fn dry_run_writes_nothing_and_shows_sources() {
         "--dry-run",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert!(!out.exists());
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = plan["tensors"]
@@ -416,7 +378,7 @@ fn sharded_parents_and_sharded_child() {
         "10",
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let n_tensors = layout(GgmlType::Q3_K).len();
     let n_shards = n_tensors.div_ceil(10);
     let second = s
@@ -449,7 +411,7 @@ fn sharded_parents_and_sharded_child() {
         "3000",
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert!(!out.exists());
     let first = std::fs::read_dir(s.dir.path())
         .unwrap()
@@ -506,13 +468,8 @@ fn too_little_free_space_is_refused_before_writing() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not enough free space"));
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("not enough free space"));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -569,7 +526,7 @@ fn router_rows_follow_only_the_experts_a_rule_actually_took() {
         out.to_str().unwrap(),
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let child = Model::open(&out).unwrap();
     let v3 = |n: &str| expected_bytes(V3, GgmlType::Q3_K, n);
     let r1 = |n: &str| expected_bytes(R1, GgmlType::Q3_K, n);

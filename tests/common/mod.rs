@@ -265,3 +265,86 @@ pub fn fused_parent(parent_id: u8, expert_type: GgmlType) -> GgufBuilder {
     }
     b
 }
+
+/// Parent ids of the hand-built pair: their bytes say which one they came from.
+pub const V3: u8 = 1;
+/// See [`V3`].
+pub const R1: u8 = 2;
+
+/// Two hand-built parents in a temporary directory: `v3` (Q3_K experts) and `r1`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub v3: PathBuf,
+    pub r1: PathBuf,
+}
+
+/// A [`Setup`] whose r1 has routed experts of `r1_expert_type`.
+pub fn setup(r1_expert_type: GgmlType) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
+    let r1 = write(dir.path(), "r1.gguf", &parent(R1, r1_expert_type).build());
+    Setup { dir, v3, r1 }
+}
+
+impl Setup {
+    /// `--parent v3=.. --parent r1=..`
+    pub fn parent_args(&self) -> Vec<String> {
+        vec![
+            "--parent".into(),
+            format!("v3={}", self.v3.display()),
+            "--parent".into(),
+            format!("r1={}", self.r1.display()),
+        ]
+    }
+
+    /// Run `COMMAND [FIRST] --parent v3=.. --parent r1=.. ARGS`.
+    pub fn run(&self, command: &str, first: Option<&str>, args: &[&str]) -> Output {
+        let mut all: Vec<String> = vec![command.into()];
+        all.extend(first.map(String::from));
+        all.extend(self.parent_args());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run(&refs)
+    }
+
+    /// Run `splice --parent v3=.. --parent r1=..` with more arguments.
+    pub fn splice(&self, args: &[&str]) -> Output {
+        self.run("splice", None, args)
+    }
+}
+
+/// The R1T preset's path.
+pub fn chimera_preset() -> String {
+    repo()
+        .join("mappings/deepseek-r1t-chimera.toml")
+        .display()
+        .to_string()
+}
+
+/// Stacked routed experts (`*_exps.*`), as the hand-built parents name them.
+pub fn is_routed_expert(name: &str) -> bool {
+    name.contains("_exps.")
+}
+
+/// A command's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command succeeded; otherwise fail showing its output.
+#[track_caller]
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(o)
+    );
+}
+
+/// The command exited with `code`; otherwise fail showing its output.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+}
