@@ -7,6 +7,7 @@
 //! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
 //!   layout is read from another); the only module that reads meaning into tensor names;
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
+//! - [`presets`]: the recipes of `mappings/`, built in;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
@@ -22,6 +23,7 @@ pub mod ggml_type;
 pub mod gguf;
 pub mod layout;
 pub mod plan;
+pub mod presets;
 pub mod recipe;
 pub mod render;
 pub mod roles;
