@@ -849,3 +849,62 @@ fn bad_inputs_are_errors_with_input_exit_codes() {
     let o = run(&["diff", s.v3.to_str().unwrap(), "/nonexistent.gguf"]);
     assert_eq!(o.status.code(), Some(4));
 }
+
+#[test]
+fn diff_names_the_first_differing_array_element_and_text_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens: Vec<String> = (0..300).map(|i| format!("tok{i}")).collect();
+    let mut other = tokens.clone();
+    other[217] = "changed".into();
+    other[250] = "changed too".into();
+    let model = |toks: &[String], template: &str| {
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .kv_str_array("tokenizer.ggml.tokens", &refs)
+            .kv_str("tokenizer.chat_template", template)
+            .tensor("token_embd.weight", &[32, 4], GgmlType::F32, 1)
+            .build()
+    };
+    let long = "{% for m in messages %}<|user|>{{ m.content }}{% endfor %}".repeat(20);
+    let changed = long.replacen(
+        "<|user|>{{ m.content }}{% endfor %}{% for",
+        "<|user|>{{ m.content }}{% endfor %}{%- for",
+        3,
+    );
+    let a = write(dir.path(), "a.gguf", &model(&tokens, &long));
+    let b = write(dir.path(), "b.gguf", &model(&other, &changed));
+    let (code, j) = run_json(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let key = |k: &str| {
+        j["metadata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["key"] == k)
+            .unwrap_or_else(|| panic!("{k} not in {j}"))
+            .clone()
+    };
+    let toks = key("tokenizer.ggml.tokens");
+    assert_eq!(
+        toks["first_difference"],
+        json!({"index": 217, "a": "tok217", "b": "changed", "differing": 2, "len_a": 300, "len_b": 300})
+    );
+    let t = key("tokenizer.chat_template");
+    let at = long
+        .bytes()
+        .zip(changed.bytes())
+        .position(|(x, y)| x != y)
+        .unwrap();
+    assert_eq!(t["first_difference"]["byte"], at);
+    assert!(
+        t["first_difference"]["b"].as_str().unwrap().contains("{%-"),
+        "{t}"
+    );
+    let o = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("first difference at [217]: \"tok217\" vs \"changed\"; 2 of 300 elements differ"),
+        "{text}"
+    );
+}

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::engine::{FileSet, Target, compare_targets, slicing};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use crate::ggml_type::GgmlType;
-use crate::gguf::Model;
+use crate::gguf::{Model, ValueRef};
 use crate::roles::views;
 use crate::roles::{self, Role};
 
@@ -79,6 +79,109 @@ pub enum KeyStatus {
 pub struct KeyDiff {
     pub key: String,
     pub status: KeyStatus,
+    /// For differing arrays and strings: where they part, since two summaries of a long
+    /// vocabulary or chat template usually look the same.
+    pub detail: Option<ValueDiff>,
+}
+
+/// Where two values of the same kind first differ.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueDiff {
+    /// Arrays of one element type.
+    Array {
+        /// The first index whose elements differ (or where the shorter array ends).
+        first: u64,
+        /// A's element there (`None`: A ends before it).
+        a: Option<Shown>,
+        /// B's element there.
+        b: Option<Shown>,
+        /// How many indices present in both differ.
+        differing: u64,
+        /// A's length.
+        len_a: u64,
+        /// B's length.
+        len_b: u64,
+    },
+    /// Strings: the first differing character (byte offset) and some text around it.
+    Text {
+        /// Byte offset of the first difference.
+        at: usize,
+        /// A's text around it.
+        a: String,
+        /// B's text around it.
+        b: String,
+    },
+}
+
+/// Characters of context shown on each side of a string difference.
+const TEXT_CONTEXT: usize = 24;
+
+/// Where `a` and `b` (same type, different bytes) part, for arrays and strings.
+fn value_diff(a: ValueRef<'_>, b: ValueRef<'_>) -> Option<ValueDiff> {
+    if a.ty != b.ty {
+        return None;
+    }
+    if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
+        let at = x
+            .char_indices()
+            .zip(y.chars())
+            .find(|((_, p), q)| p != q)
+            .map(|((i, _), _)| i)
+            .unwrap_or_else(|| x.len().min(y.len()));
+        let around = |s: &str| {
+            let start = s[..at.min(s.len())]
+                .char_indices()
+                .rev()
+                .nth(TEXT_CONTEXT)
+                .map_or(0, |(i, _)| i);
+            s[start..]
+                .chars()
+                .take(2 * TEXT_CONTEXT)
+                .collect::<String>()
+        };
+        return Some(ValueDiff::Text {
+            at,
+            a: around(x),
+            b: around(y),
+        });
+    }
+    let ((ta, len_a), (tb, len_b)) = (a.array_header()?, b.array_header()?);
+    if ta != tb {
+        return None;
+    }
+    let mut first = None;
+    let mut differing = 0u64;
+    let (mut ia, mut ib) = (a.array_items(), b.array_items());
+    let mut i = 0u64;
+    loop {
+        match (ia.next(), ib.next()) {
+            (Some(x), Some(y)) => {
+                if x != y {
+                    differing += 1;
+                    first.get_or_insert((i, Some(Shown::of(x)), Some(Shown::of(y))));
+                }
+            }
+            (Some(x), None) => {
+                first.get_or_insert((i, Some(Shown::of(x)), None));
+                break;
+            }
+            (None, Some(y)) => {
+                first.get_or_insert((i, None, Some(Shown::of(y))));
+                break;
+            }
+            (None, None) => break,
+        }
+        i += 1;
+    }
+    let (first, a, b) = first?;
+    Some(ValueDiff::Array {
+        first,
+        a,
+        b,
+        differing,
+        len_a,
+        len_b,
+    })
 }
 
 /// Totals of one tensor group.
@@ -247,18 +350,22 @@ fn diff_keys(a: &Model, b: &Model) -> Vec<KeyDiff> {
     let mut out = Vec::new();
     for kv in fa.kvs().iter().filter(|kv| !is_split_key(&kv.key)) {
         let va = fa.value(kv);
-        let status = match fb.get(&kv.key) {
-            None => KeyStatus::OnlyInA(Shown::of(va)),
+        let (status, detail) = match fb.get(&kv.key) {
+            None => (KeyStatus::OnlyInA(Shown::of(va)), None),
             // ValueRef equality is type and raw bytes.
-            Some(vb) if vb != va => KeyStatus::Differs {
-                a: Shown::of(va),
-                b: Shown::of(vb),
-            },
+            Some(vb) if vb != va => (
+                KeyStatus::Differs {
+                    a: Shown::of(va),
+                    b: Shown::of(vb),
+                },
+                value_diff(va, vb),
+            ),
             Some(_) => continue,
         };
         out.push(KeyDiff {
             key: kv.key.clone(),
             status,
+            detail,
         });
     }
     for kv in fb.kvs().iter().filter(|kv| !is_split_key(&kv.key)) {
@@ -266,6 +373,7 @@ fn diff_keys(a: &Model, b: &Model) -> Vec<KeyDiff> {
             out.push(KeyDiff {
                 key: kv.key.clone(),
                 status: KeyStatus::OnlyInB(Shown::of(fb.value(kv))),
+                detail: None,
             });
         }
     }

@@ -20,7 +20,8 @@ use crate::gguf::{GgufError, Model, ValueRef, ValueType};
 use crate::plan::PlanError;
 
 pub use diff::{
-    DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, diff,
+    DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
+    diff,
 };
 pub use verify::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify};
 

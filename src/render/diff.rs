@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{compact_text, ranges_json, ranges_text, shape};
-use crate::compare::{DiffReport, KeyStatus, TensorStatus};
+use crate::compare::{DiffReport, KeyStatus, TensorStatus, ValueDiff};
 
 impl TensorStatus {
     pub(crate) fn label(&self) -> String {
@@ -108,6 +108,9 @@ pub fn diff_text(r: &DiffReport) -> String {
                 KeyStatus::OnlyInB(v) => writeln!(out, "  {}: only in B: {v}", k.key),
                 KeyStatus::Differs { a, b } => writeln!(out, "  {}: {a} vs {b}", k.key),
             };
+            if let Some(d) = &k.detail {
+                let _ = writeln!(out, "    {}", detail_text(d));
+            }
         }
     }
     let _ = writeln!(
@@ -163,12 +166,22 @@ pub fn diff_json(r: &DiffReport) -> Value {
     let keys: Vec<Value> = r
         .keys
         .iter()
-        .map(|k| match &k.status {
-            KeyStatus::OnlyInA(v) => json!({"key": k.key, "status": "only_in_a", "a": v.to_json()}),
-            KeyStatus::OnlyInB(v) => json!({"key": k.key, "status": "only_in_b", "b": v.to_json()}),
-            KeyStatus::Differs { a, b } => {
-                json!({"key": k.key, "status": "differs", "a": a.to_json(), "b": b.to_json()})
+        .map(|k| {
+            let mut v = match &k.status {
+                KeyStatus::OnlyInA(v) => {
+                    json!({"key": k.key, "status": "only_in_a", "a": v.to_json()})
+                }
+                KeyStatus::OnlyInB(v) => {
+                    json!({"key": k.key, "status": "only_in_b", "b": v.to_json()})
+                }
+                KeyStatus::Differs { a, b } => {
+                    json!({"key": k.key, "status": "differs", "a": a.to_json(), "b": b.to_json()})
+                }
+            };
+            if let Some(d) = &k.detail {
+                v["first_difference"] = detail_json(d);
             }
+            v
         })
         .collect();
     let groups: Vec<Value> = r
@@ -203,4 +216,54 @@ pub fn diff_json(r: &DiffReport) -> Value {
         "tensors": tensors,
         "metadata": keys,
     })
+}
+
+fn detail_text(d: &ValueDiff) -> String {
+    match d {
+        ValueDiff::Array {
+            first,
+            a,
+            b,
+            differing,
+            len_a,
+            len_b,
+        } => {
+            let show = |v: &Option<crate::compare::Shown>| {
+                v.as_ref()
+                    .map_or("(past the end)".to_string(), |v| v.summary.clone())
+            };
+            let lens = if len_a == len_b {
+                format!("{len_a} elements")
+            } else {
+                format!("{len_a} vs {len_b} elements")
+            };
+            format!(
+                "first difference at [{first}]: {} vs {}; {differing} of {lens} differ",
+                show(a),
+                show(b)
+            )
+        }
+        ValueDiff::Text { at, a, b } => {
+            format!("first difference at byte {at}: ...{a:?}... vs ...{b:?}...")
+        }
+    }
+}
+
+fn detail_json(d: &ValueDiff) -> Value {
+    match d {
+        ValueDiff::Array {
+            first,
+            a,
+            b,
+            differing,
+            len_a,
+            len_b,
+        } => json!({
+            "index": first,
+            "a": a.as_ref().map(|v| v.json.clone()),
+            "b": b.as_ref().map(|v| v.json.clone()),
+            "differing": differing, "len_a": len_a, "len_b": len_b,
+        }),
+        ValueDiff::Text { at, a, b } => json!({"byte": at, "a": a, "b": b}),
+    }
 }
