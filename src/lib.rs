@@ -2,7 +2,7 @@
 //! more quantized parents, without dequantizing anything.
 //!
 //! Layers, each depending only on those above it:
-//! - [`ggml_type`], [`layout`]: the type table and all size arithmetic;
+//! - [`ggml_type`], [`layout`], [`ftype`]: the type tables and all size arithmetic;
 //! - [`gguf`]: the container (reader, writer, shard sets);
 //! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
 //!   layout is read from another); the only module that reads meaning into tensor names;
@@ -19,6 +19,7 @@
 
 pub mod compare;
 pub mod execute;
+pub mod ftype;
 pub mod ggml_type;
 pub mod gguf;
 pub mod layout;

@@ -904,7 +904,9 @@ fn diff_names_the_first_differing_array_element_and_text_position() {
     let o = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("first difference at [217]: \"tok217\" vs \"changed\"; 2 of 300 elements differ"),
+        text.contains(
+            "first difference at [217]: \"tok217\" vs \"changed\"; 2 of 300 elements differ"
+        ),
         "{text}"
     );
 }

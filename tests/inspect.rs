@@ -48,7 +48,13 @@ fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
         assert_eq!(a["type"], b["type_name"], "{}", a["name"]);
         assert_eq!(a["shape"], b["shape"], "{}", a["name"]);
         assert_eq!(a["bytes"], b["n_bytes"], "{}", a["name"]);
-        assert_eq!(a["shard"], b["shard"], "{}", a["name"]);
+        // Shards are numbered from 1, as their file names are; the oracle counts from 0.
+        assert_eq!(
+            a["shard"].as_u64().unwrap(),
+            b["shard"].as_u64().unwrap() + 1,
+            "{}",
+            a["name"]
+        );
         *by_type
             .entry(b["type_name"].as_str().unwrap().to_string())
             .or_default() += b["n_bytes"].as_u64().unwrap();
@@ -106,4 +112,36 @@ fn bad_files_are_one_line_errors() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(&path) && !err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn inspect_names_the_file_type_and_keeps_numbers_typed_and_groups_in_role_order() {
+    let f = fixture("v3-q3mix.gguf");
+    let o = run(&["inspect", &f]);
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("general.file_type"))
+        .unwrap();
+    assert!(line.ends_with("12 = Q3_K_M"), "{line}");
+    // Groups in the same logical order as diff: embeddings first, output last.
+    let groups = text.split("totals by group:").nth(1).unwrap();
+    let order: Vec<&str> = groups
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .take_while(|w| *w != "tensor")
+        .collect();
+    assert_eq!(order.first(), Some(&"embeddings"), "{groups}");
+    assert!(
+        order.iter().position(|g| *g == "attention") < order.iter().position(|g| *g == "output"),
+        "{groups}"
+    );
+    let o = run(&["inspect", &f, "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["hyperparameters"]["deepseek2.block_count"], 3);
+    assert_eq!(
+        j["file_type"],
+        serde_json::json!({"id": 12, "name": "Q3_K_M"})
+    );
 }

@@ -1,16 +1,16 @@
 //! `inspect`: a model's metadata, tensors and totals.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
-use crate::gguf::Model;
+use crate::ftype;
+use crate::gguf::{Model, ValueRef};
 use crate::roles;
 
-/// Hyperparameters worth showing first: `{arch}.*` keys that are plain numbers.
-fn hyperparameters(model: &Model) -> Vec<(String, String)> {
+/// Hyperparameters worth showing first: the `{arch}.*` keys.
+fn hyperparameters(model: &Model) -> Vec<(String, ValueRef<'_>)> {
     let Some(arch) = model.architecture() else {
         return Vec::new();
     };
@@ -20,8 +20,16 @@ fn hyperparameters(model: &Model) -> Vec<(String, String)> {
         .kvs()
         .iter()
         .filter(|kv| kv.key.starts_with(&prefix))
-        .map(|kv| (kv.key.clone(), model.first().value(kv).summary(4)))
+        .map(|kv| (kv.key.clone(), model.first().value(kv)))
         .collect()
+}
+
+/// A value's text, with `general.file_type` named (`15 = Q4_K_M`).
+fn value_text(key: &str, v: ValueRef<'_>) -> String {
+    match (key, v.as_u64()) {
+        ("general.file_type", Some(n)) => ftype::label(n),
+        _ => v.summary(4),
+    }
 }
 
 /// A model's tensor bytes totalled by type and by group.
@@ -31,12 +39,11 @@ fn model_totals(model: &Model) -> (Totals, Totals) {
             .tensors()
             .map(|t| (t.info.ty.name().to_string(), t.info.n_bytes)),
     );
-    let by_group = totals(model.tensors().map(|t| {
-        (
-            roles::role_of(&t.info.name).label().to_string(),
-            t.info.n_bytes,
-        )
-    }));
+    let by_group = totals(
+        model
+            .tensors()
+            .map(|t| (roles::role_of(&t.info.name), t.info.n_bytes)),
+    );
     (by_type, by_group)
 }
 
@@ -54,7 +61,7 @@ pub fn inspect_json(model: &Model) -> Value {
         .map(|t| {
             json!({
                 "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
-                "bytes": t.info.n_bytes, "shard": t.shard, "offset": t.file_offset,
+                "bytes": t.info.n_bytes, "shard": t.shard + 1, "offset": t.file_offset,
                 "group": roles::role_of(&t.info.name).label(),
             })
         })
@@ -66,7 +73,15 @@ pub fn inspect_json(model: &Model) -> Value {
             "alignment": s.alignment, "data_offset": s.data_offset,
         })).collect::<Vec<_>>(),
         "architecture": model.architecture(),
-        "hyperparameters": hyperparameters(model).into_iter().collect::<BTreeMap<_, _>>(),
+        // Typed, as the metadata list: numbers stay numbers.
+        "hyperparameters": hyperparameters(model)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_json(false)))
+            .collect::<serde_json::Map<_, _>>(),
+        "file_type": first
+            .get("general.file_type")
+            .and_then(|v| v.as_u64())
+            .map(|n| json!({"id": n, "name": ftype::name(n)})),
         "metadata": kvs,
         "tensors": tensors,
         "totals_by_type": totals_json(&by_type),
@@ -95,7 +110,7 @@ pub fn inspect_text(model: &Model) -> String {
         model.architecture().unwrap_or("(none)")
     );
     for (k, v) in hyperparameters(model) {
-        let _ = writeln!(out, "  {k} = {v}");
+        let _ = writeln!(out, "  {k} = {}", v.summary(4));
     }
     let _ = writeln!(out, "\nmetadata ({} keys):", first.kvs().len());
     for kv in first.kvs() {
@@ -104,7 +119,7 @@ pub fn inspect_text(model: &Model) -> String {
             "  {:<40} {:<6} {}",
             kv.key,
             kv.ty.name(),
-            first.value(kv).summary(4)
+            value_text(&kv.key, first.value(kv))
         );
     }
     let _ = writeln!(out, "\ntensors ({}):", model.tensor_count());

@@ -65,20 +65,22 @@ pub fn shape(dims: &[u64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// (count, bytes) by a key, in key order.
-pub(crate) type Totals = BTreeMap<String, (usize, u64)>;
+/// (count, bytes) by a key, in the order reports list the keys.
+pub(crate) type Totals = Vec<(String, (usize, u64))>;
 
-pub(crate) fn totals<'a>(items: impl Iterator<Item = (String, u64)> + 'a) -> Totals {
-    let mut m: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+/// Totals by a key, keys in their `Ord` order (type names alphabetically, roles in
+/// [`Role::ALL`](roles::Role::ALL) order).
+pub(crate) fn totals<K: Ord + ToString>(items: impl Iterator<Item = (K, u64)>) -> Totals {
+    let mut m: BTreeMap<K, (usize, u64)> = BTreeMap::new();
     for (k, b) in items {
         let e = m.entry(k).or_default();
         e.0 += 1;
         e.1 += b;
     }
-    m
+    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-pub(crate) fn totals_json(m: &BTreeMap<String, (usize, u64)>) -> Value {
+pub(crate) fn totals_json(m: &Totals) -> Value {
     Value::Object(
         m.iter()
             .map(|(k, (n, b))| (k.clone(), json!({"tensors": n, "bytes": b})))
@@ -86,10 +88,24 @@ pub(crate) fn totals_json(m: &BTreeMap<String, (usize, u64)>) -> Value {
     )
 }
 
-pub(crate) fn totals_text(out: &mut String, title: &str, m: &BTreeMap<String, (usize, u64)>) {
+pub(crate) fn totals_text(out: &mut String, title: &str, m: &Totals) {
     let _ = writeln!(out, "\n{title}:");
     for (k, (n, b)) in m {
-        let _ = writeln!(out, "  {k:<16} {n:>6} tensors  {:>12}", human_bytes(*b));
+        let _ = writeln!(
+            out,
+            "  {k:<16} {n:>6} {:<8} {:>12}",
+            plural(*n, "tensor"),
+            human_bytes(*b)
+        );
+    }
+}
+
+/// `tensor` or `tensors` for `n`.
+pub(crate) fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
     }
 }
 

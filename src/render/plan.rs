@@ -51,10 +51,10 @@ pub fn plan_json(plan: &Plan) -> Value {
             let shard = &plan.shards[t.out_shard];
             json!({
                 "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
-                "bytes": t.info.n_bytes, "shard": t.out_shard,
+                "bytes": t.info.n_bytes, "shard": t.out_shard + 1,
                 "offset": shard.header_len + t.info.offset,
                 "sources": t.pieces.iter().map(|p| json!({
-                    "parent": plan.parent_name(p), "parent_shard": p.shard,
+                    "parent": plan.parent_name(p), "parent_shard": p.shard + 1,
                     "src_offset": p.src_offset, "bytes": p.len,
                     "experts": p.experts.as_ref().map(|s| [s.start, s.end - 1]),
                     "converted": p.converted,
