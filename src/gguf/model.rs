@@ -15,6 +15,9 @@ use super::value::ValueRef;
 pub const KEY_SPLIT_NO: &str = "split.no";
 pub const KEY_SPLIT_COUNT: &str = "split.count";
 pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
+/// Written by gguf-splice into every shard of a sharded output: shards of one run carry the
+/// same value, so a set mixed from two runs is refused instead of read as one model.
+pub const KEY_SET_ID: &str = "splice.set_id";
 
 /// `PREFIX-00003-of-00005.gguf` -> (`PREFIX`, 3, 5).
 pub fn parse_shard_name(path: &Path) -> Option<(String, u64, u64)> {
@@ -105,6 +108,16 @@ impl Model {
             for (i, shard) in shards.iter().enumerate() {
                 expect_split_key(shard, KEY_SPLIT_NO, i as u64)?;
                 expect_split_key(shard, KEY_SPLIT_COUNT, count)?;
+            }
+            let first_id = shards[0].get(KEY_SET_ID);
+            if let Some(other) = shards[1..].iter().find(|s| s.get(KEY_SET_ID) != first_id) {
+                let show = |v: Option<ValueRef>| v.map_or("none".into(), |v| v.summary(4));
+                return Err(GgufError::MixedSet {
+                    first: shards[0].path.clone(),
+                    first_id: show(first_id),
+                    other: other.path.clone(),
+                    other_id: show(other.get(KEY_SET_ID)),
+                });
             }
         }
         let mut order: Vec<(usize, usize)> = Vec::new();
@@ -282,6 +295,45 @@ mod tests {
         assert!(
             matches!(Model::open(&first), Err(GgufError::ShardMismatch { what, .. }) if what == KEY_SPLIT_TENSORS_COUNT)
         );
+    }
+
+    #[test]
+    fn shards_of_different_runs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |no: u64, id: Option<&str>, name: &str| {
+            let mut b = GgufBuilder::new()
+                .kv_u16(KEY_SPLIT_NO, no as u16 - 1)
+                .kv_u16(KEY_SPLIT_COUNT, 2)
+                .kv_i32(KEY_SPLIT_TENSORS_COUNT, 2);
+            if let Some(id) = id {
+                b = b.kv_str(KEY_SET_ID, id);
+            }
+            let p = shard_path(dir.path().join("m").to_str().unwrap(), no, 2);
+            std::fs::write(&p, b.tensor(name, &[4], GgmlType::F32, 1).build()).unwrap();
+            p
+        };
+        let first = write(1, Some("aaaa"), "a");
+        let second = write(2, Some("aaaa"), "b");
+        Model::open(&first).unwrap();
+        write(2, Some("bbbb"), "b");
+        match Model::open(&first) {
+            Err(GgufError::MixedSet {
+                first: f,
+                first_id,
+                other,
+                other_id,
+            }) => {
+                assert_eq!((f, other), (first.clone(), second.clone()));
+                assert!(first_id.contains("aaaa") && other_id.contains("bbbb"));
+            }
+            r => panic!("{r:?}"),
+        }
+        // A shard without an id next to one with an id is a mix too.
+        write(2, None, "b");
+        assert!(matches!(
+            Model::open(&second),
+            Err(GgufError::MixedSet { .. })
+        ));
     }
 
     #[test]
