@@ -8,7 +8,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::ggml_type::GgmlType;
-use crate::gguf::model::{KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, shard_path};
+use crate::gguf::model::{
+    KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, shard_path,
+};
 use crate::gguf::write::{assign_offsets, declared_alignment, encoded_header_len};
 use crate::gguf::{Model, OwnedValue, TensorInfo, ValueRef, ValueType};
 use crate::layout::{self, DEFAULT_ALIGNMENT};
@@ -197,6 +199,10 @@ pub struct Plan<'p> {
     pub kvs: Vec<(String, PlanValue<'p>)>,
     pub tensors: Vec<PlannedTensor>,
     pub shards: Vec<OutShard>,
+    /// The set identity written as `splice.set_id` into every shard of a sharded output: a
+    /// hash of everything the plan says, so the same plan gives the same bytes and shards
+    /// of different plans never pass as one set.
+    pub set_id: String,
     pub rules: Vec<RuleReport>,
     pub warnings: Vec<String>,
 }
@@ -344,13 +350,15 @@ pub fn build<'p>(
     }
 
     let kvs = plan_metadata(parents, base, recipe, &mut warnings)?;
-    let shards = assign_shards(&mut tensors, &kvs, output, split)?;
+    let set_id = set_id(parents, &kvs, &tensors, split);
+    let shards = assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
     Ok(Plan {
         parents,
         base,
         kvs,
         tensors,
         shards,
+        set_id,
         rules,
         warnings,
     })
@@ -663,7 +671,11 @@ fn plan_metadata<'p>(
     let mut kvs: Vec<(String, PlanValue<'p>)> = first
         .kvs()
         .iter()
-        .filter(|kv| !kv.key.starts_with("split.") && !kv.key.starts_with("general.base_model."))
+        .filter(|kv| {
+            !kv.key.starts_with("split.")
+                && kv.key != KEY_SET_ID
+                && !kv.key.starts_with("general.base_model.")
+        })
         .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
         .collect();
 
@@ -776,10 +788,60 @@ fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
     out
 }
 
+/// A hash (FNV-1a, 128 bits) of everything that decides the output bytes: metadata, tensors
+/// and where each byte range comes from, the split options, and the parents' file sizes.
+/// Deterministic, so the same parents and recipe still give the same bytes.
+fn set_id(
+    parents: &[Parent],
+    kvs: &[(String, PlanValue<'_>)],
+    tensors: &[PlannedTensor],
+    split: SplitOptions,
+) -> String {
+    struct Fnv(u128);
+    impl Fnv {
+        fn bytes(&mut self, b: &[u8]) {
+            self.u64(b.len() as u64);
+            for &x in b {
+                self.0 = (self.0 ^ x as u128).wrapping_mul(0x0000000001000000000000000000013B);
+            }
+        }
+        fn u64(&mut self, v: u64) {
+            for &x in &v.to_le_bytes() {
+                self.0 = (self.0 ^ x as u128).wrapping_mul(0x0000000001000000000000000000013B);
+            }
+        }
+    }
+    let mut h = Fnv(0x6c62272e07bb014262b821756295c58d);
+    for (k, v) in kvs {
+        let v = v.as_ref();
+        h.bytes(k.as_bytes());
+        h.u64(v.ty as u64);
+        h.bytes(v.raw);
+    }
+    for t in tensors {
+        h.bytes(t.info.name.as_bytes());
+        h.u64(t.info.ty.id() as u64);
+        t.info.dims.iter().for_each(|&d| h.u64(d));
+        for p in &t.pieces {
+            [p.parent as u64, p.shard as u64, p.src_offset, p.len]
+                .into_iter()
+                .for_each(|v| h.u64(v));
+        }
+    }
+    h.u64(split.max_bytes.unwrap_or(0));
+    h.u64(split.max_tensors.unwrap_or(0) as u64);
+    for p in parents {
+        p.model.shards().iter().for_each(|s| h.u64(s.file_len));
+    }
+    format!("{:032x}", h.0)
+}
+
 /// The key/values of output shard `i` of `count`: all metadata and the split keys on the
-/// first shard, only the split keys on the others (llama-gguf-split's layout).
+/// first shard, only the split keys on the others (llama-gguf-split's layout); and in every
+/// shard the set identity, so a reader can refuse shards of different runs.
 pub fn shard_kvs<'a>(
     kvs: &'a [(String, PlanValue<'a>)],
+    set_id: &str,
     i: usize,
     count: usize,
     total_tensors: usize,
@@ -798,6 +860,10 @@ pub fn shard_kvs<'a>(
             KEY_SPLIT_TENSORS_COUNT.into(),
             PlanValue::Owned(OwnedValue::i32(total_tensors as i32)),
         ));
+        out.push((
+            KEY_SET_ID.into(),
+            PlanValue::Owned(OwnedValue::string(set_id)),
+        ));
     }
     out
 }
@@ -807,6 +873,7 @@ pub fn shard_kvs<'a>(
 fn assign_shards(
     tensors: &mut [PlannedTensor],
     kvs: &[(String, PlanValue<'_>)],
+    set_id: &str,
     output: &Path,
     split: SplitOptions,
 ) -> Result<Vec<OutShard>, PlanError> {
@@ -841,7 +908,7 @@ fn assign_shards(
     let mut shards = Vec::with_capacity(count);
     for i in 0..count {
         let range = bounds[i]..bounds[i + 1];
-        let shard_kv = shard_kvs(kvs, i, count, tensors.len());
+        let shard_kv = shard_kvs(kvs, set_id, i, count, tensors.len());
         let kv_refs = shard_kv.iter().map(|(k, v)| (k.as_str(), v.as_ref()));
         let alignment = declared_alignment(kv_refs.clone());
         let mut infos: Vec<TensorInfo> = tensors[range.clone()]

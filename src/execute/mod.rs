@@ -1,9 +1,16 @@
-//! Executes a plan: writes each output shard to a temporary file beside its target, copies the
-//! planned byte ranges kernel-side, fsyncs, and renames into place only when every shard is
-//! complete. It decides nothing: what goes where is the plan's.
+//! Executes a plan: checks the output side, writes each output shard to a hidden temporary
+//! file beside its target, copies the planned byte ranges kernel-side, fsyncs, checks the
+//! parents did not change, and publishes the set only when every shard is complete. It
+//! decides nothing: what goes where is the plan's.
+//!
+//! - [`outputs`]: the output directory, existing files, leftovers of interrupted runs;
+//! - [`identity`]: parents must stay the files that were planned from;
+//! - [`publish`]: the renames into place, in an order that never shows a mixed set, and
+//!   their rollback;
+//! - [`hooks`]: fault injection for tests.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,12 +18,32 @@ use crate::gguf::FileIdentity;
 use crate::gguf::write::{DataWriter, encode_header};
 use crate::plan::{Plan, shard_kvs};
 
+pub mod hooks;
+pub mod identity;
+mod outputs;
+mod publish;
+
+use hooks::{Hooks, Step};
+use outputs::{non_regular, parent_dir};
+
+/// Why writing a plan failed. Nothing is left at the output path in any case (see
+/// [`ExecError::RollbackFailed`] for the one exception, which says where the files are).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("output {output} is the input file {input}; parents are never written to")]
     OutputIsInput { output: PathBuf, input: PathBuf },
     #[error("{path} exists; pass --force to replace it")]
     OutputExists { path: PathBuf },
+    #[error("{path} is a {found}, not a regular file; it is never replaced, even with --force")]
+    NotRegularFile { path: PathBuf, found: &'static str },
+    #[error("the output directory {dir} does not exist; create it first")]
+    OutputDirMissing { dir: PathBuf },
+    #[error("cannot create files in the output directory {dir}: {source}")]
+    OutputDirNotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "not enough free space in {dir}: the output needs {needed} bytes, {available} are available"
     )]
@@ -32,11 +59,22 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} changed since its header was read (was {expected}, now {found})")]
+    /// An error of the copy system call that either side may have caused.
+    #[error("copying from {from} to {to}: {source}")]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parent '{parent}' ({path}) changed {when}: {}; nothing was written", identity::describe_change(.expected, .found))]
     ParentChanged {
+        parent: String,
         path: PathBuf,
-        expected: String,
-        found: String,
+        /// [`identity::SINCE_PLANNING`] or [`identity::WHILE_COPIED`].
+        when: &'static str,
+        expected: FileIdentity,
+        found: FileIdentity,
     },
     #[error("interrupted; no output was written")]
     Interrupted,
@@ -46,6 +84,17 @@ pub enum ExecError {
         what: &'static str,
         expected: u64,
         found: u64,
+    },
+    #[error(
+        "{cause}; putting the previous {path} back failed too: {source}; the previous files are kept as {}", .kept.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    RollbackFailed {
+        cause: Box<ExecError>,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        /// Backups not renamed back, the first shard's last.
+        kept: Vec<PathBuf>,
     },
 }
 
@@ -60,7 +109,9 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -
 /// Bytes copied per call, between checks for Ctrl-C and progress updates.
 const COPY_CHUNK: u64 = 64 << 20;
 
+/// How to run a plan.
 pub struct ExecOptions<'a> {
+    /// Replace existing output files (never inputs, and only regular files).
     pub force: bool,
     /// Set from a signal handler; checked between chunks.
     pub cancel: &'a AtomicBool,
@@ -71,26 +122,40 @@ pub struct ExecOptions<'a> {
 /// What a run wrote.
 #[derive(Debug)]
 pub struct Written {
+    /// The output files, first shard first.
     pub files: Vec<PathBuf>,
+    /// Their total size.
     pub bytes: u64,
+    /// Files an interrupted earlier run into the same output had left, removed by this run.
+    pub removed: Vec<PathBuf>,
 }
 
-fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    a.dev() == b.dev() && a.ino() == b.ino()
-}
-
-/// Refuse outputs that are inputs (by device and inode, so links count) and existing outputs
-/// without `force`.
+/// Check everything about the output before a byte is copied: the directory exists and is
+/// writable; no output is an input (by device and inode, so links count), a directory, a
+/// device, a FIFO, a socket or a symbolic link; an existing output needs `force` (unless it
+/// is a leftover of an interrupted run); and the free space suffices. `--dry-run` reports
+/// the same problems.
 pub fn check_outputs(plan: &Plan, force: bool) -> Result<(), ExecError> {
+    survey(plan, force).map(|_| ())
+}
+
+/// [`check_outputs`], returning the leftovers of interrupted runs that may be removed.
+fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
+    let dir = parent_dir(&plan.shards[0].path);
+    outputs::check_dir(dir)?;
+    let leftovers = outputs::leftovers(plan, dir)?;
     for shard in &plan.shards {
-        let Ok(out_meta) = std::fs::metadata(&shard.path) else {
-            continue;
+        let meta = match std::fs::symlink_metadata(&shard.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&shard.path, "stat")(e)),
         };
-        for parent in plan.parents {
-            for input in parent.model.shards() {
+        // Through symbolic links: a link to a parent is that parent.
+        if let Ok(target) = std::fs::metadata(&shard.path) {
+            for input in plan.parents.iter().flat_map(|p| p.model.shards()) {
                 let in_meta =
                     std::fs::metadata(&input.path).map_err(io_err(&input.path, "stat"))?;
-                if same_file(&out_meta, &in_meta) {
+                if target.dev() == in_meta.dev() && target.ino() == in_meta.ino() {
                     return Err(ExecError::OutputIsInput {
                         output: shard.path.clone(),
                         input: input.path.clone(),
@@ -98,20 +163,31 @@ pub fn check_outputs(plan: &Plan, force: bool) -> Result<(), ExecError> {
                 }
             }
         }
-        if !force {
+        if let Some(found) = non_regular(meta.file_type()) {
+            return Err(ExecError::NotRegularFile {
+                path: shard.path.clone(),
+                found,
+            });
+        }
+        let is_leftover = leftovers
+            .iter()
+            .any(|l| l.file_name() == shard.path.file_name());
+        if !force && !is_leftover {
             return Err(ExecError::OutputExists {
                 path: shard.path.clone(),
             });
         }
     }
-    Ok(())
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    let needed = plan.output_bytes();
+    let available = available_space(dir).map_err(io_err(dir, "statvfs"))?;
+    if available < needed {
+        return Err(ExecError::NotEnoughSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        });
     }
+    Ok(leftovers)
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `dir`.
@@ -133,133 +209,177 @@ pub fn available_space(dir: &Path) -> std::io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
-    check_outputs(plan, opts.force)?;
-    let dir = parent_dir(&plan.shards[0].path);
-    let needed = plan.output_bytes();
-    let available = available_space(dir).map_err(io_err(dir, "statvfs"))?;
-    if available < needed {
-        return Err(ExecError::NotEnoughSpace {
-            dir: dir.to_path_buf(),
-            needed,
-            available,
+/// Make a write past the file-size limit (`ulimit -f`) fail with EFBIG, reported and
+/// cleaned up like any other write error, instead of killing the process with SIGXFSZ,
+/// which would leave a temporary file and no message. Process-wide; call it once before
+/// [`execute`].
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code, so there
+    // is nothing that could run at an unsafe moment; SIGXFSZ is sent only for writes past
+    // RLIMIT_FSIZE, which then fail with EFBIG instead.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// Errors of a write to the output that the copy call reports: the output's, not the
+/// parent's (a full disk, the file-size limit, a quota).
+fn is_write_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+    )
+}
+
+/// Create the hidden temporary file of every shard up front, so a directory that refuses
+/// new files fails the run before any copy. Each is closed again: a shard's file is open
+/// only while it is written. A new file gets the mode the umask gives (0666 & !umask, as
+/// `cp` and llama.cpp's tools); a replaced file's mode is kept.
+fn create_temps(plan: &Plan) -> Result<Vec<tempfile::TempPath>, ExecError> {
+    let mut temps = Vec::with_capacity(plan.shards.len());
+    for shard in &plan.shards {
+        let dir = parent_dir(&shard.path);
+        let temp = tempfile::Builder::new()
+            .prefix(&outputs::temp_prefix(&shard.path))
+            .suffix(outputs::TEMP_SUFFIX)
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(|source| ExecError::OutputDirNotWritable {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        if let Ok(old) = std::fs::symlink_metadata(&shard.path)
+            && old.is_file()
+        {
+            temp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+                .map_err(io_err(temp.path(), "chmod"))?;
+        }
+        temps.push(temp.into_temp_path());
+    }
+    Ok(temps)
+}
+
+/// Write output shard `i` into its temporary file `temp` and fsync it.
+fn write_shard(
+    plan: &Plan,
+    i: usize,
+    temp: &Path,
+    sources: &[Vec<File>],
+    done: &mut u64,
+    opts: &ExecOptions,
+) -> Result<(), ExecError> {
+    let shard = &plan.shards[i];
+    let out = File::options()
+        .write(true)
+        .open(temp)
+        .map_err(io_err(temp, "open"))?;
+    let kvs = shard_kvs(
+        &plan.kvs,
+        &plan.set_id,
+        i,
+        plan.shards.len(),
+        plan.tensors.len(),
+    );
+    let kv_refs: Vec<_> = kvs.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+    let infos: Vec<_> = plan.tensors[shard.tensors.clone()]
+        .iter()
+        .map(|t| t.info.clone())
+        .collect();
+    let header = encode_header(&kv_refs, &infos, shard.alignment);
+    if header.len() as u64 != shard.header_len {
+        return Err(ExecError::SizeMismatch {
+            path: shard.path.clone(),
+            what: "header",
+            expected: shard.header_len,
+            found: header.len() as u64,
         });
     }
-
-    // Parents are opened read-only, and must still be the files that were planned from.
-    let mut sources: Vec<Vec<File>> = Vec::with_capacity(plan.parents.len());
-    for parent in plan.parents {
-        let mut files = Vec::new();
-        for shard in parent.model.shards() {
-            let f = File::open(&shard.path).map_err(io_err(&shard.path, "open"))?;
-            let now = FileIdentity::of(&f.metadata().map_err(io_err(&shard.path, "stat"))?);
-            if let Some(then) = shard.identity
-                && then != now
-            {
-                return Err(ExecError::ParentChanged {
-                    path: shard.path.clone(),
-                    expected: format!("{then:?}"),
-                    found: format!("{now:?}"),
-                });
+    // Errors of writes name the output the user asked for, not its hidden temporary name.
+    let write_err = io_err(&shard.path, "write");
+    std::io::Write::write_all(&mut &out, &header).map_err(write_err)?;
+    let mut w = DataWriter::new(&out, shard.alignment);
+    for t in &plan.tensors[shard.tensors.clone()] {
+        debug_assert_eq!(w.position(), t.info.offset);
+        for piece in &t.pieces {
+            let src = &sources[piece.parent][piece.shard];
+            let src_path = &plan.parents[piece.parent].model.shards()[piece.shard].path;
+            let mut copied = 0;
+            while copied < piece.len {
+                if opts.cancel.load(Ordering::Relaxed) {
+                    return Err(ExecError::Interrupted);
+                }
+                let n = (piece.len - copied).min(COPY_CHUNK);
+                w.copy_from(src, piece.src_offset + copied, n)
+                    .map_err(|e| match e.kind() {
+                        _ if is_write_error(&e) => io_err(&shard.path, "write")(e),
+                        std::io::ErrorKind::UnexpectedEof => io_err(src_path, "read")(e),
+                        _ => ExecError::Copy {
+                            from: src_path.clone(),
+                            to: shard.path.clone(),
+                            source: e,
+                        },
+                    })?;
+                copied += n;
+                *done += n;
+                (opts.progress)(*done);
             }
-            files.push(f);
         }
-        sources.push(files);
+        w.end_tensor().map_err(io_err(&shard.path, "write"))?;
+    }
+    if w.position() != shard.data_len {
+        return Err(ExecError::SizeMismatch {
+            path: shard.path.clone(),
+            what: "tensor data",
+            expected: shard.data_len,
+            found: w.position(),
+        });
+    }
+    out.sync_all().map_err(io_err(&shard.path, "fsync"))
+}
+
+/// Write the plan's output files. On success every shard is in place; on any error nothing
+/// of this run is left at the output paths and files replaced with `force` are back.
+pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
+    let hooks = Hooks::from_env();
+    let leftovers = survey(plan, opts.force)?;
+    // Parents are opened read-only, and must still be the files that were planned from.
+    let sources = identity::open_parents(plan)?;
+
+    let mut removed = Vec::new();
+    for path in leftovers {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, "remove a leftover of an interrupted run")(e)),
+        }
     }
 
-    let total = plan.tensors.len();
+    let temps = create_temps(plan)?;
     let mut done = 0u64;
-    let mut temps = Vec::with_capacity(plan.shards.len());
-    for (i, shard) in plan.shards.iter().enumerate() {
-        let dir = parent_dir(&shard.path);
-        let name = shard
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(io_err(dir, "create temporary file"))?;
-        let out = temp.as_file();
-        let kvs = shard_kvs(&plan.kvs, i, plan.shards.len(), total);
-        let kv_refs: Vec<_> = kvs.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
-        let infos: Vec<_> = plan.tensors[shard.tensors.clone()]
-            .iter()
-            .map(|t| t.info.clone())
-            .collect();
-        let header = encode_header(&kv_refs, &infos, shard.alignment);
-        if header.len() as u64 != shard.header_len {
-            return Err(ExecError::SizeMismatch {
-                path: shard.path.clone(),
-                what: "header",
-                expected: shard.header_len,
-                found: header.len() as u64,
-            });
-        }
-        let mut w = DataWriter::new(out, shard.alignment);
-        std::io::Write::write_all(&mut &*out, &header).map_err(io_err(temp.path(), "write"))?;
-        for t in &plan.tensors[shard.tensors.clone()] {
-            debug_assert_eq!(w.position(), t.info.offset);
-            for piece in &t.pieces {
-                let src = &sources[piece.parent][piece.shard];
-                let src_path = &plan.parents[piece.parent].model.shards()[piece.shard].path;
-                let mut copied = 0;
-                while copied < piece.len {
-                    if opts.cancel.load(Ordering::Relaxed) {
-                        return Err(ExecError::Interrupted);
-                    }
-                    let n = (piece.len - copied).min(COPY_CHUNK);
-                    w.copy_from(src, piece.src_offset + copied, n)
-                        .map_err(|e| ExecError::Io {
-                            path: src_path.clone(),
-                            op: "copy",
-                            source: e,
-                        })?;
-                    copied += n;
-                    done += n;
-                    (opts.progress)(done);
-                }
-            }
-            w.end_tensor().map_err(io_err(temp.path(), "write"))?;
-        }
-        if w.position() != shard.data_len {
-            return Err(ExecError::SizeMismatch {
-                path: shard.path.clone(),
-                what: "tensor data",
-                expected: shard.data_len,
-                found: w.position(),
-            });
-        }
-        out.sync_all().map_err(io_err(temp.path(), "fsync"))?;
-        temps.push(temp);
+    for (i, temp) in temps.iter().enumerate() {
+        hooks.step(Step::Shard).map_err(io_err(temp, "write"))?;
+        write_shard(plan, i, temp, &sources, &mut done, opts)?;
     }
     if opts.cancel.load(Ordering::Relaxed) {
         return Err(ExecError::Interrupted);
     }
+    // A parent rewritten in place while it was read gives a child that matches neither
+    // version; it must not be published.
+    identity::recheck(plan, &sources)?;
 
-    // Every shard is complete and on disk: now put them in place.
-    let mut files = Vec::with_capacity(temps.len());
-    for (temp, shard) in temps.into_iter().zip(&plan.shards) {
-        if let Err(e) = temp.persist(&shard.path) {
-            for f in &files {
-                let _ = std::fs::remove_file(f);
-            }
-            return Err(ExecError::Io {
-                path: shard.path.clone(),
-                op: "rename into place",
-                source: e.error,
-            });
-        }
-        files.push(shard.path.clone());
-    }
-    if let Ok(d) = File::open(dir) {
-        // Make the renames durable; a failure here loses nothing already written.
-        let _ = d.sync_all();
-    }
+    let staged = temps
+        .into_iter()
+        .zip(&plan.shards)
+        .map(|(temp, shard)| publish::Staged {
+            temp,
+            path: shard.path.clone(),
+        })
+        .collect();
+    publish::publish(staged, parent_dir(&plan.shards[0].path), opts.force, &hooks)?;
     Ok(Written {
-        files,
+        files: plan.shards.iter().map(|s| s.path.clone()).collect(),
         bytes: plan.output_bytes(),
+        removed,
     })
 }
