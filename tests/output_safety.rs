@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use common::*;
 use gguf_splice::execute::{self, ExecError, ExecOptions, identity};
 use gguf_splice::ggml_type::GgmlType;
-use gguf_splice::gguf::Model;
+use gguf_splice::gguf::{GgufFile, Model};
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::GgufBuilder;
@@ -49,8 +49,21 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// File contents, shown by length and hash when an assertion fails.
+#[derive(Clone, PartialEq, Eq)]
+struct Bytes(Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.0.hash(&mut h);
+        write!(f, "{} bytes, hash {:016x}", self.0.len(), h.finish())
+    }
+}
+
 /// Every file in `dir` (not in subdirectories), by name, with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+fn snapshot(dir: &Path) -> BTreeMap<String, Bytes> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
@@ -58,7 +71,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .map(|e| {
             (
                 e.file_name().into_string().unwrap(),
-                std::fs::read(e.path()).unwrap(),
+                Bytes(std::fs::read(e.path()).unwrap()),
             )
         })
         .collect()
@@ -142,7 +155,7 @@ impl Setup {
     }
 
     /// The old child at `out/`, and the new one built in `ref/` to compare with.
-    fn old_and_new(&self) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
+    fn old_and_new(&self) -> (BTreeMap<String, Bytes>, BTreeMap<String, Bytes>) {
         let o = run(&strs(&self.old_args()));
         assert!(o.status.success(), "{}", stderr(&o));
         let reference = self.dir.path().join("ref");
@@ -156,15 +169,32 @@ impl Setup {
             new.keys().collect::<Vec<_>>()
         );
         assert_ne!(old, new);
+        // Every shard names its set, and the sets differ.
+        let ids = |dir: &Path| -> Vec<String> {
+            (1..=3)
+                .map(|n| {
+                    let f = GgufFile::open(&dir.join(format!("child-0000{n}-of-00003.gguf")));
+                    let f = f.unwrap();
+                    f.get("splice.set_id")
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        let (a, b) = (ids(&self.out), ids(&reference));
+        assert!(a.iter().all(|i| *i == a[0]) && b.iter().all(|i| *i == b[0]));
+        assert_ne!(a[0], b[0]);
         (old, new)
     }
 
     /// Put exactly `files` into `out/`.
-    fn reset_out(&self, files: &BTreeMap<String, Vec<u8>>) {
+    fn reset_out(&self, files: &BTreeMap<String, Bytes>) {
         std::fs::remove_dir_all(&self.out).unwrap();
         std::fs::create_dir(&self.out).unwrap();
         for (n, b) in files {
-            std::fs::write(self.out.join(n), b).unwrap();
+            std::fs::write(self.out.join(n), &b.0).unwrap();
         }
     }
 }
@@ -256,7 +286,7 @@ fn a_kill_during_publishing_never_shows_a_mixed_set() {
         }
         kills += 1;
         assert_eq!(o.status.signal(), Some(9), "rename {k}: {}", stderr(&o));
-        let visible: BTreeMap<String, Vec<u8>> = snapshot(&s.out)
+        let visible: BTreeMap<String, Bytes> = snapshot(&s.out)
             .into_iter()
             .filter(|(n, _)| !n.starts_with('.'))
             .collect();
@@ -312,19 +342,19 @@ fn only_leftovers_of_this_output_are_removed() {
     let foreign = s.out.join("child-00002-of-00005.gguf");
     std::fs::write(&foreign, parent(1, GgmlType::Q3_K).build()).unwrap();
     let other = s.out.join("childx-00002-of-00003.gguf");
-    std::fs::write(&other, &new["child-00002-of-00003.gguf"]).unwrap();
+    std::fs::write(&other, &new["child-00002-of-00003.gguf"].0).unwrap();
     let live = s.out.join(format!(
         ".child-00002-of-00003.gguf.{}.abcdef.partial",
         std::process::id()
     ));
     std::fs::write(&live, b"x").unwrap();
     let ours = s.out.join("child-00002-of-00003.gguf");
-    std::fs::write(&ours, &new["child-00002-of-00003.gguf"]).unwrap();
+    std::fs::write(&ours, &new["child-00002-of-00003.gguf"].0).unwrap();
     let o = run(&strs(&s.new_args(&s.out, false)));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(foreign.exists() && other.exists() && live.exists());
     assert_eq!(
-        std::fs::read(&ours).unwrap(),
+        Bytes(std::fs::read(&ours).unwrap()),
         new["child-00002-of-00003.gguf"]
     );
     // A file that is not a GGUF at a shard path of the new set is not a leftover.

@@ -3,7 +3,9 @@
 //!
 //! Shard sets follow llama.cpp's rules: names `PREFIX-%05d-of-%05d.gguf`, metadata read from
 //! the first shard, `split.no` checked in each, names unique across shards, and the total
-//! checked against `split.tensors.count`.
+//! checked against `split.tensors.count`. Shards that carry gguf-splice's set identity
+//! (`splice.set_id`) must all carry the same one. (A shard without it is not refused: a child
+//! merged and split again by llama-gguf-split keeps the key only in its first shard.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -109,14 +111,15 @@ impl Model {
                 expect_split_key(shard, KEY_SPLIT_NO, i as u64)?;
                 expect_split_key(shard, KEY_SPLIT_COUNT, count)?;
             }
-            let first_id = shards[0].get(KEY_SET_ID);
-            if let Some(other) = shards[1..].iter().find(|s| s.get(KEY_SET_ID) != first_id) {
-                let show = |v: Option<ValueRef>| v.map_or("none".into(), |v| v.summary(4));
+            let mut ids = shards.iter().filter_map(|s| Some((s, s.get(KEY_SET_ID)?)));
+            if let Some((first, first_id)) = ids.next()
+                && let Some((other, other_id)) = ids.find(|(_, id)| *id != first_id)
+            {
                 return Err(GgufError::MixedSet {
-                    first: shards[0].path.clone(),
-                    first_id: show(first_id),
+                    first: first.path.clone(),
+                    first_id: first_id.summary(4),
                     other: other.path.clone(),
-                    other_id: show(other.get(KEY_SET_ID)),
+                    other_id: other_id.summary(4),
                 });
             }
         }
@@ -328,12 +331,13 @@ mod tests {
             }
             r => panic!("{r:?}"),
         }
-        // A shard without an id next to one with an id is a mix too.
+        // Only shards that carry an id are compared: llama-gguf-split copies the key into
+        // the first shard only.
         write(2, None, "b");
-        assert!(matches!(
-            Model::open(&second),
-            Err(GgufError::MixedSet { .. })
-        ));
+        Model::open(&second).unwrap();
+        write(1, None, "a");
+        write(2, Some("bbbb"), "b");
+        Model::open(&second).unwrap();
     }
 
     #[test]
