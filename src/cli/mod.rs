@@ -326,6 +326,7 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         }
     }
 
+    execute::ignore_file_size_signal();
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = Arc::clone(&cancel);
@@ -358,6 +359,12 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     )?;
     bar.finish_and_clear();
     if !args.quiet {
+        for f in &written.removed {
+            eprintln!(
+                "gguf-splice: removed {}, left by an interrupted run",
+                f.display()
+            );
+        }
         let secs = started.elapsed().as_secs_f64();
         let names: Vec<String> = written
             .files

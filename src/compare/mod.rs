@@ -123,6 +123,7 @@ impl ModelSummary {
         }
     }
 }
+/// Keys that say how a model is sharded (and which run wrote the shards), not what it is.
 pub(crate) fn is_split_key(key: &str) -> bool {
-    key.starts_with("split.")
+    key.starts_with("split.") || key == crate::gguf::model::KEY_SET_ID
 }

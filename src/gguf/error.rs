@@ -187,6 +187,16 @@ pub enum GgufError {
         found: String,
     },
 
+    #[error(
+        "{other} and {first} are shards of different runs (splice.set_id {other_id} and {first_id}); use a set written by one run"
+    )]
+    MixedSet {
+        first: PathBuf,
+        first_id: String,
+        other: PathBuf,
+        other_id: String,
+    },
+
     #[error("tensor '{name}' is in two shards: {first} and {second}")]
     DuplicateTensorAcrossShards {
         name: String,

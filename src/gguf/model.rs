@@ -3,7 +3,9 @@
 //!
 //! Shard sets follow llama.cpp's rules: names `PREFIX-%05d-of-%05d.gguf`, metadata read from
 //! the first shard, `split.no` checked in each, names unique across shards, and the total
-//! checked against `split.tensors.count`.
+//! checked against `split.tensors.count`. Shards that carry gguf-splice's set identity
+//! (`splice.set_id`) must all carry the same one. (A shard without it is not refused: a child
+//! merged and split again by llama-gguf-split keeps the key only in its first shard.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,9 @@ use super::value::ValueRef;
 pub const KEY_SPLIT_NO: &str = "split.no";
 pub const KEY_SPLIT_COUNT: &str = "split.count";
 pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
+/// Written by gguf-splice into every shard of a sharded output: shards of one run carry the
+/// same value, so a set mixed from two runs is refused instead of read as one model.
+pub const KEY_SET_ID: &str = "splice.set_id";
 
 /// `PREFIX-00003-of-00005.gguf` -> (`PREFIX`, 3, 5).
 pub fn parse_shard_name(path: &Path) -> Option<(String, u64, u64)> {
@@ -105,6 +110,17 @@ impl Model {
             for (i, shard) in shards.iter().enumerate() {
                 expect_split_key(shard, KEY_SPLIT_NO, i as u64)?;
                 expect_split_key(shard, KEY_SPLIT_COUNT, count)?;
+            }
+            let mut ids = shards.iter().filter_map(|s| Some((s, s.get(KEY_SET_ID)?)));
+            if let Some((first, first_id)) = ids.next()
+                && let Some((other, other_id)) = ids.find(|(_, id)| *id != first_id)
+            {
+                return Err(GgufError::MixedSet {
+                    first: first.path.clone(),
+                    first_id: first_id.summary(4),
+                    other: other.path.clone(),
+                    other_id: other_id.summary(4),
+                });
             }
         }
         let mut order: Vec<(usize, usize)> = Vec::new();
@@ -282,6 +298,46 @@ mod tests {
         assert!(
             matches!(Model::open(&first), Err(GgufError::ShardMismatch { what, .. }) if what == KEY_SPLIT_TENSORS_COUNT)
         );
+    }
+
+    #[test]
+    fn shards_of_different_runs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |no: u64, id: Option<&str>, name: &str| {
+            let mut b = GgufBuilder::new()
+                .kv_u16(KEY_SPLIT_NO, no as u16 - 1)
+                .kv_u16(KEY_SPLIT_COUNT, 2)
+                .kv_i32(KEY_SPLIT_TENSORS_COUNT, 2);
+            if let Some(id) = id {
+                b = b.kv_str(KEY_SET_ID, id);
+            }
+            let p = shard_path(dir.path().join("m").to_str().unwrap(), no, 2);
+            std::fs::write(&p, b.tensor(name, &[4], GgmlType::F32, 1).build()).unwrap();
+            p
+        };
+        let first = write(1, Some("aaaa"), "a");
+        let second = write(2, Some("aaaa"), "b");
+        Model::open(&first).unwrap();
+        write(2, Some("bbbb"), "b");
+        match Model::open(&first) {
+            Err(GgufError::MixedSet {
+                first: f,
+                first_id,
+                other,
+                other_id,
+            }) => {
+                assert_eq!((f, other), (first.clone(), second.clone()));
+                assert!(first_id.contains("aaaa") && other_id.contains("bbbb"));
+            }
+            r => panic!("{r:?}"),
+        }
+        // Only shards that carry an id are compared: llama-gguf-split copies the key into
+        // the first shard only.
+        write(2, None, "b");
+        Model::open(&second).unwrap();
+        write(1, None, "a");
+        write(2, Some("bbbb"), "b");
+        Model::open(&second).unwrap();
     }
 
     #[test]

@@ -55,20 +55,26 @@ pub struct GgufFile {
     /// Absolute offset of the data section.
     pub data_offset: u64,
     pub file_len: u64,
-    /// Device, inode, size and modification time when the header was read from disk, so a
-    /// writer can tell that the file it copies from is still the same one.
+    /// Device, inode, size, modification and status-change times when the header was read
+    /// from disk, so a writer can tell that the file it copies from is still the same one.
     pub identity: Option<FileIdentity>,
 }
 
+/// What tells a file apart from a rewritten or replaced one, as `fstat` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
     pub len: u64,
+    /// Modification time (seconds, nanoseconds); users can set it back (`touch -d`).
     pub mtime: (i64, i64),
+    /// Status-change time (seconds, nanoseconds): the kernel sets it on every write and
+    /// attribute change, and no system call lets a user set it.
+    pub ctime: (i64, i64),
 }
 
 impl FileIdentity {
+    /// The identity of a file from its metadata.
     pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
         use std::os::unix::fs::MetadataExt;
         FileIdentity {
@@ -76,6 +82,7 @@ impl FileIdentity {
             ino: meta.ino(),
             len: meta.len(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! the parents recorded as `general.base_model.*`, and the recipe itself in `splice.recipe`.
 //! Also the split keys each output shard carries.
 
-use super::{KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue};
-use crate::gguf::model::{KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
+use super::{
+    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, SplitOptions,
+};
+use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
 use crate::gguf::{OwnedValue, ValueType};
 use crate::recipe::{ChatTemplate, Recipe};
 
@@ -36,7 +38,11 @@ pub(super) fn plan_metadata<'p>(
     let mut kvs: Vec<(String, PlanValue<'p>)> = first
         .kvs()
         .iter()
-        .filter(|kv| !kv.key.starts_with("split.") && !kv.key.starts_with("general.base_model."))
+        .filter(|kv| {
+            !kv.key.starts_with("split.")
+                && kv.key != KEY_SET_ID
+                && !kv.key.starts_with("general.base_model.")
+        })
         .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
         .collect();
 
@@ -149,10 +155,61 @@ fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
     out
 }
 
+/// A hash (FNV-1a, 128 bits) of everything that decides the output bytes: metadata, tensors
+/// and where each byte range comes from, the split options, and the parents' file sizes.
+/// Deterministic, so the same parents and recipe still give the same bytes.
+pub(super) fn set_id(
+    parents: &[Parent],
+    kvs: &[(String, PlanValue<'_>)],
+    tensors: &[PlannedTensor],
+    split: SplitOptions,
+) -> String {
+    struct Fnv(u128);
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    impl Fnv {
+        fn bytes(&mut self, b: &[u8]) {
+            self.u64(b.len() as u64);
+            for &x in b {
+                self.0 = (self.0 ^ x as u128).wrapping_mul(PRIME);
+            }
+        }
+        fn u64(&mut self, v: u64) {
+            for &x in &v.to_le_bytes() {
+                self.0 = (self.0 ^ x as u128).wrapping_mul(PRIME);
+            }
+        }
+    }
+    let mut h = Fnv(0x6c62272e07bb014262b821756295c58d);
+    for (k, v) in kvs {
+        let v = v.as_ref();
+        h.bytes(k.as_bytes());
+        h.u64(v.ty as u64);
+        h.bytes(v.raw);
+    }
+    for t in tensors {
+        h.bytes(t.info.name.as_bytes());
+        h.u64(t.info.ty.id() as u64);
+        t.info.dims.iter().for_each(|&d| h.u64(d));
+        for p in &t.pieces {
+            [p.parent as u64, p.shard as u64, p.src_offset, p.len]
+                .into_iter()
+                .for_each(|v| h.u64(v));
+        }
+    }
+    h.u64(split.max_bytes.unwrap_or(0));
+    h.u64(split.max_tensors.unwrap_or(0) as u64);
+    for p in parents {
+        p.model.shards().iter().for_each(|s| h.u64(s.file_len));
+    }
+    format!("{:032x}", h.0)
+}
+
 /// The key/values of output shard `i` of `count`: all metadata and the split keys on the
-/// first shard, only the split keys on the others (llama-gguf-split's layout).
+/// first shard, only the split keys on the others (llama-gguf-split's layout); and in every
+/// shard the set identity, so a reader can refuse shards of different runs.
 pub fn shard_kvs<'a>(
     kvs: &'a [(String, PlanValue<'a>)],
+    set_id: &str,
     i: usize,
     count: usize,
     total_tensors: usize,
@@ -170,6 +227,10 @@ pub fn shard_kvs<'a>(
         out.push((
             KEY_SPLIT_TENSORS_COUNT.into(),
             PlanValue::Owned(OwnedValue::i32(total_tensors as i32)),
+        ));
+        out.push((
+            KEY_SET_ID.into(),
+            PlanValue::Owned(OwnedValue::string(set_id)),
         ));
     }
     out

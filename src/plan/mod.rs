@@ -283,6 +283,10 @@ pub struct Plan<'p> {
     pub tensors: Vec<PlannedTensor>,
     /// The output files.
     pub shards: Vec<OutShard>,
+    /// The set identity written as `splice.set_id` into every shard of a sharded output: a
+    /// hash of everything the plan says, so the same plan gives the same bytes and shards
+    /// of different plans never pass as one set.
+    pub set_id: String,
     /// Each rule and what it matched.
     pub rules: Vec<RuleReport>,
     /// Things the user should know that do not stop the run.
@@ -504,13 +508,15 @@ pub fn build<'p>(
     }
 
     let kvs = metadata::plan_metadata(parents, base, recipe, &mut warnings)?;
-    let shards = shards::assign_shards(&mut tensors, &kvs, output, split)?;
+    let set_id = metadata::set_id(parents, &kvs, &tensors, split);
+    let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
     Ok(Plan {
         parents,
         base,
         kvs,
         tensors,
         shards,
+        set_id,
         rules,
         warnings,
     })

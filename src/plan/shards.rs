@@ -18,6 +18,7 @@ pub const MAX_SHARDS: usize = u16::MAX as usize;
 pub(super) fn assign_shards(
     tensors: &mut [PlannedTensor],
     kvs: &[(String, PlanValue<'_>)],
+    set_id: &str,
     output: &Path,
     split: SplitOptions,
 ) -> Result<Vec<OutShard>, PlanError> {
@@ -56,7 +57,7 @@ pub(super) fn assign_shards(
     let mut shards = Vec::with_capacity(count);
     for i in 0..count {
         let range = bounds[i]..bounds[i + 1];
-        let shard_kv = shard_kvs(kvs, i, count, tensors.len());
+        let shard_kv = shard_kvs(kvs, set_id, i, count, tensors.len());
         let kv_refs = shard_kv.iter().map(|(k, v)| (k.as_str(), v.as_ref()));
         let alignment = declared_alignment(kv_refs.clone());
         let mut infos: Vec<TensorInfo> = tensors[range.clone()]

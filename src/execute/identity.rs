@@ -1,0 +1,131 @@
+//! Parent identity: every parent file must be the one the plan was made from when it is
+//! opened for copying, and still be unchanged after its last byte is copied. A file is
+//! compared by device, inode, size, modification time and status-change time (`fstat` of the
+//! open file, so a file renamed over the parent's path later does not matter: the copy reads
+//! the file that was opened).
+
+use std::fs::File;
+
+use super::{ExecError, io_err};
+use crate::gguf::FileIdentity;
+use crate::plan::Plan;
+
+/// When a parent was found changed.
+pub const SINCE_PLANNING: &str = "since planning";
+/// When a parent was found changed.
+pub const WHILE_COPIED: &str = "while it was copied";
+
+/// Open every shard of every parent read-only, checking each is still the planned file.
+pub(super) fn open_parents(plan: &Plan) -> Result<Vec<Vec<File>>, ExecError> {
+    let mut sources = Vec::with_capacity(plan.parents.len());
+    for (p, parent) in plan.parents.iter().enumerate() {
+        let mut files = Vec::new();
+        for (s, shard) in parent.model.shards().iter().enumerate() {
+            let f = File::open(&shard.path).map_err(io_err(&shard.path, "open"))?;
+            check(plan, p, s, &f, SINCE_PLANNING)?;
+            files.push(f);
+        }
+        sources.push(files);
+    }
+    Ok(sources)
+}
+
+/// Check again, after the copy, that no parent changed while it was read.
+pub(super) fn recheck(plan: &Plan, sources: &[Vec<File>]) -> Result<(), ExecError> {
+    for (p, files) in sources.iter().enumerate() {
+        for (s, f) in files.iter().enumerate() {
+            check(plan, p, s, f, WHILE_COPIED)?;
+        }
+    }
+    Ok(())
+}
+
+fn check(
+    plan: &Plan,
+    parent: usize,
+    shard: usize,
+    f: &File,
+    when: &'static str,
+) -> Result<(), ExecError> {
+    let p = &plan.parents[parent];
+    let sh = &p.model.shards()[shard];
+    let now = FileIdentity::of(&f.metadata().map_err(io_err(&sh.path, "stat"))?);
+    match sh.identity {
+        Some(then) if then != now => Err(ExecError::ParentChanged {
+            parent: p.name.clone(),
+            path: sh.path.clone(),
+            when,
+            expected: then,
+            found: now,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What differs between two identities of a file, in words: "size 123 -> 456, modified
+/// time changed".
+pub fn describe_change(expected: &FileIdentity, found: &FileIdentity) -> String {
+    let mut parts = Vec::new();
+    if (expected.dev, expected.ino) != (found.dev, found.ino) {
+        parts.push(format!(
+            "replaced by another file (inode {} -> {})",
+            expected.ino, found.ino
+        ));
+    }
+    if expected.len != found.len {
+        parts.push(format!("size {} -> {}", expected.len, found.len));
+    }
+    if expected.mtime != found.mtime {
+        parts.push("modified time changed".to_string());
+    }
+    if expected.ctime != found.ctime && expected.mtime == found.mtime {
+        parts.push(
+            "status-change time changed (rewritten with its modified time restored, or its permissions, owner or links changed)"
+                .to_string(),
+        );
+    }
+    if parts.is_empty() {
+        parts.push("its identity changed".to_string());
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> FileIdentity {
+        FileIdentity {
+            dev: 1,
+            ino: 2,
+            len: 123,
+            mtime: (10, 0),
+            ctime: (10, 0),
+        }
+    }
+
+    #[test]
+    fn changes_are_said_in_words() {
+        let a = id();
+        let b = FileIdentity {
+            len: 456,
+            mtime: (11, 0),
+            ctime: (11, 0),
+            ..a
+        };
+        assert_eq!(
+            describe_change(&a, &b),
+            "size 123 -> 456, modified time changed"
+        );
+        let c = FileIdentity {
+            ctime: (12, 5),
+            ..a
+        };
+        assert!(describe_change(&a, &c).starts_with("status-change time changed"));
+        let d = FileIdentity { ino: 3, ..a };
+        assert_eq!(
+            describe_change(&a, &d),
+            "replaced by another file (inode 2 -> 3)"
+        );
+    }
+}

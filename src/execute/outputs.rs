@@ -1,0 +1,209 @@
+//! The output side before anything is written: the directory, what already exists at the
+//! output paths, the files an interrupted run left there (which the next run removes), the
+//! hidden names of temporary and backup files, and the mode a new file gets.
+//!
+//! Hidden names carry the writer's process id (`.NAME.PID.XXXXXX.partial`,
+//! `.NAME.PID.backup`), so a later run removes only those of processes that are gone.
+
+use std::fs::{FileType, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::{ExecError, io_err};
+use crate::gguf::GgufFile;
+use crate::gguf::model::{KEY_SET_ID, parse_shard_name};
+use crate::plan::Plan;
+
+/// The directory a path is in (`.` for a bare file name).
+pub(super) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The start of the hidden temporary file name for `path` (tempfile adds random characters
+/// and the `.partial` suffix).
+pub(super) fn temp_prefix(path: &Path) -> String {
+    format!(".{}.{}.", file_name(path), std::process::id())
+}
+
+/// The suffix of temporary files.
+pub(super) const TEMP_SUFFIX: &str = ".partial";
+const BACKUP_SUFFIX: &str = ".backup";
+
+/// Where the file at `path` is kept while a new one replaces it.
+pub(super) fn backup_path(path: &Path) -> PathBuf {
+    parent_dir(path).join(format!(
+        ".{}.{}{BACKUP_SUFFIX}",
+        file_name(path),
+        std::process::id()
+    ))
+}
+
+/// What a directory entry is, in words, when it is not a regular file.
+pub(super) fn non_regular(ft: FileType) -> Option<&'static str> {
+    Some(if ft.is_file() {
+        return None;
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symbolic link"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    })
+}
+
+/// The output directory must exist, be a directory, and be writable.
+pub(super) fn check_dir(dir: &Path) -> Result<(), ExecError> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ExecError::OutputDirMissing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(io_err(dir, "output directory")(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(io_err(dir, "output directory")(
+                std::io::Error::from_raw_os_error(libc::ENOTDIR),
+            ));
+        }
+        Ok(_) => {}
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io_err(dir, "output directory")(std::io::Error::other(e)))?;
+    // SAFETY: c_dir is a valid NUL-terminated string; access only reads it.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(ExecError::OutputDirNotWritable {
+            dir: dir.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The prefix shard names of this output start with: `DIR/child` for `child.gguf` or
+/// `child-00001-of-00003.gguf`, as a file name.
+fn shard_prefix(plan: &Plan) -> String {
+    let name = file_name(&plan.shards[0].path);
+    match parse_shard_name(Path::new(&name)) {
+        Some((prefix, _, _)) if plan.shards.len() > 1 => prefix,
+        _ => name.strip_suffix(".gguf").unwrap_or(&name).to_string(),
+    }
+}
+
+fn is_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// `.TARGET.PID.XXXXXX.partial` or `.TARGET.PID.backup` -> (TARGET, PID).
+fn parse_hidden(name: &str) -> Option<(&str, i32)> {
+    let rest = name.strip_prefix('.')?;
+    let body = match rest.strip_suffix(BACKUP_SUFFIX) {
+        Some(b) => b,
+        None => rest.strip_suffix(TEMP_SUFFIX)?.rsplit_once('.')?.0,
+    };
+    let (target, pid) = body.rsplit_once('.')?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((target, pid.parse().ok()?))
+}
+
+/// Files an interrupted run into this output left in `dir`, which the next run removes
+/// without `--force`:
+/// - hidden temporary and backup files of this output's names, whose process is gone;
+/// - shards `PREFIX-NNNNN-of-MMMMM.gguf` of this output's prefix, written by gguf-splice
+///   (they carry `splice.set_id`), of a set whose first shard is missing: the part of a set
+///   a killed run left while it published or unpublished it, which no reader can open.
+///
+/// Never an input, a file of another name, or a set that has its first shard.
+pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecError> {
+    let prefix = shard_prefix(plan);
+    let out_names: Vec<String> = plan.shards.iter().map(|s| file_name(&s.path)).collect();
+    let ours = |target: &str| {
+        out_names.iter().any(|n| n == target)
+            || parse_shard_name(Path::new(target)).is_some_and(|(p, _, _)| p == prefix)
+    };
+    let mut found = Vec::new();
+    // (count, no, name) of shards of this prefix.
+    let mut shards: Vec<(u64, u64, String)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir, "read directory"))? {
+        let entry = entry.map_err(io_err(dir, "read directory"))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some((target, pid)) = parse_hidden(&name) {
+            if ours(target) && !is_alive(pid) && entry.file_type().is_ok_and(|t| t.is_file()) {
+                found.push(dir.join(&name));
+            }
+        } else if let Some((p, no, count)) = parse_shard_name(Path::new(&name))
+            && p == prefix
+        {
+            shards.push((count, no, name));
+        }
+    }
+    let inputs: Vec<Metadata> = plan
+        .parents
+        .iter()
+        .flat_map(|p| p.model.shards())
+        .filter_map(|s| std::fs::metadata(&s.path).ok())
+        .collect();
+    for (count, _, name) in &shards {
+        if shards.iter().any(|(c, no, _)| c == count && *no == 1) {
+            continue;
+        }
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let is_input = inputs
+            .iter()
+            .any(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+        if meta.is_file()
+            && !is_input
+            && GgufFile::open(&path).is_ok_and(|f| f.get(KEY_SET_ID).is_some())
+        {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_names_parse() {
+        assert_eq!(
+            parse_hidden(".c-00001-of-00002.gguf.123.aB3xYz.partial"),
+            Some(("c-00001-of-00002.gguf", 123))
+        );
+        assert_eq!(parse_hidden(".c.gguf.77.backup"), Some(("c.gguf", 77)));
+        assert_eq!(parse_hidden(".c.gguf.x7.backup"), None);
+        assert_eq!(parse_hidden("c.gguf.7.backup"), None);
+        assert_eq!(parse_hidden(".c.gguf.aB3xYz.partial"), None);
+    }
+}
