@@ -246,11 +246,15 @@ pub fn verify_text(r: &VerifyReport) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nverify: {}",
-        if r.passed() { "OK" } else { "MISMATCH" }
-    );
+    let verdict = match (r.passed(), &r.recipe) {
+        (true, Some(_)) => "OK",
+        // Without a recipe only the tensors were compared: say so, never a bare OK.
+        (true, None) => {
+            "tensors OK (metadata and tensor order not checked without --recipe or --take)"
+        }
+        (false, _) => "MISMATCH",
+    };
+    let _ = writeln!(out, "\nverify: {verdict}");
     out
 }
 
@@ -277,5 +281,6 @@ pub fn verify_json(r: &VerifyReport) -> Value {
             "mismatches": c.mismatches.iter().map(Mismatch::to_json).collect::<Vec<_>>(),
         })),
         "passed": r.passed(),
+        "checked": if r.recipe.is_some() { "tensors and metadata" } else { "tensors only" },
     })
 }
