@@ -498,16 +498,20 @@ pub fn build<'p>(
             warnings.push(format!("{}: matched nothing: {n}", rule.origin));
         }
     }
-    for (i, p) in parents.iter().enumerate() {
-        if !tensors
-            .iter()
-            .any(|t| t.pieces.iter().any(|pc| pc.parent == i))
-        {
+    let contributes: Vec<bool> = (0..parents.len())
+        .map(|i| {
+            tensors
+                .iter()
+                .any(|t| t.pieces.iter().any(|pc| pc.parent == i))
+        })
+        .collect();
+    for (p, c) in parents.iter().zip(&contributes) {
+        if !c {
             warnings.push(format!("parent '{}' contributes no tensor", p.name));
         }
     }
 
-    let kvs = metadata::plan_metadata(parents, base, recipe, &mut warnings)?;
+    let kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
     Ok(Plan {
