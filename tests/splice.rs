@@ -663,3 +663,37 @@ fn metadata_records_each_parents_quant_and_imatrix_and_claims_nothing_false() {
     assert_eq!(name(0), "Tiny-DeepSeek-R1 (Q3_K_M, r1-q3mix.gguf)");
     assert_eq!(name(1), "Tiny-DeepSeek-R1 (IQ2_XXS, r1-iq2mix.gguf)");
 }
+
+#[test]
+fn the_chat_template_warning_only_when_the_recipe_leaves_it_to_the_base() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let recipe = write(
+        s.dir.path(),
+        "r.toml",
+        b"[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\n[metadata]\nchat_template = { from = 'r1' }\n",
+    );
+    let o = s.splice(&[
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_ok(&o);
+    assert!(
+        !stderr(&o).contains("chat template differs"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.splice(&[
+        "--take",
+        "_exps=r1",
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_ok(&o);
+    let all = stderr(&o) + &String::from_utf8_lossy(&o.stdout);
+    assert!(all.contains("chat template differs"), "{all}");
+}

@@ -366,7 +366,7 @@ pub fn build<'p>(
         .collect::<Result<_, _>>()?;
 
     let mut warnings = Vec::new();
-    check_compatible(parents, base, &mut warnings)?;
+    check_compatible(parents, base, recipe, &mut warnings)?;
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -567,6 +567,7 @@ fn check_experts_together(
 fn check_compatible(
     parents: &[Parent],
     base: usize,
+    recipe: &Recipe,
     warnings: &mut Vec<String>,
 ) -> Result<(), PlanError> {
     let b = &parents[base];
@@ -622,7 +623,10 @@ fn check_compatible(
                 differing.join(", ")
             ));
         }
-        if b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE) {
+        // Only worth saying when the recipe leaves the template to the metadata parent.
+        if recipe.metadata.chat_template.is_none()
+            && b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE)
+        {
             warnings.push(format!(
                 "chat template differs between '{}' and '{}'; the child keeps the metadata parent's unless the recipe says otherwise",
                 b.name, p.name
