@@ -87,7 +87,7 @@ impl Shown {
     /// How reports show `v`.
     pub fn of(v: ValueRef<'_>) -> Shown {
         Shown {
-            ty: v.ty,
+            ty: v.ty(),
             summary: v.summary(4),
             json: v.to_json(false),
         }

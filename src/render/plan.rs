@@ -79,7 +79,7 @@ pub fn plan_json(plan: &Plan) -> Value {
         "totals_by_parent": totals_json(&by_parent),
         "totals_by_type": totals_json(&by_type),
         "metadata": plan.kvs.iter().map(|(k, v)| json!({
-            "key": k, "type": v.as_ref().ty.name(), "value": v.as_ref().to_json(false),
+            "key": k, "type": v.as_ref().ty().name(), "value": v.as_ref().to_json(false),
         })).collect::<Vec<_>>(),
         "warnings": plan.warnings,
         "output_bytes": plan.output_bytes(),
