@@ -43,6 +43,8 @@ fn plan_totals(plan: &Plan) -> (Totals, Totals) {
     (by_parent, by_type)
 }
 
+/// `splice --dry-run --json`: the plan in full, every piece with its parent, source offset
+/// and experts, so a script can check where each output byte will come from.
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -86,6 +88,8 @@ pub fn plan_json(plan: &Plan) -> Value {
     })
 }
 
+/// `splice --dry-run`: parents, rules and what they matched, every tensor with its output
+/// offset and sources, totals, output files and warnings.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     for p in plan.parents {
