@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::CompareError;
 use crate::gguf::{Model, TensorInfo};
-use crate::roles::cut::{ExpertCut, expert_cut};
+use crate::roles::cut::expert_cut;
 use crate::roles::views::View;
 
 /// About this many bytes of one tensor make one unit of parallel work.
@@ -97,9 +97,9 @@ pub(crate) struct Slicing {
 /// Cut by expert where [`expert_cut`] says so (bounded by its expert limit); else whole.
 pub(crate) fn slicing(info: &TensorInfo) -> Slicing {
     match expert_cut(info) {
-        Ok(Some(ExpertCut { count, slice_bytes })) => Slicing {
-            bytes: slice_bytes,
-            count,
+        Ok(Some(c)) => Slicing {
+            bytes: c.slice_bytes(),
+            count: c.count(),
             by_expert: true,
         },
         _ => Slicing {

@@ -491,7 +491,7 @@ pub fn build<'p>(
             let cut = expert_cut(t.info);
             let wants_experts = candidates.iter().find(|c| c.experts.is_some());
             let n_experts = match (&cut, wants_experts) {
-                (Ok(c), _) => c.map(|c| c.count),
+                (Ok(c), _) => c.map(|c| c.count()),
                 (Err(reason), Some(c)) => {
                     return Err(PlanError::CannotSplit {
                         origin: recipe.rules[c.rule].origin.clone(),
@@ -532,7 +532,7 @@ pub fn build<'p>(
                     expert_owners
                         .entry(l)
                         .or_default()
-                        .push((name.clone(), a.owners.per_expert(c.count)));
+                        .push((name.clone(), a.owners.per_expert(c.count())));
                 }
             }
             let origin = |p: usize| {

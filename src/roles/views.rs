@@ -14,7 +14,7 @@
 //! the child's expert slice come from the source tensor at `source_offset + e *
 //! source_stride`. A tensor that is not cut by expert is one slice.
 
-use super::cut::{ExpertCut, expert_cut};
+use super::cut::expert_cut;
 use super::{ExpertMatrix, classify};
 use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, TensorInfo, TensorLoc};
@@ -141,7 +141,7 @@ impl std::fmt::Display for Unavailable {
 
 fn whole(info: &TensorInfo) -> (u64, u64) {
     match expert_cut(info) {
-        Ok(Some(ExpertCut { count, slice_bytes })) => (count, slice_bytes),
+        Ok(Some(c)) => (c.count(), c.slice_bytes()),
         _ => (1, info.n_bytes),
     }
 }
