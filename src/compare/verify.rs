@@ -283,9 +283,9 @@ pub fn verify(
         let mut vs = Vec::new();
         for (i, p) in parents.iter().enumerate() {
             if let Ok(v) = views::view(t.info, &p.model)
-                && v.ty == t.info.ty
-                && v.count == sl.count
-                && v.slice_bytes == sl.bytes
+                && v.ty() == t.info.ty
+                && v.count() == sl.count
+                && v.slice_bytes() == sl.bytes
             {
                 idx.push(i);
                 vs.push((fp[i], v));
