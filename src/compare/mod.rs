@@ -3,7 +3,7 @@
 //! whether the child is exactly what the recipe makes). Nothing is dequantized or hashed.
 //! The reports are data; [`render`](crate::render) turns them into text and JSON.
 //!
-//! - [`engine`]: chunked, parallel, positional-read comparison of byte ranges;
+//! - `engine`: chunked, parallel, positional-read comparison of byte ranges;
 //! - [`diff`]: two models;
 //! - [`verify`]: a child against its parents (and its recipe).
 

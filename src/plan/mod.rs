@@ -6,9 +6,9 @@
 //!
 //! Passes: parents and hyperparameters checked; each base tensor's owners walked from the
 //! rules ([`owners`], pure); each tensor's pieces found in its owners, converting layouts
-//! where a parent stores routed experts fused and the base separate or back ([`tensors`]);
+//! where a parent stores routed experts fused and the base separate or back (`tensors`);
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
-//! ([`metadata`]); output shards and offsets ([`shards`]).
+//! (`metadata`); output shards and offsets (`shards`).
 
 mod metadata;
 pub mod owners;
