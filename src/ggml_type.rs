@@ -96,13 +96,22 @@ const _: () = {
     assert!(bytes(39) == 1 + 32 / 2);
 };
 
+// Only the types the crate itself names (tests, the synthetic benchmark model); any other
+// comes from `from_id` or `from_name`, so this list need not grow with the table.
 impl GgmlType {
+    /// 32-bit float, one element per block.
     pub const F32: GgmlType = GgmlType { id: 0 };
+    /// 16-bit IEEE float.
     pub const F16: GgmlType = GgmlType { id: 1 };
+    /// 8-bit, 32 elements per block.
     pub const Q8_0: GgmlType = GgmlType { id: 8 };
+    /// 3-bit k-quant, 256 elements per block.
     pub const Q3_K: GgmlType = GgmlType { id: 11 };
+    /// 4-bit k-quant, 256 elements per block.
     pub const Q4_K: GgmlType = GgmlType { id: 12 };
+    /// 2-bit i-quant (2.06 bits per weight), 256 elements per block.
     pub const IQ2_XXS: GgmlType = GgmlType { id: 16 };
+    /// bfloat16.
     pub const BF16: GgmlType = GgmlType { id: 30 };
 
     /// The type with this id, or `None` when ggml defines no such type today.
@@ -132,10 +141,12 @@ impl GgmlType {
             .expect("GgmlType is only built from ids present in TABLE")
     }
 
+    /// The id GGUF stores in a tensor info.
     pub fn id(self) -> u32 {
         self.id
     }
 
+    /// The name as ggml spells it (`Q4_K`), as reports and [`GgmlType::from_name`] use it.
     pub fn name(self) -> &'static str {
         self.layout().name
     }

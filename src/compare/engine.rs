@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::CompareError;
 use crate::gguf::{Model, TensorInfo};
-use crate::roles::cut::{ExpertCut, expert_cut};
+use crate::roles::cut::expert_cut;
 use crate::roles::views::View;
 
 /// About this many bytes of one tensor make one unit of parallel work.
@@ -97,9 +97,9 @@ pub(crate) struct Slicing {
 /// Cut by expert where [`expert_cut`] says so (bounded by its expert limit); else whole.
 pub(crate) fn slicing(info: &TensorInfo) -> Slicing {
     match expert_cut(info) {
-        Ok(Some(ExpertCut { count, slice_bytes })) => Slicing {
-            bytes: slice_bytes,
-            count,
+        Ok(Some(c)) => Slicing {
+            bytes: c.slice_bytes(),
+            count: c.count(),
             by_expert: true,
         },
         _ => Slicing {
@@ -143,7 +143,8 @@ pub(crate) fn compare_targets(
         };
         let plain: Vec<usize> = (0..t.candidates.len())
             .filter(|&c| {
-                t.candidates[c].1.parts.len() == 1 && t.candidates[c].1.parts[0].bytes == sl.bytes
+                t.candidates[c].1.parts().len() == 1
+                    && t.candidates[c].1.parts()[0].bytes == sl.bytes
             })
             .collect();
         if !plain.is_empty() {
@@ -163,7 +164,7 @@ pub(crate) fn compare_targets(
             if plain.contains(&c) {
                 continue;
             }
-            for (k, p) in v.parts.iter().enumerate() {
+            for (k, p) in v.parts().iter().enumerate() {
                 work.push(Work {
                     tensor: t.tensor.clone(),
                     slice_bytes: p.bytes,
@@ -198,7 +199,7 @@ pub(crate) fn compare_targets(
 
 fn part_src(cand: &(usize, View), k: usize) -> Src {
     let (first_file, v) = cand;
-    let p = &v.parts[k];
+    let p = &v.parts()[k];
     Src {
         file: first_file + p.source.shard,
         offset: p.source.file_offset + p.source_offset,

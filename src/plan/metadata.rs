@@ -122,7 +122,7 @@ pub(super) fn plan_metadata<'p>(
             ("general.repo_url", "repo_url"),
             ("general.version", "version"),
         ] {
-            if let Some(v) = p.model.get(from).filter(|v| v.ty == ValueType::String) {
+            if let Some(v) = p.model.get(from).filter(|v| v.ty() == ValueType::String) {
                 set_kv(
                     &mut kvs,
                     &format!("general.base_model.{i}.{to}"),

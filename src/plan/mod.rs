@@ -6,9 +6,9 @@
 //!
 //! Passes: parents and hyperparameters checked; each base tensor's owners walked from the
 //! rules ([`owners`], pure); each tensor's pieces found in its owners, converting layouts
-//! where a parent stores routed experts fused and the base separate or back ([`tensors`]);
+//! where a parent stores routed experts fused and the base separate or back (`tensors`);
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
-//! ([`metadata`]); output shards and offsets ([`shards`]).
+//! (`metadata`); output shards and offsets (`shards`).
 
 mod metadata;
 pub mod owners;
@@ -37,116 +37,209 @@ pub struct Parent {
 }
 
 /// Why a plan cannot be made. Every variant names what the user can change.
-#[allow(missing_docs)]
+///
+/// `origin` fields name the rule or option that asked for the thing (`--take #1`,
+/// `recipe.toml rule #2`, `metadata.from`), so the message points at the line to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// A rule, the recipe's base or its metadata names a parent that was not given.
     #[error("{origin}: no parent named '{name}' (parents given: {known})")]
     UnknownParent {
+        /// What named it.
         origin: String,
+        /// The name it used.
         name: String,
+        /// The parent names that were given, comma-separated.
         known: String,
     },
+    /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
     #[error("the recipe expects a parent named '{name}'; give it with --parent {name}=PATH")]
-    MissingParent { name: String },
+    MissingParent {
+        /// The parent's name.
+        name: String,
+    },
+    /// No parent at all.
     #[error("no parents given; use --parent NAME=PATH (at least one)")]
     NoParents,
+    /// Two parents share a name, so rules could not say which one they mean.
     #[error("parent name '{name}' is given twice")]
-    DuplicateParent { name: String },
+    DuplicateParent {
+        /// The repeated name.
+        name: String,
+    },
+    /// A parent's `general.architecture` differs from the base's: its tensors mean other things.
     #[error(
         "architectures differ: base '{base}' ({base_path}) is '{base_arch}', parent '{parent}' ({path}) is '{arch}'"
     )]
     ArchitectureMismatch {
+        /// The base parent's name.
         base: String,
+        /// The base's (first) file.
         base_path: PathBuf,
+        /// The base's architecture.
         base_arch: String,
+        /// The other parent's name.
         parent: String,
+        /// Its (first) file.
         path: PathBuf,
+        /// Its architecture.
         arch: String,
     },
+    /// A parent differs from the base in a key that decides tensor shapes.
     #[error(
         "hyperparameter '{key}' differs: base '{base}' has {base_value}, parent '{parent}' has {value}; tensors of different models cannot be combined"
     )]
     HyperparameterMismatch {
+        /// The key, with its architecture prefix.
         key: String,
+        /// The base parent's name.
         base: String,
+        /// The base's value, as shown in reports (or "no such key").
         base_value: String,
+        /// The other parent's name.
         parent: String,
+        /// Its value, as shown in reports (or "no such key").
         value: String,
     },
+    /// A tensor of the base is to come from a parent that lacks it in any layout.
     #[error("{origin}: tensor '{tensor}' is not in parent '{parent}' ({path}){hint}")]
     TensorMissing {
+        /// The rule that chose the parent.
         origin: String,
+        /// The tensor's name in the base.
         tensor: String,
+        /// The parent's name.
         parent: String,
+        /// Its (first) file.
         path: PathBuf,
+        /// Extra advice appended to the message; empty when there is none.
         hint: String,
     },
+    /// A parent has the tensor, but with another shape than the base's.
     #[error(
         "tensor '{tensor}': shape {shape:?} in parent '{parent}' differs from {base_shape:?} in base '{base}'{hint}"
     )]
     ShapeMismatch {
+        /// The tensor's name.
         tensor: String,
+        /// The base parent's name.
         base: String,
+        /// Its shape in the base.
         base_shape: Vec<u64>,
+        /// The other parent's name.
         parent: String,
+        /// Its shape there.
         shape: Vec<u64>,
+        /// Extra advice appended to the message; empty when there is none.
         hint: String,
     },
+    /// Experts of one tensor would come from parents that quantized it to different types;
+    /// a tensor has one type, so its experts cannot be mixed.
     #[error(
         "tensor '{tensor}': experts cannot be mixed across types: '{first}' has {first_type}, '{second}' has {second_type}; take the whole tensor from one parent instead (a rule without `experts`)"
     )]
     ExpertTypeMismatch {
+        /// The tensor's name.
         tensor: String,
+        /// One contributing parent.
         first: String,
+        /// Its type for the tensor.
         first_type: String,
+        /// Another contributing parent.
         second: String,
+        /// Its type, which differs.
         second_type: String,
     },
+    /// A rule names experts past the tensor's expert count.
     #[error("{origin}: experts {experts} out of range for '{tensor}', which has {count}")]
     ExpertsOutOfRange {
+        /// The rule.
         origin: String,
+        /// The tensor it matched.
         tensor: String,
+        /// Its `experts` as written.
         experts: String,
+        /// Experts the tensor has.
         count: u64,
     },
+    /// A rule with `experts` matched a tensor that is not cut by expert.
     #[error(
         "{origin}: a rule with `experts` matched '{tensor}', which is not a stacked expert tensor (ffn_*_exps) or a router; narrow the regex, e.g. to '_exps'"
     )]
-    ExpertsOnPlainTensor { origin: String, tensor: String },
+    ExpertsOnPlainTensor {
+        /// The rule.
+        origin: String,
+        /// The tensor it matched.
+        tensor: String,
+    },
+    /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
     #[error(
         "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`"
     )]
     RuleMatchedNothing {
+        /// The rule.
         origin: String,
+        /// What it selects, as [`RuleReport::pattern`] shows it.
         pattern: String,
+        /// Why it may match nothing in this model (a tied output head), or empty.
         note: String,
     },
+    /// The recipe's chat template cannot be had (a parent without one, an unreadable file).
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// A rule with `experts` matched an expert tensor whose shape cannot be cut into whole
+    /// expert slices.
     #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
     CannotSplit {
+        /// The rule.
         origin: String,
+        /// The tensor.
         tensor: String,
+        /// What is wrong with its shape.
         reason: String,
     },
+    /// The split options would make more shards than `split.count` (a u16) can number.
     #[error("the split options make {count} shards; at most {max} can be named")]
-    TooManyShards { count: usize, max: usize },
+    TooManyShards {
+        /// Shards the options would make.
+        count: usize,
+        /// [`MAX_SHARDS`].
+        max: usize,
+    },
+    /// A size or offset does not fit in 64 bits.
     #[error("tensor '{tensor}': size overflows")]
-    Overflow { tensor: String },
+    Overflow {
+        /// The tensor (or `<data section>`).
+        tensor: String,
+    },
+    /// A parent stores the tensor in another converter layout (fused vs separate gate/up
+    /// experts) that cannot be turned into the base's.
     #[error(
         "{origin}: tensor '{tensor}' cannot be taken from parent '{parent}' ({path}): {reason}"
     )]
     LayoutNotConvertible {
+        /// The rule that chose the parent.
         origin: String,
+        /// The tensor, as the base names it.
         tensor: String,
+        /// The parent's name.
         parent: String,
+        /// Its (first) file.
         path: PathBuf,
+        /// Why the layouts do not convert.
         reason: String,
     },
+    /// The gate, up and down matrices of one layer's experts would come from different
+    /// parents, making experts that are part one model and part another.
     #[error(
         "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
     )]
-    ExpertsTornApart { layer: u64, detail: String },
+    ExpertsTornApart {
+        /// The block number.
+        layer: u64,
+        /// Which matrix would come from which parent.
+        detail: String,
+    },
 }
 
 /// A metadata value of the child: borrowed raw from a parent, or made here.
@@ -402,7 +495,7 @@ pub fn build<'p>(
             let cut = expert_cut(t.info);
             let wants_experts = candidates.iter().find(|c| c.experts.is_some());
             let n_experts = match (&cut, wants_experts) {
-                (Ok(c), _) => c.map(|c| c.count),
+                (Ok(c), _) => c.map(|c| c.count()),
                 (Err(reason), Some(c)) => {
                     return Err(PlanError::CannotSplit {
                         origin: recipe.rules[c.rule].origin.clone(),
@@ -443,7 +536,7 @@ pub fn build<'p>(
                     expert_owners
                         .entry(l)
                         .or_default()
-                        .push((name.clone(), a.owners.per_expert(c.count)));
+                        .push((name.clone(), a.owners.per_expert(c.count())));
                 }
             }
             let origin = |p: usize| {

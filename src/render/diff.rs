@@ -39,6 +39,9 @@ impl TensorStatus {
     }
 }
 
+/// `diff`'s text report: counts by status, tensors grouped compactly (the identical ones
+/// folded into one line), totals by group, differing keys, and the verdict. For people;
+/// scripts should read [`diff_json`].
 pub fn diff_text(r: &DiffReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "A: {}", r.a.text());
@@ -125,6 +128,8 @@ pub fn diff_text(r: &DiffReport) -> String {
     out
 }
 
+/// `diff --json`: every tensor with its status (and first differing byte or experts), every
+/// differing key, and totals by group. Scripts depend on its field names: add, never rename.
 pub fn diff_json(r: &DiffReport) -> Value {
     let tensors: Vec<Value> = r
         .tensors

@@ -47,6 +47,8 @@ fn model_totals(model: &Model) -> (Totals, Totals) {
     (by_type, by_group)
 }
 
+/// `inspect --json`: files, architecture, hyperparameters, every key (arrays summarised),
+/// every tensor with its absolute offset, and totals by type and group.
 pub fn inspect_json(model: &Model) -> Value {
     let first = model.first();
     let kvs: Vec<Value> = first
@@ -91,6 +93,7 @@ pub fn inspect_json(model: &Model) -> Value {
     })
 }
 
+/// `inspect`'s text report: files, hyperparameters, metadata, the tensor table and totals.
 pub fn inspect_text(model: &Model) -> String {
     let mut out = String::new();
     let first = model.first();

@@ -191,7 +191,9 @@ pub(crate) fn merge_names(names: &[&str]) -> String {
 pub struct CompactLine {
     /// `blk.1-2 ffn_{gate,up,down}_exps.weight`, or plain names.
     pub tensors: String,
+    /// Tensors the line stands for.
     pub count: usize,
+    /// What is said of all of them.
     pub label: String,
 }
 

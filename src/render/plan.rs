@@ -43,6 +43,8 @@ fn plan_totals(plan: &Plan) -> (Totals, Totals) {
     (by_parent, by_type)
 }
 
+/// `splice --dry-run --json`: the plan in full, every piece with its parent, source offset
+/// and experts, so a script can check where each output byte will come from.
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -79,13 +81,15 @@ pub fn plan_json(plan: &Plan) -> Value {
         "totals_by_parent": totals_json(&by_parent),
         "totals_by_type": totals_json(&by_type),
         "metadata": plan.kvs.iter().map(|(k, v)| json!({
-            "key": k, "type": v.as_ref().ty.name(), "value": v.as_ref().to_json(false),
+            "key": k, "type": v.as_ref().ty().name(), "value": v.as_ref().to_json(false),
         })).collect::<Vec<_>>(),
         "warnings": plan.warnings,
         "output_bytes": plan.output_bytes(),
     })
 }
 
+/// `splice --dry-run`: parents, rules and what they matched, every tensor with its output
+/// offset and sources, totals, output files and warnings.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     for p in plan.parents {

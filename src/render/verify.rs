@@ -169,6 +169,9 @@ impl fmt::Display for Mismatch {
     }
 }
 
+/// `verify`'s text report: each tensor's sources grouped compactly, the tensors that match
+/// no parent, with a recipe the first mismatches (the JSON has them all), then OK or
+/// MISMATCH.
 pub fn verify_text(r: &VerifyReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "child: {}", r.child.text());
@@ -258,6 +261,7 @@ pub fn verify_text(r: &VerifyReport) -> String {
     out
 }
 
+/// `verify --json`: every tensor's sources and every mismatch, with `passed`.
 pub fn verify_json(r: &VerifyReport) -> Value {
     let entries: Vec<(&str, String)> = r
         .tensors
