@@ -144,7 +144,7 @@ const TEXT_CONTEXT: usize = 24;
 
 /// Where `a` and `b` (same type, different bytes) part, for arrays and strings.
 fn value_diff(a: ValueRef<'_>, b: ValueRef<'_>) -> Option<ValueDiff> {
-    if a.ty != b.ty {
+    if a.ty() != b.ty() {
         return None;
     }
     if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {

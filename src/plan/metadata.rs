@@ -261,8 +261,8 @@ pub(super) fn set_id(
     for (k, v) in kvs {
         let v = v.as_ref();
         h.bytes(k.as_bytes());
-        h.u64(v.ty as u64);
-        h.bytes(v.raw);
+        h.u64(v.ty() as u64);
+        h.bytes(v.raw());
     }
     for t in tensors {
         h.bytes(t.info.name.as_bytes());
