@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -338,6 +338,12 @@ fn assert_verify_ok(child: &Path, parents: &[String], recipe: &Path) {
 
 #[test]
 fn r1t_preset_on_fused_parents_takes_every_routed_expert() {
+    if !have(
+        "r1t_preset_on_fused_parents_takes_every_routed_expert",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (v3, r1) = (
         fixture("v3-fused-q3mix.gguf"),
@@ -459,6 +465,12 @@ fn cross_layout_chimera(base: &str, donor: &str, experts: Option<&str>, twin: (&
 
 #[test]
 fn fused_donor_gives_all_routed_experts_to_a_separate_base() {
+    if !have(
+        "fused_donor_gives_all_routed_experts_to_a_separate_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
     cross_layout_chimera(
         "v3-q3mix.gguf",
         "r1-fused-q3mix.gguf",
@@ -469,6 +481,12 @@ fn fused_donor_gives_all_routed_experts_to_a_separate_base() {
 
 #[test]
 fn fused_donor_gives_experts_0_1_to_a_separate_base() {
+    if !have(
+        "fused_donor_gives_experts_0_1_to_a_separate_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
     cross_layout_chimera(
         "v3-q3mix.gguf",
         "r1-fused-q3mix.gguf",
@@ -479,6 +497,12 @@ fn fused_donor_gives_experts_0_1_to_a_separate_base() {
 
 #[test]
 fn separate_donor_gives_all_routed_experts_to_a_fused_base() {
+    if !have(
+        "separate_donor_gives_all_routed_experts_to_a_fused_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
     cross_layout_chimera(
         "v3-fused-q3mix.gguf",
         "r1-q3mix.gguf",
@@ -489,6 +513,12 @@ fn separate_donor_gives_all_routed_experts_to_a_fused_base() {
 
 #[test]
 fn separate_donor_gives_experts_0_1_to_a_fused_base() {
+    if !have(
+        "separate_donor_gives_experts_0_1_to_a_fused_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
     cross_layout_chimera(
         "v3-fused-q3mix.gguf",
         "r1-q3mix.gguf",
