@@ -72,7 +72,10 @@ fn lib_verify(s: &Setup, child: &Path, recipe: Option<&str>, takes: &[&str]) -> 
     });
     let child = Model::open(child).unwrap();
     // Small chunks, so chunk and expert boundaries fall in every relation.
-    let opts = CompareOptions { chunk_bytes: 100 };
+    let opts = CompareOptions {
+        chunk_bytes: 100,
+        ..Default::default()
+    };
     compare::verify(&child, &parents(s), recipe.as_ref(), &opts).unwrap()
 }
 

@@ -1,22 +1,24 @@
 //! The command line: parses arguments, calls the library, prints, and maps errors to exit
 //! codes. No decisions about files or tensors are made here.
 
-use std::io::IsTerminal;
+mod args;
+mod help;
+mod reports;
+mod splice;
+
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use gguf_splice::compare::{self, CompareError, CompareOptions};
-use gguf_splice::execute::{self, ExecError, ExecOptions};
+use args::{SpliceArgs, VerifyArgs};
+use gguf_splice::compare::CompareError;
+use gguf_splice::execute::ExecError;
 use gguf_splice::gguf::{GgufError, Model};
-use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
-use gguf_splice::recipe::{Recipe, RecipeError};
-use gguf_splice::render;
+use gguf_splice::plan::{Parent, PlanError};
+use gguf_splice::recipe::RecipeError;
 
 /// Exit codes, documented in the README.
-pub mod exit {
+pub(crate) mod exit {
     pub const OK: i32 = 0;
     /// `verify` found a child that does not match; `diff` never uses it.
     pub const MISMATCH: i32 = 1;
@@ -75,105 +77,32 @@ enum Command {
     /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
+    /// List the built-in recipes (presets), or print one to copy and edit.
+    Presets {
+        #[command(subcommand)]
+        action: Option<PresetsAction>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `gguf-splice man > gguf-splice.1`.
+    Man,
 }
 
-/// Parents and the rules that pick from them: shared by `splice` and `verify`.
-#[derive(Args)]
-struct RecipeArgs {
-    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard. The first
-    /// parent is the base unless the recipe names one.
-    #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
-    parents: Vec<String>,
-    /// A recipe file (see mappings/).
-    #[arg(long)]
-    recipe: Option<PathBuf>,
-    /// REGEX=NAME[:experts=RANGES[:router]]: take matching tensors from parent NAME. Comes
-    /// before the recipe's rules; the first matching rule wins.
-    #[arg(long = "take", value_name = "RULE")]
-    takes: Vec<String>,
-    /// Allow the stacked expert matrices of one layer (gate, up, down) to come from
-    /// different parents, expert by expert. Refused by default: such experts are chimeras
-    /// of two models, usually because a regex missed one layout (`ffn_gate_up_exps`).
-    #[arg(long)]
-    allow_partial_experts: bool,
-}
-
-impl RecipeArgs {
-    /// The recipe file (or an empty recipe) with the --take rules in front; `None` when
-    /// neither was given.
-    fn recipe(&self) -> Result<Option<Recipe>, CliError> {
-        if self.recipe.is_none() && self.takes.is_empty() && !self.allow_partial_experts {
-            return Ok(None);
-        }
-        let mut recipe = match &self.recipe {
-            Some(path) => Recipe::from_file(path)?,
-            None => Recipe::default(),
-        };
-        recipe.prepend_takes(&self.takes)?;
-        recipe.allow_partial_experts |= self.allow_partial_experts;
-        Ok(Some(recipe))
-    }
-}
-
-#[derive(Args)]
-struct VerifyArgs {
-    /// Any shard of the child.
-    child: PathBuf,
-    /// The parents, recipe and --take rules the child was made with.
-    #[command(flatten)]
-    rules: RecipeArgs,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-struct SpliceArgs {
-    #[command(flatten)]
-    rules: RecipeArgs,
-    /// Output file (with --split-*, the prefix of the shard names).
-    #[arg(short, long)]
-    output: PathBuf,
-    /// Print the plan and write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// With --dry-run, print the plan as JSON.
-    #[arg(long, requires = "dry_run")]
-    json: bool,
-    /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    split_max_size: Option<u64>,
-    /// Shard the output: at most N tensors per shard.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    split_max_tensors: Option<u64>,
-    /// Replace existing output files.
-    #[arg(long)]
-    force: bool,
-    /// No progress bar and no summary.
-    #[arg(long, short)]
-    quiet: bool,
-}
-
-/// `48G`, `500M` (decimal units, as llama-gguf-split), or a plain byte count.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'G') => (&s[..s.len() - 1], 1_000_000_000),
-        Some(b'M') => (&s[..s.len() - 1], 1_000_000),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size such as 48G or 500M"))?;
-    if n == 0 {
-        return Err("size must be positive".into());
-    }
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+#[derive(Subcommand)]
+enum PresetsAction {
+    /// Print a preset's TOML.
+    Show {
+        /// The preset's name.
+        name: String,
+    },
 }
 
 /// Everything that can go wrong, by layer.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(transparent)]
@@ -212,10 +141,16 @@ impl CliError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { file, json } => inspect(&file, json),
-        Command::Splice(args) => splice(args),
-        Command::Diff { a, b, json } => diff(&a, &b, json),
-        Command::Verify(args) => verify(args),
+        Command::Inspect { file, json } => reports::inspect(&file, json),
+        Command::Splice(args) => splice::splice(args),
+        Command::Diff { a, b, json } => reports::diff(&a, &b, json),
+        Command::Verify(args) => reports::verify(args),
+        Command::Presets { action } => help::presets(match &action {
+            Some(PresetsAction::Show { name }) => Some(name.as_str()),
+            None => None,
+        }),
+        Command::Completions { shell } => help::completions(shell),
+        Command::Man => help::man(),
     };
     match result {
         Ok(code) => code,
@@ -229,7 +164,7 @@ pub fn main() -> i32 {
 
 /// Writes a report to stdout. A closed pipe (`gguf-splice inspect BIG.gguf | head -1`) is a
 /// normal end, as in ripgrep: the error is returned and `main` exits 0 without a message.
-fn emit(text: &str) -> Result<(), CliError> {
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
@@ -237,52 +172,13 @@ fn emit(text: &str) -> Result<(), CliError> {
         .map_err(CliError::Stdout)
 }
 
-fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     let mut text = serde_json::to_string_pretty(v).expect("JSON values serialise");
     text.push('\n');
     emit(&text)
 }
 
-fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let model = Model::open(file)?;
-    if json {
-        print_json(&render::inspect_json(&model))?;
-    } else {
-        emit(&render::inspect_text(&model))?;
-    }
-    Ok(exit::OK)
-}
-
-fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let (a, b) = (Model::open(a)?, Model::open(b)?);
-    let r = compare::diff(&a, &b, &CompareOptions::default())?;
-    if json {
-        print_json(&render::diff_json(&r))?;
-    } else {
-        emit(&render::diff_text(&r))?;
-    }
-    Ok(exit::OK)
-}
-
-fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let child = Model::open(&args.child)?;
-    let recipe = args.rules.recipe()?;
-    let r = compare::verify(
-        &child,
-        &parents,
-        recipe.as_ref(),
-        &CompareOptions::default(),
-    )?;
-    if args.json {
-        print_json(&render::verify_json(&r))?;
-    } else {
-        emit(&render::verify_text(&r))?;
-    }
-    Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
-}
-
-fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
+pub(crate) fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
     specs
         .iter()
         .map(|spec| {
@@ -298,102 +194,4 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
             })
         })
         .collect()
-}
-
-fn splice(args: SpliceArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let recipe = args.rules.recipe()?.unwrap_or_default();
-    let split = SplitOptions {
-        max_bytes: args.split_max_size,
-        max_tensors: args.split_max_tensors.map(|n| n as usize),
-    };
-    let plan = plan::build(&parents, &recipe, &args.output, split)?;
-    if args.dry_run {
-        // Say now what would stop the real run at the output.
-        if let Err(e) = execute::check_outputs(&plan, args.force) {
-            eprintln!("gguf-splice: warning: writing would fail: {e}");
-        }
-        if args.json {
-            print_json(&render::plan_json(&plan))?;
-        } else {
-            emit(&render::plan_text(&plan))?;
-        }
-        return Ok(exit::OK);
-    }
-    if !args.quiet {
-        for w in &plan.warnings {
-            eprintln!("gguf-splice: warning: {w}");
-        }
-    }
-
-    execute::ignore_file_size_signal();
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = Arc::clone(&cancel);
-        // If a handler cannot be installed, Ctrl-C still kills us; the temporary file is
-        // then left under a hidden name, never at the output path.
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
-    }
-    let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("static template"),
-        );
-        bar
-    };
-    let started = std::time::Instant::now();
-    let progress = |done: u64| bar.set_position(done);
-    let written = execute::execute(
-        &plan,
-        &ExecOptions {
-            force: args.force,
-            cancel: &cancel,
-            progress: &progress,
-        },
-    )?;
-    bar.finish_and_clear();
-    if !args.quiet {
-        for f in &written.removed {
-            eprintln!(
-                "gguf-splice: removed {}, left by an interrupted run",
-                f.display()
-            );
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let names: Vec<String> = written
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect();
-        eprintln!(
-            "gguf-splice: wrote {} in {} file{} ({:.1} s, {}/s): {}",
-            render::human_bytes(written.bytes),
-            written.files.len(),
-            if written.files.len() == 1 { "" } else { "s" },
-            secs,
-            render::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
-            names.join(", ")
-        );
-    }
-    Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_are_decimal_like_gguf_split() {
-        assert_eq!(parse_size("48G"), Ok(48_000_000_000));
-        assert_eq!(parse_size("500M"), Ok(500_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0G").is_err());
-        assert!(parse_size("12T").is_err());
-    }
 }

@@ -353,7 +353,7 @@ pub fn diff(a: &Model, b: &Model, opts: &CompareOptions) -> Result<DiffReport, C
         }
     }
 
-    let results = compare_targets(&targets, &files, opts.chunk_bytes)?;
+    let results = compare_targets(&targets, &files, opts)?;
     for ((i, target), firsts) in pending.into_iter().zip(&targets).zip(results) {
         let sl = target.slicing;
         let per_slice = &firsts[0];

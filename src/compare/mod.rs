@@ -76,18 +76,33 @@ pub enum CompareError {
 /// Bytes compared per read.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
+/// Called from worker threads with (bytes of the child side compared so far, total).
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 /// How comparisons read.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct CompareOptions {
     /// Bytes read and compared at once, per file, per worker.
     pub chunk_bytes: usize,
+    /// Told as work completes, for a progress bar; `None`: nobody is listening.
+    pub progress: Option<Progress>,
 }
 
 impl Default for CompareOptions {
     fn default() -> Self {
         CompareOptions {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            progress: None,
         }
+    }
+}
+
+impl std::fmt::Debug for CompareOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompareOptions")
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("progress", &self.progress.is_some())
+            .finish()
     }
 }
 

@@ -301,7 +301,7 @@ pub fn verify(
         cands.push(idx);
     }
 
-    let results = compare_targets(&targets, &files, opts.chunk_bytes)?;
+    let results = compare_targets(&targets, &files, opts)?;
 
     // Per child tensor, per slice: the parents it matches.
     let sets: Vec<Vec<Vec<usize>>> = results

@@ -100,6 +100,11 @@ pub(crate) fn totals_text(out: &mut String, title: &str, m: &Totals) {
     }
 }
 
+/// `1 file`, `3 files`.
+pub fn plural_count(n: usize, word: &str) -> String {
+    format!("{n} {}", plural(n, word))
+}
+
 /// `tensor` or `tensors` for `n`.
 pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
