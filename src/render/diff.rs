@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{compact_text, ranges_json, ranges_text, shape};
+use super::{compact_text, plural_count, ranges_json, ranges_text, shape};
 use crate::compare::{DiffReport, KeyStatus, TensorStatus, ValueDiff};
 
 impl TensorStatus {
@@ -101,9 +101,9 @@ pub fn diff_text(r: &DiffReport) -> String {
     } else {
         let _ = writeln!(
             out,
-            "\nmetadata: {} key{} differ (split.* keys ignored)",
-            r.keys.len(),
-            if r.keys.len() == 1 { "" } else { "s" }
+            "\nmetadata: {} differ{} (split.* keys ignored)",
+            plural_count(r.keys.len(), "key"),
+            if r.keys.len() == 1 { "s" } else { "" }
         );
         for k in &r.keys {
             let _ = match &k.status {

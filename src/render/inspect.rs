@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
+use super::{
+    Totals, human_bytes, plural_count, table_row, tensor_row, totals, totals_json, totals_text,
+};
 use crate::ftype;
 use crate::gguf::{Model, ValueRef};
 use crate::roles;
@@ -100,11 +102,11 @@ pub fn inspect_text(model: &Model) -> String {
     for s in model.shards() {
         let _ = writeln!(
             out,
-            "file: {} (GGUF v{}, {}, {} tensors)",
+            "file: {} (GGUF v{}, {}, {})",
             s.path.display(),
             s.version,
             human_bytes(s.file_len),
-            s.tensors().len()
+            plural_count(s.tensors().len(), "tensor")
         );
     }
     let _ = writeln!(

@@ -314,14 +314,26 @@ impl ModelSummary {
             format!(" + {} more shards", self.paths.len() - 1)
         };
         format!(
-            "{}{files} ({} tensors, {} keys)",
+            "{}{files} ({}, {})",
             self.paths[0].display(),
-            self.tensors,
-            self.keys
+            plural_count(self.tensors, "tensor"),
+            plural_count(self.keys, "key")
         )
     }
 
     pub(crate) fn to_json(&self) -> Value {
         json!({"files": self.paths, "tensors": self.tensors, "keys": self.keys})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural_count(1, "tensor"), "1 tensor");
+        assert_eq!(plural_count(0, "key"), "0 keys");
+        assert_eq!(plural_count(2, "file"), "2 files");
     }
 }

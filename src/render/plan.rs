@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
+use super::{
+    Totals, human_bytes, plural_count, table_row, tensor_row, totals, totals_json, totals_text,
+};
 use crate::plan::{Plan, PlannedTensor};
 use crate::roles::views::Conversion;
 
@@ -116,8 +118,12 @@ pub fn plan_text(plan: &Plan) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {:<28} /{}/ -> {}{}: {} tensors",
-            r.origin, r.pattern, r.from, experts, r.matched
+            "  {:<28} {} -> {}{}: {}",
+            r.origin,
+            r.pattern,
+            r.from,
+            experts,
+            plural_count(r.matched, "tensor")
         );
     }
     let _ = writeln!(
@@ -140,9 +146,9 @@ pub fn plan_text(plan: &Plan) -> String {
     for s in &plan.shards {
         let _ = writeln!(
             out,
-            "  {} ({} tensors, {})",
+            "  {} ({}, {})",
             s.path.display(),
-            s.tensors.len(),
+            plural_count(s.tensors.len(), "tensor"),
             human_bytes(s.file_len())
         );
     }
