@@ -9,5 +9,5 @@ pub mod write;
 
 pub use error::GgufError;
 pub use model::{Model, TensorLoc};
-pub use read::{FileIdentity, GgufFile, KeyValue, TensorInfo};
+pub use read::{FileIdentity, FlavourBasis, GgufFile, KeyValue, TensorInfo};
 pub use value::{OwnedValue, Scalar, ValueRef, ValueType};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::GgufError;
 use super::value::{ValueRef, ValueType};
-use crate::ggml_type::GgmlType;
+use crate::ggml_type::{self, Flavour, GgmlType, IdClass};
 use crate::layout::{self, DEFAULT_ALIGNMENT, MAX_DIMS};
 
 /// ggml's GGML_MAX_NAME: tensor names must be shorter than this.
@@ -55,6 +55,10 @@ pub struct GgufFile {
     /// Absolute offset of the data section.
     pub data_offset: u64,
     pub file_len: u64,
+    /// The type table the tensor types were read with.
+    pub flavour: Flavour,
+    /// Why that table.
+    pub flavour_basis: FlavourBasis,
     /// Device, inode, size and modification time when the header was read from disk, so a
     /// writer can tell that the file it copies from is still the same one.
     pub identity: Option<FileIdentity>,
@@ -77,6 +81,82 @@ impl FileIdentity {
             len: meta.len(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
         }
+    }
+}
+
+/// Why a file was read with the type table it was read with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlavourBasis {
+    /// The caller said so (`--flavour`).
+    Given,
+    /// Tensor `tensor` has type id `id`, which only ik_llama.cpp defines.
+    Tensor {
+        /// The first such tensor.
+        tensor: String,
+        /// Its type id.
+        id: u32,
+    },
+    /// Every type id in the file means the same to llama.cpp and ik_llama.cpp; it is read as
+    /// mainline, and both programs load it.
+    Shared,
+}
+
+impl std::fmt::Display for FlavourBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlavourBasis::Given => f.write_str("given by --flavour"),
+            FlavourBasis::Tensor { tensor, id } => write!(
+                f,
+                "tensor '{tensor}' has type id {id}, which only ik_llama.cpp defines"
+            ),
+            FlavourBasis::Shared => {
+                f.write_str("every type id in it means the same to llama.cpp and ik_llama.cpp")
+            }
+        }
+    }
+}
+
+/// A tensor info as stored, before its type id is resolved.
+struct RawInfo {
+    name: String,
+    dims: Vec<u64>,
+    type_id: u32,
+    offset: u64,
+}
+
+/// Decide the type table for a file whose tensors have these type ids: the one given, else ik
+/// if some id is ik_llama.cpp's own, else mainline if no id is contested, else an error that
+/// names the first contested tensor and both meanings.
+fn decide_flavour(
+    path: &Path,
+    infos: &[RawInfo],
+    given: Option<Flavour>,
+) -> Result<(Flavour, FlavourBasis), GgufError> {
+    if let Some(f) = given {
+        return Ok((f, FlavourBasis::Given));
+    }
+    if let Some(t) = infos
+        .iter()
+        .find(|t| ggml_type::classify_id(t.type_id) == IdClass::IkOnly)
+    {
+        let basis = FlavourBasis::Tensor {
+            tensor: t.name.clone(),
+            id: t.type_id,
+        };
+        return Ok((Flavour::Ik, basis));
+    }
+    match infos
+        .iter()
+        .find(|t| ggml_type::classify_id(t.type_id) == IdClass::Contested)
+    {
+        Some(t) => Err(GgufError::AmbiguousType {
+            path: path.to_path_buf(),
+            tensor: t.name.clone(),
+            id: t.type_id,
+            mainline: ggml_type::meaning(t.type_id, Flavour::Mainline),
+            ik: ggml_type::meaning(t.type_id, Flavour::Ik),
+        }),
+        None => Ok((Flavour::Mainline, FlavourBasis::Shared)),
     }
 }
 
@@ -245,7 +325,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Parse a header from `buf`, a prefix of a file of `file_len` bytes.
-fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
+fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Result<GgufFile, Stop> {
     let mut c = Cursor {
         path,
         buf,
@@ -347,7 +427,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
     };
 
-    let mut tensors = Vec::with_capacity(reserve(tensor_count, 24));
+    let mut raw = Vec::with_capacity(reserve(tensor_count, 24));
     let mut tensor_index = HashMap::with_capacity(reserve(tensor_count, 24));
     for _ in 0..tensor_count {
         let at = c.offset();
@@ -384,11 +464,27 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
         let type_id = c.u32(What("type", Some(&name)))?;
         let offset = c.u64(What("offset", Some(&name)))?;
-        let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownType {
-            path: path.to_path_buf(),
-            tensor: name.clone(),
-            id: type_id,
-        })?;
+        tensor_index.insert(name.clone(), raw.len());
+        raw.push(RawInfo {
+            name,
+            dims,
+            type_id,
+            offset,
+        });
+    }
+
+    // Which table the type ids are read with needs every tensor's id: the first ik-only id
+    // may come after a contested one.
+    let (flavour, flavour_basis) = decide_flavour(path, &raw, given)?;
+    let mut tensors = Vec::with_capacity(raw.len());
+    for RawInfo {
+        name,
+        dims,
+        type_id,
+        offset,
+    } in raw
+    {
+        let ty = resolve_type(path, &name, type_id, flavour, &flavour_basis)?;
         let ne0 = dims.first().copied().unwrap_or(1);
         if ne0 % ty.block_size() != 0 {
             return Err(GgufError::NotBlockMultiple {
@@ -413,7 +509,6 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
                 tensor: name.clone(),
                 dims: dims.clone(),
             })?;
-        tensor_index.insert(name.clone(), tensors.len());
         tensors.push(TensorInfo {
             name,
             dims,
@@ -480,7 +575,43 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         alignment,
         data_offset,
         file_len,
+        flavour,
+        flavour_basis,
         identity: None,
+    })
+}
+
+/// The type `id` means in `flavour`'s table, or an error that says why the file is read with
+/// that table and what the id would mean in the other.
+fn resolve_type(
+    path: &Path,
+    tensor: &str,
+    id: u32,
+    flavour: Flavour,
+    basis: &FlavourBasis,
+) -> Result<GgmlType, GgufError> {
+    if let Some(ty) = GgmlType::lookup(id, flavour) {
+        return Ok(ty);
+    }
+    let other = match flavour {
+        Flavour::Mainline => Flavour::Ik,
+        Flavour::Ik => Flavour::Mainline,
+    };
+    if GgmlType::lookup(id, other).is_none() {
+        return Err(GgufError::UnknownType {
+            path: path.to_path_buf(),
+            tensor: tensor.into(),
+            id,
+        });
+    }
+    Err(GgufError::NotInFlavour {
+        path: path.to_path_buf(),
+        tensor: tensor.into(),
+        id,
+        flavour,
+        basis: basis.to_string(),
+        other: other.program(),
+        other_meaning: ggml_type::meaning(id, other),
     })
 }
 
@@ -490,8 +621,15 @@ const FIRST_READ: u64 = 1 << 20;
 pub const MAX_HEADER_BYTES: u64 = 96 << 20;
 
 impl GgufFile {
-    /// Open and validate one GGUF file (one shard). Reads only the header.
+    /// Open and validate one GGUF file (one shard), detecting its flavour. Reads only the
+    /// header.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
+        GgufFile::open_as(path, None)
+    }
+
+    /// Open and validate one GGUF file (one shard), reading its type ids with `flavour`'s
+    /// table, or the one detected from the ids when `None`. Reads only the header.
+    pub fn open_as(path: &Path, flavour: Option<Flavour>) -> Result<GgufFile, GgufError> {
         let mut file = File::open(path).map_err(|e| GgufError::io(path, e))?;
         let meta = file.metadata().map_err(|e| GgufError::io(path, e))?;
         let file_len = meta.len();
@@ -506,9 +644,9 @@ impl GgufFile {
                 .map_err(|e| GgufError::io(path, e))?;
             if (buf.len() as u64) < want {
                 // The file shrank under us; parse what there is and report it truncated.
-                return Self::from_prefix(path, &buf, buf.len() as u64);
+                return Self::from_prefix_as(path, &buf, buf.len() as u64, flavour);
             }
-            match parse(path, &buf, file_len) {
+            match parse(path, &buf, file_len, flavour) {
                 Ok(f) => {
                     return Ok(GgufFile {
                         identity,
@@ -536,7 +674,17 @@ impl GgufFile {
     /// Parse a header from bytes in memory that are the whole file, or a prefix of a file of
     /// `file_len` bytes. A prefix too short to hold the header is reported as truncated.
     pub fn from_prefix(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufFile, GgufError> {
-        match parse(path, bytes, file_len) {
+        GgufFile::from_prefix_as(path, bytes, file_len, None)
+    }
+
+    /// [`GgufFile::from_prefix`] with the flavour given (`None`: detected).
+    pub fn from_prefix_as(
+        path: &Path,
+        bytes: &[u8],
+        file_len: u64,
+        flavour: Option<Flavour>,
+    ) -> Result<GgufFile, GgufError> {
+        match parse(path, bytes, file_len, flavour) {
             Ok(f) => Ok(f.with_header(bytes.to_vec())),
             Err(Stop::Fail(e)) => Err(e),
             Err(Stop::NeedMore) => Err(GgufError::Truncated {
@@ -552,6 +700,15 @@ impl GgufFile {
     /// Parse a whole file held in memory (tests, fuzzing).
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<GgufFile, GgufError> {
         Self::from_prefix(path, bytes, bytes.len() as u64)
+    }
+
+    /// [`GgufFile::from_bytes`] with the flavour given (`None`: detected).
+    pub fn from_bytes_as(
+        path: &Path,
+        bytes: &[u8],
+        flavour: Option<Flavour>,
+    ) -> Result<GgufFile, GgufError> {
+        Self::from_prefix_as(path, bytes, bytes.len() as u64, flavour)
     }
 
     /// Keep the header bytes (values are ranges into them), dropping any tensor data read.
@@ -847,13 +1004,95 @@ mod tests {
     #[test]
     fn unknown_type_names_the_tensor() {
         let b = GgufBuilder::new()
-            .tensor_raw("blk.0.attn_q.weight", &[256], 137, vec![0; 64])
+            .tensor_raw("blk.0.attn_q.weight", &[256], 500, vec![0; 64])
             .build();
         let e = parse_err(&b);
         assert!(
-            matches!(&e, GgufError::UnknownType { id: 137, tensor, .. } if tensor == "blk.0.attn_q.weight")
+            matches!(&e, GgufError::UnknownType { id: 500, tensor, .. } if tensor == "blk.0.attn_q.weight")
         );
         assert!(e.to_string().contains("ik_llama.cpp"));
+    }
+
+    /// A file with a TQ1_0 (id 34, mainline only) tensor and optionally an IQ4_KS (144) one.
+    fn contested(with_ik: bool) -> Vec<u8> {
+        let mut b = GgufBuilder::new().tensor_raw("blk.0.attn_q.weight", &[256], 34, vec![0; 54]);
+        if with_ik {
+            b = b.tensor(
+                "blk.0.ffn_up_exps.weight",
+                &[256, 2, 2],
+                GgmlType::IQ4_KS,
+                0,
+            );
+        }
+        b.build()
+    }
+
+    #[test]
+    fn flavour_is_detected_from_ik_only_ids() {
+        let b = sample()
+            .tensor(
+                "blk.1.ffn_down_exps.weight",
+                &[256, 2, 4],
+                GgmlType::IQ2_KS,
+                0,
+            )
+            .build();
+        let f = GgufFile::from_bytes(path(), &b).unwrap();
+        assert_eq!(f.flavour, Flavour::Ik);
+        assert_eq!(
+            f.flavour_basis,
+            FlavourBasis::Tensor {
+                tensor: "blk.1.ffn_down_exps.weight".into(),
+                id: 145
+            }
+        );
+        // Row scales are part of the size: 8 rows of 2 + 70 bytes.
+        assert_eq!(
+            f.tensor("blk.1.ffn_down_exps.weight").unwrap().n_bytes,
+            8 * 72
+        );
+        // Shared ids only: read as mainline, which both programs agree with.
+        let f = GgufFile::from_bytes(path(), &sample().build()).unwrap();
+        assert_eq!(
+            (f.flavour, f.flavour_basis),
+            (Flavour::Mainline, FlavourBasis::Shared)
+        );
+        // Given: used as given.
+        let f = GgufFile::from_bytes_as(path(), &sample().build(), Some(Flavour::Ik)).unwrap();
+        assert_eq!(
+            (f.flavour, f.flavour_basis),
+            (Flavour::Ik, FlavourBasis::Given)
+        );
+    }
+
+    #[test]
+    fn a_contested_id_needs_a_flavour() {
+        let e = parse_err(&contested(false));
+        assert!(
+            matches!(&e, GgufError::AmbiguousType { id: 34, tensor, mainline, ik, .. }
+                if tensor == "blk.0.attn_q.weight" && mainline.starts_with("TQ1_0") && ik == "no type"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--flavour"), "{e}");
+        let f =
+            GgufFile::from_bytes_as(path(), &contested(false), Some(Flavour::Mainline)).unwrap();
+        assert_eq!(f.tensors()[0].ty.name(), "TQ1_0");
+        // Read as ik (given, or shown by an IQ4_KS tensor), 34 is no type: said with the reason.
+        let e = GgufFile::from_bytes_as(path(), &contested(false), Some(Flavour::Ik)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GgufError::NotInFlavour {
+                    id: 34,
+                    flavour: Flavour::Ik,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse_err(&contested(true));
+        assert!(e.to_string().contains("only ik_llama.cpp defines"), "{e}");
+        assert!(e.to_string().contains("TQ1_0"), "{e}");
     }
 
     #[test]
