@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use gguf_splice::compare::{self, CompareError, CompareOptions};
 use gguf_splice::execute::{self, ExecError, ExecOptions};
+use gguf_splice::ggml_type::Flavour;
 use gguf_splice::gguf::{GgufError, Model};
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
@@ -49,6 +50,8 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        flavour: FlavourArg,
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
@@ -65,6 +68,8 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        flavour: FlavourArg,
     },
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
@@ -75,6 +80,23 @@ enum Command {
     /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
+}
+
+/// `--flavour`: which program's type table to read models with.
+#[derive(Args, Clone, Copy)]
+struct FlavourArg {
+    /// Read every model as made for this program: `ik` (ik_llama.cpp) or `mainline`
+    /// (llama.cpp). Without it, a model with a type only ik_llama.cpp defines is read as ik's,
+    /// one whose type ids mean the same to both as mainline's, and one with an id the two read
+    /// differently (such as 34-36, 40, 42) is refused.
+    #[arg(long, value_name = "ik|mainline")]
+    flavour: Option<Flavour>,
+}
+
+impl FlavourArg {
+    fn open(self, path: &std::path::Path) -> Result<Model, CliError> {
+        Ok(Model::open_as(path, self.flavour)?)
+    }
 }
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
@@ -96,6 +118,8 @@ struct RecipeArgs {
     /// of two models, usually because a regex missed one layout (`ffn_gate_up_exps`).
     #[arg(long)]
     allow_partial_experts: bool,
+    #[command(flatten)]
+    flavour: FlavourArg,
 }
 
 impl RecipeArgs {
@@ -212,9 +236,18 @@ impl CliError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Inspect {
+            file,
+            json,
+            flavour,
+        } => inspect(&file, json, flavour),
         Command::Splice(args) => splice(args),
-        Command::Diff { a, b, json } => diff(&a, &b, json),
+        Command::Diff {
+            a,
+            b,
+            json,
+            flavour,
+        } => diff(&a, &b, json, flavour),
         Command::Verify(args) => verify(args),
     };
     match result {
@@ -243,8 +276,8 @@ fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     emit(&text)
 }
 
-fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let model = Model::open(file)?;
+fn inspect(file: &std::path::Path, json: bool, flavour: FlavourArg) -> Result<i32, CliError> {
+    let model = flavour.open(file)?;
     if json {
         print_json(&render::inspect_json(&model))?;
     } else {
@@ -253,8 +286,13 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
     Ok(exit::OK)
 }
 
-fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let (a, b) = (Model::open(a)?, Model::open(b)?);
+fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    json: bool,
+    flavour: FlavourArg,
+) -> Result<i32, CliError> {
+    let (a, b) = (flavour.open(a)?, flavour.open(b)?);
     let r = compare::diff(&a, &b, &CompareOptions::default())?;
     if json {
         print_json(&render::diff_json(&r))?;
@@ -265,8 +303,8 @@ fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, Cli
 }
 
 fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let child = Model::open(&args.child)?;
+    let parents = open_parents(&args.rules)?;
+    let child = args.rules.flavour.open(&args.child)?;
     let recipe = args.rules.recipe()?;
     let r = compare::verify(
         &child,
@@ -282,8 +320,9 @@ fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }
 
-fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
-    specs
+fn open_parents(rules: &RecipeArgs) -> Result<Vec<Parent>, CliError> {
+    rules
+        .parents
         .iter()
         .map(|spec| {
             let (name, path) = spec
@@ -294,14 +333,14 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
             }
             Ok(Parent {
                 name: name.to_string(),
-                model: Model::open(std::path::Path::new(path))?,
+                model: rules.flavour.open(std::path::Path::new(path))?,
             })
         })
         .collect()
 }
 
 fn splice(args: SpliceArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
+    let parents = open_parents(&args.rules)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
     let split = SplitOptions {
         max_bytes: args.split_max_size,

@@ -10,6 +10,7 @@
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
 //! ([`metadata`]); output shards and offsets ([`shards`]).
 
+mod loaders;
 mod metadata;
 pub mod owners;
 mod shards;
@@ -24,6 +25,7 @@ use crate::recipe::Recipe;
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
+pub use loaders::Loaders;
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
 pub use shards::MAX_SHARDS;
@@ -147,6 +149,15 @@ pub enum PlanError {
         "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
     )]
     ExpertsTornApart { layer: u64, detail: String },
+    #[error(
+        "no program would load the child: '{ik_tensor}' would be {ik_type}, which only ik_llama.cpp defines, and '{mainline_tensor}' {mainline_type}, which only mainline llama.cpp defines; take one of them from another parent"
+    )]
+    FlavoursMixed {
+        ik_tensor: String,
+        ik_type: String,
+        mainline_tensor: String,
+        mainline_type: String,
+    },
 }
 
 /// A metadata value of the child: borrowed raw from a parent, or made here.
@@ -287,6 +298,8 @@ pub struct Plan<'p> {
     pub rules: Vec<RuleReport>,
     /// Things the user should know that do not stop the run.
     pub warnings: Vec<String>,
+    /// Which programs load the child (from its tensor types).
+    pub loaders: Loaders,
 }
 
 /// Keys whose values decide tensor shapes; parents that differ in them are different models.
@@ -503,6 +516,7 @@ pub fn build<'p>(
         }
     }
 
+    let loaders = loaders::loaders(&tensors, &mut warnings)?;
     let kvs = metadata::plan_metadata(parents, base, recipe, &mut warnings)?;
     let shards = shards::assign_shards(&mut tensors, &kvs, output, split)?;
     Ok(Plan {
@@ -513,6 +527,7 @@ pub fn build<'p>(
         shards,
         rules,
         warnings,
+        loaders,
     })
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
+use crate::ggml_type::Origin;
 use crate::gguf::Model;
 use crate::roles;
 
@@ -22,6 +23,12 @@ fn hyperparameters(model: &Model) -> Vec<(String, String)> {
         .filter(|kv| kv.key.starts_with(&prefix))
         .map(|kv| (kv.key.clone(), model.first().value(kv).summary(4)))
         .collect()
+}
+
+/// Which programs load the model, from its tensor types' origins.
+fn loaded_by(model: &Model) -> Origin {
+    let mut origins = model.tensors().map(|t| t.info.ty.origin());
+    origins.find(|&o| o != Origin::Both).unwrap_or(Origin::Both)
 }
 
 /// A model's tensor bytes totalled by type and by group.
@@ -66,6 +73,9 @@ pub fn inspect_json(model: &Model) -> Value {
             "alignment": s.alignment, "data_offset": s.data_offset,
         })).collect::<Vec<_>>(),
         "architecture": model.architecture(),
+        "flavour": model.flavour().arg(),
+        "flavour_basis": model.flavour_basis().to_string(),
+        "loadable_by": loaded_by(model).loaded_by(),
         "hyperparameters": hyperparameters(model).into_iter().collect::<BTreeMap<_, _>>(),
         "metadata": kvs,
         "tensors": tensors,
@@ -93,6 +103,13 @@ pub fn inspect_text(model: &Model) -> String {
         out,
         "architecture: {}",
         model.architecture().unwrap_or("(none)")
+    );
+    let _ = writeln!(
+        out,
+        "flavour: {} ({}); loadable by {}",
+        model.flavour().arg(),
+        model.flavour_basis(),
+        loaded_by(model).loaded_by()
     );
     for (k, v) in hyperparameters(model) {
         let _ = writeln!(out, "  {k} = {v}");
