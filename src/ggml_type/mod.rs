@@ -1,7 +1,7 @@
 //! The ggml tensor type tables: which type ids exist and how many bytes a block (and a row) of
 //! each takes, for the two programs whose files we read.
 //!
-//! Mainline llama.cpp ([`mainline`]) and ik_llama.cpp ([`ik`]) agree on most ids, but not all:
+//! Mainline llama.cpp (`mainline.rs`) and ik_llama.cpp (`ik.rs`) agree on most ids, but not all:
 //! ik has its own types (ids 97-99 and 133 up), keeps ids mainline removed (31-33) and reuses
 //! one (36), lacks some of mainline's (34, 35, 40, 42), and sizes Q8_K (15) differently. An
 //! id's meaning can therefore depend on the file's [`Flavour`]; [`classify_id`] says which ids

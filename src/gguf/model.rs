@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::FlavourBasis;
 use super::GgufError;
-use super::read::{FlavourBasis, GgufFile, TensorInfo};
+use super::read::{GgufFile, TensorInfo};
 use super::value::ValueRef;
 use crate::ggml_type::Flavour;
 

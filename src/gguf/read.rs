@@ -13,8 +13,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::GgufError;
+use super::flavour::{self, FlavourBasis};
 use super::value::{ValueRef, ValueType};
-use crate::ggml_type::{self, Flavour, GgmlType, IdClass};
+use crate::ggml_type::{Flavour, GgmlType};
 use crate::layout::{self, DEFAULT_ALIGNMENT, MAX_DIMS};
 
 /// ggml's GGML_MAX_NAME: tensor names must be shorter than this.
@@ -84,80 +85,12 @@ impl FileIdentity {
     }
 }
 
-/// Why a file was read with the type table it was read with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FlavourBasis {
-    /// The caller said so (`--flavour`).
-    Given,
-    /// Tensor `tensor` has type id `id`, which only ik_llama.cpp defines.
-    Tensor {
-        /// The first such tensor.
-        tensor: String,
-        /// Its type id.
-        id: u32,
-    },
-    /// Every type id in the file means the same to llama.cpp and ik_llama.cpp; it is read as
-    /// mainline, and both programs load it.
-    Shared,
-}
-
-impl std::fmt::Display for FlavourBasis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FlavourBasis::Given => f.write_str("given by --flavour"),
-            FlavourBasis::Tensor { tensor, id } => write!(
-                f,
-                "tensor '{tensor}' has type id {id}, which only ik_llama.cpp defines"
-            ),
-            FlavourBasis::Shared => {
-                f.write_str("every type id in it means the same to llama.cpp and ik_llama.cpp")
-            }
-        }
-    }
-}
-
 /// A tensor info as stored, before its type id is resolved.
 struct RawInfo {
     name: String,
     dims: Vec<u64>,
     type_id: u32,
     offset: u64,
-}
-
-/// Decide the type table for a file whose tensors have these type ids: the one given, else ik
-/// if some id is ik_llama.cpp's own, else mainline if no id is contested, else an error that
-/// names the first contested tensor and both meanings.
-fn decide_flavour(
-    path: &Path,
-    infos: &[RawInfo],
-    given: Option<Flavour>,
-) -> Result<(Flavour, FlavourBasis), GgufError> {
-    if let Some(f) = given {
-        return Ok((f, FlavourBasis::Given));
-    }
-    if let Some(t) = infos
-        .iter()
-        .find(|t| ggml_type::classify_id(t.type_id) == IdClass::IkOnly)
-    {
-        let basis = FlavourBasis::Tensor {
-            tensor: t.name.clone(),
-            id: t.type_id,
-        };
-        return Ok((Flavour::Ik, basis));
-    }
-    match infos
-        .iter()
-        .find(|t| ggml_type::classify_id(t.type_id) == IdClass::Contested)
-    {
-        Some(t) => Err(GgufError::AmbiguousType {
-            path: path.to_path_buf(),
-            tensor: t.name.clone(),
-            id: t.type_id,
-            mainline: ggml_type::meaning(t.type_id, Flavour::Mainline),
-            ik: ggml_type::meaning(t.type_id, Flavour::Ik),
-        }),
-        None => Ok((Flavour::Mainline, FlavourBasis::Shared)),
-    }
 }
 
 /// Why a parse of a prefix stopped.
@@ -475,7 +408,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
 
     // Which table the type ids are read with needs every tensor's id: the first ik-only id
     // may come after a contested one.
-    let (flavour, flavour_basis) = decide_flavour(path, &raw, given)?;
+    let ids = raw.iter().map(|t| (t.name.as_str(), t.type_id));
+    let (flavour, flavour_basis) = flavour::decide_flavour(path, ids, given)?;
     let mut tensors = Vec::with_capacity(raw.len());
     for RawInfo {
         name,
@@ -484,7 +418,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         offset,
     } in raw
     {
-        let ty = resolve_type(path, &name, type_id, flavour, &flavour_basis)?;
+        let ty = flavour::resolve_type(path, &name, type_id, flavour, &flavour_basis)?;
         let ne0 = dims.first().copied().unwrap_or(1);
         if ne0 % ty.block_size() != 0 {
             return Err(GgufError::NotBlockMultiple {
@@ -578,40 +512,6 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         flavour,
         flavour_basis,
         identity: None,
-    })
-}
-
-/// The type `id` means in `flavour`'s table, or an error that says why the file is read with
-/// that table and what the id would mean in the other.
-fn resolve_type(
-    path: &Path,
-    tensor: &str,
-    id: u32,
-    flavour: Flavour,
-    basis: &FlavourBasis,
-) -> Result<GgmlType, GgufError> {
-    if let Some(ty) = GgmlType::lookup(id, flavour) {
-        return Ok(ty);
-    }
-    let other = match flavour {
-        Flavour::Mainline => Flavour::Ik,
-        Flavour::Ik => Flavour::Mainline,
-    };
-    if GgmlType::lookup(id, other).is_none() {
-        return Err(GgufError::UnknownType {
-            path: path.to_path_buf(),
-            tensor: tensor.into(),
-            id,
-        });
-    }
-    Err(GgufError::NotInFlavour {
-        path: path.to_path_buf(),
-        tensor: tensor.into(),
-        id,
-        flavour,
-        basis: basis.to_string(),
-        other: other.program(),
-        other_meaning: ggml_type::meaning(id, other),
     })
 }
 
@@ -1011,88 +911,6 @@ mod tests {
             matches!(&e, GgufError::UnknownType { id: 500, tensor, .. } if tensor == "blk.0.attn_q.weight")
         );
         assert!(e.to_string().contains("ik_llama.cpp"));
-    }
-
-    /// A file with a TQ1_0 (id 34, mainline only) tensor and optionally an IQ4_KS (144) one.
-    fn contested(with_ik: bool) -> Vec<u8> {
-        let mut b = GgufBuilder::new().tensor_raw("blk.0.attn_q.weight", &[256], 34, vec![0; 54]);
-        if with_ik {
-            b = b.tensor(
-                "blk.0.ffn_up_exps.weight",
-                &[256, 2, 2],
-                GgmlType::IQ4_KS,
-                0,
-            );
-        }
-        b.build()
-    }
-
-    #[test]
-    fn flavour_is_detected_from_ik_only_ids() {
-        let b = sample()
-            .tensor(
-                "blk.1.ffn_down_exps.weight",
-                &[256, 2, 4],
-                GgmlType::IQ2_KS,
-                0,
-            )
-            .build();
-        let f = GgufFile::from_bytes(path(), &b).unwrap();
-        assert_eq!(f.flavour, Flavour::Ik);
-        assert_eq!(
-            f.flavour_basis,
-            FlavourBasis::Tensor {
-                tensor: "blk.1.ffn_down_exps.weight".into(),
-                id: 145
-            }
-        );
-        // Row scales are part of the size: 8 rows of 2 + 70 bytes.
-        assert_eq!(
-            f.tensor("blk.1.ffn_down_exps.weight").unwrap().n_bytes,
-            8 * 72
-        );
-        // Shared ids only: read as mainline, which both programs agree with.
-        let f = GgufFile::from_bytes(path(), &sample().build()).unwrap();
-        assert_eq!(
-            (f.flavour, f.flavour_basis),
-            (Flavour::Mainline, FlavourBasis::Shared)
-        );
-        // Given: used as given.
-        let f = GgufFile::from_bytes_as(path(), &sample().build(), Some(Flavour::Ik)).unwrap();
-        assert_eq!(
-            (f.flavour, f.flavour_basis),
-            (Flavour::Ik, FlavourBasis::Given)
-        );
-    }
-
-    #[test]
-    fn a_contested_id_needs_a_flavour() {
-        let e = parse_err(&contested(false));
-        assert!(
-            matches!(&e, GgufError::AmbiguousType { id: 34, tensor, mainline, ik, .. }
-                if tensor == "blk.0.attn_q.weight" && mainline.starts_with("TQ1_0") && ik == "no type"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("--flavour"), "{e}");
-        let f =
-            GgufFile::from_bytes_as(path(), &contested(false), Some(Flavour::Mainline)).unwrap();
-        assert_eq!(f.tensors()[0].ty.name(), "TQ1_0");
-        // Read as ik (given, or shown by an IQ4_KS tensor), 34 is no type: said with the reason.
-        let e = GgufFile::from_bytes_as(path(), &contested(false), Some(Flavour::Ik)).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                GgufError::NotInFlavour {
-                    id: 34,
-                    flavour: Flavour::Ik,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let e = parse_err(&contested(true));
-        assert!(e.to_string().contains("only ik_llama.cpp defines"), "{e}");
-        assert!(e.to_string().contains("TQ1_0"), "{e}");
     }
 
     #[test]
