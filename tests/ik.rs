@@ -167,6 +167,25 @@ fn expert_rules_cut_ik_tensors_with_their_row_scales() {
     assert_ok(&o);
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(report.contains("r1[1-2]"), "{report}");
+    // diff cuts ik tensors by expert the same way.
+    let o = run(&[
+        "diff",
+        "--json",
+        s.v3.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap();
+    assert_eq!(
+        t["experts"],
+        serde_json::json!({"count": 4, "differ": [[1, 2]]})
+    );
 }
 
 #[test]

@@ -47,9 +47,9 @@ pub(super) const TABLE: &[(u32, Layout)] = &[
     (28, l("F64", 1, 8)),
     (29, l("IQ1_M", 256, 56)),
     (30, l("BF16", 1, 2)),
-    (31, l("Q4_0_4_4", 32, 18)),
-    (32, l("Q4_0_4_8", 32, 18)),
-    (33, l("Q4_0_8_8", 32, 18)),
+    (31, l("Q4_0_4X4", 32, 18)),
+    (32, l("Q4_0_4X8", 32, 18)),
+    (33, l("Q4_0_8X8", 32, 18)),
     // BitNet's I2_S: 2-bit values, 4 to a byte, then one 32-byte scale block for the whole
     // tensor (ik's ggml_nbytes: "hack for I2_S", ne / 4 + 32). Never cut into rows.
     (36, Layout::i2s("I2_S", 32)),

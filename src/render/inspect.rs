@@ -60,8 +60,9 @@ pub fn inspect_json(model: &Model) -> Value {
         .tensors()
         .map(|t| {
             json!({
-                "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
-                "bytes": t.info.n_bytes, "shard": t.shard, "offset": t.file_offset,
+                "name": t.info.name, "type": t.info.ty.name(), "type_id": t.info.ty.id(),
+                "shape": t.info.dims, "bytes": t.info.n_bytes, "shard": t.shard,
+                "offset": t.file_offset,
                 "group": roles::role_of(&t.info.name).label(),
             })
         })
