@@ -320,6 +320,40 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_set_takes_the_flavour_one_shard_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let split = |no: u16| {
+            GgufBuilder::new()
+                .kv_u16(KEY_SPLIT_NO, no)
+                .kv_u16(KEY_SPLIT_COUNT, 2)
+                .kv_i32(KEY_SPLIT_TENSORS_COUNT, 2)
+        };
+        let prefix = dir.path().join("m");
+        let path = |no| shard_path(prefix.to_str().unwrap(), no, 2);
+        // Shard 1: a Q4_0_4X4 tensor (id 31: ik's, removed from mainline); shard 2: IQ4_KS.
+        let first = split(0).tensor_raw("a", &[32], 31, vec![0; 18]);
+        std::fs::write(path(1), first.build()).unwrap();
+        let second = split(1).tensor("b", &[256], GgmlType::IQ4_KS, 2);
+        std::fs::write(path(2), second.build()).unwrap();
+        for given in [1, 2] {
+            let m = Model::open(&path(given)).unwrap();
+            assert_eq!(m.flavour(), Flavour::Ik);
+            assert!(matches!(
+                m.flavour_basis(),
+                FlavourBasis::Tensor { id: 144, .. }
+            ));
+            assert_eq!(m.tensor("a").unwrap().info.ty.name(), "Q4_0_4X4");
+        }
+        // Without the ik shard's evidence, the contested id is an error that names the fix.
+        let second = split(1).tensor("b", &[256], GgmlType::Q4_K, 2);
+        std::fs::write(path(2), second.build()).unwrap();
+        let e = Model::open(&path(2)).unwrap_err();
+        assert!(matches!(e, GgufError::AmbiguousType { id: 31, .. }), "{e}");
+        let m = Model::open_as(&path(2), Some(Flavour::Ik)).unwrap();
+        assert_eq!(*m.flavour_basis(), FlavourBasis::Given);
+    }
+
+    #[test]
     fn shard_set_errors() {
         let dir = tempfile::tempdir().unwrap();
         let first = shard(dir.path(), 1, 3, 0, 3, &["a"]);
