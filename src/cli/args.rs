@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::CliError;
+use gguf_splice::ggml_type::Flavour;
+use gguf_splice::gguf::Model;
 use gguf_splice::presets::Preset;
 use gguf_splice::recipe::Recipe;
 
@@ -28,6 +30,26 @@ pub(crate) struct RecipeArgs {
     /// of two models, usually because a regex missed one layout (`ffn_gate_up_exps`).
     #[arg(long)]
     pub(crate) allow_partial_experts: bool,
+    #[command(flatten)]
+    pub(crate) flavour: FlavourArg,
+}
+
+/// `--flavour`: which program's type table to read models with.
+#[derive(Args, Clone, Copy)]
+pub(crate) struct FlavourArg {
+    /// Read every model as made for this program: `ik` (ik_llama.cpp) or `mainline`
+    /// (llama.cpp). Without it, a model with a type only ik_llama.cpp defines is read as ik's,
+    /// one whose type ids mean the same to both as mainline's, and one with an id the two read
+    /// differently (such as 34-36, 40, 42) is refused.
+    #[arg(long, value_name = "ik|mainline")]
+    pub(crate) flavour: Option<Flavour>,
+}
+
+impl FlavourArg {
+    /// Open a model (any shard) with this flavour.
+    pub(crate) fn open(self, path: &Path) -> Result<Model, CliError> {
+        Ok(Model::open_as(path, self.flavour)?)
+    }
 }
 
 impl RecipeArgs {

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use args::{SpliceArgs, VerifyArgs};
+use args::{FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
 use gguf_splice::compare::CompareError;
 use gguf_splice::execute::ExecError;
-use gguf_splice::gguf::{GgufError, Model};
+use gguf_splice::gguf::GgufError;
 use gguf_splice::plan::{Parent, PlanError};
 use gguf_splice::recipe::RecipeError;
 
@@ -51,6 +51,8 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        flavour: FlavourArg,
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
@@ -67,6 +69,8 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        flavour: FlavourArg,
     },
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
@@ -141,9 +145,18 @@ impl CliError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { file, json } => reports::inspect(&file, json),
+        Command::Inspect {
+            file,
+            json,
+            flavour,
+        } => reports::inspect(&file, json, flavour),
         Command::Splice(args) => splice::splice(args),
-        Command::Diff { a, b, json } => reports::diff(&a, &b, json),
+        Command::Diff {
+            a,
+            b,
+            json,
+            flavour,
+        } => reports::diff(&a, &b, json, flavour),
         Command::Verify(args) => reports::verify(args),
         Command::Presets { action } => help::presets(match &action {
             Some(PresetsAction::Show { name }) => Some(name.as_str()),
@@ -178,8 +191,9 @@ pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     emit(&text)
 }
 
-pub(crate) fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
-    specs
+pub(crate) fn open_parents(rules: &RecipeArgs) -> Result<Vec<Parent>, CliError> {
+    rules
+        .parents
         .iter()
         .map(|spec| {
             let (name, path) = spec
@@ -190,7 +204,7 @@ pub(crate) fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
             }
             Ok(Parent {
                 name: name.to_string(),
-                model: Model::open(std::path::Path::new(path))?,
+                model: rules.flavour.open(std::path::Path::new(path))?,
             })
         })
         .collect()

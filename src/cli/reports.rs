@@ -3,10 +3,9 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use super::args::VerifyArgs;
+use super::args::{FlavourArg, VerifyArgs};
 use super::{CliError, emit, exit, open_parents, print_json};
 use gguf_splice::compare::{self, CompareOptions};
-use gguf_splice::gguf::Model;
 use gguf_splice::render;
 
 /// A progress bar on a terminal's stderr for the long comparisons; hidden otherwise.
@@ -44,8 +43,12 @@ impl Bar {
 }
 
 /// `inspect`.
-pub(crate) fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let model = Model::open(file)?;
+pub(crate) fn inspect(
+    file: &std::path::Path,
+    json: bool,
+    flavour: FlavourArg,
+) -> Result<i32, CliError> {
+    let model = flavour.open(file)?;
     if json {
         print_json(&render::inspect_json(&model))?;
     } else {
@@ -55,8 +58,13 @@ pub(crate) fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliErro
 }
 
 /// `diff`: reports only, exit 0 either way.
-pub(crate) fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let (a, b) = (Model::open(a)?, Model::open(b)?);
+pub(crate) fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    json: bool,
+    flavour: FlavourArg,
+) -> Result<i32, CliError> {
+    let (a, b) = (flavour.open(a)?, flavour.open(b)?);
     let bar = Bar::new();
     let r = compare::diff(&a, &b, &bar.options())?;
     bar.done();
@@ -70,8 +78,8 @@ pub(crate) fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Resu
 
 /// `verify`: exit 1 on a mismatch.
 pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let child = Model::open(&args.child)?;
+    let parents = open_parents(&args.rules)?;
+    let child = args.rules.flavour.open(&args.child)?;
     let recipe = args.rules.recipe()?;
     let bar = Bar::new();
     let r = compare::verify(&child, &parents, recipe.as_ref(), &bar.options())?;

@@ -12,7 +12,7 @@ use gguf_splice::render;
 
 /// `splice`: plan, then (unless --dry-run) write the child.
 pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
+    let parents = open_parents(&args.rules)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
     let split = SplitOptions {
         max_bytes: args.split_max_size,

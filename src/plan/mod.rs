@@ -10,6 +10,7 @@
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
 //! (`metadata`); output shards and offsets (`shards`).
 
+mod loaders;
 mod metadata;
 pub mod owners;
 mod shards;
@@ -24,6 +25,7 @@ use crate::recipe::Recipe;
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
+pub use loaders::Loaders;
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
 pub use shards::MAX_SHARDS;
@@ -240,6 +242,21 @@ pub enum PlanError {
         /// Which matrix would come from which parent.
         detail: String,
     },
+    /// The child would hold types only ik_llama.cpp defines and types only mainline
+    /// llama.cpp defines, so neither program would load it.
+    #[error(
+        "no program would load the child: '{ik_tensor}' would be {ik_type}, which only ik_llama.cpp defines, and '{mainline_tensor}' {mainline_type}, which only mainline llama.cpp defines; take one of them from another parent"
+    )]
+    FlavoursMixed {
+        /// A tensor of an ik-only type.
+        ik_tensor: String,
+        /// Its type.
+        ik_type: String,
+        /// A tensor of a mainline-only type.
+        mainline_tensor: String,
+        /// Its type.
+        mainline_type: String,
+    },
 }
 
 /// A metadata value of the child: borrowed raw from a parent, or made here.
@@ -384,6 +401,8 @@ pub struct Plan<'p> {
     pub rules: Vec<RuleReport>,
     /// Things the user should know that do not stop the run.
     pub warnings: Vec<String>,
+    /// Which programs load the child (from its tensor types).
+    pub loaders: Loaders,
 }
 
 /// Keys whose values decide tensor shapes; parents that differ in them are different models.
@@ -604,6 +623,7 @@ pub fn build<'p>(
         }
     }
 
+    let loaders = loaders::loaders(&tensors, &mut warnings)?;
     let kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
@@ -616,6 +636,7 @@ pub fn build<'p>(
         set_id,
         rules,
         warnings,
+        loaders,
     })
 }
 

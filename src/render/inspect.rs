@@ -8,6 +8,7 @@ use super::{
     Totals, human_bytes, plural_count, table_row, tensor_row, totals, totals_json, totals_text,
 };
 use crate::ftype;
+use crate::ggml_type::Origin;
 use crate::gguf::{Model, ValueRef};
 use crate::roles;
 
@@ -32,6 +33,12 @@ fn value_text(key: &str, v: ValueRef<'_>) -> String {
         ("general.file_type", Some(n)) => ftype::label(n),
         _ => v.summary(4),
     }
+}
+
+/// Which programs load the model, from its tensor types' origins.
+fn loaded_by(model: &Model) -> Origin {
+    let mut origins = model.tensors().map(|t| t.info.ty.origin());
+    origins.find(|&o| o != Origin::Both).unwrap_or(Origin::Both)
 }
 
 /// A model's tensor bytes totalled by type and by group.
@@ -64,8 +71,9 @@ pub fn inspect_json(model: &Model) -> Value {
         .tensors()
         .map(|t| {
             json!({
-                "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
-                "bytes": t.info.n_bytes, "shard": t.shard + 1, "offset": t.file_offset,
+                "name": t.info.name, "type": t.info.ty.name(), "type_id": t.info.ty.id(),
+                "shape": t.info.dims, "bytes": t.info.n_bytes, "shard": t.shard + 1,
+                "offset": t.file_offset,
                 "group": roles::role_of(&t.info.name).label(),
             })
         })
@@ -77,6 +85,9 @@ pub fn inspect_json(model: &Model) -> Value {
             "alignment": s.alignment, "data_offset": s.data_offset,
         })).collect::<Vec<_>>(),
         "architecture": model.architecture(),
+        "flavour": model.flavour().arg(),
+        "flavour_basis": model.flavour_basis().to_string(),
+        "loadable_by": loaded_by(model).loaded_by(),
         // Typed, as the metadata list: numbers stay numbers.
         "hyperparameters": hyperparameters(model)
             .into_iter()
@@ -113,6 +124,13 @@ pub fn inspect_text(model: &Model) -> String {
         out,
         "architecture: {}",
         model.architecture().unwrap_or("(none)")
+    );
+    let _ = writeln!(
+        out,
+        "flavour: {} ({}); loadable by {}",
+        model.flavour().arg(),
+        model.flavour_basis(),
+        loaded_by(model).loaded_by()
     );
     for (k, v) in hyperparameters(model) {
         let _ = writeln!(out, "  {k} = {}", v.summary(4));

@@ -87,6 +87,8 @@ pub fn plan_json(plan: &Plan) -> Value {
         })).collect::<Vec<_>>(),
         "warnings": plan.warnings,
         "output_bytes": plan.output_bytes(),
+        "loadable_by": plan.loaders.origin.loaded_by(),
+        "flavour_types": plan.loaders.own_types,
     })
 }
 
@@ -142,6 +144,7 @@ pub fn plan_text(plan: &Plan) -> String {
     let (by_parent, by_type) = plan_totals(plan);
     totals_text(&mut out, "bytes by parent (pieces)", &by_parent);
     totals_text(&mut out, "bytes by type", &by_type);
+    let _ = writeln!(out, "\nloadable by: {}", plan.loaders.describe());
     let _ = writeln!(out, "\noutput:");
     for s in &plan.shards {
         let _ = writeln!(

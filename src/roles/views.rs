@@ -213,7 +213,10 @@ pub fn view<'m>(want: &TensorInfo, parent: &'m Model) -> Result<View<'m>, Unavai
                 && d[0] == want.dims[0]
                 && Some(d[1]) == want.dims[1].checked_mul(2)
                 && d[2] == want.dims[2];
-            let half = layout::tensor_bytes(fused.info.ty, &want.dims[..want.dims.len().min(2)]);
+            // The child's expert is n_ff whole rows of the parent's (row metadata included).
+            let half = fits
+                .then(|| layout::rows_bytes(fused.info.ty, want.dims[0], want.dims[1]))
+                .flatten();
             let (true, Some(half)) = (fits, half) else {
                 return Err(Unavailable::LayoutShape {
                     source: fused_name,
@@ -261,12 +264,11 @@ pub fn view<'m>(want: &TensorInfo, parent: &'m Model) -> Result<View<'m>, Unavai
                     });
                 }
             }
-            let half = layout::tensor_bytes(gate.info.ty, &gate.info.dims[..2]).ok_or(
-                Unavailable::LayoutShape {
+            let half = layout::rows_bytes(gate.info.ty, gate.info.dims[0], gate.info.dims[1])
+                .ok_or(Unavailable::LayoutShape {
                     source: gate.info.name.clone(),
                     found: gate.info.dims.clone(),
-                },
-            )?;
+                })?;
             let part = |source, child_offset| Part {
                 source,
                 child_offset,

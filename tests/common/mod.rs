@@ -115,6 +115,23 @@ pub enum Oracle {
     GgufPy,
     /// Real llama.cpp (and our probe), from fixtures/build-llama.sh.
     Llama,
+    /// Real ik_llama.cpp (and our ik probe and type-table oracle), from
+    /// fixtures/build-ik-llama.sh.
+    IkLlama,
+}
+
+/// The gguf-splice cache root, as the fixture build scripts compute it.
+fn cache_root() -> PathBuf {
+    std::env::var("GGUF_SPLICE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                })
+                .join("gguf-splice")
+        })
 }
 
 /// Where the oracle is, if it is installed.
@@ -126,20 +143,11 @@ fn oracle_path(o: Oracle) -> PathBuf {
         },
         Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
             Ok(d) => PathBuf::from(d),
-            Err(_) => {
-                let cache = std::env::var("GGUF_SPLICE_CACHE")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| {
-                        std::env::var("XDG_CACHE_HOME")
-                            .map(PathBuf::from)
-                            .unwrap_or_else(|_| {
-                                PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                                    .join(".cache")
-                            })
-                            .join("gguf-splice")
-                    });
-                cache.join("llama.cpp-11434/build/bin")
-            }
+            Err(_) => cache_root().join("llama.cpp-11434/build/bin"),
+        },
+        Oracle::IkLlama => match std::env::var("GGUF_SPLICE_IK_LLAMA_BIN") {
+            Ok(d) => PathBuf::from(d),
+            Err(_) => cache_root().join("ik_llama.cpp-0.1.5/build/bin"),
         },
     }
 }
@@ -157,13 +165,16 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
             match o {
                 Oracle::GgufPy => !p.exists(),
                 Oracle::Llama => !p.join("llama-splice-probe").exists(),
+                Oracle::IkLlama => {
+                    !p.join("ik-splice-probe").exists() || !p.join("ik-splice-types").exists()
+                }
             }
         })
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN";
+    let how = "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN";
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"
@@ -185,6 +196,11 @@ pub fn oracle_python() -> PathBuf {
 /// The directory of real llama.cpp's binaries (see [`have`]).
 pub fn llama_bin() -> PathBuf {
     oracle_path(Oracle::Llama)
+}
+
+/// The directory of real ik_llama.cpp's binaries (see [`have`]).
+pub fn ik_llama_bin() -> PathBuf {
+    oracle_path(Oracle::IkLlama)
 }
 
 pub fn repo() -> &'static Path {
