@@ -3,6 +3,7 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`ggml_type`], [`layout`]: the type table and all size arithmetic;
+//! - [`input`]: opening the files a user names (regular files only, text up to a cap);
 //! - [`gguf`]: the container (reader, writer, shard sets);
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
@@ -18,6 +19,7 @@ pub mod compare;
 pub mod execute;
 pub mod ggml_type;
 pub mod gguf;
+pub mod input;
 pub mod layout;
 pub mod plan;
 pub mod recipe;

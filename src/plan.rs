@@ -101,6 +101,9 @@ pub enum PlanError {
     RuleMatchedNothing { origin: String, pattern: String },
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// The recipe's chat template file could not be read, or is too large or not UTF-8.
+    #[error("chat template: {0}")]
+    ChatTemplateFile(#[source] crate::input::InputError),
     #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
     CannotSplit {
         origin: String,
@@ -698,8 +701,12 @@ fn plan_metadata<'p>(
             set_kv(&mut kvs, KEY_CHAT_TEMPLATE, PlanValue::Parent(v));
         }
         Some(ChatTemplate::File(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| PlanError::ChatTemplate(format!("{}: {e}", path.display())))?;
+            let text = crate::input::read_text(
+                path,
+                "chat template",
+                crate::recipe::MAX_CHAT_TEMPLATE_BYTES,
+            )
+            .map_err(PlanError::ChatTemplateFile)?;
             set_kv(
                 &mut kvs,
                 KEY_CHAT_TEMPLATE,

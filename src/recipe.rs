@@ -9,15 +9,20 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::gguf::{OwnedValue, ValueType};
+use crate::input::{self, InputError};
+
+/// The largest recipe file read: real recipes are a few KB, so anything near this is the
+/// wrong file.
+pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
+/// The largest chat template file read (`[metadata] chat_template = { file = ... }`):
+/// llama.cpp's templates are a few KB; DeepSeek's is under 4 KB.
+pub const MAX_CHAT_TEMPLATE_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The recipe file could not be read, or is too large or not UTF-8.
+    #[error(transparent)]
+    Input(#[from] InputError),
     #[error("{path}: {message}")]
     Toml { path: PathBuf, message: String },
     #[error("{origin}: bad regex '{pattern}': {message}")]
@@ -212,10 +217,7 @@ fn index_set(origin: &str, what: &'static str, text: &str) -> Result<IndexSet, R
 impl Recipe {
     /// Parse a recipe file. A chat template file is resolved relative to the recipe.
     pub fn from_file(path: &Path) -> Result<Recipe, RecipeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = input::read_text(path, "recipe", MAX_RECIPE_BYTES)?;
         Recipe::from_toml(&text, path)
     }
 

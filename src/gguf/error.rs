@@ -12,6 +12,10 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
+    /// The file could not be opened, or is not a regular file.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+
     #[error("{path}: not a GGUF file: expected magic \"GGUF\", found {found:02x?}")]
     BadMagic { path: PathBuf, found: [u8; 4] },
 

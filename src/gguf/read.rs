@@ -7,7 +7,6 @@
 //! reads a longer prefix; tensor data is never read.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -492,8 +491,7 @@ pub const MAX_HEADER_BYTES: u64 = 96 << 20;
 impl GgufFile {
     /// Open and validate one GGUF file (one shard). Reads only the header.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let mut file = File::open(path).map_err(|e| GgufError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| GgufError::io(path, e))?;
+        let (mut file, meta) = crate::input::open_regular(path)?;
         let file_len = meta.len();
         let identity = Some(FileIdentity::of(&meta));
         let mut buf = Vec::new();
@@ -595,6 +593,7 @@ impl GgufFile {
 mod tests {
     use super::*;
     use crate::testkit::GgufBuilder;
+    use std::fs::File;
 
     fn path() -> &'static Path {
         Path::new("t.gguf")
