@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ggml_type::GgmlType;
 use crate::gguf::model::{KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, shard_path};
+use crate::gguf::read::MAX_HEADER_BYTES;
 use crate::gguf::write::{assign_offsets, declared_alignment, encoded_header_len};
 use crate::gguf::{Model, OwnedValue, TensorInfo, ValueRef, ValueType};
 use crate::layout::{self, DEFAULT_ALIGNMENT};
@@ -112,6 +113,12 @@ pub enum PlanError {
     },
     #[error("the split options make {count} shards; at most {max} can be named")]
     TooManyShards { count: usize, max: usize },
+    /// The child's header would be larger than the reader accepts.
+    #[error(
+        "{path}: the header (metadata and tensor infos) would be {len} bytes, over the {} MiB ({max} bytes) that gguf-splice reads back; drop large keys with metadata.remove",
+        max >> 20
+    )]
+    HeaderTooLarge { path: PathBuf, len: u64, max: u64 },
     #[error("tensor '{tensor}': size overflows")]
     Overflow { tensor: String },
 }
@@ -869,6 +876,13 @@ fn assign_shards(
         } else {
             output.to_path_buf()
         };
+        if header_len > MAX_HEADER_BYTES {
+            return Err(PlanError::HeaderTooLarge {
+                path,
+                len: header_len,
+                max: MAX_HEADER_BYTES,
+            });
+        }
         shards.push(OutShard {
             path,
             tensors: range,

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::gguf::Model;
+use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
+use gguf_splice::recipe::Recipe;
 
 const V3: u8 = 1;
 const R1: u8 = 2;
@@ -275,4 +278,33 @@ fn exit_codes_follow_content_3_io_4() {
         .collect::<Vec<_>>());
     let err = one_line_error(&o, 4);
     assert!(err.contains("no-such-template.jinja"), "{err}");
+}
+
+#[test]
+fn a_child_header_the_reader_would_refuse_is_not_written() {
+    let s = Setup::new();
+    let big = "x".repeat(95 << 20);
+    let v3 = parent(V3, GgmlType::Q3_K).kv_str("big.key", &big).build();
+    std::fs::write(&s.v3, v3).unwrap();
+    std::fs::write(s.path("t.jinja"), vec![b't'; 1 << 20]).unwrap();
+    let recipe = s.recipe(
+        "r.toml",
+        "[metadata]\nchat_template = { file = 't.jinja' }\n",
+    );
+    let out = s.path("child.gguf");
+    let mut cmd = s.dry_run(&["--recipe", &recipe]);
+    cmd.retain(|a| a != "--dry-run");
+    let o = &run_all(&[cmd])[0];
+    let err = one_line_error(o, 3);
+    assert!(err.contains("96 MiB"), "{err}");
+    assert!(!out.exists());
+    let parents = [Parent {
+        name: "v3".into(),
+        model: Model::open(&s.v3).unwrap(),
+    }];
+    let recipe = Recipe::from_file(Path::new(&recipe)).unwrap();
+    assert!(matches!(
+        plan::build(&parents, &recipe, &out, SplitOptions::default()),
+        Err(PlanError::HeaderTooLarge { len, max, .. }) if len > max && max == 96 << 20
+    ));
 }
