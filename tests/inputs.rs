@@ -281,6 +281,23 @@ fn exit_codes_follow_content_3_io_4() {
 }
 
 #[test]
+fn an_empty_parent_path_is_a_usage_error() {
+    let s = Setup::new();
+    let o = run(&[
+        "splice",
+        "--parent",
+        "a=",
+        "-o",
+        s.path("o.gguf").to_str().unwrap(),
+    ]);
+    let err = one_line_error(&o, 2);
+    assert!(
+        err.contains("--parent 'a='") && err.contains("empty path"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_child_header_the_reader_would_refuse_is_not_written() {
     let s = Setup::new();
     let big = "x".repeat(95 << 20);

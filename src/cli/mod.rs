@@ -315,6 +315,11 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
             if name.is_empty() {
                 return Err(CliError::Usage(format!("--parent '{spec}': empty name")));
             }
+            if path.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "--parent '{spec}': empty path; expected NAME=PATH"
+                )));
+            }
             Ok(Parent {
                 name: name.to_string(),
                 model: Model::open(std::path::Path::new(path))?,
