@@ -325,3 +325,12 @@ fn a_child_header_the_reader_would_refuse_is_not_written() {
         Err(PlanError::HeaderTooLarge { len, max, .. }) if len > max && max == 96 << 20
     ));
 }
+
+#[test]
+fn a_bad_magic_is_shown_as_text_and_hex() {
+    let s = Setup::new();
+    let notes = s.file("notes.gguf", b"# gguf notes, not a model\n");
+    let o = run(&["inspect", &notes]);
+    let err = one_line_error(&o, 3);
+    assert!(err.contains("\"# gg\" (23 20 67 67)"), "{err}");
+}

@@ -649,6 +649,10 @@ mod tests {
         let mut b = sample().build();
         b[0] = b'X';
         assert!(matches!(parse_err(&b), GgufError::BadMagic { found, .. } if &found == b"XGUF"));
+        // Shown as text and hex, unprintable bytes escaped.
+        b[..4].copy_from_slice(b"# g\0");
+        let e = parse_err(&b).to_string();
+        assert!(e.ends_with(r##"found "# g\x00" (23 20 67 00)"##), "{e}");
     }
 
     #[test]
