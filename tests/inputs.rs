@@ -232,10 +232,7 @@ fn recipes_and_templates_over_their_caps_are_refused_as_bad_input() {
         .unwrap();
     let big_template = s.recipe(
         "big-template.toml",
-        &format!(
-            "[metadata]\nchat_template = {{ file = '{}' }}\n",
-            big.display()
-        ),
+        &format!("[metadata]\nchat_template = {{ file = '{}' }}\n", big.display()),
     );
     let cmds = vec![
         s.dry_run(&["--recipe", &big.display().to_string()]),
@@ -291,10 +288,60 @@ fn an_empty_parent_path_is_a_usage_error() {
         s.path("o.gguf").to_str().unwrap(),
     ]);
     let err = one_line_error(&o, 2);
-    assert!(
-        err.contains("--parent 'a='") && err.contains("empty path"),
-        "{err}"
-    );
+    assert!(err.contains("--parent 'a='") && err.contains("empty path"), "{err}");
+}
+
+#[test]
+fn files_shorter_than_their_declared_data_are_refused_at_once() {
+    use gguf_splice::testkit::GgufBuilder;
+    let s = Setup::new();
+    let claims = |b: GgufBuilder| {
+        b.kv_str("general.architecture", "deepseek2").tensor_declared(
+            "blk.0.ffn_up_exps.weight",
+            &[1 << 20, 1 << 20, 4],
+            GgmlType::F32.id(),
+            16 << 40,
+        )
+    };
+    let short = |path: &Path, b: GgufBuilder| {
+        let f = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut &f, &b.build()).unwrap();
+        f.set_len(4096).unwrap();
+        path.display().to_string()
+    };
+    let single = short(&s.path("short.gguf"), claims(GgufBuilder::new()));
+    // A two-shard set whose second shard is the short one.
+    let split = |no: u16| {
+        GgufBuilder::new()
+            .kv_u16("split.no", no)
+            .kv_u16("split.count", 2)
+            .kv_i32("split.tensors.count", 2)
+    };
+    let first = s.path("set-00001-of-00002.gguf");
+    std::fs::write(
+        &first,
+        split(0)
+            .kv_str("general.architecture", "deepseek2")
+            .tensor("a", &[4], GgmlType::F32, 1)
+            .build(),
+    )
+    .unwrap();
+    short(&s.path("set-00002-of-00002.gguf"), claims(split(1)));
+    let first = first.display().to_string();
+    let v3 = s.v3.display().to_string();
+    let cmds = vec![
+        args(&["diff", &single, &v3]),
+        args(&["diff", &v3, &first]),
+        args(&["verify", &single, "--parent", &format!("v3={v3}")]),
+        args(&["verify", &v3, "--parent", &format!("v3={first}")]),
+    ];
+    for (o, cmd) in run_all(&cmds).iter().zip(&cmds) {
+        let err = one_line_error(o, 3);
+        assert!(
+            err.contains("past the end of the file") && err.contains("4096 bytes"),
+            "{cmd:?}: {err}"
+        );
+    }
 }
 
 #[test]
