@@ -374,6 +374,54 @@ fn a_child_header_the_reader_would_refuse_is_not_written() {
 }
 
 #[test]
+fn recipe_mistakes_are_one_line_errors_that_say_the_fix() {
+    let s = Setup::new();
+    let typo = s.recipe(
+        "typo.toml",
+        "[recipe]\nparents = ['v3', 'r1']\n\n[[rules]]\nmatch = '_exps'\nfrom = 'r1'\noptinal = true\n",
+    );
+    let quoted = s.recipe(
+        "quoted.toml",
+        "[[rules]]\nmatch = \"ffn_up_exps\\.weight\"\nfrom = 'r1'\n",
+    );
+    let huge_f32 = s.recipe(
+        "f32.toml",
+        "[[metadata.set]]\nkey = 'x.scale'\ntype = 'f32'\nvalue = 1e300\n",
+    );
+    let str_type = s.recipe(
+        "str.toml",
+        "[[metadata.set]]\nkey = 'x.name'\ntype = 'str'\nvalue = 'a'\n",
+    );
+    let long_regex = s.recipe(
+        "long.toml",
+        &format!("[[rules]]\nmatch = '({}'\nfrom = 'r1'\n", "a".repeat(200_000)),
+    );
+    let cmds: Vec<Vec<String>> = [&typo, &quoted, &huge_f32, &str_type, &long_regex]
+        .iter()
+        .map(|r| s.dry_run(&["--recipe", r]))
+        .collect();
+    let outs = run_all(&cmds);
+    let err = one_line_error(&outs[0], 3);
+    assert!(
+        err.contains(&format!("{typo}:7:"))
+            && err.contains("unknown field 'optinal' in [[rules]]")
+            && err.contains("did you mean 'optional'"),
+        "{err}"
+    );
+    let err = one_line_error(&outs[1], 3);
+    assert!(
+        err.contains(&format!("{quoted}:2:")) && err.contains("single quotes"),
+        "{err}"
+    );
+    let err = one_line_error(&outs[2], 3);
+    assert!(err.contains("1e300") && err.contains("f32"), "{err}");
+    let err = one_line_error(&outs[3], 3);
+    assert!(err.contains("'str'") && err.contains("string"), "{err}");
+    let err = one_line_error(&outs[4], 3);
+    assert!(err.len() < 400 && err.contains('…'), "{err}");
+}
+
+#[test]
 fn a_bad_magic_is_shown_as_text_and_hex() {
     let s = Setup::new();
     let notes = s.file("notes.gguf", b"# gguf notes, not a model\n");

@@ -96,8 +96,10 @@ struct RecipeArgs {
     /// A recipe file (see mappings/).
     #[arg(long)]
     recipe: Option<PathBuf>,
-    /// REGEX=NAME[:experts=RANGES[:router]]: take matching tensors from parent NAME. Comes
-    /// before the recipe's rules; the first matching rule wins.
+    /// REGEX=NAME[:experts=RANGES][:layers=RANGES][:router]: take matching tensors from
+    /// parent NAME (options as the recipe fields of the same names). Comes before the
+    /// recipe's rules; the first matching rule wins. The rule is split at the first `=NAME`
+    /// followed by `:` or the end; write `\=` for an `=` the regex must keep there.
     #[arg(long = "take", value_name = "RULE")]
     takes: Vec<String>,
 }
