@@ -100,6 +100,16 @@ pub enum PlanError {
         "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all); fix the regex or mark the rule `optional = true`"
     )]
     RuleMatchedNothing { origin: String, pattern: String },
+    /// A rule took nothing and its `layers` name blocks the base does not have.
+    #[error(
+        "{origin}: layers {layers} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        block_count.saturating_sub(1)
+    )]
+    LayersBeyondModel {
+        origin: String,
+        layers: String,
+        block_count: u64,
+    },
     #[error("chat template: {0}")]
     ChatTemplate(String),
     /// The recipe's chat template file could not be read, or is too large or not UTF-8.
@@ -338,6 +348,18 @@ pub fn build<'p>(
         .collect();
     for (rule, report) in recipe.rules.iter().zip(&rules) {
         if report.matched == 0 && !rule.optional {
+            let blocks = base_model
+                .tensors()
+                .filter_map(|t| layer_of(&t.info.name))
+                .max()
+                .map_or(0, |l| l + 1);
+            if let Some(layers) = rule.layers_beyond(blocks) {
+                return Err(PlanError::LayersBeyondModel {
+                    origin: rule.origin.clone(),
+                    layers,
+                    block_count: blocks,
+                });
+            }
             return Err(PlanError::RuleMatchedNothing {
                 origin: rule.origin.clone(),
                 pattern: report.pattern.clone(),

@@ -232,7 +232,10 @@ fn recipes_and_templates_over_their_caps_are_refused_as_bad_input() {
         .unwrap();
     let big_template = s.recipe(
         "big-template.toml",
-        &format!("[metadata]\nchat_template = {{ file = '{}' }}\n", big.display()),
+        &format!(
+            "[metadata]\nchat_template = {{ file = '{}' }}\n",
+            big.display()
+        ),
     );
     let cmds = vec![
         s.dry_run(&["--recipe", &big.display().to_string()]),
@@ -288,20 +291,27 @@ fn an_empty_parent_path_is_a_usage_error() {
         s.path("o.gguf").to_str().unwrap(),
     ]);
     let err = one_line_error(&o, 2);
-    assert!(err.contains("--parent 'a='") && err.contains("empty path"), "{err}");
+    assert!(
+        err.contains("--parent 'a='") && err.contains("empty path"),
+        "{err}"
+    );
 }
 
+/// A parent that claims 16 TiB of tensor data, cut to 4 KiB: every command refuses it at once
+/// (the reader checks each tensor's end against the file's length), whether it is a single
+/// file or the second shard of a set.
 #[test]
 fn files_shorter_than_their_declared_data_are_refused_at_once() {
     use gguf_splice::testkit::GgufBuilder;
     let s = Setup::new();
     let claims = |b: GgufBuilder| {
-        b.kv_str("general.architecture", "deepseek2").tensor_declared(
-            "blk.0.ffn_up_exps.weight",
-            &[1 << 20, 1 << 20, 4],
-            GgmlType::F32.id(),
-            16 << 40,
-        )
+        b.kv_str("general.architecture", "deepseek2")
+            .tensor_declared(
+                "blk.0.ffn_up_exps.weight",
+                &[1 << 20, 1 << 20, 4],
+                GgmlType::F32.id(),
+                16 << 40,
+            )
     };
     let short = |path: &Path, b: GgufBuilder| {
         let f = std::fs::File::create(path).unwrap();
@@ -344,6 +354,8 @@ fn files_shorter_than_their_declared_data_are_refused_at_once() {
     }
 }
 
+/// A child header the reader would refuse (over 96 MiB) is refused when planning, before
+/// anything is written.
 #[test]
 fn a_child_header_the_reader_would_refuse_is_not_written() {
     let s = Setup::new();
@@ -374,6 +386,73 @@ fn a_child_header_the_reader_would_refuse_is_not_written() {
 }
 
 #[test]
+fn take_rules_name_their_mistakes() {
+    let s = Setup::new();
+    let take = |t: &str| s.dry_run(&["--take", t]);
+    let cmds = vec![
+        take("exps=r1:expert=0-1"),
+        take("exps=r1:experts=0..2"),
+        take("exps=r1:router"),
+        take("exps=r1:layers=5-9"),
+    ];
+    let outs = run_all(&cmds);
+    let err = one_line_error(&outs[0], 3);
+    assert!(
+        err.contains("unknown option 'expert'")
+            && err.contains("did you mean 'experts'")
+            && err.contains("layers=RANGES"),
+        "{err}"
+    );
+    let err = one_line_error(&outs[1], 3);
+    assert!(err.contains("'0..2'"), "{err}");
+    let err = one_line_error(&outs[2], 3);
+    assert!(err.contains("router") && err.contains("experts"), "{err}");
+    assert!(!err.contains("not of the form"), "{err}");
+    // Layers past the model are blamed on `layers`, not on the regex.
+    let err = one_line_error(&outs[3], 3);
+    assert!(
+        err.contains("5-9") && err.contains("3 blocks") && !err.contains("takes no tensor"),
+        "{err}"
+    );
+
+    let parents: Vec<Parent> = [("v3", &s.v3), ("r1", &s.r1)]
+        .into_iter()
+        .map(|(name, path)| Parent {
+            name: name.into(),
+            model: Model::open(path).unwrap(),
+        })
+        .collect();
+    let mut recipe = Recipe::default();
+    recipe
+        .prepend_takes(&["exps=r1:layers=5-9".to_string()])
+        .unwrap();
+    let e = plan::build(
+        &parents,
+        &recipe,
+        &s.path("o.gguf"),
+        SplitOptions::default(),
+    );
+    assert!(
+        matches!(&e, Err(PlanError::LayersBeyondModel { layers, block_count: 3, .. }) if layers == "5-9"),
+        "{:?}",
+        e.err()
+    );
+
+    // `layers` works on the command line as in recipes.
+    let o = &run_all(&[take("ffn_up_exps=r1:layers=2:experts=1")])[0];
+    assert!(o.status.success(), "{}", stderr(o));
+    let plan = String::from_utf8_lossy(&o.stdout);
+    let line = |name: &str| {
+        plan.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} in {plan}"))
+            .to_string()
+    };
+    assert!(line("blk.2.ffn_up_exps").contains("r1"), "{plan}");
+    assert!(!line("blk.1.ffn_up_exps").contains("r1"), "{plan}");
+}
+
+#[test]
 fn recipe_mistakes_are_one_line_errors_that_say_the_fix() {
     let s = Setup::new();
     let typo = s.recipe(
@@ -394,7 +473,10 @@ fn recipe_mistakes_are_one_line_errors_that_say_the_fix() {
     );
     let long_regex = s.recipe(
         "long.toml",
-        &format!("[[rules]]\nmatch = '({}'\nfrom = 'r1'\n", "a".repeat(200_000)),
+        &format!(
+            "[[rules]]\nmatch = '({}'\nfrom = 'r1'\n",
+            "a".repeat(200_000)
+        ),
     );
     let cmds: Vec<Vec<String>> = [&typo, &quoted, &huge_f32, &str_type, &long_regex]
         .iter()
