@@ -38,8 +38,9 @@ pub enum RecipeError {
     },
     /// A key the recipe format does not have (a typo, most often).
     #[error(
-        "{}: unknown field '{field}' in {table} ({})",
+        "{}: unknown field '{}' in {table} ({})",
         at(.path, *.line, *.col),
+        short_pattern(.field),
         did_you_mean(.suggestion.as_deref(), .valid)
     )]
     UnknownField {
@@ -69,8 +70,10 @@ pub enum RecipeError {
         pattern: String,
         message: String,
     },
+    /// A `layers` or `experts` value that is not a list of numbers and ranges.
     #[error(
-        "{origin}: bad {what} '{text}': expected a list of numbers and ranges such as \"3-60\" or \"0-63,128-191\""
+        "{origin}: bad {what} '{}': expected a list of numbers and ranges such as \"3-60\" or \"0-63,128-191\"",
+        short_pattern(.text)
     )]
     BadRange {
         origin: String,
@@ -85,7 +88,8 @@ pub enum RecipeError {
     BadTake { origin: String, text: String },
     /// A `--take` option that does not exist.
     #[error(
-        "{origin}: unknown option '{option}'{}; the options are {TAKE_OPTIONS}",
+        "{origin}: unknown option '{}'{}; the options are {TAKE_OPTIONS}",
+        short_pattern(.option),
         .suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default()
     )]
     UnknownTakeOption {
@@ -95,7 +99,10 @@ pub enum RecipeError {
     },
     /// A known `--take` option used wrongly: without its value, with a value it does not
     /// take, twice, or empty.
-    #[error("{origin}: option '{option}' {problem}; the options are {TAKE_OPTIONS}")]
+    #[error(
+        "{origin}: option '{}' {problem}; the options are {TAKE_OPTIONS}",
+        short_pattern(.option)
+    )]
     BadTakeOption {
         origin: String,
         option: String,
@@ -103,7 +110,9 @@ pub enum RecipeError {
     },
     /// A `metadata.set` type that does not exist.
     #[error(
-        "{origin}: metadata.set '{key}': unknown type '{found}'; valid types: {}",
+        "{origin}: metadata.set '{}': unknown type '{}'; valid types: {}",
+        short_pattern(.key),
+        short_pattern(.found),
         SET_TYPES.join(" ")
     )]
     UnknownType {
@@ -111,7 +120,8 @@ pub enum RecipeError {
         key: String,
         found: String,
     },
-    #[error("{origin}: metadata.set '{key}': {message}")]
+    /// A `metadata.set` value that does not fit its type, or a key the writer owns.
+    #[error("{origin}: metadata.set '{}': {message}", short_pattern(.key))]
     BadValue {
         origin: String,
         key: String,
@@ -144,8 +154,8 @@ fn did_you_mean(suggestion: Option<&str>, valid: &[String]) -> String {
     }
 }
 
-/// A pattern cut to its first 80 characters (with `…`) and kept on one line, for messages:
-/// a generated regex can be hundreds of KB.
+/// A user's text (a pattern, a key, a range) cut to its first 80 characters (with `…`) and
+/// kept on one line, for messages: a generated regex can be hundreds of KB.
 pub fn short_pattern(pattern: &str) -> String {
     const SHOWN: usize = 80;
     let mut out: String = pattern
@@ -302,8 +312,11 @@ pub struct MetadataSpec {
 pub struct Recipe {
     /// Parent names the recipe expects to be given.
     pub parents: Vec<String>,
+    /// The parent whose tensor order and shapes the child has; the first given when `None`.
     pub base: Option<String>,
+    /// Tried in order for each tensor; the first that selects it wins.
     pub rules: Vec<Rule>,
+    /// How the child's metadata is made.
     pub metadata: MetadataSpec,
     /// The recipe as the user wrote it (file text plus `--take` lines), stored in the child.
     pub text: String,
@@ -988,6 +1001,10 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("'\\.'"), "{e}");
+        // User text in a message stays on one line.
+        toml_err("[recipe]\n\"bad\\nkey\" = 1");
+        toml_err("[[rules]]\nmatch = 'x'\nfrom = 'a'\nlayers = \"1\\n2\"");
+        toml_err("[[metadata.set]]\nkey = \"a\\nb\"\ntype = \"x\\ny\"\nvalue = 1");
         // Other syntax errors keep the parser's message, on one line.
         let e = toml_err("[[rules]\nmatch = 'x'");
         assert!(
