@@ -3,6 +3,7 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`ggml_type`], [`layout`], [`ftype`]: the type tables and all size arithmetic;
+//! - [`input`]: opening the files a user names (regular files only, text up to a cap);
 //! - [`gguf`]: the container (reader, writer, shard sets);
 //! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
 //!   layout is read from another); the only module that reads meaning into tensor names;
@@ -99,6 +100,7 @@ pub mod execute;
 pub mod ftype;
 pub mod ggml_type;
 pub mod gguf;
+pub mod input;
 pub mod layout;
 pub mod plan;
 pub mod presets;

@@ -14,19 +14,28 @@ use args::{FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
 use gguf_splice::compare::CompareError;
 use gguf_splice::execute::ExecError;
 use gguf_splice::gguf::GgufError;
+use gguf_splice::input::InputError;
 use gguf_splice::plan::{Parent, PlanError};
 use gguf_splice::recipe::RecipeError;
 
 /// Exit codes, documented in the README.
+///
+/// The rule: a problem with what an input *holds* (a malformed GGUF, a bad recipe, a recipe or
+/// chat template that is too large or not UTF-8, parents that do not fit together) exits 3; a
+/// failure to *get at* a file or write one (missing, unreadable, not a regular file, output
+/// exists, disk full) exits 4, whatever kind of file it is.
 pub(crate) mod exit {
+    /// Success.
     pub const OK: i32 = 0;
     /// `verify` found a child that does not match; `diff` never uses it.
     pub const MISMATCH: i32 = 1;
     /// Bad command line (clap's own code).
     pub const USAGE: i32 = 2;
-    /// A parent, child or recipe is malformed or does not fit the others.
+    /// Input content: a parent, child, recipe or template is malformed, too large, or does
+    /// not fit the others.
     pub const BAD_INPUT: i32 = 3;
-    /// Reading or writing failed (disk full, permissions, output exists, ...).
+    /// I/O: opening, reading or writing a file failed (missing, permissions, not a regular
+    /// file, output exists, disk full, ...).
     pub const IO: i32 = 4;
     /// Interrupted by Ctrl-C; nothing was left at the output path.
     pub const INTERRUPTED: i32 = 130;
@@ -124,18 +133,38 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
+    /// The exit code, by the rule in [`exit`]: content 3, I/O 4.
     fn exit_code(&self) -> i32 {
+        fn input(e: &InputError) -> i32 {
+            if e.is_content() {
+                exit::BAD_INPUT
+            } else {
+                exit::IO
+            }
+        }
+        fn gguf(e: &GgufError) -> i32 {
+            match e {
+                GgufError::Io { .. } => exit::IO,
+                GgufError::Input(e) => input(e),
+                _ => exit::BAD_INPUT,
+            }
+        }
+        fn plan(e: &PlanError) -> i32 {
+            match e {
+                PlanError::ChatTemplateFile(e) => input(e),
+                _ => exit::BAD_INPUT,
+            }
+        }
         match self {
             CliError::Usage(_) => exit::USAGE,
             CliError::Stdout(_) => exit::IO,
-            CliError::Gguf(GgufError::Io { .. }) => exit::IO,
-            CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
-            CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
+            CliError::Gguf(e) | CliError::Compare(CompareError::Gguf(e)) => gguf(e),
+            CliError::Recipe(RecipeError::Input(e)) => input(e),
+            CliError::Recipe(_) => exit::BAD_INPUT,
+            CliError::Plan(e) | CliError::Compare(CompareError::Plan(e)) => plan(e),
             CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
             CliError::Exec(_) => exit::IO,
-            CliError::Compare(CompareError::Gguf(GgufError::Io { .. }))
-            | CliError::Compare(CompareError::Open { .. })
-            | CliError::Compare(CompareError::Read { .. }) => exit::IO,
+            CliError::Compare(CompareError::Open { .. } | CompareError::Read { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
         }
     }
@@ -201,6 +230,11 @@ pub(crate) fn open_parents(rules: &RecipeArgs) -> Result<Vec<Parent>, CliError> 
                 .ok_or_else(|| CliError::Usage(format!("--parent '{spec}': expected NAME=PATH")))?;
             if name.is_empty() {
                 return Err(CliError::Usage(format!("--parent '{spec}': empty name")));
+            }
+            if path.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "--parent '{spec}': empty path; expected NAME=PATH"
+                )));
             }
             Ok(Parent {
                 name: name.to_string(),

@@ -14,7 +14,14 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
-    #[error("{path}: not a GGUF file: expected magic \"GGUF\", found {found:02x?}")]
+    /// The file could not be opened, or is not a regular file.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+
+    #[error(
+        "{path}: not a GGUF file: expected magic \"GGUF\" (47 47 55 46), found {}",
+        show_magic(found)
+    )]
     BadMagic { path: PathBuf, found: [u8; 4] },
 
     #[error("{path}: unsupported GGUF version {found} (this tool reads versions 2 and 3)")]
@@ -244,4 +251,11 @@ impl GgufError {
             source,
         }
     }
+}
+
+/// Four magic bytes as text and hex: `"# gg" (23 20 67 67)`; bytes that are not printable
+/// ASCII are escaped in the text (`\x00`).
+fn show_magic(bytes: &[u8; 4]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{}\" ({})", bytes.escape_ascii(), hex.join(" "))
 }

@@ -7,7 +7,6 @@
 //! reads a longer prefix; tensor data is never read.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -537,8 +536,7 @@ impl GgufFile {
     /// Open and validate one GGUF file (one shard), reading its type ids with `flavour`'s
     /// table, or the one detected from the ids when `None`. Reads only the header.
     pub fn open_as(path: &Path, flavour: Option<Flavour>) -> Result<GgufFile, GgufError> {
-        let mut file = File::open(path).map_err(|e| GgufError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| GgufError::io(path, e))?;
+        let (mut file, meta) = crate::input::open_regular(path)?;
         let file_len = meta.len();
         let identity = Some(FileIdentity::of(&meta));
         let mut buf = Vec::new();
@@ -659,6 +657,7 @@ impl GgufFile {
 mod tests {
     use super::*;
     use crate::testkit::GgufBuilder;
+    use std::fs::File;
 
     fn path() -> &'static Path {
         Path::new("t.gguf")
@@ -714,6 +713,10 @@ mod tests {
         let mut b = sample().build();
         b[0] = b'X';
         assert!(matches!(parse_err(&b), GgufError::BadMagic { found, .. } if &found == b"XGUF"));
+        // Shown as text and hex, unprintable bytes escaped.
+        b[..4].copy_from_slice(b"# g\0");
+        let e = parse_err(&b).to_string();
+        assert!(e.ends_with(r##"found "# g\x00" (23 20 67 00)"##), "{e}");
     }
 
     #[test]

@@ -374,7 +374,7 @@ impl OwnedValue {
         let raw = match (ty, value) {
             (ValueType::String, toml::Value::String(s)) => return Ok(OwnedValue::string(s)),
             (ValueType::Bool, toml::Value::Boolean(b)) => vec![*b as u8],
-            (ValueType::F32, v) => (float_of(v)? as f32).to_le_bytes().to_vec(),
+            (ValueType::F32, v) => f32_of(float_of(v)?)?.to_le_bytes().to_vec(),
             (ValueType::F64, v) => float_of(v)?.to_le_bytes().to_vec(),
             (t, toml::Value::Integer(i)) => {
                 let i = *i;
@@ -413,6 +413,26 @@ impl OwnedValue {
         };
         Ok(OwnedValue { ty, raw })
     }
+}
+
+/// `v` as an f32, refusing a finite value that would become infinite or a non-zero value
+/// that would become zero. Infinities and NaN are stored when written as such (TOML's `inf`,
+/// `-inf`, `nan`): they are values a user can mean, not accidents of range.
+fn f32_of(v: f64) -> Result<f32, String> {
+    let f = v as f32;
+    if v.is_finite() && f.is_infinite() {
+        return Err(format!(
+            "{v:e} does not fit in f32 (largest: {:e}); use type = \"f64\"",
+            f32::MAX
+        ));
+    }
+    if v != 0.0 && f == 0.0 {
+        return Err(format!(
+            "{v:e} is too small for f32 (it would be stored as 0; smallest: {:e}); use type = \"f64\"",
+            f32::from_bits(1)
+        ));
+    }
+    Ok(f)
 }
 
 fn float_of(v: &toml::Value) -> Result<f64, String> {
@@ -473,5 +493,23 @@ mod tests {
         assert!(
             OwnedValue::parse_typed(ValueType::Bool, &toml::Value::String("x".into())).is_err()
         );
+        // f32 refuses what it cannot hold instead of storing inf or 0.
+        let f32_of = |v: f64| OwnedValue::parse_typed(ValueType::F32, &toml::Value::Float(v));
+        assert_eq!(
+            f32_of(1e300).unwrap_err(),
+            "1e300 does not fit in f32 (largest: 3.4028235e38); use type = \"f64\""
+        );
+        assert!(f32_of(-1e39).is_err() && f32_of(1e-50).is_err());
+        assert_eq!(
+            f32_of(f64::from(f32::MAX)).unwrap().raw,
+            f32::MAX.to_le_bytes()
+        );
+        assert_eq!(f32_of(1e-45).unwrap().raw, f32::from_bits(1).to_le_bytes());
+        // Written as infinity or NaN, they are stored.
+        assert_eq!(
+            f32_of(f64::INFINITY).unwrap().raw,
+            f32::INFINITY.to_le_bytes()
+        );
+        assert!(f32::from_le_bytes(f32_of(f64::NAN).unwrap().raw.try_into().unwrap()).is_nan());
     }
 }

@@ -80,8 +80,12 @@ pub(super) fn plan_metadata<'p>(
             set_kv(&mut kvs, KEY_CHAT_TEMPLATE, PlanValue::Parent(v));
         }
         Some(ChatTemplate::File(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| PlanError::ChatTemplate(format!("{}: {e}", path.display())))?;
+            let text = crate::input::read_text(
+                path,
+                "chat template",
+                crate::recipe::MAX_CHAT_TEMPLATE_BYTES,
+            )
+            .map_err(PlanError::ChatTemplateFile)?;
             set_kv(
                 &mut kvs,
                 KEY_CHAT_TEMPLATE,

@@ -189,6 +189,35 @@ pub enum PlanError {
     /// The recipe's chat template cannot be had (a parent without one, an unreadable file).
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// The recipe's chat template file could not be read, or is too large or not UTF-8.
+    #[error("chat template: {0}")]
+    ChatTemplateFile(#[source] crate::input::InputError),
+    /// A rule took nothing and its `layers` name blocks the base does not have.
+    #[error(
+        "{origin}: layers {layers} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        block_count.saturating_sub(1)
+    )]
+    LayersBeyondModel {
+        /// Where the rule was written.
+        origin: String,
+        /// Its `layers`, as written.
+        layers: String,
+        /// Blocks the base has.
+        block_count: u64,
+    },
+    /// The child's header would be larger than the reader accepts.
+    #[error(
+        "{path}: the header (metadata and tensor infos) would be {len} bytes, over the {} MiB ({max} bytes) that gguf-splice reads back; drop large keys with metadata.remove",
+        max >> 20
+    )]
+    HeaderTooLarge {
+        /// The output file.
+        path: PathBuf,
+        /// Its header's size.
+        len: u64,
+        /// The reader's limit.
+        max: u64,
+    },
     /// A rule with `experts` matched an expert tensor whose shape cannot be cut into whole
     /// expert slices.
     #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
@@ -600,6 +629,18 @@ pub fn build<'p>(
             .then(|| roles::tied_output_note(base_model))
             .flatten();
         if !rule.optional {
+            let blocks = base_model
+                .tensors()
+                .filter_map(|t| roles::layer_of(&t.info.name))
+                .max()
+                .map_or(0, |l| l + 1);
+            if let Some(layers) = rule.layers_beyond(blocks) {
+                return Err(PlanError::LayersBeyondModel {
+                    origin: rule.origin.clone(),
+                    layers,
+                    block_count: blocks,
+                });
+            }
             return Err(PlanError::RuleMatchedNothing {
                 origin: rule.origin.clone(),
                 pattern: report.pattern.clone(),
