@@ -209,7 +209,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The valid name closest to `word`, if one is close enough to be what was meant: at most
-/// two edits (and fewer than half the word), or `word` is a prefix of it.
+/// two edits (and no more than half the word), or `word` is a prefix of it.
 fn closest<'a>(word: &str, valid: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let word_lower = word.to_ascii_lowercase();
     valid
