@@ -16,7 +16,7 @@ use gguf_splice::execute::{self, ExecOptions};
 use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
-use gguf_splice::report;
+use gguf_splice::render;
 use libfuzzer_sys::fuzz_target;
 
 const RECIPE: &str = r#"
@@ -103,8 +103,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(plan) = plan::build(&parents, recipe(), &out, split) else {
         return;
     };
-    let _ = report::plan_text(&plan);
-    let _ = report::plan_json(&plan);
+    let _ = render::plan_text(&plan);
+    let _ = render::plan_json(&plan);
     let cancel = AtomicBool::new(false);
     let written = execute::execute(
         &plan,
@@ -120,8 +120,11 @@ fuzz_target!(|data: &[u8]| {
         &child,
         &parents,
         Some(recipe()),
-        &CompareOptions { chunk_bytes: 64 },
+        &CompareOptions {
+            chunk_bytes: 64,
+            ..Default::default()
+        },
     )
     .expect("verify runs");
-    assert!(r.passed(), "{}", compare::verify_text(&r));
+    assert!(r.passed(), "{}", render::verify_text(&r));
 });

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use gguf_splice::compare::{self, CompareOptions};
 use gguf_splice::gguf::Model;
 use gguf_splice::gguf::model::shard_path;
-use gguf_splice::report;
+use gguf_splice::render;
 use libfuzzer_sys::fuzz_target;
 
 /// One directory per process, emptied for each input (a stale shard from the previous
@@ -64,9 +64,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(model) = Model::open(&paths[named as usize - 1]) else {
         return;
     };
-    let _ = report::inspect_text(&model);
-    let _ = report::inspect_json(&model);
-    let r = compare::diff(&model, &model, &CompareOptions { chunk_bytes: 64 })
+    let _ = render::inspect_text(&model);
+    let _ = render::inspect_json(&model);
+    let r = compare::diff(&model, &model, &CompareOptions {
+            chunk_bytes: 64,
+            ..Default::default()
+        })
         .expect("a model reads back the bytes it was opened with");
-    let _ = compare::diff_text(&r);
+    let _ = render::diff_text(&r);
 });
