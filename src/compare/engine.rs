@@ -37,9 +37,12 @@ impl FileSet {
     pub(crate) fn add(&mut self, model: &Model) -> Result<usize, CompareError> {
         let base = self.files.len();
         for shard in model.shards() {
-            let f = File::open(&shard.path).map_err(|source| CompareError::Open {
-                path: shard.path.clone(),
-                source,
+            // Not a plain open: a shard swapped for a FIFO since it was read must not block.
+            let (f, _) = crate::input::open_regular(&shard.path).map_err(|e| match e {
+                crate::input::InputError::Io { path, source } => {
+                    CompareError::Open { path, source }
+                }
+                other => CompareError::Gguf(other.into()),
             })?;
             self.files.push(f);
             self.paths.push(shard.path.clone());

@@ -21,7 +21,11 @@ pub(super) fn open_parents(plan: &Plan) -> Result<Vec<Vec<File>>, ExecError> {
     for (p, parent) in plan.parents.iter().enumerate() {
         let mut files = Vec::new();
         for (s, shard) in parent.model.shards().iter().enumerate() {
-            let f = File::open(&shard.path).map_err(io_err(&shard.path, "open"))?;
+            // Not a plain open: a parent swapped for a FIFO since planning must not block.
+            let (f, _) = crate::input::open_regular(&shard.path).map_err(|e| match e {
+                crate::input::InputError::Io { source, .. } => io_err(&shard.path, "open")(source),
+                other => io_err(&shard.path, "open")(std::io::Error::other(other.to_string())),
+            })?;
             check(plan, p, s, &f, SINCE_PLANNING)?;
             files.push(f);
         }
