@@ -9,6 +9,7 @@
 
 mod diff;
 mod engine;
+mod pieces;
 mod verify;
 
 use std::ops::Range;
@@ -23,7 +24,9 @@ pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
 };
-pub use verify::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify};
+pub use verify::{
+    ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify, verify_plan,
+};
 
 /// Why a comparison could not be made.
 #[allow(missing_docs)]

@@ -3,7 +3,8 @@
 //! Also the split keys each output shard carries.
 
 use super::{
-    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, SplitOptions,
+    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, Source,
+    SplitOptions,
 };
 use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
 use crate::gguf::{OwnedValue, ValueType};
@@ -191,9 +192,12 @@ pub(super) fn set_id(
         h.u64(t.info.ty.id() as u64);
         t.info.dims.iter().for_each(|&d| h.u64(d));
         for p in &t.pieces {
-            [p.parent as u64, p.shard as u64, p.src_offset, p.len]
-                .into_iter()
-                .for_each(|v| h.u64(v));
+            match &p.source {
+                Source::Parent(b) => [b.parent as u64, b.shard as u64, b.offset, p.len]
+                    .into_iter()
+                    .for_each(|v| h.u64(v)),
+                Source::Made(m) => h.bytes(&m.bytes),
+            }
         }
     }
     h.u64(split.max_bytes.unwrap_or(0));

@@ -1,23 +1,55 @@
 //! The plan `splice --dry-run` prints: parents, rules, every tensor and where it comes from.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde_json::{Value, json};
 
-use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
-use crate::plan::{Plan, PlannedTensor};
+use super::{
+    Totals, human_bytes, ranges_text, table_row, tensor_row, totals, totals_json, totals_text,
+};
+use crate::plan::{Piece, Plan, PlannedTensor, RunSource, Source};
+use crate::roles;
 use crate::roles::views::Conversion;
 
-/// `v3` or `r1[0-127] v3[128-255]` for a planned tensor.
+/// `v3` or `r1[0-127] v3[128-255]` for a planned tensor; for an assembled MoE also where
+/// each output expert is in its parent: `b[0-3]→4-7` (b's experts 0-3 are output experts
+/// 4-7), `a:ffn_up.weight→0` (dense parent a's FFN is output expert 0), and
+/// `made:router random:7` for bytes the plan made.
 fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
     let name = |p: usize| plan.parents[p].name.as_str();
+    let experts = |r: &Range<u64>| ranges_text(std::slice::from_ref(r));
     let parts: Vec<String> = t
         .sources()
         .into_iter()
-        .map(|(p, experts)| match experts {
-            None => name(p).to_string(),
-            Some(s) if s.end - s.start == 1 => format!("{}[{}]", name(p), s.start),
-            Some(s) => format!("{}[{}-{}]", name(p), s.start, s.end - 1),
+        .map(|run| match (&run.from, &run.experts) {
+            (RunSource::Made(origin), _) => format!("made:{origin}"),
+            (
+                RunSource::Parent {
+                    parent,
+                    tensor: Some(src),
+                    ..
+                },
+                out,
+            ) => {
+                let (_, short) = roles::split_block(src);
+                match out {
+                    Some(o) => format!("{}:{short}→{}", name(*parent), experts(o)),
+                    None => format!("{}:{short}", name(*parent)),
+                }
+            }
+            (
+                RunSource::Parent {
+                    parent,
+                    experts: Some(src),
+                    ..
+                },
+                Some(o),
+            ) => format!("{}[{}]→{}", name(*parent), experts(src), experts(o)),
+            (RunSource::Parent { parent, .. }, None) => name(*parent).to_string(),
+            (RunSource::Parent { parent, .. }, Some(o)) => {
+                format!("{}[{}]", name(*parent), experts(o))
+            }
         })
         .collect();
     let converted = match t.conversion {
@@ -43,6 +75,29 @@ fn plan_totals(plan: &Plan) -> (Totals, Totals) {
     (by_parent, by_type)
 }
 
+/// One piece: where its bytes are (parent, shard, offset, tensor and experts there; or what
+/// made them) and which output experts they make.
+fn piece_json(plan: &Plan, p: &Piece) -> Value {
+    let inclusive = |r: &Option<Range<u64>>| r.as_ref().map(|s| [s.start, s.end - 1]);
+    let mut v = json!({
+        "parent": plan.parent_name(p), "bytes": p.len,
+        "experts": inclusive(&p.experts), "converted": p.converted,
+    });
+    let o = v.as_object_mut().expect("object");
+    match &p.source {
+        Source::Parent(b) => {
+            o.insert("parent_shard".into(), json!(b.shard + 1));
+            o.insert("src_offset".into(), json!(b.offset));
+            o.insert("src_tensor".into(), json!(b.tensor));
+            o.insert("src_experts".into(), json!(inclusive(&b.experts)));
+        }
+        Source::Made(m) => {
+            o.insert("made".into(), json!(m.origin));
+        }
+    }
+    v
+}
+
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -53,12 +108,7 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
                 "bytes": t.info.n_bytes, "shard": t.out_shard + 1,
                 "offset": shard.header_len + t.info.offset,
-                "sources": t.pieces.iter().map(|p| json!({
-                    "parent": plan.parent_name(p), "parent_shard": p.shard + 1,
-                    "src_offset": p.src_offset, "bytes": p.len,
-                    "experts": p.experts.as_ref().map(|s| [s.start, s.end - 1]),
-                    "converted": p.converted,
-                })).collect::<Vec<_>>(),
+                "sources": t.pieces.iter().map(|p| piece_json(plan, p)).collect::<Vec<_>>(),
             })
         })
         .collect();
