@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
+use gguf_splice::assemble::AssembleError;
 use gguf_splice::compare::{self, CompareError, CompareOptions};
 use gguf_splice::execute::{self, ExecError, ExecOptions};
 use gguf_splice::gguf::{GgufError, Model};
-use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
+use gguf_splice::plan::{self, Parent, Plan, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
 use gguf_splice::render;
+
+mod assemble;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -52,6 +55,15 @@ enum Command {
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
+    /// Build an MoE whose experts come, in the order given, from the parents.
+    ///
+    /// Dense parents (llama, qwen3) each become one expert per layer: their ffn_gate/up/down
+    /// are stacked as stored into ffn_*_exps, everything else comes from --base, and the
+    /// router is made (--router). MoE parents give their experts as --experts says (union,
+    /// reorder, subset); router rows and exp_probs_b follow their experts. --keep and
+    /// --keep-top prune one MoE. Parents that cannot share one MoE are refused, every reason
+    /// named, before anything is written.
+    Assemble(assemble::AssembleArgs),
     /// Compare two models tensor by tensor and key by key (reports only: exits 0 either way).
     ///
     /// Compares the quantized bytes, without dequantizing; stacked experts (and router rows)
@@ -122,6 +134,13 @@ struct VerifyArgs {
     /// The parents, recipe and --take rules the child was made with.
     #[command(flatten)]
     rules: RecipeArgs,
+    /// The child is an MoE made by `assemble` with the --base, --experts, --keep,
+    /// --keep-top/--imatrix, --router and --experts-used given here: check it against that
+    /// plan (each output expert against the parent expert it came from).
+    #[arg(long, conflicts_with_all = ["recipe", "takes", "allow_partial_experts"])]
+    assembled: bool,
+    #[command(flatten)]
+    assembly: assemble::AssemblySpec,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -131,6 +150,13 @@ struct VerifyArgs {
 struct SpliceArgs {
     #[command(flatten)]
     rules: RecipeArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Where and how a plan is written: shared by `splice` and `assemble`.
+#[derive(Args)]
+struct OutputArgs {
     /// Output file (with --split-*, the prefix of the shard names).
     #[arg(short, long)]
     output: PathBuf,
@@ -152,6 +178,15 @@ struct SpliceArgs {
     /// No progress bar and no summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl OutputArgs {
+    fn split(&self) -> SplitOptions {
+        SplitOptions {
+            max_bytes: self.split_max_size,
+            max_tensors: self.split_max_tensors.map(|n| n as usize),
+        }
+    }
 }
 
 /// `48G`, `500M` (decimal units, as llama-gguf-split), or a plain byte count.
@@ -184,6 +219,8 @@ enum CliError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Compare(#[from] CompareError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -204,6 +241,9 @@ impl CliError {
             | CliError::Compare(CompareError::Open { .. })
             | CliError::Compare(CompareError::Read { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
+            CliError::Assemble(AssembleError::BadExperts { .. }) => exit::USAGE,
+            CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
+            CliError::Assemble(AssembleError::Plan(_)) | CliError::Assemble(_) => exit::BAD_INPUT,
         }
     }
 }
@@ -214,6 +254,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Splice(args) => splice(args),
+        Command::Assemble(args) => assemble::run(args),
         Command::Diff { a, b, json } => diff(&a, &b, json),
         Command::Verify(args) => verify(args),
     };
@@ -267,13 +308,21 @@ fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, Cli
 fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules.parents)?;
     let child = Model::open(&args.child)?;
-    let recipe = args.rules.recipe()?;
-    let r = compare::verify(
-        &child,
-        &parents,
-        recipe.as_ref(),
-        &CompareOptions::default(),
-    )?;
+    let opts = CompareOptions::default();
+    let r = if args.assembled {
+        let options = args.assembly.options()?;
+        let plan =
+            gguf_splice::assemble::plan(&parents, &options, child.path(), SplitOptions::default())?;
+        compare::verify_plan(&child, &plan, &opts)?
+    } else {
+        if let Some(option) = args.assembly.given() {
+            return Err(CliError::Usage(format!(
+                "{option} describes an assembled child: add --assembled"
+            )));
+        }
+        let recipe = args.rules.recipe()?;
+        compare::verify(&child, &parents, recipe.as_ref(), &opts)?
+    };
     if args.json {
         print_json(&render::verify_json(&r))?;
     } else {
@@ -303,20 +352,21 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
 fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules.parents)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
-    let split = SplitOptions {
-        max_bytes: args.split_max_size,
-        max_tensors: args.split_max_tensors.map(|n| n as usize),
-    };
-    let plan = plan::build(&parents, &recipe, &args.output, split)?;
+    let plan = plan::build(&parents, &recipe, &args.out.output, args.out.split())?;
+    write_plan(&plan, &args.out)
+}
+
+/// Print the plan (`--dry-run`) or write it, with a progress bar and a summary.
+fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError> {
     if args.dry_run {
         // Say now what would stop the real run at the output.
-        if let Err(e) = execute::check_outputs(&plan, args.force) {
+        if let Err(e) = execute::check_outputs(plan, args.force) {
             eprintln!("gguf-splice: warning: writing would fail: {e}");
         }
         if args.json {
-            print_json(&render::plan_json(&plan))?;
+            print_json(&render::plan_json(plan))?;
         } else {
-            emit(&render::plan_text(&plan))?;
+            emit(&render::plan_text(plan))?;
         }
         return Ok(exit::OK);
     }
@@ -350,7 +400,7 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     let started = std::time::Instant::now();
     let progress = |done: u64| bar.set_position(done);
     let written = execute::execute(
-        &plan,
+        plan,
         &ExecOptions {
             force: args.force,
             cancel: &cancel,

@@ -10,7 +10,8 @@ use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TE
 use crate::gguf::{OwnedValue, ValueType};
 use crate::recipe::{ChatTemplate, Recipe};
 
-fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValue<'p>) {
+/// Set `key` to `value`: in place if the key is there (keeping its position), else at the end.
+pub(crate) fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValue<'p>) {
     match kvs.iter_mut().find(|(k, _)| k == key) {
         Some(slot) => slot.1 = value,
         None => kvs.push((key.to_string(), value)),
@@ -35,17 +36,7 @@ pub(super) fn plan_metadata<'p>(
             })?,
         None => base,
     };
-    let first = parents[meta].model.first();
-    let mut kvs: Vec<(String, PlanValue<'p>)> = first
-        .kvs()
-        .iter()
-        .filter(|kv| {
-            !kv.key.starts_with("split.")
-                && kv.key != KEY_SET_ID
-                && !kv.key.starts_with("general.base_model.")
-        })
-        .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
-        .collect();
+    let mut kvs = inherited(&parents[meta]);
 
     let name = recipe.metadata.name.clone().unwrap_or_else(|| {
         let base_name = parents[base]
@@ -88,37 +79,7 @@ pub(super) fn plan_metadata<'p>(
         }
     }
 
-    // Record the parents the way merges do (gguf-py's general.base_model.*).
-    set_kv(
-        &mut kvs,
-        "general.base_model.count",
-        PlanValue::Owned(OwnedValue::u32(parents.len() as u32)),
-    );
-    for (i, p) in parents.iter().enumerate() {
-        let own_name = p
-            .model
-            .get("general.name")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&p.name);
-        set_kv(
-            &mut kvs,
-            &format!("general.base_model.{i}.name"),
-            PlanValue::Owned(OwnedValue::string(own_name)),
-        );
-        for (from, to) in [
-            ("general.organization", "organization"),
-            ("general.repo_url", "repo_url"),
-            ("general.version", "version"),
-        ] {
-            if let Some(v) = p.model.get(from).filter(|v| v.ty == ValueType::String) {
-                set_kv(
-                    &mut kvs,
-                    &format!("general.base_model.{i}.{to}"),
-                    PlanValue::Parent(v),
-                );
-            }
-        }
-    }
+    record_parents(&mut kvs, parents);
     set_kv(
         &mut kvs,
         KEY_SPLICE_RECIPE,
@@ -138,8 +99,67 @@ pub(super) fn plan_metadata<'p>(
     Ok(kvs)
 }
 
+/// The key/values a child inherits from `parent`: all but the split keys, the set identity
+/// and the parent's own `general.base_model.*`, raw and in order.
+pub(crate) fn inherited(parent: &Parent) -> Vec<(String, PlanValue<'_>)> {
+    let first = parent.model.first();
+    first
+        .kvs()
+        .iter()
+        .filter(|kv| {
+            !kv.key.starts_with("split.")
+                && kv.key != KEY_SET_ID
+                && !kv.key.starts_with("general.base_model.")
+        })
+        .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
+        .collect()
+}
+
+/// Record the parents the way merges do (gguf-py's `general.base_model.*`): their count, and
+/// each one's name, plus organization, repo URL and version where the parent has them.
+pub(crate) fn record_parents<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, parents: &'p [Parent]) {
+    set_kv(
+        kvs,
+        "general.base_model.count",
+        PlanValue::Owned(OwnedValue::u32(parents.len() as u32)),
+    );
+    for (i, p) in parents.iter().enumerate() {
+        let own_name = p
+            .model
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&p.name);
+        set_kv(
+            kvs,
+            &format!("general.base_model.{i}.name"),
+            PlanValue::Owned(OwnedValue::string(own_name)),
+        );
+        for (from, to) in [
+            ("general.organization", "organization"),
+            ("general.repo_url", "repo_url"),
+            ("general.version", "version"),
+        ] {
+            if let Some(v) = p.model.get(from).filter(|v| v.ty == ValueType::String) {
+                set_kv(
+                    kvs,
+                    &format!("general.base_model.{i}.{to}"),
+                    PlanValue::Parent(v),
+                );
+            }
+        }
+    }
+}
+
 /// What `splice.recipe` records: the parents' names and file names, then the recipe text.
 fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
+    let mut out = made_by(parents);
+    out.push_str(&recipe.text);
+    out
+}
+
+/// The first lines of `splice.recipe`: the tool and version, and every parent's name and file
+/// name.
+pub(crate) fn made_by(parents: &[Parent]) -> String {
     let mut out = String::from("# made by gguf-splice ");
     out.push_str(env!("CARGO_PKG_VERSION"));
     out.push('\n');
@@ -152,7 +172,6 @@ fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
             .unwrap_or_default();
         out.push_str(&format!("# --parent {}={}\n", p.name, file));
     }
-    out.push_str(&recipe.text);
     out
 }
 

@@ -12,7 +12,7 @@
 
 mod assembly;
 mod compat;
-mod metadata;
+pub(crate) mod metadata;
 pub mod owners;
 mod piece;
 mod shards;
@@ -27,6 +27,7 @@ use crate::recipe::Recipe;
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::{self, Role};
 pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
+pub(crate) use compat::STRUCTURAL_KEYS;
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
 pub use piece::{Made, ParentBytes, Piece, PlannedTensor, RunSource, Source, SourceRun};

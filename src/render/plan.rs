@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{
     Totals, human_bytes, ranges_text, table_row, tensor_row, totals, totals_json, totals_text,
 };
-use crate::plan::{Piece, Plan, PlannedTensor, RunSource, Source};
+use crate::plan::{AssemblyReport, ExpertSource, Piece, Plan, PlannedTensor, RunSource, Source};
 use crate::roles;
 use crate::roles::views::Conversion;
 
@@ -125,6 +125,7 @@ pub fn plan_json(plan: &Plan) -> Value {
             "origin": r.origin, "match": r.pattern, "from": r.from,
             "experts": r.experts, "matched": r.matched,
         })).collect::<Vec<_>>(),
+        "assembly": plan.assembly.as_ref().map(|a| assembly_json(plan, a)),
         "tensors": tensors,
         "totals_by_parent": totals_json(&by_parent),
         "totals_by_type": totals_json(&by_type),
@@ -153,24 +154,10 @@ pub fn plan_text(plan: &Plan) -> String {
             }
         );
     }
-    let _ = writeln!(out, "\nrules (first match wins):");
-    for r in &plan.rules {
-        let experts = r
-            .experts
-            .as_ref()
-            .map(|e| format!(" experts {e}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:<28} /{}/ -> {}{}: {} tensors",
-            r.origin, r.pattern, r.from, experts, r.matched
-        );
+    match &plan.assembly {
+        Some(a) => assembly_text(&mut out, plan, a),
+        None => rules_text(&mut out, plan),
     }
-    let _ = writeln!(
-        out,
-        "  (everything else)            -> {}",
-        plan.parents[plan.base].name
-    );
     let _ = writeln!(out, "\ntensors:");
     let header = table_row(["name", "type", "shape", "bytes", "shard", "offset"]);
     let _ = writeln!(out, "{header}  from");
@@ -196,4 +183,97 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(out, "warning: {w}");
     }
     out
+}
+
+fn rules_text(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "\nrules (first match wins):");
+    for r in &plan.rules {
+        let experts = r
+            .experts
+            .as_ref()
+            .map(|e| format!(" experts {e}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<28} /{}/ -> {}{}: {} tensors",
+            r.origin, r.pattern, r.from, experts, r.matched
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (everything else)            -> {}",
+        plan.parents[plan.base].name
+    );
+}
+
+/// The experts of one layer as runs: `0-3 <- a[0-3], 4-7 <- b[0-3]`; a dense parent's
+/// expert as `0 <- a`.
+fn experts_text(plan: &Plan, experts: &[ExpertSource]) -> String {
+    // (first output expert, length, parent, first parent expert)
+    let mut runs: Vec<(u64, u64, usize, Option<u64>)> = Vec::new();
+    for (e, s) in experts.iter().enumerate() {
+        if let Some(r) = runs.last_mut()
+            && r.2 == s.parent
+            && r.0 + r.1 == e as u64
+            && matches!((r.3, s.expert), (Some(a), Some(b)) if a + r.1 == b)
+        {
+            r.1 += 1;
+            continue;
+        }
+        runs.push((e as u64, 1, s.parent, s.expert));
+    }
+    let span = |a: u64, n: u64| ranges_text(std::slice::from_ref(&(a..a + n)));
+    let parts: Vec<String> = runs
+        .into_iter()
+        .map(|(o, n, p, src)| {
+            let name = &plan.parents[p].name;
+            match src {
+                Some(src) => format!("{} <- {name}[{}]", span(o, n), span(src, n)),
+                None => format!("{} <- {name}", span(o, n)),
+            }
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// What was assembled: architecture, counts, router, and each layer's experts (layers with
+/// the same experts share a line).
+fn assembly_text(out: &mut String, plan: &Plan, a: &AssemblyReport) {
+    let _ = writeln!(
+        out,
+        "\nassembly: {}, {} experts per layer, {} used per token; router: {}",
+        a.architecture, a.expert_count, a.experts_used, a.router
+    );
+    let mut lines: Vec<(Vec<u64>, String)> = Vec::new();
+    for l in &a.layers {
+        let text = experts_text(plan, &l.experts);
+        match lines.iter_mut().find(|(_, t)| *t == text) {
+            Some(line) => line.0.push(l.layer),
+            None => lines.push((vec![l.layer], text)),
+        }
+    }
+    for (layers, text) in lines {
+        let blocks = ranges_text(&crate::compare::to_ranges(layers));
+        let _ = writeln!(out, "  experts of blk.{blocks}: {text}");
+    }
+    let _ = writeln!(
+        out,
+        "  (everything else)            -> {}",
+        plan.parents[plan.base].name
+    );
+}
+
+fn assembly_json(plan: &Plan, a: &AssemblyReport) -> Value {
+    json!({
+        "architecture": a.architecture,
+        "expert_count": a.expert_count,
+        "experts_used": a.experts_used,
+        "router": a.router,
+        "layers": a.layers.iter().map(|l| json!({
+            "layer": l.layer,
+            "experts": l.experts.iter().map(|e| json!({
+                "parent": plan.parents[e.parent].name, "expert": e.expert,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }

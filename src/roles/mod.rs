@@ -218,6 +218,45 @@ fn is_per_expert_ffn(stem: &str) -> bool {
     })
 }
 
+/// Which matrix of a dense FFN a tensor is (`ffn_gate`, `ffn_up`, `ffn_down` weights of a
+/// block); `None` for anything else, biases included. Assembling an MoE from dense models
+/// stacks each of these into the routed-expert tensor of the same matrix.
+pub fn dense_ffn_matrix(name: &str) -> Option<ExpertMatrix> {
+    let (layer, rest) = split_block(name);
+    layer?;
+    match rest {
+        "ffn_gate.weight" => Some(ExpertMatrix::Gate),
+        "ffn_up.weight" => Some(ExpertMatrix::Up),
+        "ffn_down.weight" => Some(ExpertMatrix::Down),
+        _ => None,
+    }
+}
+
+/// The name of block `layer`'s stacked routed-expert tensor of `matrix`:
+/// `blk.3.ffn_up_exps.weight`.
+pub fn stacked_experts_name(layer: u64, matrix: ExpertMatrix) -> String {
+    let stem = match matrix {
+        ExpertMatrix::Gate => "ffn_gate_exps",
+        ExpertMatrix::Up => "ffn_up_exps",
+        ExpertMatrix::Down => "ffn_down_exps",
+        ExpertMatrix::GateUp => "ffn_gate_up_exps",
+    };
+    format!("blk.{layer}.{stem}.weight")
+}
+
+/// The name of block `layer`'s router (`ffn_gate_inp`, `[n_embd, n_expert]`).
+pub fn router_name(layer: u64) -> String {
+    format!("blk.{layer}.ffn_gate_inp.weight")
+}
+
+/// Whether a model has routed experts stored stacked (`ffn_*_exps`): an MoE whose experts an
+/// assembly can take expert by expert.
+pub fn has_stacked_experts(model: &Model) -> bool {
+    model
+        .tensors()
+        .any(|t| cut::is_stacked_experts(&t.info.name))
+}
+
 /// The output head is tied to the input embeddings: the model has `token_embd.weight` and no
 /// `output.weight` (Gemma and many small models); llama.cpp then uses `token_embd` as the head.
 pub fn output_is_tied(model: &Model) -> bool {
@@ -381,6 +420,35 @@ mod tests {
             "none.gguf",
         );
         assert!(!output_is_tied(&none));
+    }
+
+    #[test]
+    fn dense_ffn_matrices_and_the_names_an_assembly_makes() {
+        assert_eq!(
+            dense_ffn_matrix("blk.4.ffn_gate.weight"),
+            Some(ExpertMatrix::Gate)
+        );
+        assert_eq!(
+            dense_ffn_matrix("blk.4.ffn_up.weight"),
+            Some(ExpertMatrix::Up)
+        );
+        assert_eq!(
+            dense_ffn_matrix("blk.4.ffn_down.weight"),
+            Some(ExpertMatrix::Down)
+        );
+        assert_eq!(dense_ffn_matrix("blk.4.ffn_down.bias"), None);
+        assert_eq!(dense_ffn_matrix("blk.4.ffn_up_exps.weight"), None);
+        assert_eq!(dense_ffn_matrix("ffn_up.weight"), None);
+        for m in [ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down] {
+            let n = stacked_experts_name(4, m);
+            let c = classify(&n);
+            assert_eq!(
+                (c.role, c.matrix, c.layer),
+                (Role::RoutedExperts, Some(m), Some(4))
+            );
+        }
+        let r = classify(&router_name(4));
+        assert_eq!((r.role, r.layer), (Role::Router, Some(4)));
     }
 
     #[test]
