@@ -29,7 +29,7 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The rows of the routers of `layers` (block numbers, in output order), each `experts` rows
 /// of `n_embd` values, as little-endian F32 bytes: one `ffn_gate_inp` per layer.
-pub(crate) fn router_bytes(
+pub fn router_bytes(
     spec: &RouterSpec,
     layers: &[u64],
     experts: u64,
@@ -55,7 +55,7 @@ pub(crate) fn router_bytes(
 }
 
 /// Row `expert` of layer `layer`'s router for `random:SEED` (see the module comment).
-pub(crate) fn random_row(seed: u64, layer: u64, expert: u64, n_embd: u64) -> Vec<f32> {
+pub fn random_row(seed: u64, layer: u64, expert: u64, n_embd: u64) -> Vec<f32> {
     let mut state = seed ^ GOLDEN.wrapping_mul(1 + (layer << 20) + expert);
     let scale = 1.0 / (n_embd as f64).sqrt();
     (0..n_embd)
