@@ -635,7 +635,10 @@ fn verify_checks_each_output_expert_against_its_source() {
             ..
         } => {
             assert_eq!(tensor, "blk.2.ffn_down_exps.weight");
-            assert_eq!(experts.clone(), Some(vec![std::ops::Range { start: 1, end: 2 }]));
+            assert_eq!(
+                experts.clone(),
+                Some(vec![std::ops::Range { start: 1, end: 2 }])
+            );
             assert!(
                 expected.contains("r1") && expected.contains("experts 2-3"),
                 "{expected}"
