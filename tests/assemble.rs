@@ -11,7 +11,7 @@ use common::*;
 use gguf_splice::assemble::compat::Incompatibility;
 use gguf_splice::assemble::spec::{ExpertList, RouterSpec};
 use gguf_splice::assemble::{self, AssembleError, AssembleOptions, Selection};
-use gguf_splice::compare::{self, CompareOptions, Mismatch};
+use gguf_splice::compare::{self, CompareOptions, Mismatch, TensorStatus};
 use gguf_splice::ggml_type::GgmlType;
 use gguf_splice::gguf::Model;
 use gguf_splice::plan::{Parent, SplitOptions};
@@ -649,4 +649,65 @@ fn verify_checks_each_output_expert_against_its_source() {
     }
     let o = s.run("verify", Some(o_path), &v);
     assert_exit(&o, 1);
+}
+
+#[test]
+fn diff_says_which_expert_of_a_each_moved_expert_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let parents = moe_parents(dir.path());
+    let m = assemble_to(
+        &parents,
+        &options(list("r1:3,v3:2,v3:0-1")),
+        &dir.path().join("r.gguf"),
+    );
+    let r = compare::diff(&parents[0].model, &m, &CompareOptions::default()).unwrap();
+    // (Not exp_probs_b: its 4-byte marker elements repeat, so several experts match.)
+    for name in ["blk.1.ffn_up_exps.weight", "blk.2.ffn_gate_inp.weight"] {
+        assert_eq!(
+            r.tensor(name).unwrap().status,
+            TensorStatus::ExpertsMoved {
+                a: 4,
+                b: 4,
+                from_a: vec![None, Some(2), Some(0), Some(1)]
+            },
+            "{name}"
+        );
+    }
+    assert_eq!(
+        r.tensor("blk.1.ffn_up_shexp.weight").unwrap().status,
+        TensorStatus::Identical
+    );
+    // A prune: fewer experts, each found in the parent.
+    let one = [open(dir.path(), "v3", &parent(V3, GgmlType::Q3_K))];
+    let keep = options(Selection::Keep(ExpertList::parse("v3:3,1").unwrap()));
+    let p = assemble_to(&one, &keep, &dir.path().join("p.gguf"));
+    let r = compare::diff(&one[0].model, &p, &CompareOptions::default()).unwrap();
+    assert_eq!(
+        r.tensor("blk.1.ffn_down_exps.weight").unwrap().status,
+        TensorStatus::ExpertsMoved {
+            a: 4,
+            b: 2,
+            from_a: vec![Some(3), Some(1)]
+        }
+    );
+    let text = gguf_splice::render::diff_text(&r);
+    assert!(
+        text.contains("experts moved (4 in A, 2 in B): 0 = A 3, 1 = A 1"),
+        "{text}"
+    );
+    // Identical experts in another order are each found (the same index first).
+    let copies = assemble_to(
+        &one,
+        &options(list("v3:0,v3:0")),
+        &dir.path().join("c.gguf"),
+    );
+    let r = compare::diff(&one[0].model, &copies, &CompareOptions::default()).unwrap();
+    assert_eq!(
+        r.tensor("blk.2.ffn_up_exps.weight").unwrap().status,
+        TensorStatus::ExpertsMoved {
+            a: 4,
+            b: 2,
+            from_a: vec![Some(0), Some(0)]
+        }
+    );
 }

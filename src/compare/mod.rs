@@ -10,6 +10,7 @@
 mod diff;
 mod engine;
 mod pieces;
+mod remap;
 mod verify;
 
 use std::ops::Range;
