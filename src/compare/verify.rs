@@ -159,6 +159,8 @@ impl Mismatch {
 /// The result of checking a child against the plan its recipe makes.
 #[derive(Clone, Debug)]
 pub struct RecipeCheck {
+    /// The plan checked is an assembled MoE's (`assemble`), not a recipe's.
+    pub assembled: bool,
     pub tensors: usize,
     pub keys: usize,
     pub mismatches: Vec<Mismatch>,
@@ -561,6 +563,7 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
     }
 
     RecipeCheck {
+        assembled: plan.assembly.is_some(),
         tensors: plan.tensors.len(),
         keys,
         mismatches,
