@@ -711,3 +711,29 @@ fn diff_says_which_expert_of_a_each_moved_expert_is() {
         }
     );
 }
+
+#[test]
+fn a_parent_with_fused_gate_up_experts_is_read_in_the_base_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let parents = [
+        open(dir.path(), "v3", &fused_parent(V3, GgmlType::Q3_K)),
+        open(dir.path(), "r1", &parent(R1, GgmlType::Q3_K)),
+    ];
+    let out = dir.path().join("f.gguf");
+    let opts = options(list("v3:1,r1:2-3"));
+    let m = assemble_to(&parents, &opts, &out);
+    // The base's layout: fused, 3 experts; r1's separate gate and up become fused experts.
+    let name = "blk.1.ffn_gate_up_exps.weight";
+    assert_eq!(m.tensor(name).unwrap().info.dims, vec![N_EMBD, 4, 3]);
+    let bytes = tensor_bytes(&m, name);
+    let s = bytes.len() / 3;
+    let v3 = fused_bytes(V3, GgmlType::Q3_K, 1);
+    let r1 = fused_bytes(R1, GgmlType::Q3_K, 1);
+    let fused_expert = |b: &[u8], e: usize| b[e * s..(e + 1) * s].to_vec();
+    assert_eq!(&bytes[..s], fused_expert(&v3, 1));
+    assert_eq!(&bytes[s..2 * s], fused_expert(&r1, 2));
+    assert_eq!(&bytes[2 * s..], fused_expert(&r1, 3));
+    let plan = assemble::plan(&parents, &opts, &out, SplitOptions::default()).unwrap();
+    let r = compare::verify_plan(&m, &plan, &CompareOptions::default()).unwrap();
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+}

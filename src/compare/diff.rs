@@ -37,8 +37,11 @@ pub enum TensorStatus {
     /// shape, in another number or order (an assembled MoE): A has `a` experts, B has `b`, and
     /// B's expert j is byte for byte A's expert `from_a[j]` (`None`: no expert of A).
     ExpertsMoved {
+        /// Experts in A.
         a: u64,
+        /// Experts in B.
         b: u64,
+        /// For each expert of B, the expert of A with its bytes (the same index first).
         from_a: Vec<Option<u64>>,
     },
     OnlyInA,
@@ -204,6 +207,7 @@ pub struct GroupSummary {
     pub bytes_differ: usize,
     pub type_differs: usize,
     pub shape_differs: usize,
+    /// Tensors whose experts were moved (see [`TensorStatus::ExpertsMoved`]).
     pub experts_moved: usize,
     pub only_in_a: usize,
     pub only_in_b: usize,

@@ -98,6 +98,8 @@ fn piece_json(plan: &Plan, p: &Piece) -> Value {
     v
 }
 
+/// The plan as JSON: parents, outputs, rules or assembly, every tensor with its pieces, totals,
+/// metadata and warnings.
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -137,6 +139,7 @@ pub fn plan_json(plan: &Plan) -> Value {
     })
 }
 
+/// The plan as `--dry-run` prints it.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     for p in plan.parents {
