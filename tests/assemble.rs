@@ -192,6 +192,20 @@ fn dense_parents_become_experts_of_a_llama_moe() {
     let plan = assemble::plan(&parents, &opts, &out, SplitOptions::default()).unwrap();
     let r = compare::verify_plan(&m, &plan, &CompareOptions::default()).unwrap();
     assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+    // A router byte changed: the made router no longer matches what made it.
+    let t = m.tensor("blk.1.ffn_gate_inp.weight").unwrap();
+    let at = (t.file_offset + 9) as usize;
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&out, bytes).unwrap();
+    let m = Model::open(&out).unwrap();
+    let r = compare::verify_plan(&m, &plan, &CompareOptions::default()).unwrap();
+    let ms = &r.recipe.as_ref().unwrap().mismatches;
+    assert!(
+        matches!(&ms[..], [Mismatch::BytesDiffer { tensor, expected, first_offset: Some(9), .. }]
+            if tensor == "blk.1.ffn_gate_inp.weight" && expected == "made: router random:7"),
+        "{ms:?}"
+    );
 }
 
 #[test]
