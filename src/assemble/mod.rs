@@ -104,7 +104,7 @@ pub enum AssembleError {
     #[error("the parents cannot be assembled into one MoE:\n{}", .reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Incompatible { reasons: Vec<Incompatibility> },
     #[error("{option} '{text}': {reason}")]
-    BadExperts {
+    BadOption {
         option: &'static str,
         text: String,
         reason: String,

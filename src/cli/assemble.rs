@@ -58,7 +58,7 @@ impl AssemblySpec {
     /// The library's options.
     pub(super) fn options(&self) -> Result<AssembleOptions, CliError> {
         let list = |option: &'static str, text: &str| {
-            ExpertList::parse(text).map_err(|reason| AssembleError::BadExperts {
+            ExpertList::parse(text).map_err(|reason| AssembleError::BadOption {
                 option,
                 text: text.to_string(),
                 reason,
@@ -77,7 +77,7 @@ impl AssemblySpec {
             .router
             .as_deref()
             .map(|r| {
-                RouterSpec::parse(r).map_err(|reason| AssembleError::BadExperts {
+                RouterSpec::parse(r).map_err(|reason| AssembleError::BadOption {
                     option: "--router",
                     text: r.to_string(),
                     reason,

@@ -241,7 +241,7 @@ impl CliError {
             | CliError::Compare(CompareError::Open { .. })
             | CliError::Compare(CompareError::Read { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
-            CliError::Assemble(AssembleError::BadExperts { .. }) => exit::USAGE,
+            CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
             CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
             CliError::Assemble(AssembleError::Plan(_)) | CliError::Assemble(_) => exit::BAD_INPUT,
         }
