@@ -10,6 +10,8 @@
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
 //! - [`presets`]: the recipes of `mappings/`, built in;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
+//! - [`assemble`]: parents x experts list -> the plan of an MoE (dense models stacked as
+//!   experts, MoE experts pruned, reordered or united);
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
 //! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
@@ -95,6 +97,7 @@
 // are built once per failed run, so their size on the stack does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod assemble;
 pub mod compare;
 pub mod execute;
 pub mod ftype;

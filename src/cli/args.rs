@@ -8,6 +8,7 @@ use clap::Args;
 use super::CliError;
 use gguf_splice::ggml_type::Flavour;
 use gguf_splice::gguf::Model;
+use gguf_splice::plan::SplitOptions;
 use gguf_splice::presets::Preset;
 use gguf_splice::recipe::Recipe;
 
@@ -78,6 +79,13 @@ pub(crate) struct VerifyArgs {
     /// The parents, recipe and --take rules the child was made with.
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
+    /// The child is an MoE made by `assemble` with the --base, --experts, --keep,
+    /// --keep-top/--imatrix, --router and --experts-used given here: check it against that
+    /// plan (each output expert against the parent expert it came from).
+    #[arg(long, conflicts_with_all = ["recipe", "takes", "allow_partial_experts"])]
+    pub(crate) assembled: bool,
+    #[command(flatten)]
+    pub(crate) assembly: super::assemble::AssemblySpec,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -87,6 +95,13 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct SpliceArgs {
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
+}
+
+/// Where and how a plan is written: shared by `splice` and `assemble`.
+#[derive(Args)]
+pub(crate) struct OutputArgs {
     /// Output file (with --split-*, the prefix of the shard names).
     #[arg(short, long)]
     pub(crate) output: PathBuf,
@@ -109,6 +124,16 @@ pub(crate) struct SpliceArgs {
     /// No progress bar and no summary (warnings are still printed).
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+impl OutputArgs {
+    /// The sharding the options ask for.
+    pub(crate) fn split(&self) -> SplitOptions {
+        SplitOptions {
+            max_bytes: self.split_max_size,
+            max_tensors: self.split_max_tensors.map(|n| n as usize),
+        }
+    }
 }
 
 /// `48G`, `500M` (decimal units, as llama-gguf-split), or a plain byte count.

@@ -2,6 +2,7 @@
 //! codes. No decisions about files or tensors are made here.
 
 mod args;
+mod assemble;
 mod help;
 mod reports;
 mod splice;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use args::{FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
+use gguf_splice::assemble::AssembleError;
 use gguf_splice::compare::CompareError;
 use gguf_splice::execute::ExecError;
 use gguf_splice::gguf::GgufError;
@@ -65,6 +67,9 @@ enum Command {
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
+    /// Build an MoE from the experts of parents: dense models as experts, union, reorder or
+    /// prune of MoE parents' experts, on quantized bytes.
+    Assemble(assemble::AssembleArgs),
     /// Compare two models tensor by tensor and key by key (reports only: exits 0 either way).
     ///
     /// Compares the quantized bytes, without dequantizing; stacked experts (and router rows)
@@ -126,6 +131,8 @@ pub(crate) enum CliError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Compare(#[from] CompareError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -166,6 +173,10 @@ impl CliError {
             CliError::Exec(_) => exit::IO,
             CliError::Compare(CompareError::Open { .. } | CompareError::Read { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
+            CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
+            CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
+            CliError::Assemble(AssembleError::Plan(e)) => plan(e),
+            CliError::Assemble(_) => exit::BAD_INPUT,
         }
     }
 }
@@ -180,6 +191,7 @@ pub fn main() -> i32 {
             flavour,
         } => reports::inspect(&file, json, flavour),
         Command::Splice(args) => splice::splice(args),
+        Command::Assemble(args) => assemble::run(args),
         Command::Diff {
             a,
             b,
@@ -221,8 +233,15 @@ pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
 }
 
 pub(crate) fn open_parents(rules: &RecipeArgs) -> Result<Vec<Parent>, CliError> {
-    rules
-        .parents
+    open_parent_specs(&rules.parents, rules.flavour)
+}
+
+/// Open `NAME=PATH` parents, each with `flavour`.
+pub(crate) fn open_parent_specs(
+    specs: &[String],
+    flavour: FlavourArg,
+) -> Result<Vec<Parent>, CliError> {
+    specs
         .iter()
         .map(|spec| {
             let (name, path) = spec
@@ -238,7 +257,7 @@ pub(crate) fn open_parents(rules: &RecipeArgs) -> Result<Vec<Parent>, CliError> 
             }
             Ok(Parent {
                 name: name.to_string(),
-                model: rules.flavour.open(std::path::Path::new(path))?,
+                model: flavour.open(std::path::Path::new(path))?,
             })
         })
         .collect()

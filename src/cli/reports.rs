@@ -80,9 +80,26 @@ pub(crate) fn diff(
 pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules)?;
     let child = args.rules.flavour.open(&args.child)?;
-    let recipe = args.rules.recipe()?;
     let bar = Bar::new();
-    let r = compare::verify(&child, &parents, recipe.as_ref(), &bar.options())?;
+    let opts = bar.options();
+    let r = if args.assembled {
+        let options = args.assembly.options()?;
+        let plan = gguf_splice::assemble::plan(
+            &parents,
+            &options,
+            child.path(),
+            gguf_splice::plan::SplitOptions::default(),
+        )?;
+        compare::verify_plan(&child, &plan, &opts)?
+    } else {
+        if let Some(option) = args.assembly.given() {
+            return Err(CliError::Usage(format!(
+                "{option} describes an assembled child: add --assembled"
+            )));
+        }
+        let recipe = args.rules.recipe()?;
+        compare::verify(&child, &parents, recipe.as_ref(), &opts)?
+    };
     bar.done();
     if args.json {
         print_json(&render::verify_json(&r))?;

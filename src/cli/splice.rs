@@ -4,30 +4,32 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::args::SpliceArgs;
+use super::args::{OutputArgs, SpliceArgs};
 use super::{CliError, emit, exit, open_parents, print_json};
 use gguf_splice::execute::{self, ExecOptions, Written};
-use gguf_splice::plan::{self, Plan, SplitOptions};
+use gguf_splice::plan::{self, Plan};
 use gguf_splice::render;
 
 /// `splice`: plan, then (unless --dry-run) write the child.
 pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
-    let split = SplitOptions {
-        max_bytes: args.split_max_size,
-        max_tensors: args.split_max_tensors.map(|n| n as usize),
-    };
-    let plan = plan::build(&parents, &recipe, &args.output, split)?;
+    let plan = plan::build(&parents, &recipe, &args.out.output, args.out.split())?;
+    write_plan(&plan, &args.out)
+}
+
+/// Print the plan (`--dry-run`) or write it, with a progress bar and a summary: shared by
+/// `splice` and `assemble`.
+pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError> {
     if args.dry_run {
         // Say now what would stop the real run at the output.
-        if let Err(e) = execute::check_outputs(&plan, args.force) {
+        if let Err(e) = execute::check_outputs(plan, args.force) {
             eprintln!("gguf-splice: warning: writing would fail: {e}");
         }
         if args.json {
-            print_json(&render::plan_json(&plan))?;
+            print_json(&render::plan_json(plan))?;
         } else {
-            emit(&render::plan_text(&plan))?;
+            emit(&render::plan_text(plan))?;
         }
         return Ok(exit::OK);
     }
@@ -60,7 +62,7 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     let started = std::time::Instant::now();
     let progress = |done: u64| bar.set_position(done);
     let written = execute::execute(
-        &plan,
+        plan,
         &ExecOptions {
             force: args.force,
             cancel: &cancel,
@@ -76,7 +78,7 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         );
     }
     if args.json {
-        print_json(&summary_json(&plan, &written, secs))?;
+        print_json(&summary_json(plan, &written, secs))?;
     } else if !args.quiet {
         let names: Vec<String> = written
             .files
@@ -100,7 +102,10 @@ fn summary_json(plan: &Plan, written: &Written, secs: f64) -> serde_json::Value 
     let mut by_parent: Vec<u64> = vec![0; plan.parents.len()];
     for t in &plan.tensors {
         for p in &t.pieces {
-            by_parent[p.parent] += p.len;
+            // Bytes the plan made (an assembled router) belong to no parent.
+            if let Some(i) = p.parent() {
+                by_parent[i] += p.len;
+            }
         }
     }
     serde_json::json!({

@@ -4,9 +4,11 @@
 use std::ops::Range;
 
 use super::engine::{FileSet, Target, compare_targets, slicing};
+use super::remap::{Experts, match_experts};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use crate::ggml_type::GgmlType;
-use crate::gguf::{Model, ValueRef};
+use crate::gguf::{Model, TensorLoc, ValueRef};
+use crate::roles::cut::expert_cut;
 use crate::roles::views;
 use crate::roles::{self, Role};
 
@@ -41,6 +43,17 @@ pub enum TensorStatus {
         /// B's dimensions.
         b: Vec<u64>,
     },
+    /// Stacked experts (or router rows, router bias elements) of one type and per-expert
+    /// shape, in another number or order (an assembled MoE): A has `a` experts, B has `b`, and
+    /// B's expert j is byte for byte A's expert `from_a[j]` (`None`: no expert of A).
+    ExpertsMoved {
+        /// Experts in A.
+        a: u64,
+        /// Experts in B.
+        b: u64,
+        /// For each expert of B, the expert of A with its bytes (the same index first).
+        from_a: Vec<Option<u64>>,
+    },
     /// B has no tensor of this name.
     OnlyInA,
     /// A has no tensor of this name.
@@ -65,6 +78,7 @@ impl TensorStatus {
             TensorStatus::BytesDiffer { .. } => "bytes_differ",
             TensorStatus::TypeDiffers { .. } => "type_differs",
             TensorStatus::ShapeDiffers { .. } => "shape_differs",
+            TensorStatus::ExpertsMoved { .. } => "experts_moved",
             TensorStatus::OnlyInA => "only_in_a",
             TensorStatus::OnlyInB => "only_in_b",
         }
@@ -225,6 +239,8 @@ pub struct GroupSummary {
     pub type_differs: usize,
     /// [`TensorStatus::ShapeDiffers`].
     pub shape_differs: usize,
+    /// Tensors whose experts were moved (see [`TensorStatus::ExpertsMoved`]).
+    pub experts_moved: usize,
     /// [`TensorStatus::OnlyInA`].
     pub only_in_a: usize,
     /// [`TensorStatus::OnlyInB`].
@@ -271,6 +287,7 @@ impl DiffReport {
                 bytes_differ: 0,
                 type_differs: 0,
                 shape_differs: 0,
+                experts_moved: 0,
                 only_in_a: 0,
                 only_in_b: 0,
             })
@@ -283,6 +300,7 @@ impl DiffReport {
                 TensorStatus::BytesDiffer { .. } => g.bytes_differ += 1,
                 TensorStatus::TypeDiffers { .. } => g.type_differs += 1,
                 TensorStatus::ShapeDiffers { .. } => g.shape_differs += 1,
+                TensorStatus::ExpertsMoved { .. } => g.experts_moved += 1,
                 TensorStatus::OnlyInA => g.only_in_a += 1,
                 TensorStatus::OnlyInB => g.only_in_b += 1,
             }
@@ -309,6 +327,17 @@ pub fn diff(a: &Model, b: &Model, opts: &CompareOptions) -> Result<DiffReport, C
     // Index in `tensors` of each tensor whose bytes are to be compared.
     let mut pending: Vec<usize> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
+    // Tensors whose experts may have moved: (index in `tensors`, A's experts, B's experts).
+    let mut moved: Vec<(usize, Experts, Experts)> = Vec::new();
+    let experts = |file: usize, t: &TensorLoc| match expert_cut(t.info) {
+        Ok(Some(c)) => Some(Experts {
+            file: file + t.shard,
+            offset: t.file_offset,
+            slice: c.slice_bytes(),
+            count: c.count(),
+        }),
+        _ => None,
+    };
     for t in a.tensors() {
         let name = &t.info.name;
         let status = match b.tensor(name) {
@@ -319,11 +348,23 @@ pub fn diff(a: &Model, b: &Model, opts: &CompareOptions) -> Result<DiffReport, C
                 a_dims: t.info.dims.clone(),
                 b_dims: u.info.dims.clone(),
             },
-            Some(u) if u.info.dims != t.info.dims => TensorStatus::ShapeDiffers {
-                a: t.info.dims.clone(),
-                b: u.info.dims.clone(),
-            },
-            Some(_) => {
+            Some(u) if u.info.dims != t.info.dims => {
+                // The same experts in another number: which are which is found below.
+                if let (Some(x), Some(y)) = (experts(fa, &t), experts(fb, &u))
+                    && x.slice == y.slice
+                    && t.info.dims[..t.info.dims.len() - 1] == u.info.dims[..u.info.dims.len() - 1]
+                {
+                    moved.push((tensors.len(), x, y));
+                }
+                TensorStatus::ShapeDiffers {
+                    a: t.info.dims.clone(),
+                    b: u.info.dims.clone(),
+                }
+            }
+            Some(u) => {
+                if let (Some(x), Some(y)) = (experts(fa, &t), experts(fb, &u)) {
+                    moved.push((tensors.len(), x, y));
+                }
                 // Same name, type and shape: B's view of it is the tensor itself.
                 let view = views::view(t.info, b).expect("same name, type and shape");
                 pending.push(tensors.len());
@@ -374,6 +415,28 @@ pub fn diff(a: &Model, b: &Model, opts: &CompareOptions) -> Result<DiffReport, C
             first_offset,
             experts,
         };
+    }
+    // Experts in another number, or differing where another expert of A has their bytes.
+    for (i, x, y) in moved {
+        let shape = match &tensors[i].status {
+            TensorStatus::ShapeDiffers { .. } => true,
+            TensorStatus::BytesDiffer {
+                experts: Some(_), ..
+            } => false,
+            _ => continue,
+        };
+        let from_a = match_experts(&files, &tensors[i].name, x, y, opts.chunk_bytes)?;
+        let elsewhere = from_a
+            .iter()
+            .enumerate()
+            .any(|(j, f)| f.is_some_and(|e| e != j as u64));
+        if shape || elsewhere {
+            tensors[i].status = TensorStatus::ExpertsMoved {
+                a: x.count,
+                b: y.count,
+                from_a,
+            };
+        }
     }
 
     Ok(DiffReport {

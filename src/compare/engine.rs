@@ -50,7 +50,8 @@ impl FileSet {
         Ok(base)
     }
 
-    fn read(
+    /// Read `buf.len()` bytes of file `file` at `offset` (for tensor `tensor`, in errors).
+    pub(crate) fn read(
         &self,
         file: usize,
         offset: u64,

@@ -9,6 +9,8 @@
 
 mod diff;
 mod engine;
+mod pieces;
+mod remap;
 mod verify;
 
 use std::ops::Range;
@@ -23,7 +25,9 @@ pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
 };
-pub use verify::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify};
+pub use verify::{
+    ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify, verify_plan,
+};
 
 /// Why a comparison could not be made (as opposed to a comparison that found differences,
 /// which is a report).

@@ -7,10 +7,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
+use super::pieces::{self, PieceCheck, is_direct};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use crate::ggml_type::GgmlType;
 use crate::gguf::Model;
-use crate::plan::{self, KEY_SPLICE_RECIPE, Parent, PlanError, SplitOptions};
+use crate::plan::{self, KEY_SPLICE_RECIPE, Parent, Plan, PlanError, PlannedTensor, SplitOptions};
 use crate::recipe::Recipe;
 use crate::roles::views;
 use crate::roles::{self, Role};
@@ -198,6 +199,8 @@ impl Mismatch {
 /// The result of checking a child against the plan its recipe makes.
 #[derive(Clone, Debug)]
 pub struct RecipeCheck {
+    /// The plan checked is an assembled MoE's (`assemble`), not a recipe's.
+    pub assembled: bool,
     /// Tensors the plan makes.
     pub tensors: usize,
     /// Keys the plan sets and that were checked (`splice.recipe` and `split.*` aside).
@@ -264,24 +267,63 @@ pub fn verify(
     let plan = recipe
         .map(|r| plan::build(parents, r, child.path(), SplitOptions::default()))
         .transpose()?;
+    run(child, parents, plan.as_ref(), opts)
+}
 
+/// [`verify`] against a plan made by any planner, such as an assembled MoE's
+/// ([`assemble`](crate::assemble)): where each tensor and expert came from, and whether the
+/// child is exactly what the plan makes. Pieces whose bytes moved (output expert 4 from a
+/// parent's expert 0, a dense FFN stacked as one expert) or were made (a router) are checked
+/// against the source the plan names.
+pub fn verify_plan(
+    child: &Model,
+    plan: &Plan,
+    opts: &CompareOptions,
+) -> Result<VerifyReport, CompareError> {
+    run(child, plan.parents, Some(plan), opts)
+}
+
+fn run(
+    child: &Model,
+    parents: &[Parent],
+    plan: Option<&Plan>,
+    opts: &CompareOptions,
+) -> Result<VerifyReport, CompareError> {
     let mut files = FileSet::default();
     let fc = files.add(child)?;
     let fp: Vec<usize> = parents
         .iter()
         .map(|p| files.add(&p.model))
         .collect::<Result<_, _>>()?;
-    let names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
+    // The sources bytes can match: the parents, then (added by piece checks) made bytes.
+    let mut names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
+
+    // Planned tensors checked piece by piece, by the child's tensor index.
+    let mut direct: HashMap<usize, &PlannedTensor> = HashMap::new();
+    for pt in plan
+        .iter()
+        .flat_map(|p| p.tensors.iter().filter(|t| is_direct(p, t)))
+    {
+        if let Some(i) = child.tensors().position(|t| t.info.name == pt.info.name) {
+            let t = child.tensor(&pt.info.name).expect("found");
+            if t.info.ty == pt.info.ty && t.info.dims == pt.info.dims {
+                direct.insert(i, pt);
+            }
+        }
+    }
 
     // One target per child tensor: its bytes against each parent's view of it, where the
     // parent has it (or a layout it converts from) with the same type and cut.
     let mut targets: Vec<Target> = Vec::with_capacity(child.tensor_count());
     let mut cands: Vec<Vec<usize>> = Vec::with_capacity(child.tensor_count());
-    for t in child.tensors() {
+    for (ti, t) in child.tensors().enumerate() {
         let sl = slicing(t.info);
         let mut idx = Vec::new();
         let mut vs = Vec::new();
         for (i, p) in parents.iter().enumerate() {
+            if direct.contains_key(&ti) {
+                break;
+            }
             if let Ok(v) = views::view(t.info, &p.model)
                 && v.ty() == t.info.ty
                 && v.count() == sl.count
@@ -304,7 +346,7 @@ pub fn verify(
     let results = compare_targets(&targets, &files, opts)?;
 
     // Per child tensor, per slice: the parents it matches.
-    let sets: Vec<Vec<Vec<usize>>> = results
+    let mut sets: Vec<Vec<Vec<usize>>> = results
         .iter()
         .zip(&cands)
         .zip(&targets)
@@ -320,6 +362,29 @@ pub fn verify(
                 .collect()
         })
         .collect();
+
+    // Tensors checked piece by piece: their sources are what their pieces matched.
+    let mut checks: HashMap<usize, Vec<PieceCheck>> = HashMap::new();
+    let mut direct: Vec<(usize, &PlannedTensor)> = direct.into_iter().collect();
+    direct.sort_by_key(|(i, _)| *i);
+    for (i, pt) in direct {
+        let sl = targets[i].slicing;
+        let c = pieces::check_tensor(
+            child,
+            pt,
+            sl,
+            &files,
+            (fc, &fp),
+            &mut names,
+            opts.chunk_bytes,
+        )?;
+        sets[i] = pieces::sets(&c, sl.count);
+        let mut compared: Vec<usize> = c.iter().map(|c| c.source).collect();
+        compared.sort_unstable();
+        compared.dedup();
+        cands[i] = compared;
+        checks.insert(i, c);
+    }
 
     let tensors: Vec<TensorSources> = child
         .tensors()
@@ -344,7 +409,7 @@ pub fn verify(
         .collect();
 
     let slicings: Vec<Slicing> = targets.iter().map(|t| t.slicing).collect();
-    let recipe = plan.as_ref().map(|plan| {
+    let recipe = plan.map(|plan| {
         check_plan(
             child,
             plan,
@@ -354,6 +419,7 @@ pub fn verify(
                 slicings: &slicings,
                 sets: &sets,
                 firsts: &results,
+                checks: &checks,
             },
         )
     });
@@ -378,6 +444,8 @@ struct PlanInputs<'a> {
     /// Per child tensor, per slice: the parents matched.
     sets: &'a [Vec<Vec<usize>>],
     firsts: &'a [FirstDiffs],
+    /// By child tensor index: the piece checks of tensors checked piece by piece.
+    checks: &'a HashMap<usize, Vec<PieceCheck>>,
 }
 
 fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck {
@@ -460,27 +528,31 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
         }
         let sl = inp.slicings[ci];
         let sets = &inp.sets[ci];
+        if let Some(checks) = inp.checks.get(&ci) {
+            pieces::mismatches(pt, sl, checks, inp.names, &mut mismatches);
+            continue;
+        }
         // Each piece says which experts it makes (all of them: `None`); a converted piece is
         // part of one expert, checked through the parent's view of the whole expert.
         let mut seen: Vec<(usize, Range<u64>)> = Vec::new();
         for piece in &pt.pieces {
+            let Some(parent) = piece.parent() else {
+                continue;
+            };
             let range = piece.experts.clone().unwrap_or(0..sl.count);
-            if seen.iter().any(|(p, r)| *p == piece.parent && *r == range) {
+            if seen.iter().any(|(p, r)| *p == parent && *r == range) {
                 continue;
             }
-            seen.push((piece.parent, range.clone()));
-            let expected = inp.names[piece.parent].clone();
+            seen.push((parent, range.clone()));
+            let expected = inp.names[parent].clone();
             let bad: Vec<u64> = range
                 .clone()
-                .filter(|&s| {
-                    sets.get(s as usize)
-                        .is_none_or(|m| !m.contains(&piece.parent))
-                })
+                .filter(|&s| sets.get(s as usize).is_none_or(|m| !m.contains(&parent)))
                 .collect();
             if bad.is_empty() {
                 continue;
             }
-            let cand = inp.cands[ci].iter().position(|&p| p == piece.parent);
+            let cand = inp.cands[ci].iter().position(|&p| p == parent);
             let first_offset = cand.and_then(|c| {
                 range
                     .clone()
@@ -538,6 +610,7 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
     }
 
     RecipeCheck {
+        assembled: plan.assembly.is_some(),
         tensors: plan.tensors.len(),
         keys,
         mismatches,

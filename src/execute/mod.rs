@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::gguf::FileIdentity;
 use crate::gguf::write::{DataWriter, encode_header};
-use crate::plan::{Plan, shard_kvs};
+use crate::plan::{Plan, Source, shard_kvs};
 
 pub mod hooks;
 pub mod identity;
@@ -302,15 +302,25 @@ fn write_shard(
     for t in &plan.tensors[shard.tensors.clone()] {
         debug_assert_eq!(w.position(), t.info.offset);
         for piece in &t.pieces {
-            let src = &sources[piece.parent][piece.shard];
-            let src_path = &plan.parents[piece.parent].model.shards()[piece.shard].path;
+            let from = match &piece.source {
+                Source::Parent(from) => from,
+                Source::Made(m) => {
+                    w.write_bytes(&m.bytes)
+                        .map_err(io_err(&shard.path, "write"))?;
+                    *done += piece.len;
+                    (opts.progress)(*done);
+                    continue;
+                }
+            };
+            let src = &sources[from.parent][from.shard];
+            let src_path = &plan.parents[from.parent].model.shards()[from.shard].path;
             let mut copied = 0;
             while copied < piece.len {
                 if opts.cancel.load(Ordering::Relaxed) {
                     return Err(ExecError::Interrupted);
                 }
                 let n = (piece.len - copied).min(COPY_CHUNK);
-                w.copy_from(src, piece.src_offset + copied, n)
+                w.copy_from(src, from.offset + copied, n)
                     .map_err(|e| match e.kind() {
                         _ if is_write_error(&e) => io_err(&shard.path, "write")(e),
                         std::io::ErrorKind::UnexpectedEof => io_err(src_path, "read")(e),

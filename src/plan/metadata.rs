@@ -3,14 +3,16 @@
 //! Also the split keys each output shard carries.
 
 use super::{
-    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, SplitOptions,
+    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, Source,
+    SplitOptions,
 };
 use crate::ftype;
 use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
 use crate::gguf::{OwnedValue, ValueRef, ValueType};
 use crate::recipe::{ChatTemplate, Recipe};
 
-fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValue<'p>) {
+/// Set `key` to `value`: in place if the key is there (keeping its position), else at the end.
+pub(crate) fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValue<'p>) {
     match kvs.iter_mut().find(|(k, _)| k == key) {
         Some(slot) => slot.1 = value,
         None => kvs.push((key.to_string(), value)),
@@ -37,17 +39,7 @@ pub(super) fn plan_metadata<'p>(
             })?,
         None => base,
     };
-    let first = parents[meta].model.first();
-    let mut kvs: Vec<(String, PlanValue<'p>)> = first
-        .kvs()
-        .iter()
-        .filter(|kv| {
-            !kv.key.starts_with("split.")
-                && kv.key != KEY_SET_ID
-                && !kv.key.starts_with("general.base_model.")
-        })
-        .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
-        .collect();
+    let mut kvs = inherited(&parents[meta]);
 
     let name = recipe.metadata.name.clone().unwrap_or_else(|| {
         let base_name = parents[base]
@@ -94,55 +86,7 @@ pub(super) fn plan_metadata<'p>(
         }
     }
 
-    // Record the parents the way merges do (gguf-py's general.base_model.*).
-    set_kv(
-        &mut kvs,
-        "general.base_model.count",
-        PlanValue::Owned(OwnedValue::u32(parents.len() as u32)),
-    );
-    let own_names: Vec<&str> = parents
-        .iter()
-        .map(|p| {
-            p.model
-                .get("general.name")
-                .and_then(|v| v.as_str())
-                .unwrap_or(&p.name)
-        })
-        .collect();
-    for (i, p) in parents.iter().enumerate() {
-        // Quants of one model share its name: then say which quant and file each one is.
-        let name = if own_names.iter().filter(|n| **n == own_names[i]).count() > 1 {
-            format!("{} ({})", own_names[i], quant_label(p))
-        } else {
-            own_names[i].to_string()
-        };
-        set_kv(
-            &mut kvs,
-            &format!("general.base_model.{i}.name"),
-            PlanValue::Owned(OwnedValue::string(&name)),
-        );
-        for (from, to) in [
-            ("general.organization", "organization"),
-            ("general.repo_url", "repo_url"),
-            ("general.version", "version"),
-        ] {
-            if let Some(v) = p.model.get(from).filter(|v| v.ty() == ValueType::String) {
-                set_kv(
-                    &mut kvs,
-                    &format!("general.base_model.{i}.{to}"),
-                    PlanValue::Parent(v),
-                );
-            }
-        }
-        // Each parent's importance matrix, where it recorded one.
-        for (suffix, v) in imatrix_keys(p) {
-            set_kv(
-                &mut kvs,
-                &format!("general.base_model.{i}.imatrix.{suffix}"),
-                PlanValue::Parent(v),
-            );
-        }
-    }
+    record_parents(&mut kvs, parents);
     // quantize.imatrix.* describe the matrix the tensors were quantized with. When the
     // contributing parents used different ones, no single value is true of the child.
     let contributing: Vec<&Parent> = parents
@@ -219,8 +163,85 @@ fn quant_label(p: &Parent) -> String {
     }
 }
 
+/// The key/values a child inherits from `parent`: all but the split keys, the set identity
+/// and the parent's own `general.base_model.*`, raw and in order.
+pub(crate) fn inherited(parent: &Parent) -> Vec<(String, PlanValue<'_>)> {
+    let first = parent.model.first();
+    first
+        .kvs()
+        .iter()
+        .filter(|kv| {
+            !kv.key.starts_with("split.")
+                && kv.key != KEY_SET_ID
+                && !kv.key.starts_with("general.base_model.")
+        })
+        .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
+        .collect()
+}
+
+/// Record the parents the way merges do (gguf-py's `general.base_model.*`): their count, and
+/// each one's name (with its quant and file when parents share a name, as quants of one model
+/// do), organization, repo URL and version where the parent has them, and the importance
+/// matrix it was quantized with (`general.base_model.N.imatrix.*`).
+pub(crate) fn record_parents<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, parents: &'p [Parent]) {
+    set_kv(
+        kvs,
+        "general.base_model.count",
+        PlanValue::Owned(OwnedValue::u32(parents.len() as u32)),
+    );
+    let own_names: Vec<&str> = parents
+        .iter()
+        .map(|p| {
+            p.model
+                .get("general.name")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&p.name)
+        })
+        .collect();
+    for (i, p) in parents.iter().enumerate() {
+        let name = if own_names.iter().filter(|n| **n == own_names[i]).count() > 1 {
+            format!("{} ({})", own_names[i], quant_label(p))
+        } else {
+            own_names[i].to_string()
+        };
+        set_kv(
+            kvs,
+            &format!("general.base_model.{i}.name"),
+            PlanValue::Owned(OwnedValue::string(&name)),
+        );
+        for (from, to) in [
+            ("general.organization", "organization"),
+            ("general.repo_url", "repo_url"),
+            ("general.version", "version"),
+        ] {
+            if let Some(v) = p.model.get(from).filter(|v| v.ty() == ValueType::String) {
+                set_kv(
+                    kvs,
+                    &format!("general.base_model.{i}.{to}"),
+                    PlanValue::Parent(v),
+                );
+            }
+        }
+        for (suffix, v) in imatrix_keys(p) {
+            set_kv(
+                kvs,
+                &format!("general.base_model.{i}.imatrix.{suffix}"),
+                PlanValue::Parent(v),
+            );
+        }
+    }
+}
+
 /// What `splice.recipe` records: the parents' names and file names, then the recipe text.
 fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
+    let mut out = made_by(parents);
+    out.push_str(&recipe.text);
+    out
+}
+
+/// The first lines of `splice.recipe`: the tool and version, and every parent's name and file
+/// name.
+pub(crate) fn made_by(parents: &[Parent]) -> String {
     let mut out = String::from("# made by gguf-splice ");
     out.push_str(env!("CARGO_PKG_VERSION"));
     out.push('\n');
@@ -233,7 +254,6 @@ fn recipe_record(parents: &[Parent], recipe: &Recipe) -> String {
             .unwrap_or_default();
         out.push_str(&format!("# --parent {}={}\n", p.name, file));
     }
-    out.push_str(&recipe.text);
     out
 }
 
@@ -273,9 +293,12 @@ pub(super) fn set_id(
         h.u64(t.info.ty.id() as u64);
         t.info.dims.iter().for_each(|&d| h.u64(d));
         for p in &t.pieces {
-            [p.parent as u64, p.shard as u64, p.src_offset, p.len]
-                .into_iter()
-                .for_each(|v| h.u64(v));
+            match &p.source {
+                Source::Parent(b) => [b.parent as u64, b.shard as u64, b.offset, p.len]
+                    .into_iter()
+                    .for_each(|v| h.u64(v)),
+                Source::Made(m) => h.bytes(&m.bytes),
+            }
         }
     }
     h.u64(split.max_bytes.unwrap_or(0));

@@ -10,9 +10,12 @@
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
 //! (`metadata`); output shards and offsets (`shards`).
 
+mod assembly;
+mod compat;
 mod loaders;
-mod metadata;
+pub(crate) mod metadata;
 pub mod owners;
+mod piece;
 mod shards;
 mod tensors;
 
@@ -20,14 +23,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::gguf::{Model, OwnedValue, TensorInfo, ValueRef};
+use crate::gguf::{Model, OwnedValue, ValueRef};
 use crate::recipe::Recipe;
 use crate::roles::cut::{expert_cut, is_stacked_experts};
-use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
+pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
+pub(crate) use compat::STRUCTURAL_KEYS;
 pub use loaders::Loaders;
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
+pub use piece::{Made, ParentBytes, Piece, PlannedTensor, RunSource, Source, SourceRun};
 pub use shards::MAX_SHARDS;
 
 /// A parent model and the name the recipe calls it by.
@@ -307,55 +312,6 @@ impl PlanValue<'_> {
     }
 }
 
-/// A byte range of one output tensor and where it comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Piece {
-    /// Index of the parent in [`Plan::parents`].
-    pub parent: usize,
-    /// Shard of the parent that holds the bytes.
-    pub shard: usize,
-    /// Absolute offset of the first byte in that shard file.
-    pub src_offset: u64,
-    /// Bytes copied.
-    pub len: u64,
-    /// The experts this piece belongs to, for tensors planned expert by expert (mixed
-    /// parents, or a converted layout, where a piece may be part of one expert); `None`: the
-    /// whole tensor.
-    pub experts: Option<Range<u64>>,
-    /// The bytes come from a tensor of another layout (fused vs separate gate/up experts).
-    pub converted: bool,
-}
-
-/// One tensor of the child.
-#[derive(Clone, Debug)]
-pub struct PlannedTensor {
-    /// Name, shape, type, size, and offset within its output shard's data section.
-    pub info: TensorInfo,
-    /// Index of its output shard.
-    pub out_shard: usize,
-    /// In output order; they cover the tensor exactly.
-    pub pieces: Vec<Piece>,
-    /// Whether some piece was converted from another layout.
-    pub conversion: Conversion,
-}
-
-impl PlannedTensor {
-    /// Who gave what: (parent, experts) runs in output order, pieces of consecutive experts
-    /// of one parent merged; experts `None` for a tensor taken whole.
-    pub fn sources(&self) -> Vec<(usize, Option<Range<u64>>)> {
-        let mut out: Vec<(usize, Option<Range<u64>>)> = Vec::new();
-        for p in &self.pieces {
-            match (out.last_mut(), &p.experts) {
-                (Some((q, Some(r))), Some(e)) if *q == p.parent && e.start <= r.end => {
-                    r.end = r.end.max(e.end)
-                }
-                _ => out.push((p.parent, p.experts.clone())),
-            }
-        }
-        out
-    }
-}
-
 /// One output file.
 #[derive(Clone, Debug)]
 pub struct OutShard {
@@ -432,29 +388,61 @@ pub struct Plan<'p> {
     pub warnings: Vec<String>,
     /// Which programs load the child (from its tensor types).
     pub loaders: Loaders,
+    /// For an assembled MoE: its experts, their sources and the router's origin.
+    pub assembly: Option<AssemblyReport>,
 }
 
-/// Keys whose values decide tensor shapes; parents that differ in them are different models.
-const STRUCTURAL_KEYS: &[&str] = &[
-    "block_count",
-    "embedding_length",
-    "feed_forward_length",
-    "expert_feed_forward_length",
-    "expert_shared_feed_forward_length",
-    "expert_count",
-    "expert_shared_count",
-    "leading_dense_block_count",
-    "attention.head_count",
-    "attention.head_count_kv",
-    "attention.key_length",
-    "attention.value_length",
-    "attention.key_length_mla",
-    "attention.value_length_mla",
-    "attention.q_lora_rank",
-    "attention.kv_lora_rank",
-    "rope.dimension_count",
-    "vocab_size",
-];
+/// Everything a plan says before its output files are laid out: what [`finish`] turns into a
+/// [`Plan`]. Planners other than [`build`] (such as [`assemble`](crate::assemble)) make one.
+pub struct PlanParts<'p> {
+    /// The parents, as given.
+    pub parents: &'p [Parent],
+    /// Index of the base parent.
+    pub base: usize,
+    /// The child's metadata, without split keys.
+    pub kvs: Vec<(String, PlanValue<'p>)>,
+    /// The child's tensors, in output order (offsets are assigned by [`finish`]).
+    pub tensors: Vec<PlannedTensor>,
+    /// Rules and what they matched (none for an assembly).
+    pub rules: Vec<RuleReport>,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+    /// For an assembled MoE, its summary.
+    pub assembly: Option<AssemblyReport>,
+}
+
+/// Lay out `parts` as the output `output` (the first shard's path when split): the set
+/// identity, the shards and every tensor's offset.
+pub fn finish<'p>(
+    parts: PlanParts<'p>,
+    output: &Path,
+    split: SplitOptions,
+) -> Result<Plan<'p>, PlanError> {
+    let PlanParts {
+        parents,
+        base,
+        kvs,
+        mut tensors,
+        rules,
+        mut warnings,
+        assembly,
+    } = parts;
+    let loaders = loaders::loaders(&tensors, &mut warnings)?;
+    let set_id = metadata::set_id(parents, &kvs, &tensors, split);
+    let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
+    Ok(Plan {
+        parents,
+        base,
+        kvs,
+        tensors,
+        shards,
+        set_id,
+        rules,
+        warnings,
+        loaders,
+        assembly,
+    })
+}
 
 const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 /// The key that records how the child was made (parents and recipe text).
@@ -507,7 +495,12 @@ pub fn build<'p>(
         .collect::<Result<_, _>>()?;
 
     let mut warnings = Vec::new();
-    check_compatible(parents, base, recipe, &mut warnings)?;
+    compat::check_compatible(
+        parents,
+        base,
+        recipe.metadata.chat_template.is_some(),
+        &mut warnings,
+    )?;
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -605,7 +598,7 @@ pub fn build<'p>(
         }
         warnings.push(format!("allowed by allow_partial_experts: {e}"));
     }
-    let mut tensors: Vec<PlannedTensor> = planned.into_iter().flatten().collect();
+    let tensors: Vec<PlannedTensor> = planned.into_iter().flatten().collect();
 
     let rules: Vec<RuleReport> = recipe
         .rules
@@ -655,7 +648,7 @@ pub fn build<'p>(
         .map(|i| {
             tensors
                 .iter()
-                .any(|t| t.pieces.iter().any(|pc| pc.parent == i))
+                .any(|t| t.pieces.iter().any(|pc| pc.parent() == Some(i)))
         })
         .collect();
     for (p, c) in parents.iter().zip(&contributes) {
@@ -664,21 +657,17 @@ pub fn build<'p>(
         }
     }
 
-    let loaders = loaders::loaders(&tensors, &mut warnings)?;
     let kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
-    let set_id = metadata::set_id(parents, &kvs, &tensors, split);
-    let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
-    Ok(Plan {
+    let parts = PlanParts {
         parents,
         base,
         kvs,
         tensors,
-        shards,
-        set_id,
         rules,
         warnings,
-        loaders,
-    })
+        assembly: None,
+    };
+    finish(parts, output, split)
 }
 
 /// Gate, up and down of one expert belong together: within a layer, every stacked
@@ -719,86 +708,14 @@ fn check_experts_together(
     Ok(())
 }
 
-fn check_compatible(
-    parents: &[Parent],
-    base: usize,
-    recipe: &Recipe,
-    warnings: &mut Vec<String>,
-) -> Result<(), PlanError> {
-    let b = &parents[base];
-    let base_arch = b.model.architecture().unwrap_or("").to_string();
-    for p in parents.iter().filter(|p| p.name != b.name) {
-        let arch = p.model.architecture().unwrap_or("").to_string();
-        if arch != base_arch {
-            return Err(PlanError::ArchitectureMismatch {
-                base: b.name.clone(),
-                base_path: b.model.path().to_path_buf(),
-                base_arch,
-                parent: p.name.clone(),
-                path: p.model.path().to_path_buf(),
-                arch,
-            });
-        }
-        for suffix in STRUCTURAL_KEYS {
-            let key = format!("{base_arch}.{suffix}");
-            let (bv, pv) = (b.model.get(&key), p.model.get(&key));
-            let same = match (bv, pv) {
-                (None, None) => true,
-                (Some(x), Some(y)) => match (x.as_u64(), y.as_u64()) {
-                    (Some(a), Some(c)) => a == c,
-                    _ => x == y,
-                },
-                _ => false,
-            };
-            if !same {
-                let show = |v: Option<ValueRef>| v.map_or("no such key".into(), |v| v.summary(4));
-                return Err(PlanError::HyperparameterMismatch {
-                    key,
-                    base: b.name.clone(),
-                    base_value: show(bv),
-                    parent: p.name.clone(),
-                    value: show(pv),
-                });
-            }
-        }
-        let differing: Vec<&str> = b
-            .model
-            .first()
-            .kvs()
-            .iter()
-            .filter(|kv| kv.key.starts_with("tokenizer.ggml."))
-            .filter(|kv| p.model.get(&kv.key) != Some(b.model.first().value(kv)))
-            .map(|kv| kv.key.as_str())
-            .collect();
-        if !differing.is_empty() {
-            warnings.push(format!(
-                "tokenizer differs between '{}' and '{}': {}",
-                b.name,
-                p.name,
-                differing.join(", ")
-            ));
-        }
-        // Only worth saying when the recipe leaves the template to the metadata parent.
-        if recipe.metadata.chat_template.is_none()
-            && b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE)
-        {
-            warnings.push(format!(
-                "chat template differs between '{}' and '{}'; the child keeps the metadata parent's unless the recipe says otherwise",
-                b.name, p.name
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Plan<'_> {
     /// Total bytes of the output files.
     pub fn output_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.file_len()).sum()
     }
 
-    /// The name of a piece's parent.
+    /// The name of a piece's parent; for made bytes, `made`.
     pub fn parent_name(&self, piece: &Piece) -> &str {
-        &self.parents[piece.parent].name
+        piece.parent().map_or("made", |p| &self.parents[p].name)
     }
 }

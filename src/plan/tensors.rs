@@ -3,7 +3,7 @@
 //! converter layout; then the byte pieces that make the tensor, in output order.
 
 use super::owners::Owners;
-use super::{Parent, Piece, PlanError, PlannedTensor};
+use super::{Parent, ParentBytes, Piece, PlanError, PlannedTensor, Source};
 use crate::ggml_type::GgmlType;
 use crate::gguf::TensorInfo;
 use crate::roles::views::{self, Conversion, Unavailable, View};
@@ -71,11 +71,15 @@ pub(super) fn plan_tensor(
     let mut pieces: Vec<Piece> = Vec::new();
     let mut push = |parent: usize, view: &View, experts: std::ops::Range<u64>, cut: bool| {
         let converted = view.conversion() != Conversion::Same;
-        for (shard, src_offset, len) in view.ranges(experts.clone()) {
+        for (part, shard, offset, len) in view.parts_of(experts.clone()) {
             pieces.push(Piece {
-                parent,
-                shard,
-                src_offset,
+                source: Source::Parent(ParentBytes {
+                    parent,
+                    shard,
+                    offset,
+                    tensor: part.source.info.name.clone(),
+                    experts: cut.then(|| experts.clone()),
+                }),
                 len,
                 experts: cut.then(|| experts.clone()),
                 converted,
@@ -88,9 +92,13 @@ pub(super) fn plan_tensor(
             let v = view_of(*p);
             let src = v.parts()[0].source;
             pieces.push(Piece {
-                parent: *p,
-                shard: src.shard,
-                src_offset: src.file_offset,
+                source: Source::Parent(ParentBytes {
+                    parent: *p,
+                    shard: src.shard,
+                    offset: src.file_offset,
+                    tensor: src.info.name.clone(),
+                    experts: None,
+                }),
                 len: v.n_bytes(),
                 experts: None,
                 converted: false,

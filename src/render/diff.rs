@@ -33,6 +33,9 @@ impl TensorStatus {
                 format!("type {a} vs {b}{shapes}")
             }
             TensorStatus::ShapeDiffers { a, b } => format!("shape {} vs {}", shape(a), shape(b)),
+            TensorStatus::ExpertsMoved { a, b, from_a } => {
+                format!("experts moved ({a} in A, {b} in B): {}", moved_text(from_a))
+            }
             TensorStatus::OnlyInA => "only in A".into(),
             TensorStatus::OnlyInB => "only in B".into(),
         }
@@ -51,6 +54,7 @@ pub fn diff_text(r: &DiffReport) -> String {
         ("bytes_differ", "differ in bytes"),
         ("type_differs", "differ in type"),
         ("shape_differs", "differ in shape"),
+        ("experts_moved", "with experts moved"),
         ("only_in_a", "only in A"),
         ("only_in_b", "only in B"),
     ]
@@ -78,19 +82,20 @@ pub fn diff_text(r: &DiffReport) -> String {
 
     let _ = writeln!(
         out,
-        "\n  {:<16} {:>7} {:>9} {:>6} {:>5} {:>6} {:>7} {:>7}",
-        "group", "tensors", "identical", "bytes", "type", "shape", "only A", "only B"
+        "\n  {:<16} {:>7} {:>9} {:>6} {:>5} {:>6} {:>6} {:>7} {:>7}",
+        "group", "tensors", "identical", "bytes", "type", "shape", "moved", "only A", "only B"
     );
     for g in r.groups() {
         let _ = writeln!(
             out,
-            "  {:<16} {:>7} {:>9} {:>6} {:>5} {:>6} {:>7} {:>7}",
+            "  {:<16} {:>7} {:>9} {:>6} {:>5} {:>6} {:>6} {:>7} {:>7}",
             g.group,
             g.tensors,
             g.identical,
             g.bytes_differ,
             g.type_differs,
             g.shape_differs,
+            g.experts_moved,
             g.only_in_a,
             g.only_in_b
         );
@@ -163,6 +168,9 @@ pub fn diff_json(r: &DiffReport) -> Value {
                 TensorStatus::ShapeDiffers { a, b } => {
                     o.insert("shape".into(), json!({"a": a, "b": b}));
                 }
+                TensorStatus::ExpertsMoved { a, b, from_a } => {
+                    o.insert("experts".into(), json!({"a": a, "b": b, "from_a": from_a}));
+                }
                 _ => {}
             }
             v
@@ -196,7 +204,8 @@ pub fn diff_json(r: &DiffReport) -> Value {
             json!({
                 "group": g.group.label(), "tensors": g.tensors, "identical": g.identical,
                 "bytes_differ": g.bytes_differ, "type_differs": g.type_differs,
-                "shape_differs": g.shape_differs, "only_in_a": g.only_in_a,
+                "shape_differs": g.shape_differs, "experts_moved": g.experts_moved,
+                "only_in_a": g.only_in_a,
                 "only_in_b": g.only_in_b,
             })
         })
@@ -206,6 +215,7 @@ pub fn diff_json(r: &DiffReport) -> Value {
         "bytes_differ",
         "type_differs",
         "shape_differs",
+        "experts_moved",
         "only_in_a",
         "only_in_b",
     ]
@@ -271,4 +281,32 @@ fn detail_json(d: &ValueDiff) -> Value {
         }),
         ValueDiff::Text { at, a, b } => json!({"byte": at, "a": a, "b": b}),
     }
+}
+
+/// B's experts as runs of where they are in A: `0-3 = A 0-3, 4-7 not in A`, `0 = A 3`.
+fn moved_text(from_a: &[Option<u64>]) -> String {
+    // (first B expert, length, first A expert)
+    let mut runs: Vec<(u64, u64, Option<u64>)> = Vec::new();
+    for (j, f) in from_a.iter().enumerate() {
+        if let Some(r) = runs.last_mut()
+            && match (r.2, f) {
+                (Some(a), Some(b)) => a + r.1 == *b,
+                (None, None) => true,
+                _ => false,
+            }
+        {
+            r.1 += 1;
+            continue;
+        }
+        runs.push((j as u64, 1, *f));
+    }
+    let span = |a: u64, n: u64| ranges_text(std::slice::from_ref(&(a..a + n)));
+    let parts: Vec<String> = runs
+        .into_iter()
+        .map(|(j, n, f)| match f {
+            Some(a) => format!("{} = A {}", span(j, n), span(a, n)),
+            None => format!("{} not in A", span(j, n)),
+        })
+        .collect();
+    parts.join(", ")
 }

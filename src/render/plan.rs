@@ -1,25 +1,56 @@
 //! The plan `splice --dry-run` prints: parents, rules, every tensor and where it comes from.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde_json::{Value, json};
 
 use super::{
-    Totals, human_bytes, plural_count, table_row, tensor_row, totals, totals_json, totals_text,
+    Totals, human_bytes, plural_count, ranges_text, table_row, tensor_row, totals, totals_json,
+    totals_text,
 };
-use crate::plan::{Plan, PlannedTensor};
+use crate::plan::{AssemblyReport, ExpertSource, Piece, Plan, PlannedTensor, RunSource, Source};
+use crate::roles;
 use crate::roles::views::Conversion;
 
-/// `v3` or `r1[0-127] v3[128-255]` for a planned tensor.
+/// `v3` or `r1[0-127] v3[128-255]` for a planned tensor; for an assembled MoE also where
+/// each output expert is in its parent: `b[0-3]→4-7` (b's experts 0-3 are output experts
+/// 4-7), `a:ffn_up.weight→0` (dense parent a's FFN is output expert 0), and
+/// `made:router random:7` for bytes the plan made.
 fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
     let name = |p: usize| plan.parents[p].name.as_str();
+    let experts = |r: &Range<u64>| ranges_text(std::slice::from_ref(r));
     let parts: Vec<String> = t
         .sources()
         .into_iter()
-        .map(|(p, experts)| match experts {
-            None => name(p).to_string(),
-            Some(s) if s.end - s.start == 1 => format!("{}[{}]", name(p), s.start),
-            Some(s) => format!("{}[{}-{}]", name(p), s.start, s.end - 1),
+        .map(|run| match (&run.from, &run.experts) {
+            (RunSource::Made(origin), _) => format!("made:{origin}"),
+            (
+                RunSource::Parent {
+                    parent,
+                    tensor: Some(src),
+                    ..
+                },
+                out,
+            ) => {
+                let (_, short) = roles::split_block(src);
+                match out {
+                    Some(o) => format!("{}:{short}→{}", name(*parent), experts(o)),
+                    None => format!("{}:{short}", name(*parent)),
+                }
+            }
+            (
+                RunSource::Parent {
+                    parent,
+                    experts: Some(src),
+                    ..
+                },
+                Some(o),
+            ) => format!("{}[{}]→{}", name(*parent), experts(src), experts(o)),
+            (RunSource::Parent { parent, .. }, None) => name(*parent).to_string(),
+            (RunSource::Parent { parent, .. }, Some(o)) => {
+                format!("{}[{}]", name(*parent), experts(o))
+            }
         })
         .collect();
     let converted = match t.conversion {
@@ -45,8 +76,31 @@ fn plan_totals(plan: &Plan) -> (Totals, Totals) {
     (by_parent, by_type)
 }
 
-/// `splice --dry-run --json`: the plan in full, every piece with its parent, source offset
-/// and experts, so a script can check where each output byte will come from.
+/// One piece: where its bytes are (parent, shard, offset, tensor and experts there; or what
+/// made them) and which output experts they make.
+fn piece_json(plan: &Plan, p: &Piece) -> Value {
+    let inclusive = |r: &Option<Range<u64>>| r.as_ref().map(|s| [s.start, s.end - 1]);
+    let mut v = json!({
+        "parent": plan.parent_name(p), "bytes": p.len,
+        "experts": inclusive(&p.experts), "converted": p.converted,
+    });
+    let o = v.as_object_mut().expect("object");
+    match &p.source {
+        Source::Parent(b) => {
+            o.insert("parent_shard".into(), json!(b.shard + 1));
+            o.insert("src_offset".into(), json!(b.offset));
+            o.insert("src_tensor".into(), json!(b.tensor));
+            o.insert("src_experts".into(), json!(inclusive(&b.experts)));
+        }
+        Source::Made(m) => {
+            o.insert("made".into(), json!(m.origin));
+        }
+    }
+    v
+}
+
+/// The plan as JSON: parents, outputs, rules or assembly, every tensor with its pieces, totals,
+/// metadata and warnings.
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -57,12 +111,7 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
                 "bytes": t.info.n_bytes, "shard": t.out_shard + 1,
                 "offset": shard.header_len + t.info.offset,
-                "sources": t.pieces.iter().map(|p| json!({
-                    "parent": plan.parent_name(p), "parent_shard": p.shard + 1,
-                    "src_offset": p.src_offset, "bytes": p.len,
-                    "experts": p.experts.as_ref().map(|s| [s.start, s.end - 1]),
-                    "converted": p.converted,
-                })).collect::<Vec<_>>(),
+                "sources": t.pieces.iter().map(|p| piece_json(plan, p)).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -79,6 +128,7 @@ pub fn plan_json(plan: &Plan) -> Value {
             "origin": r.origin, "match": r.pattern, "from": r.from,
             "experts": r.experts, "matched": r.matched,
         })).collect::<Vec<_>>(),
+        "assembly": plan.assembly.as_ref().map(|a| assembly_json(plan, a)),
         "tensors": tensors,
         "totals_by_parent": totals_json(&by_parent),
         "totals_by_type": totals_json(&by_type),
@@ -92,8 +142,9 @@ pub fn plan_json(plan: &Plan) -> Value {
     })
 }
 
-/// `splice --dry-run`: parents, rules and what they matched, every tensor with its output
-/// offset and sources, totals, output files and warnings.
+/// `splice --dry-run` (and `assemble --dry-run`): parents, rules and what they matched (or the
+/// assembly's experts), every tensor with its output offset and sources, totals, output
+/// files and warnings.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     for p in plan.parents {
@@ -111,28 +162,10 @@ pub fn plan_text(plan: &Plan) -> String {
             }
         );
     }
-    let _ = writeln!(out, "\nrules (first match wins):");
-    for r in &plan.rules {
-        let experts = r
-            .experts
-            .as_ref()
-            .map(|e| format!(" experts {e}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:<28} {} -> {}{}: {}",
-            r.origin,
-            r.pattern,
-            r.from,
-            experts,
-            plural_count(r.matched, "tensor")
-        );
+    match &plan.assembly {
+        Some(a) => assembly_text(&mut out, plan, a),
+        None => rules_text(&mut out, plan),
     }
-    let _ = writeln!(
-        out,
-        "  (everything else)            -> {}",
-        plan.parents[plan.base].name
-    );
     let _ = writeln!(out, "\ntensors:");
     let header = table_row(["name", "type", "shape", "bytes", "shard", "offset"]);
     let _ = writeln!(out, "{header}  from");
@@ -159,4 +192,101 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(out, "warning: {w}");
     }
     out
+}
+
+fn rules_text(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "\nrules (first match wins):");
+    for r in &plan.rules {
+        let experts = r
+            .experts
+            .as_ref()
+            .map(|e| format!(" experts {e}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<28} {} -> {}{}: {}",
+            r.origin,
+            r.pattern,
+            r.from,
+            experts,
+            plural_count(r.matched, "tensor")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (everything else)            -> {}",
+        plan.parents[plan.base].name
+    );
+}
+
+/// The experts of one layer as runs: `0-3 <- a[0-3], 4-7 <- b[0-3]`; a dense parent's
+/// expert as `0 <- a`.
+fn experts_text(plan: &Plan, experts: &[ExpertSource]) -> String {
+    // (first output expert, length, parent, first parent expert)
+    let mut runs: Vec<(u64, u64, usize, Option<u64>)> = Vec::new();
+    for (e, s) in experts.iter().enumerate() {
+        if let Some(r) = runs.last_mut()
+            && r.2 == s.parent
+            && r.0 + r.1 == e as u64
+            && matches!((r.3, s.expert), (Some(a), Some(b)) if a + r.1 == b)
+        {
+            r.1 += 1;
+            continue;
+        }
+        runs.push((e as u64, 1, s.parent, s.expert));
+    }
+    let span = |a: u64, n: u64| ranges_text(std::slice::from_ref(&(a..a + n)));
+    let parts: Vec<String> = runs
+        .into_iter()
+        .map(|(o, n, p, src)| {
+            let name = &plan.parents[p].name;
+            match src {
+                Some(src) => format!("{} <- {name}[{}]", span(o, n), span(src, n)),
+                None => format!("{} <- {name}", span(o, n)),
+            }
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// What was assembled: architecture, counts, router, and each layer's experts (layers with
+/// the same experts share a line).
+fn assembly_text(out: &mut String, plan: &Plan, a: &AssemblyReport) {
+    let _ = writeln!(
+        out,
+        "\nassembly: {}, {} experts per layer, {} used per token; router: {}",
+        a.architecture, a.expert_count, a.experts_used, a.router
+    );
+    let mut lines: Vec<(Vec<u64>, String)> = Vec::new();
+    for l in &a.layers {
+        let text = experts_text(plan, &l.experts);
+        match lines.iter_mut().find(|(_, t)| *t == text) {
+            Some(line) => line.0.push(l.layer),
+            None => lines.push((vec![l.layer], text)),
+        }
+    }
+    for (layers, text) in lines {
+        let blocks = ranges_text(&crate::compare::to_ranges(layers));
+        let _ = writeln!(out, "  experts of blk.{blocks}: {text}");
+    }
+    let _ = writeln!(
+        out,
+        "  (everything else)            -> {}",
+        plan.parents[plan.base].name
+    );
+}
+
+fn assembly_json(plan: &Plan, a: &AssemblyReport) -> Value {
+    json!({
+        "architecture": a.architecture,
+        "expert_count": a.expert_count,
+        "experts_used": a.experts_used,
+        "router": a.router,
+        "layers": a.layers.iter().map(|l| json!({
+            "layer": l.layer,
+            "experts": l.experts.iter().map(|e| json!({
+                "parent": plan.parents[e.parent].name, "expert": e.expert,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }

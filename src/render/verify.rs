@@ -178,7 +178,16 @@ pub fn verify_text(r: &VerifyReport) -> String {
     for (name, path) in &r.parents {
         let _ = writeln!(out, "parent {name}: {}", path.display());
     }
-    let _ = writeln!(out, "\nsources (byte for byte; a|b: identical in both):");
+    let assembled = r.recipe.as_ref().is_some_and(|c| c.assembled);
+    let _ = writeln!(
+        out,
+        "\nsources (byte for byte; a|b: identical in both{}):",
+        if assembled {
+            "; expert numbers are the child's, `assemble --dry-run` shows where each came from"
+        } else {
+            ""
+        }
+    );
     let entries: Vec<(&str, String)> = r
         .tensors
         .iter()
@@ -222,16 +231,25 @@ pub fn verify_text(r: &VerifyReport) -> String {
     match &r.recipe {
         None => {}
         Some(c) if c.mismatches.is_empty() => {
+            let (what, makes) = if c.assembled {
+                (
+                    "assembly",
+                    "the assembly makes, every expert from the parent expert it came from",
+                )
+            } else {
+                ("recipe", "the recipe makes")
+            };
             let _ = writeln!(
                 out,
-                "\nrecipe: {} tensors and {} keys checked: the child is exactly what the recipe makes (splice.recipe and split.* keys aside)",
+                "\n{what}: {} tensors and {} keys checked: the child is exactly what {makes} (splice.recipe and split.* keys aside)",
                 c.tensors, c.keys
             );
         }
         Some(c) => {
             let _ = writeln!(
                 out,
-                "\nrecipe: {} tensors and {} keys checked: {} difference{}:",
+                "\n{}: {} tensors and {} keys checked: {} difference{}:",
+                if c.assembled { "assembly" } else { "recipe" },
                 c.tensors,
                 c.keys,
                 c.mismatches.len(),
@@ -281,7 +299,7 @@ pub fn verify_json(r: &VerifyReport) -> Value {
         })).collect::<Vec<_>>(),
         "unmatched": r.unmatched().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         "recipe": r.recipe.as_ref().map(|c| json!({
-            "tensors": c.tensors, "keys": c.keys,
+            "assembled": c.assembled, "tensors": c.tensors, "keys": c.keys,
             "mismatches": c.mismatches.iter().map(Mismatch::to_json).collect::<Vec<_>>(),
         })),
         "passed": r.passed(),

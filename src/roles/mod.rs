@@ -100,7 +100,8 @@ impl Role {
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
+        // `pad`, not `write_str`: report tables align roles with `{:<16}`.
+        f.pad(self.label())
     }
 }
 
@@ -216,6 +217,45 @@ fn is_per_expert_ffn(stem: &str) -> bool {
     stem.split_once('.').is_some_and(|(m, e)| {
         matches!(m, "ffn_gate" | "ffn_up" | "ffn_down") && e.bytes().all(|b| b.is_ascii_digit())
     })
+}
+
+/// Which matrix of a dense FFN a tensor is (`ffn_gate`, `ffn_up`, `ffn_down` weights of a
+/// block); `None` for anything else, biases included. Assembling an MoE from dense models
+/// stacks each of these into the routed-expert tensor of the same matrix.
+pub fn dense_ffn_matrix(name: &str) -> Option<ExpertMatrix> {
+    let (layer, rest) = split_block(name);
+    layer?;
+    match rest {
+        "ffn_gate.weight" => Some(ExpertMatrix::Gate),
+        "ffn_up.weight" => Some(ExpertMatrix::Up),
+        "ffn_down.weight" => Some(ExpertMatrix::Down),
+        _ => None,
+    }
+}
+
+/// The name of block `layer`'s stacked routed-expert tensor of `matrix`:
+/// `blk.3.ffn_up_exps.weight`.
+pub fn stacked_experts_name(layer: u64, matrix: ExpertMatrix) -> String {
+    let stem = match matrix {
+        ExpertMatrix::Gate => "ffn_gate_exps",
+        ExpertMatrix::Up => "ffn_up_exps",
+        ExpertMatrix::Down => "ffn_down_exps",
+        ExpertMatrix::GateUp => "ffn_gate_up_exps",
+    };
+    format!("blk.{layer}.{stem}.weight")
+}
+
+/// The name of block `layer`'s router (`ffn_gate_inp`, `[n_embd, n_expert]`).
+pub fn router_name(layer: u64) -> String {
+    format!("blk.{layer}.ffn_gate_inp.weight")
+}
+
+/// Whether a model has routed experts stored stacked (`ffn_*_exps`): an MoE whose experts an
+/// assembly can take expert by expert.
+pub fn has_stacked_experts(model: &Model) -> bool {
+    model
+        .tensors()
+        .any(|t| cut::is_stacked_experts(&t.info.name))
 }
 
 /// The output head is tied to the input embeddings: the model has `token_embd.weight` and no
@@ -381,6 +421,35 @@ mod tests {
             "none.gguf",
         );
         assert!(!output_is_tied(&none));
+    }
+
+    #[test]
+    fn dense_ffn_matrices_and_the_names_an_assembly_makes() {
+        assert_eq!(
+            dense_ffn_matrix("blk.4.ffn_gate.weight"),
+            Some(ExpertMatrix::Gate)
+        );
+        assert_eq!(
+            dense_ffn_matrix("blk.4.ffn_up.weight"),
+            Some(ExpertMatrix::Up)
+        );
+        assert_eq!(
+            dense_ffn_matrix("blk.4.ffn_down.weight"),
+            Some(ExpertMatrix::Down)
+        );
+        assert_eq!(dense_ffn_matrix("blk.4.ffn_down.bias"), None);
+        assert_eq!(dense_ffn_matrix("blk.4.ffn_up_exps.weight"), None);
+        assert_eq!(dense_ffn_matrix("ffn_up.weight"), None);
+        for m in [ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down] {
+            let n = stacked_experts_name(4, m);
+            let c = classify(&n);
+            assert_eq!(
+                (c.role, c.matrix, c.layer),
+                (Role::RoutedExperts, Some(m), Some(4))
+            );
+        }
+        let r = classify(&router_name(4));
+        assert_eq!((r.role, r.layer), (Role::Router, Some(4)));
     }
 
     #[test]

@@ -91,18 +91,22 @@ impl<'m> View<'m> {
         self.count * self.slice_bytes
     }
 
-    /// The byte ranges `(source tensor, absolute file offset, len)` that make slices
-    /// `experts`, in child order, adjacent runs merged.
-    pub fn ranges(&self, experts: std::ops::Range<u64>) -> Vec<(usize, u64, u64)> {
-        let mut out: Vec<(usize, u64, u64)> = Vec::new();
+    /// The byte runs that make slices `experts`, in child order: `(part, shard, absolute file
+    /// offset, len)`, adjacent runs of the same source tensor merged.
+    pub fn parts_of(&self, experts: std::ops::Range<u64>) -> Vec<(&Part<'_>, usize, u64, u64)> {
+        let mut out: Vec<(&Part, usize, u64, u64)> = Vec::new();
         for e in experts {
             for p in &self.parts {
                 let at = p.source.file_offset + p.source_offset + e * p.source_stride;
                 match out.last_mut() {
-                    Some((shard, off, len)) if *shard == p.source.shard && *off + *len == at => {
+                    Some((q, shard, off, len))
+                        if std::ptr::eq(q.source.info, p.source.info)
+                            && *shard == p.source.shard
+                            && *off + *len == at =>
+                    {
                         *len += p.bytes
                     }
-                    _ => out.push((p.source.shard, at, p.bytes)),
+                    _ => out.push((p, p.source.shard, at, p.bytes)),
                 }
             }
         }

@@ -1,0 +1,408 @@
+//! Assembling an MoE from the quantized bytes of parents (`gguf-splice assemble`): a plan
+//! like a splice's, whose experts come, in the order given, from the parents.
+//!
+//! - Dense parents: each becomes one expert per layer; its `ffn_{gate,up,down}` are stacked
+//!   as stored into `ffn_*_exps` (no requantization), its attention is ignored, everything else
+//!   comes from the base, in the base's architecture turned MoE ([`arch`]). The router rows are
+//!   made ([`router`]).
+//! - MoE parents: experts stacked as the experts list says (union, reorder, subset, or the most
+//!   used by an importance matrix, [`imatrix`]); router rows and `exp_probs_b` elements follow
+//!   their experts; shared experts, attention and the rest come from the base.
+//!
+//! Parents that cannot share one MoE are refused before anything is planned, every reason
+//! named ([`compat`]). The result is a [`Plan`]: executed, printed and verified like a
+//! splice's.
+
+pub mod arch;
+pub mod compat;
+pub mod imatrix;
+pub mod router;
+mod select;
+pub mod spec;
+mod tensors;
+
+use std::path::{Path, PathBuf};
+
+use crate::ggml_type::GgmlType;
+use crate::plan::{
+    self, AssemblyReport, LayerExperts, Parent, Plan, PlanError, PlanParts, SplitOptions,
+};
+use crate::roles;
+use compat::Incompatibility;
+use spec::{ExpertList, RouterSpec};
+
+/// What the parents are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Dense FFNs (`ffn_gate`, `ffn_up`, `ffn_down`) and no routed experts.
+    Dense,
+    /// Stacked routed experts (`ffn_*_exps`).
+    Moe,
+}
+
+/// Which experts the output has, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every expert of every parent, parents in the order given (a dense parent: one).
+    All,
+    /// `--experts`: the list, in order (union, reorder, subset, repeats).
+    List(ExpertList),
+    /// `--keep`: prune one parent to the experts listed.
+    Keep(ExpertList),
+    /// `--keep-top N --imatrix FILE`: each layer keeps its N most used experts of one parent.
+    Top {
+        /// Experts kept per layer.
+        n: u64,
+        /// A GGUF importance matrix made by llama-imatrix.
+        imatrix: PathBuf,
+    },
+}
+
+/// How to assemble.
+#[derive(Clone, Debug)]
+pub struct AssembleOptions {
+    /// The parent whose everything-else the output has (`None`: the first).
+    pub base: Option<String>,
+    /// Which experts.
+    pub selection: Selection,
+    /// For dense parents, where the router comes from (`None`: uniform, with a warning).
+    pub router: Option<RouterSpec>,
+    /// `expert_used_count` (`None`: the base's for MoE parents, min(2, experts) for dense).
+    pub experts_used: Option<u64>,
+}
+
+/// Why an MoE cannot be assembled. Each names the parent, tensor or option, and what to do.
+#[allow(missing_docs)]
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("no parents given; use --parent NAME=PATH (at least one)")]
+    NoParents,
+    #[error("parent name '{name}' is given twice")]
+    DuplicateParent { name: String },
+    #[error("{what}: no parent named '{name}' (parents given: {known})")]
+    UnknownParent {
+        what: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error(
+        "parent '{parent}' has neither stacked routed experts (ffn_*_exps) nor a dense FFN (ffn_gate/ffn_up/ffn_down): nothing to assemble experts from"
+    )]
+    NoFfn { parent: String },
+    #[error(
+        "dense parents ({dense}) and MoE parents ({moe}) cannot be mixed: assemble an MoE from dense models, or from MoE models"
+    )]
+    MixedKinds { dense: String, moe: String },
+    #[error(
+        "parent '{parent}' is '{arch}', which gguf-splice cannot turn into an MoE; supported: {supported}"
+    )]
+    UnsupportedArchitecture {
+        parent: String,
+        arch: String,
+        supported: String,
+    },
+    #[error("the parents cannot be assembled into one MoE:\n{}", .reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+    Incompatible { reasons: Vec<Incompatibility> },
+    #[error("{option} '{text}': {reason}")]
+    BadOption {
+        option: &'static str,
+        text: String,
+        reason: String,
+    },
+    #[error(
+        "{option}: parent '{parent}' has {count} expert{} in blk.{layer}; expert {expert} does not exist", if *.count == 1 { "" } else { "s" }
+    )]
+    ExpertOutOfRange {
+        option: &'static str,
+        parent: String,
+        layer: u64,
+        expert: u64,
+        count: u64,
+    },
+    #[error("the experts list selects no expert")]
+    NoExperts,
+    #[error(
+        "{option} prunes one MoE parent: give exactly one --parent (parents given: {given}); to take experts from several, use --experts"
+    )]
+    PruneNeedsOneParent { option: &'static str, given: String },
+    #[error(
+        "--keep-top {n}: blk.{layer} of parent '{parent}' has only {count} experts; keep at most {count}"
+    )]
+    KeepTooMany {
+        n: u64,
+        parent: String,
+        layer: u64,
+        count: u64,
+    },
+    #[error(
+        "{0} needs MoE parents: dense parents have one expert each, so there is nothing to rank or pick among"
+    )]
+    NeedsMoe(&'static str),
+    #[error(
+        "--router is for dense parents, whose routers are made; MoE parents' router rows follow their experts"
+    )]
+    RouterForMoe,
+    #[error(
+        "expert_used_count {used} does not fit {count} experts per layer: it must be 1 to {max}{why}; set --experts-used"
+    )]
+    ExpertsUsed {
+        used: u64,
+        count: u64,
+        max: u64,
+        why: String,
+    },
+    #[error(
+        "grouped routing: the base routes in {groups} groups of experts (expert_group_count), {group_used} used (expert_group_used_count); {count} experts per layer {reason}. Keep a number of experts that is a multiple of {groups} and more than {groups}"
+    )]
+    ExpertGroups {
+        count: u64,
+        groups: u64,
+        group_used: u64,
+        reason: String,
+    },
+    #[error("importance matrix {path}: {reason}")]
+    Imatrix { path: PathBuf, reason: String },
+    #[error(
+        "importance matrix {path} has no per-expert counts for blk.{layer}'s experts: it was made for another model, or that layer saw no tokens"
+    )]
+    ImatrixMissing { path: PathBuf, layer: u64 },
+    #[error("router file {path}: {reason}")]
+    RouterFile { path: PathBuf, reason: String },
+    #[error("{tensor}: the router is {found} bytes, the layer needs {expected}")]
+    RouterSize {
+        tensor: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "parent '{parent}' has {tensor}: dense FFN biases have no place in the MoE llama.cpp loads (experts have no biases)"
+    )]
+    DenseFfnBias { parent: String, tensor: String },
+    #[error(
+        "parent '{parent}' stores experts one tensor each ({tensor}, the old Mixtral layout), which llama.cpp no longer loads; reconvert it to stacked ffn_*_exps"
+    )]
+    PerExpertLayout { parent: String, tensor: String },
+    #[error("tensor '{tensor}' is not in parent '{parent}'")]
+    TensorMissing { parent: String, tensor: String },
+    #[error("tensor '{tensor}' cannot be read from parent '{parent}': {reason}")]
+    Unavailable {
+        parent: String,
+        tensor: String,
+        reason: String,
+    },
+    #[error(
+        "tensor '{tensor}': experts of '{first}' are {first_type}, of '{second}' {second_type}; one tensor has one type: requantize one parent to the other's type with llama-quantize"
+    )]
+    TypesDiffer {
+        tensor: String,
+        first: String,
+        first_type: GgmlType,
+        second: String,
+        second_type: GgmlType,
+    },
+    #[error("tensor '{tensor}': size overflows")]
+    Overflow { tensor: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// What a parent is, from its tensors (see [`roles`]).
+fn kind_of(p: &Parent) -> Result<Kind, AssembleError> {
+    if roles::has_stacked_experts(&p.model) {
+        return Ok(Kind::Moe);
+    }
+    if p.model
+        .tensors()
+        .any(|t| roles::dense_ffn_matrix(&t.info.name).is_some())
+    {
+        return Ok(Kind::Dense);
+    }
+    Err(AssembleError::NoFfn {
+        parent: p.name.clone(),
+    })
+}
+
+/// Plan the MoE assembled from `parents` by `opts`, written to `output` (the first shard's
+/// path when split). Everything is checked here; nothing is opened for writing.
+pub fn plan<'p>(
+    parents: &'p [Parent],
+    opts: &AssembleOptions,
+    output: &Path,
+    split: SplitOptions,
+) -> Result<Plan<'p>, AssembleError> {
+    if parents.is_empty() {
+        return Err(AssembleError::NoParents);
+    }
+    let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(AssembleError::DuplicateParent {
+                name: n.to_string(),
+            });
+        }
+    }
+    let find = |what: &'static str, name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| AssembleError::UnknownParent {
+                what,
+                name: name.to_string(),
+                known: names.join(", "),
+            })
+    };
+    let base = match &opts.base {
+        Some(b) => find("--base", b)?,
+        None => 0,
+    };
+    let kinds: Vec<Kind> = parents.iter().map(kind_of).collect::<Result<_, _>>()?;
+    let of_kind = |k: Kind| -> Vec<&str> {
+        names
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, x)| **x == k)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    let kind = kinds[base];
+    if kinds.iter().any(|k| *k != kind) {
+        return Err(AssembleError::MixedKinds {
+            dense: of_kind(Kind::Dense).join(", "),
+            moe: of_kind(Kind::Moe).join(", "),
+        });
+    }
+    let b = &parents[base];
+    let arch = b.model.architecture().unwrap_or("").to_string();
+    if kind == Kind::Dense && arch::moe_of(&arch).is_none() {
+        return Err(AssembleError::UnsupportedArchitecture {
+            parent: b.name.clone(),
+            arch,
+            supported: arch::supported(),
+        });
+    }
+    if kind == Kind::Moe && opts.router.is_some() {
+        return Err(AssembleError::RouterForMoe);
+    }
+    let reasons = compat::check(parents, base, kind);
+    if !reasons.is_empty() {
+        return Err(AssembleError::Incompatible { reasons });
+    }
+
+    let mut warnings = Vec::new();
+    let layers = select::select(parents, base, kind, &opts.selection, &find, &mut warnings)?;
+    let count = layers.first().map_or(0, |l| l.experts.len() as u64);
+    if count == 0 {
+        return Err(AssembleError::NoExperts);
+    }
+    let experts_used = select::check_counts(&parents[base], kind, count, opts.experts_used)?;
+
+    let routers = match kind {
+        Kind::Moe => None,
+        Kind::Dense => {
+            let spec = opts.router.clone().unwrap_or_else(|| {
+                warnings.push(
+                    "no --router: the router is uniform, so every token goes to the same experts (the lowest-numbered); give --router random:SEED or a file of gate vectors for routing that differs"
+                        .into(),
+                );
+                RouterSpec::Uniform
+            });
+            let n_embd = arch::base_count(b, "embedding_length").unwrap_or(0);
+            let ids: Vec<u64> = layers.iter().map(|l| l.layer).collect();
+            let bytes = router::router_bytes(&spec, &ids, count, n_embd)?;
+            Some((bytes, spec.describe()))
+        }
+    };
+    let router_text = routers
+        .as_ref()
+        .map_or("rows follow their experts".to_string(), |(_, o)| o.clone());
+    let tensors = tensors::plan(&tensors::Inputs {
+        parents,
+        base,
+        kind,
+        layers: &layers,
+        routers,
+    })?;
+    for (i, p) in parents.iter().enumerate() {
+        if !layers
+            .iter()
+            .any(|l| l.experts.iter().any(|e| e.parent == i))
+        {
+            warnings.push(format!("parent '{}' contributes no expert", p.name));
+        }
+    }
+    if count > 1024 {
+        warnings.push(format!(
+            "{count} experts per layer: llama.cpp 11434 loads at most 1024 (LLAMA_MAX_EXPERTS)"
+        ));
+    }
+    let record = record(opts, &layers);
+    let (architecture, kvs) = arch::metadata(
+        parents,
+        base,
+        kind,
+        &arch::Counts {
+            expert_count: count,
+            experts_used: (kind == Kind::Dense || opts.experts_used.is_some())
+                .then_some(experts_used),
+        },
+        &record,
+    );
+    let parts = PlanParts {
+        parents,
+        base,
+        kvs,
+        tensors,
+        rules: Vec::new(),
+        warnings,
+        assembly: Some(AssemblyReport {
+            architecture,
+            expert_count: count,
+            experts_used,
+            router: router_text,
+            layers,
+        }),
+    };
+    Ok(plan::finish(parts, output, split)?)
+}
+
+/// What `splice.recipe` records of an assembly: the options, and for `--keep-top` the experts
+/// kept in each layer.
+fn record(opts: &AssembleOptions, layers: &[LayerExperts]) -> String {
+    let mut out = String::from("# gguf-splice assemble\n");
+    if let Some(b) = &opts.base {
+        out.push_str(&format!("--base {b}\n"));
+    }
+    match &opts.selection {
+        Selection::All => {}
+        Selection::List(l) => out.push_str(&format!("--experts '{}'\n", l.text)),
+        Selection::Keep(l) => out.push_str(&format!("--keep '{}'\n", l.text)),
+        Selection::Top { n, imatrix } => {
+            let file = imatrix
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push_str(&format!("--keep-top {n} --imatrix {file}\n"));
+            for l in layers {
+                let kept: Vec<String> = l
+                    .experts
+                    .iter()
+                    .filter_map(|e| e.expert.map(|x| x.to_string()))
+                    .collect();
+                out.push_str(&format!("# blk.{} kept {}\n", l.layer, kept.join(",")));
+            }
+        }
+    }
+    if let Some(r) = &opts.router {
+        out.push_str(&format!("--router {}\n", r.describe()));
+    }
+    if let Some(k) = opts.experts_used {
+        out.push_str(&format!("--experts-used {k}\n"));
+    }
+    out
+}
