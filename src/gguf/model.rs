@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::GgufError;
 use super::read::{GgufFile, TensorInfo};
 use super::value::ValueRef;
+use crate::source::{Http, Location};
 
 pub const KEY_SPLIT_NO: &str = "split.no";
 pub const KEY_SPLIT_COUNT: &str = "split.count";
@@ -60,7 +62,25 @@ impl Model {
     /// Open a model given any one of its files. A file whose `split.count` is above 1 pulls
     /// in its sibling shards by name.
     pub fn open(path: &Path) -> Result<Model, GgufError> {
-        let given = GgufFile::open(path)?;
+        Model::open_with(path, &GgufFile::open)
+    }
+
+    /// Open a model at a local path or a URL (see [`Location`]); remote shards are read
+    /// with `http`, and their siblings found by name as local ones are.
+    pub fn open_at(location: &Location, http: &Arc<Http>) -> Result<Model, GgufError> {
+        match location {
+            Location::Local(path) => Model::open(path),
+            Location::Remote(url) => Model::open_with(Path::new(url), &|p: &Path| {
+                GgufFile::open_url(http, &p.to_string_lossy())
+            }),
+        }
+    }
+
+    fn open_with(
+        path: &Path,
+        open: &dyn Fn(&Path) -> Result<GgufFile, GgufError>,
+    ) -> Result<Model, GgufError> {
+        let given = open(path)?;
         let count = split_u64(&given, KEY_SPLIT_COUNT)?.unwrap_or(1);
         if count <= 1 {
             return Model::from_shards(vec![given]);
@@ -87,15 +107,22 @@ impl Model {
                 Some((_, f)) => f,
                 None => {
                     let p = shard_path(&prefix, i, count);
-                    if !p.exists() {
-                        return Err(GgufError::ShardMissing {
-                            path: path.to_path_buf(),
-                            missing: p,
-                            expected: i,
-                            count,
-                        });
+                    let missing = || GgufError::ShardMissing {
+                        path: path.to_path_buf(),
+                        missing: p.clone(),
+                        expected: i,
+                        count,
+                    };
+                    match open(&p) {
+                        Ok(f) => f,
+                        Err(GgufError::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            return Err(missing());
+                        }
+                        Err(GgufError::Remote(e)) if e.is_not_found() => return Err(missing()),
+                        Err(e) => return Err(e),
                     }
-                    GgufFile::open(&p)?
                 }
             };
             shards.push(shard);
