@@ -50,6 +50,12 @@ pub enum CompareError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tensor '{tensor}': {source}")]
+    Remote {
+        tensor: String,
+        #[source]
+        source: crate::source::SourceError,
+    },
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]
     Overflow {
         path: PathBuf,
