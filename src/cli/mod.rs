@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, Parser, Subcommand};
 
 use gguf_splice::compare::{self, CompareError, CompareOptions};
-use gguf_splice::execute::{self, ExecError, ExecOptions};
+use gguf_splice::execute::{self, ExecError, ExecOptions, RemoteOptions};
 use gguf_splice::gguf::{GgufError, Model};
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
 use gguf_splice::render;
+use gguf_splice::source::{Http, Location, SourceError};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -44,8 +45,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Show a GGUF file's (or shard set's) metadata, tensors and totals.
+    ///
+    /// Models may be local paths, http(s):// URLs or hf://ORG/REPO/PATH/FILE.gguf[@REVISION]
+    /// (here and in every command); of a remote file only the header is fetched.
     Inspect {
-        /// Any shard of the model.
+        /// Any shard of the model (path, URL or hf:// name).
         file: PathBuf,
         #[arg(long)]
         json: bool,
@@ -58,9 +62,9 @@ enum Command {
     /// expert by expert. `split.*` keys are ignored: sharding is not a model difference.
     /// Like `inspect`, it reports: the exit code is 0 whether or not the models differ.
     Diff {
-        /// Any shard of the first model.
+        /// Any shard of the first model (path, URL or hf:// name).
         a: PathBuf,
-        /// Any shard of the second model.
+        /// Any shard of the second model (path, URL or hf:// name).
         b: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
@@ -80,8 +84,9 @@ enum Command {
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
 #[derive(Args)]
 struct RecipeArgs {
-    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard. The first
-    /// parent is the base unless the recipe names one.
+    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard, local or
+    /// remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]). The first parent is the
+    /// base unless the recipe names one.
     #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
     parents: Vec<String>,
     /// A recipe file (see mappings/).
@@ -117,7 +122,7 @@ impl RecipeArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Any shard of the child.
+    /// Any shard of the child (path, URL or hf:// name).
     child: PathBuf,
     /// The parents, recipe and --take rules the child was made with.
     #[command(flatten)]
@@ -137,9 +142,18 @@ struct SpliceArgs {
     /// Print the plan and write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// With --dry-run, print the plan as JSON.
-    #[arg(long, requires = "dry_run")]
+    /// Print the plan (with --dry-run) or the summary of what was written as JSON.
+    #[arg(long)]
     json: bool,
+    /// Parallel range requests to remote parents.
+    #[arg(long, value_name = "N", default_value_t = execute::DEFAULT_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    connections: usize,
+    /// Continue an interrupted splice from remote parents without fetching again what it
+    /// wrote (its state is kept beside the output as .NAME.resume.part and
+    /// .NAME.resume.journal).
+    #[arg(long)]
+    resume: bool,
     /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     split_max_size: Option<u64>,
@@ -184,6 +198,8 @@ enum CliError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Compare(#[from] CompareError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -194,15 +210,18 @@ impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
+            CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
+            CliError::Source(_) => exit::IO,
             CliError::Stdout(_) => exit::IO,
-            CliError::Gguf(GgufError::Io { .. }) => exit::IO,
+            CliError::Gguf(GgufError::Io { .. } | GgufError::Remote(_)) => exit::IO,
             CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
             CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
-            CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
+            CliError::Exec(e) if matches!(e.cause(), ExecError::Interrupted) => exit::INTERRUPTED,
             CliError::Exec(_) => exit::IO,
-            CliError::Compare(CompareError::Gguf(GgufError::Io { .. }))
+            CliError::Compare(CompareError::Gguf(GgufError::Io { .. } | GgufError::Remote(_)))
             | CliError::Compare(CompareError::Open { .. })
-            | CliError::Compare(CompareError::Read { .. }) => exit::IO,
+            | CliError::Compare(CompareError::Read { .. })
+            | CliError::Compare(CompareError::Remote { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
         }
     }
@@ -211,11 +230,13 @@ impl CliError {
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // Connects to nothing until a remote file is opened.
+    let http = Arc::new(Http::from_env());
     let result = match cli.command {
-        Command::Inspect { file, json } => inspect(&file, json),
-        Command::Splice(args) => splice(args),
-        Command::Diff { a, b, json } => diff(&a, &b, json),
-        Command::Verify(args) => verify(args),
+        Command::Inspect { file, json } => inspect(&file, json, &http),
+        Command::Splice(args) => splice(args, &http),
+        Command::Diff { a, b, json } => diff(&a, &b, json, &http),
+        Command::Verify(args) => verify(args, &http),
     };
     match result {
         Ok(code) => code,
@@ -243,8 +264,14 @@ fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     emit(&text)
 }
 
-fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let model = Model::open(file)?;
+/// Open a model at a path, URL or `hf://` name.
+fn open_model(arg: &std::path::Path, http: &Arc<Http>) -> Result<Model, CliError> {
+    let location = Location::parse(arg, http.endpoint())?;
+    Ok(Model::open_at(&location, http)?)
+}
+
+fn inspect(file: &std::path::Path, json: bool, http: &Arc<Http>) -> Result<i32, CliError> {
+    let model = open_model(file, http)?;
     if json {
         print_json(&render::inspect_json(&model))?;
     } else {
@@ -253,8 +280,13 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
     Ok(exit::OK)
 }
 
-fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let (a, b) = (Model::open(a)?, Model::open(b)?);
+fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    json: bool,
+    http: &Arc<Http>,
+) -> Result<i32, CliError> {
+    let (a, b) = (open_model(a, http)?, open_model(b, http)?);
     let r = compare::diff(&a, &b, &CompareOptions::default())?;
     if json {
         print_json(&render::diff_json(&r))?;
@@ -264,9 +296,9 @@ fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, Cli
     Ok(exit::OK)
 }
 
-fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let child = Model::open(&args.child)?;
+fn verify(args: VerifyArgs, http: &Arc<Http>) -> Result<i32, CliError> {
+    let parents = open_parents(&args.rules.parents, http)?;
+    let child = open_model(&args.child, http)?;
     let recipe = args.rules.recipe()?;
     let r = compare::verify(
         &child,
@@ -282,7 +314,7 @@ fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }
 
-fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
+fn open_parents(specs: &[String], http: &Arc<Http>) -> Result<Vec<Parent>, CliError> {
     specs
         .iter()
         .map(|spec| {
@@ -294,14 +326,14 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
             }
             Ok(Parent {
                 name: name.to_string(),
-                model: Model::open(std::path::Path::new(path))?,
+                model: open_model(std::path::Path::new(path), http)?,
             })
         })
         .collect()
 }
 
-fn splice(args: SpliceArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
+fn splice(args: SpliceArgs, http: &Arc<Http>) -> Result<i32, CliError> {
+    let parents = open_parents(&args.rules.parents, http)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
     let split = SplitOptions {
         max_bytes: args.split_max_size,
@@ -334,30 +366,51 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         // then left under a hidden name, never at the output path.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
+    let remote = parents
+        .iter()
+        .any(|p| p.model.shards().iter().any(|s| s.remote.is_some()));
     let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("static template"),
-        );
+        // With remote parents the bar follows the network: bytes fetched, rate, ETA.
+        let bar = indicatif::ProgressBar::new(if remote { 0 } else { total });
+        let template = if remote {
+            "{bar:40} {bytes}/{total_bytes} fetched {binary_bytes_per_sec} ETA {eta}"
+        } else {
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("static template"));
         bar
     };
     let started = std::time::Instant::now();
-    let progress = |done: u64| bar.set_position(done);
-    let written = execute::execute(
+    let progress = |done: u64| {
+        if !remote {
+            bar.set_position(done)
+        }
+    };
+    let net_progress = |fetched: u64, to_fetch: u64| {
+        bar.set_length(to_fetch);
+        bar.set_position(fetched);
+    };
+    let written = execute::execute_with(
         &plan,
         &ExecOptions {
             force: args.force,
             cancel: &cancel,
             progress: &progress,
         },
+        &RemoteOptions {
+            connections: args.connections,
+            resume: args.resume,
+            progress: &net_progress,
+        },
     )?;
     bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        print_json(&render::written_json(&written, secs))?;
+    }
     if !args.quiet {
         for f in &written.removed {
             eprintln!(
@@ -365,21 +418,9 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
                 f.display()
             );
         }
-        let secs = started.elapsed().as_secs_f64();
-        let names: Vec<String> = written
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect();
-        eprintln!(
-            "gguf-splice: wrote {} in {} file{} ({:.1} s, {}/s): {}",
-            render::human_bytes(written.bytes),
-            written.files.len(),
-            if written.files.len() == 1 { "" } else { "s" },
-            secs,
-            render::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
-            names.join(", ")
-        );
+        for line in render::written_text(&written, secs).lines() {
+            eprintln!("gguf-splice: {line}");
+        }
     }
     Ok(exit::OK)
 }
