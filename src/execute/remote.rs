@@ -453,13 +453,15 @@ pub(super) fn write_all(
             }
             Ok((temps, state, resumed))
         }
-        Err(e) if e.parent_changed() => {
-            state.discard();
-            Err(e)
-        }
         Err(e) => {
-            let journal = state.journal().to_path_buf();
             let bytes = resumed + counters.fetched.load(Ordering::Relaxed);
+            // Bytes of a parent that changed are worthless; with none, there is nothing to
+            // continue from.
+            if e.parent_changed() || bytes == 0 {
+                state.discard();
+                return Err(e);
+            }
+            let journal = state.journal().to_path_buf();
             Err(ExecError::Kept {
                 cause: Box::new(e),
                 journal,
