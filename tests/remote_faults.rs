@@ -128,9 +128,10 @@ fn a_server_that_ignores_range_is_a_clear_error() {
     let Some(s) = server("a_server_that_ignores_range_is_a_clear_error") else {
         return;
     };
-    // While copying: the header reads went fine, a data request answers 200.
+    // While copying: the header reads went fine, the first data request answers 200 (one
+    // connection, so nothing else was fetched before).
     s.proxy.on_data_request(1, Fault::IgnoreRange);
-    let o = splice(&s, "c.gguf", &[], &[]);
+    let o = splice(&s, "c.gguf", &["--connections", "1"], &[]);
     assert_exit(&o, 4);
     assert!(
         stderr(&o).contains("ignores Range requests") && !stderr(&o).contains("--resume"),
@@ -169,7 +170,7 @@ fn a_file_changed_since_planning_aborts_with_nothing_written() {
     };
     s.proxy
         .on_data_request(2, Fault::Change(s.served("r1-iq2mix.gguf")));
-    let o = splice(&s, "c.gguf", &[], &[]);
+    let o = splice(&s, "c.gguf", &["--connections", "1"], &[]);
     assert_exit(&o, 4);
     let e = stderr(&o);
     assert!(

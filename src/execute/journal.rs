@@ -200,11 +200,14 @@ impl Resume {
                 lock(&f, &journal_path)?;
                 let (then, done) =
                     read_journal(&f, plan.shards.len()).map_err(io_err(&journal_path, "read"))?;
+                let mut files = vec![journal_path.clone()];
+                files.extend(parts.iter().filter(|p| p.exists()).cloned());
                 if !resume {
                     let bytes = done.iter().flatten().map(|r| r.end - r.start).sum();
                     return Err(ExecError::ResumeStateExists {
                         journal: journal_path,
                         bytes,
+                        files,
                     });
                 }
                 if let Some((what, expected, found)) = difference(&then, &header) {
@@ -213,6 +216,7 @@ impl Resume {
                         what,
                         expected,
                         found,
+                        files,
                     });
                 }
                 (f, done)

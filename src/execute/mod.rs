@@ -90,17 +90,24 @@ pub enum ExecError {
         source: SourceError,
     },
     #[error(
-        "an interrupted run into this output left {bytes} bytes fetched ({journal}, and .resume.part files beside it); pass --resume to continue it, or delete those files to start over"
+        "an interrupted run into this output left {bytes} bytes fetched ({journal}); pass --resume to continue it, or delete {} to start over", show_paths(.files)
     )]
-    ResumeStateExists { journal: PathBuf, bytes: u64 },
+    ResumeStateExists {
+        journal: PathBuf,
+        bytes: u64,
+        /// The journal and the part files, to delete to start over.
+        files: Vec<PathBuf>,
+    },
     #[error(
-        "cannot resume from {journal}: {what} was {expected}, is now {found}; delete it and the .resume.part files beside it to start over"
+        "cannot resume from {journal}: {what} was {expected}, is now {found}; delete {} to start over", show_paths(.files)
     )]
     ResumeMismatch {
         journal: PathBuf,
         what: String,
         expected: String,
         found: String,
+        /// The journal and the part files, to delete to start over.
+        files: Vec<PathBuf>,
     },
     #[error("{journal} is locked by another gguf-splice run into the same output; let it finish")]
     ResumeBusy { journal: PathBuf },
@@ -130,6 +137,11 @@ pub enum ExecError {
         /// Backups not renamed back, the first shard's last.
         kept: Vec<PathBuf>,
     },
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    let v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    v.join(" ")
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> ExecError + 'a {
@@ -265,7 +277,15 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
             });
         }
     }
-    let needed = plan.output_bytes();
+    let mut needed = plan.output_bytes();
+    // Part files kept for --resume already hold (on disk) the bytes they have.
+    for shard in &plan.shards {
+        if let Ok(m) = std::fs::symlink_metadata(journal::part_path(&shard.path))
+            && m.is_file()
+        {
+            needed = needed.saturating_sub(m.blocks().saturating_mul(512));
+        }
+    }
     let available = available_space(dir).map_err(io_err(dir, "statvfs"))?;
     if available < needed {
         return Err(ExecError::NotEnoughSpace {
