@@ -132,12 +132,12 @@ impl Http {
         &self.opts.endpoint
     }
 
-    fn token_for(&self, target: &str) -> Option<&str> {
+    pub(super) fn token_for(&self, target: &str) -> Option<&str> {
         let token = self.opts.token.as_deref()?;
         (url::origin(target)? == *self.token_origin.as_ref()?).then_some(token)
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
+    pub(super) fn backoff(&self, failures: u32) -> Duration {
         let factor = 1u32 << failures.saturating_sub(1).min(16);
         self.opts
             .backoff
@@ -549,7 +549,7 @@ fn classify(url: &str, e: ureq::Error) -> Failure {
 }
 
 /// `bytes START-END/TOTAL` -> (START, END, TOTAL).
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+pub(super) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (span, total) = rest.split_once('/')?;
     let (a, b) = span.split_once('-')?;
@@ -561,7 +561,7 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
 }
 
 /// `bytes */TOTAL` -> TOTAL.
-fn parse_total(v: &str) -> Option<u64> {
+pub(super) fn parse_total(v: &str) -> Option<u64> {
     v.trim()
         .strip_prefix("bytes")?
         .trim()
@@ -569,42 +569,4 @@ fn parse_total(v: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_ranges_parse() {
-        assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0, 99, 1000)));
-        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5, 5, 6)));
-        assert_eq!(parse_content_range("bytes */1000"), None);
-        assert_eq!(parse_total("bytes */0"), Some(0));
-    }
-
-    #[test]
-    fn the_token_goes_only_to_the_endpoint_origin() {
-        let h = Http::new(HttpOptions {
-            endpoint: "https://hub.example".into(),
-            token: Some("t".into()),
-            ..HttpOptions::default()
-        });
-        assert_eq!(
-            h.token_for("https://hub.example:443/o/r/resolve/main/f"),
-            Some("t")
-        );
-        assert_eq!(h.token_for("https://cdn.example/f"), None);
-        assert_eq!(h.token_for("http://hub.example/f"), None);
-        assert_eq!(h.token_for("https://hub.example:8443/f"), None);
-        assert!(!format!("{h:?}").contains("\"t\""));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let h = Http::new(HttpOptions::default());
-        assert_eq!(h.backoff(1), Duration::from_millis(500));
-        assert_eq!(h.backoff(3), Duration::from_secs(2));
-        assert_eq!(h.backoff(20), Duration::from_secs(30));
-    }
 }

@@ -8,6 +8,8 @@
 //!   retries, resumption of a broken range, redirect handling and identity checks.
 
 pub mod http;
+#[cfg(test)]
+mod http_tests;
 pub mod url;
 
 use std::fs::File;

@@ -53,6 +53,15 @@ pub fn join(base: &str, location: &str) -> Option<String> {
     if split(location).is_some() {
         return Some(location.to_string());
     }
+    // Another scheme (`ftp:`, `file:`): not something to follow.
+    if let Some((scheme, _)) = location.split_once(':')
+        && !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+    {
+        return None;
+    }
     let (scheme, authority, path) = split(base)?;
     if let Some(rest) = location.strip_prefix("//") {
         let url = format!("{scheme}://{rest}");
@@ -180,6 +189,8 @@ mod tests {
             join(base, "g.gguf").as_deref(),
             Some("https://h.example/o/r/resolve/main/d/g.gguf")
         );
+        assert_eq!(join(base, "ftp://x/y"), None);
+        assert_eq!(join(base, "file:/etc/passwd"), None);
         assert!(is_remote("HTTPS://x") && is_remote("hf://o/r/f") && !is_remote("./x.gguf"));
     }
 }
