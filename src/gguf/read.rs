@@ -542,8 +542,8 @@ fn read_growing(
 /// First read size: enough for most headers; DeepSeek-size vocabularies take a few rounds.
 const FIRST_READ: u64 = 1 << 20;
 /// First read of a remote file: small, so a small file's header costs little more than
-/// itself; each further read asks for the next bytes only, growing fourfold (a DeepSeek
-/// header of 6 MB takes four requests).
+/// itself; each further read asks for the next bytes only, the prefix growing fourfold (a
+/// DeepSeek header of 5 MB takes five requests).
 pub const REMOTE_FIRST_READ: u64 = 64 << 10;
 /// The largest header (everything before the tensor data) we read: 16x DeepSeek's.
 pub const MAX_HEADER_BYTES: u64 = 96 << 20;
@@ -632,6 +632,9 @@ impl GgufFile {
     /// Keep the header bytes (values are ranges into them), dropping any tensor data read.
     fn with_header(mut self, mut bytes: Vec<u8>) -> Self {
         bytes.truncate(self.data_offset.min(bytes.len() as u64) as usize);
+        // The prefix read may be up to four times the header (remote reads grow fourfold):
+        // give the rest back before the next file is read.
+        bytes.shrink_to_fit();
         self.header = bytes;
         self
     }
