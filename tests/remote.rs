@@ -88,6 +88,10 @@ fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 struct Case {
     name: &'static str,
     /// (parent name, fixture file, served remotely?)
@@ -102,7 +106,6 @@ fn cases() -> Vec<Case> {
         "--take".to_string(),
         "ffn_(gate|up|down)_exps=r1:experts=1-2:router".to_string(),
     ];
-    let shards = vec!["--split-max-tensors".to_string(), "20".to_string()];
     vec![
         Case {
             name: "whole tensors, single-file parents",
@@ -125,7 +128,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "per expert, sharded child",
             parents: vec![("v3", "v3-q3mix.gguf", true), ("r1", "r1-q3mix.gguf", true)],
-            args: [experts.clone(), shards].concat(),
+            args: experts.clone(),
             split: SplitOptions {
                 max_bytes: None,
                 max_tensors: Some(20),
@@ -167,23 +170,14 @@ fn remote_children_are_byte_identical_to_local_ones_and_fetch_only_what_they_tak
             (&mut remote_args, &remote_out),
         ] {
             a.extend(case.args.iter().cloned());
+            if let Some(n) = case.split.max_tensors {
+                a.extend(["--split-max-tensors".into(), n.to_string()]);
+            }
             a.extend(["-o".into(), out.display().to_string(), "--json".into()]);
         }
-        let refs = |v: &[String]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let o = s.run(
-            &refs(&local_args)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        );
-        assert_ok(&o);
+        assert_ok(&s.run(&strs(&local_args)));
         s.proxy.reset();
-        let o = s.run(
-            &refs(&remote_args)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        );
+        let o = s.run(&strs(&remote_args));
         assert_ok(&o);
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(
@@ -241,14 +235,8 @@ fn remote_children_are_byte_identical_to_local_ones_and_fetch_only_what_they_tak
         };
         let mut v = vec!["verify".to_string(), child.display().to_string()];
         v.extend(parent_args);
-        v.extend(
-            case.args
-                .iter()
-                .filter(|a| !a.starts_with("--split") && *a != "20")
-                .cloned(),
-        );
-        let o = s.run(&v.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_ok(&o);
+        v.extend(case.args.iter().cloned());
+        assert_ok(&s.run(&strs(&v)));
     }
 }
 
