@@ -50,6 +50,9 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Limit for the response headers, and for each read of the body (an idle connection).
     pub read_timeout: Duration,
+    /// Go through the proxy of `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (minus
+    /// `NO_PROXY`), as ureq does by default. Tests turn it off to stay on 127.0.0.1.
+    pub env_proxy: bool,
 }
 
 impl std::fmt::Debug for HttpOptions {
@@ -73,6 +76,7 @@ impl Default for HttpOptions {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            env_proxy: true,
         }
     }
 }
@@ -105,7 +109,11 @@ pub struct Http {
 impl Http {
     /// A client with these options.
     pub fn new(opts: HttpOptions) -> Http {
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if !opts.env_proxy {
+            config = config.proxy(None);
+        }
+        let agent = config
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_connect(Some(opts.connect_timeout))

@@ -48,6 +48,7 @@ fn http() -> Arc<Http> {
     Arc::new(Http::new(HttpOptions {
         backoff: Duration::from_millis(1),
         attempts: 3,
+        env_proxy: false,
         ..HttpOptions::default()
     }))
 }
@@ -139,6 +140,7 @@ fn an_expired_target_is_resolved_again_and_the_token_stays_home() {
         endpoint: hub.clone(),
         token: Some("tok".into()),
         backoff: Duration::from_millis(1),
+        env_proxy: false,
         ..HttpOptions::default()
     }));
     let (f, _) = HttpFile::open(h, &format!("{hub}/o/r/resolve/main/m.gguf"), 10).unwrap();

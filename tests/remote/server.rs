@@ -90,6 +90,9 @@ impl Server {
             .env("HF_ENDPOINT", self.proxy.endpoint())
             .env("GGUF_SPLICE_HTTP_BACKOFF_MS", "1")
             .env_remove("HF_TOKEN")
+            // Traffic stays on 127.0.0.1, whatever proxy the environment names.
+            .env("NO_PROXY", "127.0.0.1")
+            .env("no_proxy", "127.0.0.1")
             .env_remove("GGUF_SPLICE_TEST_KILL_AT")
             .env_remove("GGUF_SPLICE_TEST_FAIL_AT");
         for (k, v) in env {
