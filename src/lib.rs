@@ -4,6 +4,8 @@
 //! Layers, each depending only on those above it:
 //! - [`ggml_type`], [`layout`], [`ftype`]: the type tables and all size arithmetic;
 //! - [`input`]: opening the files a user names (regular files only, text up to a cap);
+//! - [`source`]: where bytes come from: local files, or HTTP(S) and `hf://` files read in
+//!   place by range requests;
 //! - [`gguf`]: the container (reader, writer, shard sets);
 //! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
 //!   layout is read from another); the only module that reads meaning into tensor names;
@@ -110,5 +112,6 @@ pub mod presets;
 pub mod recipe;
 pub mod render;
 pub mod roles;
+pub mod source;
 #[doc(hidden)]
 pub mod testkit;

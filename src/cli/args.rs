@@ -11,12 +11,14 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::SplitOptions;
 use gguf_splice::presets::Preset;
 use gguf_splice::recipe::Recipe;
+use gguf_splice::source::Location;
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
 #[derive(Args)]
 pub(crate) struct RecipeArgs {
-    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard. The first
-    /// parent is the base unless the recipe names one.
+    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard, local or
+    /// remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]). The first parent is the
+    /// base unless the recipe names one.
     #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
     pub(crate) parents: Vec<String>,
     /// A recipe: a file, or the name of a built-in preset (`gguf-splice presets` lists them).
@@ -49,9 +51,12 @@ pub(crate) struct FlavourArg {
 }
 
 impl FlavourArg {
-    /// Open a model (any shard) with this flavour.
+    /// Open a model (any shard: a path, an `http(s)://` URL or an `hf://` name) with this
+    /// flavour.
     pub(crate) fn open(self, path: &Path) -> Result<Model, CliError> {
-        Ok(Model::open_as(path, self.flavour)?)
+        let http = super::http();
+        let location = Location::parse(path, http.endpoint())?;
+        Ok(Model::open_at_as(&location, http, self.flavour)?)
     }
 }
 
@@ -121,6 +126,15 @@ pub(crate) struct OutputArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Parallel range requests to remote parents.
+    #[arg(long, value_name = "N", default_value_t = gguf_splice::execute::DEFAULT_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub(crate) connections: usize,
+    /// Continue an interrupted splice from remote parents without fetching again what it
+    /// wrote (its state is kept beside the output as .NAME.resume.part and
+    /// .NAME.resume.journal).
+    #[arg(long)]
+    pub(crate) resume: bool,
     /// No progress bar and no summary (warnings are still printed).
     #[arg(long, short)]
     pub(crate) quiet: bool,

@@ -19,6 +19,7 @@ use gguf_splice::gguf::GgufError;
 use gguf_splice::input::InputError;
 use gguf_splice::plan::{Parent, PlanError};
 use gguf_splice::recipe::RecipeError;
+use gguf_splice::source::{Http, SourceError};
 
 /// Exit codes, documented in the README.
 ///
@@ -133,6 +134,8 @@ pub(crate) enum CliError {
     Compare(#[from] CompareError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -151,7 +154,7 @@ impl CliError {
         }
         fn gguf(e: &GgufError) -> i32 {
             match e {
-                GgufError::Io { .. } => exit::IO,
+                GgufError::Io { .. } | GgufError::Remote(_) => exit::IO,
                 GgufError::Input(e) => input(e),
                 _ => exit::BAD_INPUT,
             }
@@ -164,14 +167,18 @@ impl CliError {
         }
         match self {
             CliError::Usage(_) => exit::USAGE,
+            CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
+            CliError::Source(_) => exit::IO,
             CliError::Stdout(_) => exit::IO,
             CliError::Gguf(e) | CliError::Compare(CompareError::Gguf(e)) => gguf(e),
             CliError::Recipe(RecipeError::Input(e)) => input(e),
             CliError::Recipe(_) => exit::BAD_INPUT,
             CliError::Plan(e) | CliError::Compare(CompareError::Plan(e)) => plan(e),
-            CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
+            CliError::Exec(e) if matches!(e.cause(), ExecError::Interrupted) => exit::INTERRUPTED,
             CliError::Exec(_) => exit::IO,
-            CliError::Compare(CompareError::Open { .. } | CompareError::Read { .. }) => exit::IO,
+            CliError::Compare(
+                CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. },
+            ) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
             CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
             CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
@@ -179,6 +186,13 @@ impl CliError {
             CliError::Assemble(_) => exit::BAD_INPUT,
         }
     }
+}
+
+/// The HTTP client for remote models (`http(s)://`, `hf://`), from `HF_ENDPOINT` and
+/// `HF_TOKEN`; it connects to nothing until a remote file is opened.
+pub(crate) fn http() -> &'static std::sync::Arc<Http> {
+    static HTTP: std::sync::OnceLock<std::sync::Arc<Http>> = std::sync::OnceLock::new();
+    HTTP.get_or_init(|| std::sync::Arc::new(Http::from_env()))
 }
 
 /// Parses the command line, runs the command and returns the process exit code.

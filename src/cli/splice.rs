@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::args::{OutputArgs, SpliceArgs};
 use super::{CliError, emit, exit, open_parents, print_json};
-use gguf_splice::execute::{self, ExecOptions, Written};
+use gguf_splice::execute::{self, ExecOptions, RemoteOptions};
 use gguf_splice::plan::{self, Plan};
 use gguf_splice::render;
 
@@ -46,27 +46,45 @@ pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError
         // then left under a hidden name, never at the output path.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
+    let remote = plan
+        .parents
+        .iter()
+        .any(|p| p.model.shards().iter().any(|s| s.remote.is_some()));
     let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("static template"),
-        );
+        // With remote parents the bar follows the network: bytes fetched, rate, ETA.
+        let bar = indicatif::ProgressBar::new(if remote { 0 } else { total });
+        let template = if remote {
+            "{bar:40} {bytes}/{total_bytes} fetched {binary_bytes_per_sec} ETA {eta}"
+        } else {
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("static template"));
         bar
     };
     let started = std::time::Instant::now();
-    let progress = |done: u64| bar.set_position(done);
-    let written = execute::execute(
+    let progress = |done: u64| {
+        if !remote {
+            bar.set_position(done)
+        }
+    };
+    let net_progress = |fetched: u64, to_fetch: u64| {
+        bar.set_length(to_fetch);
+        bar.set_position(fetched);
+    };
+    let written = execute::execute_with(
         plan,
         &ExecOptions {
             force: args.force,
             cancel: &cancel,
             progress: &progress,
+        },
+        &RemoteOptions {
+            connections: args.connections,
+            resume: args.resume,
+            progress: &net_progress,
         },
     )?;
     bar.finish_and_clear();
@@ -78,46 +96,11 @@ pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError
         );
     }
     if args.json {
-        print_json(&summary_json(plan, &written, secs))?;
+        print_json(&render::written_json(plan, &written, secs))?;
     } else if !args.quiet {
-        let names: Vec<String> = written
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect();
-        eprintln!(
-            "gguf-splice: wrote {} in {} ({:.1} s, {}/s): {}",
-            render::human_bytes(written.bytes),
-            render::plural_count(written.files.len(), "file"),
-            secs,
-            render::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
-            names.join(", ")
-        );
-    }
-    Ok(exit::OK)
-}
-
-/// What `splice --json` prints after a real run.
-fn summary_json(plan: &Plan, written: &Written, secs: f64) -> serde_json::Value {
-    let mut by_parent: Vec<u64> = vec![0; plan.parents.len()];
-    for t in &plan.tensors {
-        for p in &t.pieces {
-            // Bytes the plan made (an assembled router) belong to no parent.
-            if let Some(i) = p.parent() {
-                by_parent[i] += p.len;
-            }
+        for line in render::written_text(&written, secs).lines() {
+            eprintln!("gguf-splice: {line}");
         }
     }
-    serde_json::json!({
-        "files": written.files.iter().zip(&plan.shards).map(|(f, s)| serde_json::json!({
-            "path": f, "bytes": s.file_len(), "tensors": s.tensors.len(),
-        })).collect::<Vec<_>>(),
-        "bytes": written.bytes,
-        "tensor_bytes_by_parent": plan.parents.iter().zip(&by_parent)
-            .map(|(p, b)| (p.name.clone(), serde_json::json!(b)))
-            .collect::<serde_json::Map<_, _>>(),
-        "seconds": secs,
-        "removed_leftovers": written.removed,
-        "warnings": plan.warnings,
-    })
+    Ok(exit::OK)
 }

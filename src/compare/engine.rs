@@ -7,9 +7,7 @@
 //! [`View`](crate::roles::views::View), so a parent of another converter layout (fused
 //! gate/up experts) is compared expert by expert with the child's layout.
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
@@ -20,15 +18,17 @@ use super::{CompareError, CompareOptions, Progress};
 use crate::gguf::{Model, TensorInfo};
 use crate::roles::cut::expert_cut;
 use crate::roles::views::View;
+use crate::source::{Source, SourceError};
 
 /// About this many bytes of one tensor make one unit of parallel work.
 const JOB_BYTES: u64 = 16 << 20;
 
 /// Read-only handles on every shard of the models compared, opened once and shared by all
-/// workers (positional reads need no seek, so no locking).
+/// workers (positional reads need no seek, so no locking). A remote shard is read by range
+/// requests through the [`Source`] its model was opened with.
 #[derive(Default)]
 pub(crate) struct FileSet {
-    pub(crate) files: Vec<File>,
+    pub(crate) files: Vec<Source>,
     pub(crate) paths: Vec<PathBuf>,
 }
 
@@ -37,17 +37,24 @@ impl FileSet {
     pub(crate) fn add(&mut self, model: &Model) -> Result<usize, CompareError> {
         let base = self.files.len();
         for shard in model.shards() {
-            // Not a plain open: a shard swapped for a FIFO since it was read must not block.
-            let (f, _) = crate::input::open_regular(&shard.path).map_err(|e| match e {
-                crate::input::InputError::Io { path, source } => {
-                    CompareError::Open { path, source }
-                }
-                other => CompareError::Gguf(other.into()),
+            let f = shard.open_source().map_err(|e| match e {
+                SourceError::Read { path, source, .. } => CompareError::Open { path, source },
+                e => CompareError::Gguf(e.into()),
             })?;
             self.files.push(f);
             self.paths.push(shard.path.clone());
         }
         Ok(base)
+    }
+
+    /// Add a local file (tests).
+    #[cfg(test)]
+    pub(crate) fn push_local(&mut self, path: &std::path::Path) {
+        self.files.push(Source::Local {
+            file: std::fs::File::open(path).unwrap(),
+            path: path.to_path_buf(),
+        });
+        self.paths.push(path.to_path_buf());
     }
 
     /// Read `buf.len()` bytes of file `file` at `offset` (for tensor `tensor`, in errors).
@@ -60,12 +67,18 @@ impl FileSet {
     ) -> Result<(), CompareError> {
         self.files[file]
             .read_exact_at(buf, offset)
-            .map_err(|source| CompareError::Read {
-                path: self.paths[file].clone(),
-                tensor: tensor.to_string(),
-                offset,
-                len: buf.len() as u64,
-                source,
+            .map_err(|e| match e {
+                SourceError::Read { source, .. } => CompareError::Read {
+                    path: self.paths[file].clone(),
+                    tensor: tensor.to_string(),
+                    offset,
+                    len: buf.len() as u64,
+                    source,
+                },
+                e => CompareError::Remote {
+                    tensor: tensor.to_string(),
+                    source: e,
+                },
             })
     }
 }
@@ -412,8 +425,7 @@ mod tests {
                 let mut data = vec![0xee; 7 + i];
                 data.extend_from_slice(bytes);
                 std::fs::write(&p, data).unwrap();
-                files.files.push(File::open(&p).unwrap());
-                files.paths.push(p);
+                files.push_local(&p);
             }
             let s = slice as u64;
             let work = vec![Work {
@@ -438,10 +450,8 @@ mod tests {
         let p = dir.path().join("short.bin");
         std::fs::write(&p, [1u8; 10]).unwrap();
         let mut files = FileSet::default();
-        files.files.push(File::open(&p).unwrap());
-        files.paths.push(p.clone());
-        files.files.push(File::open(&p).unwrap());
-        files.paths.push(p.clone());
+        files.push_local(&p);
+        files.push_local(&p);
         let work = vec![Work {
             tensor: "blk.0.x".into(),
             slice_bytes: 8,

@@ -65,6 +65,15 @@ pub enum CompareError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading a tensor from a remote file failed.
+    #[error("tensor '{tensor}': {source}")]
+    Remote {
+        /// The tensor.
+        tensor: String,
+        /// What went wrong.
+        #[source]
+        source: crate::source::SourceError,
+    },
     /// A byte range of a tensor does not fit in 64 bits.
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]
     Overflow {

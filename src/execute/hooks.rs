@@ -5,9 +5,10 @@
 //! with EPERM (what an immutable file gives); `GGUF_SPLICE_TEST_KILL_AT=rename:2` sends the
 //! process SIGKILL right before its 2nd rename. Steps are counted from 1, per kind:
 //! - `shard`: before writing output shard N's data (after its temporary file exists);
-//! - `rename`: every rename while publishing or rolling back, in the order they happen.
+//! - `rename`: every rename while publishing or rolling back, in the order they happen;
+//! - `journal`: after the Nth completed remote range is recorded in the resume journal.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Environment variable: steps at which to fail with EPERM.
 pub const FAIL_AT: &str = "GGUF_SPLICE_TEST_FAIL_AT";
@@ -19,6 +20,7 @@ pub const KILL_AT: &str = "GGUF_SPLICE_TEST_KILL_AT";
 pub(super) enum Step {
     Shard,
     Rename,
+    Journal,
 }
 
 impl Step {
@@ -26,6 +28,7 @@ impl Step {
         match self {
             Step::Shard => "shard",
             Step::Rename => "rename",
+            Step::Journal => "journal",
         }
     }
 }
@@ -35,8 +38,9 @@ impl Step {
 pub(super) struct Hooks {
     fail: Vec<(String, u64)>,
     kill: Vec<(String, u64)>,
-    shards: Cell<u64>,
-    renames: Cell<u64>,
+    shards: AtomicU64,
+    renames: AtomicU64,
+    journal: AtomicU64,
 }
 
 fn parse(var: &str) -> Vec<(String, u64)> {
@@ -66,9 +70,9 @@ impl Hooks {
         let counter = match kind {
             Step::Shard => &self.shards,
             Step::Rename => &self.renames,
+            Step::Journal => &self.journal,
         };
-        let n = counter.get() + 1;
-        counter.set(n);
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
         let hit = |list: &[(String, u64)]| list.iter().any(|(k, at)| k == kind.name() && *at == n);
         if hit(&self.kill) {
             // SAFETY: raise has no memory-safety preconditions; SIGKILL ends the process

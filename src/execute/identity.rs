@@ -9,36 +9,48 @@ use std::fs::File;
 use super::{ExecError, io_err};
 use crate::gguf::FileIdentity;
 use crate::plan::Plan;
+use crate::source::Source;
 
 /// When a parent was found changed.
 pub const SINCE_PLANNING: &str = "since planning";
 /// When a parent was found changed.
 pub const WHILE_COPIED: &str = "while it was copied";
 
-/// Open every shard of every parent read-only, checking each is still the planned file.
-pub(super) fn open_parents(plan: &Plan) -> Result<Vec<Vec<File>>, ExecError> {
+/// Open every shard of every parent read-only, checking each local one is still the
+/// planned file. A remote shard is the file its header was read from; every response is
+/// checked against the identity seen then (see [`crate::source::http`]).
+pub(super) fn open_parents(plan: &Plan) -> Result<Vec<Vec<Source>>, ExecError> {
     let mut sources = Vec::with_capacity(plan.parents.len());
     for (p, parent) in plan.parents.iter().enumerate() {
         let mut files = Vec::new();
         for (s, shard) in parent.model.shards().iter().enumerate() {
+            if let Some(r) = &shard.remote {
+                files.push(Source::Http(std::sync::Arc::clone(r)));
+                continue;
+            }
             // Not a plain open: a parent swapped for a FIFO since planning must not block.
             let (f, _) = crate::input::open_regular(&shard.path).map_err(|e| match e {
                 crate::input::InputError::Io { source, .. } => io_err(&shard.path, "open")(source),
                 other => io_err(&shard.path, "open")(std::io::Error::other(other.to_string())),
             })?;
             check(plan, p, s, &f, SINCE_PLANNING)?;
-            files.push(f);
+            files.push(Source::Local {
+                file: f,
+                path: shard.path.clone(),
+            });
         }
         sources.push(files);
     }
     Ok(sources)
 }
 
-/// Check again, after the copy, that no parent changed while it was read.
-pub(super) fn recheck(plan: &Plan, sources: &[Vec<File>]) -> Result<(), ExecError> {
+/// Check again, after the copy, that no local parent changed while it was read.
+pub(super) fn recheck(plan: &Plan, sources: &[Vec<Source>]) -> Result<(), ExecError> {
     for (p, files) in sources.iter().enumerate() {
         for (s, f) in files.iter().enumerate() {
-            check(plan, p, s, f, WHILE_COPIED)?;
+            if let Some(f) = f.as_local() {
+                check(plan, p, s, f, WHILE_COPIED)?;
+            }
         }
     }
     Ok(())

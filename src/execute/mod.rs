@@ -7,6 +7,8 @@
 //! - [`identity`]: parents must stay the files that were planned from;
 //! - [`publish`]: the renames into place, in an order that never shows a mixed set, and
 //!   their rollback;
+//! - [`remote`]: shards with remote pieces, fetched by parallel range requests;
+//! - [`journal`]: what `--resume` needs to continue an interrupted remote splice;
 //! - [`hooks`]: fault injection for tests.
 
 use std::fs::File;
@@ -16,12 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::gguf::FileIdentity;
 use crate::gguf::write::{DataWriter, encode_header};
-use crate::plan::{Plan, Source, shard_kvs};
+use crate::plan::{Plan, Source as PieceSource, shard_kvs};
+use crate::source::{Source, SourceError};
 
 pub mod hooks;
 pub mod identity;
+pub mod journal;
 mod outputs;
 mod publish;
+mod remote;
 
 use hooks::{Hooks, Step};
 use outputs::{non_regular, parent_dir};
@@ -78,6 +83,42 @@ pub enum ExecError {
     },
     #[error("interrupted; no output was written")]
     Interrupted,
+    #[error("parent '{parent}': {source}")]
+    Remote {
+        parent: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error(
+        "an interrupted run into this output left {bytes} bytes fetched ({journal}); pass --resume to continue it, or delete {} to start over", show_paths(.files)
+    )]
+    ResumeStateExists {
+        journal: PathBuf,
+        bytes: u64,
+        /// The journal and the part files, to delete to start over.
+        files: Vec<PathBuf>,
+    },
+    #[error(
+        "cannot resume from {journal}: {what} was {expected}, is now {found}; delete {} to start over", show_paths(.files)
+    )]
+    ResumeMismatch {
+        journal: PathBuf,
+        what: String,
+        expected: String,
+        found: String,
+        /// The journal and the part files, to delete to start over.
+        files: Vec<PathBuf>,
+    },
+    #[error("{journal} is locked by another gguf-splice run into the same output; let it finish")]
+    ResumeBusy { journal: PathBuf },
+    #[error(
+        "{cause}; the {bytes} bytes written so far are kept ({journal}): run the same command with --resume to continue"
+    )]
+    Kept {
+        cause: Box<ExecError>,
+        journal: PathBuf,
+        bytes: u64,
+    },
     #[error("{path}: wrote {found} bytes of {what}, the plan says {expected}")]
     SizeMismatch {
         path: PathBuf,
@@ -98,6 +139,11 @@ pub enum ExecError {
     },
 }
 
+fn show_paths(paths: &[PathBuf]) -> String {
+    let v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    v.join(" ")
+}
+
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> ExecError + 'a {
     move |source| ExecError::Io {
         path: path.to_path_buf(),
@@ -106,8 +152,56 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -
     }
 }
 
+impl ExecError {
+    /// The error itself, or the one a [`ExecError::Kept`] wraps.
+    pub fn cause(&self) -> &ExecError {
+        match self {
+            ExecError::Kept { cause, .. } => cause.cause(),
+            e => e,
+        }
+    }
+
+    /// Whether a parent is no longer the file the plan was made from.
+    fn parent_changed(&self) -> bool {
+        matches!(self, ExecError::ParentChanged { .. })
+            || matches!(self, ExecError::Remote { source, .. } if source.is_changed())
+    }
+}
+
 /// Bytes copied per call, between checks for Ctrl-C and progress updates.
 const COPY_CHUNK: u64 = 64 << 20;
+
+/// Default number of parallel connections to remote parents.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// How to fetch from remote parents.
+pub struct RemoteOptions<'a> {
+    /// Parallel range requests (1 to 64).
+    pub connections: usize,
+    /// Continue an interrupted run from its journal ([`journal`]).
+    pub resume: bool,
+    /// Called with (remote bytes fetched by this run so far, remote bytes it fetches).
+    pub progress: &'a dyn Fn(u64, u64),
+}
+
+impl Default for RemoteOptions<'_> {
+    fn default() -> Self {
+        RemoteOptions {
+            connections: DEFAULT_CONNECTIONS,
+            resume: false,
+            progress: &|_, _| {},
+        }
+    }
+}
+
+/// Bytes received from one remote parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// The parent's name.
+    pub parent: String,
+    /// Bytes received over the network from its files (headers included, retries too).
+    pub bytes: u64,
+}
 
 /// How to run a plan.
 pub struct ExecOptions<'a> {
@@ -128,6 +222,10 @@ pub struct Written {
     pub bytes: u64,
     /// Files an interrupted earlier run into the same output had left, removed by this run.
     pub removed: Vec<PathBuf>,
+    /// Per remote parent, the bytes received (empty when every parent is local).
+    pub fetched: Vec<Fetched>,
+    /// Tensor bytes an interrupted earlier run had written, not fetched again (`--resume`).
+    pub resumed: u64,
 }
 
 /// Check everything about the output before a byte is copied: the directory exists and is
@@ -152,7 +250,8 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
         };
         // Through symbolic links: a link to a parent is that parent.
         if let Ok(target) = std::fs::metadata(&shard.path) {
-            for input in plan.parents.iter().flat_map(|p| p.model.shards()) {
+            let local = plan.parents.iter().flat_map(|p| p.model.shards());
+            for input in local.filter(|s| s.remote.is_none()) {
                 let in_meta =
                     std::fs::metadata(&input.path).map_err(io_err(&input.path, "stat"))?;
                 if target.dev() == in_meta.dev() && target.ino() == in_meta.ino() {
@@ -178,7 +277,15 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
             });
         }
     }
-    let needed = plan.output_bytes();
+    let mut needed = plan.output_bytes();
+    // Part files kept for --resume already hold (on disk) the bytes they have.
+    for shard in &plan.shards {
+        if let Ok(m) = std::fs::symlink_metadata(journal::part_path(&shard.path))
+            && m.is_file()
+        {
+            needed = needed.saturating_sub(m.blocks().saturating_mul(512));
+        }
+    }
     let available = available_space(dir).map_err(io_err(dir, "statvfs"))?;
     if available < needed {
         return Err(ExecError::NotEnoughSpace {
@@ -265,7 +372,7 @@ fn write_shard(
     plan: &Plan,
     i: usize,
     temp: &Path,
-    sources: &[Vec<File>],
+    sources: &[Vec<Source>],
     done: &mut u64,
     opts: &ExecOptions,
 ) -> Result<(), ExecError> {
@@ -303,8 +410,8 @@ fn write_shard(
         debug_assert_eq!(w.position(), t.info.offset);
         for piece in &t.pieces {
             let from = match &piece.source {
-                Source::Parent(from) => from,
-                Source::Made(m) => {
+                PieceSource::Parent(from) => from,
+                PieceSource::Made(m) => {
                     w.write_bytes(&m.bytes)
                         .map_err(io_err(&shard.path, "write"))?;
                     *done += piece.len;
@@ -312,7 +419,9 @@ fn write_shard(
                     continue;
                 }
             };
-            let src = &sources[from.parent][from.shard];
+            let src = sources[from.parent][from.shard]
+                .as_local()
+                .expect("plans with remote parents are written by execute::remote");
             let src_path = &plan.parents[from.parent].model.shards()[from.shard].path;
             let mut copied = 0;
             while copied < piece.len {
@@ -351,6 +460,18 @@ fn write_shard(
 /// Write the plan's output files. On success every shard is in place; on any error nothing
 /// of this run is left at the output paths and files replaced with `force` are back.
 pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
+    execute_with(plan, opts, &RemoteOptions::default())
+}
+
+/// [`execute`], with options for remote parents. When some parent is remote, the shards are
+/// written into part files kept for `--resume` (see [`journal`]): an error other than a
+/// changed parent keeps them and says so ([`ExecError::Kept`]); nothing is ever left at the
+/// output paths.
+pub fn execute_with(
+    plan: &Plan,
+    opts: &ExecOptions,
+    remote: &RemoteOptions,
+) -> Result<Written, ExecError> {
     let hooks = Hooks::from_env();
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
@@ -365,18 +486,28 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
         }
     }
 
-    let temps = create_temps(plan)?;
-    let mut done = 0u64;
-    for (i, temp) in temps.iter().enumerate() {
-        hooks.step(Step::Shard).map_err(io_err(temp, "write"))?;
-        write_shard(plan, i, temp, &sources, &mut done, opts)?;
-    }
-    if opts.cancel.load(Ordering::Relaxed) {
-        return Err(ExecError::Interrupted);
-    }
-    // A parent rewritten in place while it was read gives a child that matches neither
-    // version; it must not be published.
-    identity::recheck(plan, &sources)?;
+    let is_remote = sources
+        .iter()
+        .flatten()
+        .any(|s| matches!(s, Source::Http(_)));
+    let (temps, state, resumed) = if is_remote {
+        let (temps, state, resumed) = remote::write_all(plan, &sources, opts, remote, &hooks)?;
+        (temps, Some(state), resumed)
+    } else {
+        let temps = create_temps(plan)?;
+        let mut done = 0u64;
+        for (i, temp) in temps.iter().enumerate() {
+            hooks.step(Step::Shard).map_err(io_err(temp, "write"))?;
+            write_shard(plan, i, temp, &sources, &mut done, opts)?;
+        }
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(ExecError::Interrupted);
+        }
+        // A parent rewritten in place while it was read gives a child that matches neither
+        // version; it must not be published.
+        identity::recheck(plan, &sources)?;
+        (temps, None, 0)
+    };
 
     let staged = temps
         .into_iter()
@@ -386,10 +517,28 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
             path: shard.path.clone(),
         })
         .collect();
-    publish::publish(staged, parent_dir(&plan.shards[0].path), opts.force, &hooks)?;
+    let published = publish::publish(staged, parent_dir(&plan.shards[0].path), opts.force, &hooks);
+    // Published, or rolled back (the parts are gone): nothing is left to resume.
+    if let Some(state) = state {
+        state.finish();
+    }
+    published?;
+    let mut fetched: Vec<Fetched> = Vec::new();
+    for p in plan.parents {
+        let remote = p.model.shards().iter().filter_map(|s| s.remote.as_ref());
+        let bytes: Option<u64> = remote.map(|r| r.fetched()).reduce(|a, b| a + b);
+        if let Some(bytes) = bytes {
+            fetched.push(Fetched {
+                parent: p.name.clone(),
+                bytes,
+            });
+        }
+    }
     Ok(Written {
         files: plan.shards.iter().map(|s| s.path.clone()).collect(),
         bytes: plan.output_bytes(),
         removed,
+        fetched,
+        resumed,
     })
 }

@@ -242,6 +242,10 @@ pub enum GgufError {
         first: PathBuf,
         second: PathBuf,
     },
+
+    /// A remote file could not be read (the source layer's error names the URL and range).
+    #[error(transparent)]
+    Remote(#[from] crate::source::SourceError),
 }
 
 impl GgufError {

@@ -9,12 +9,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::FlavourBasis;
 use super::GgufError;
 use super::read::{GgufFile, TensorInfo};
 use super::value::ValueRef;
 use crate::ggml_type::Flavour;
+use crate::source::{Http, Location};
+
+/// Opens one shard (local or remote) with a flavour, or the detected one.
+type OpenShard<'a> = dyn Fn(&Path, Option<Flavour>) -> Result<GgufFile, GgufError> + 'a;
 
 pub const KEY_SPLIT_NO: &str = "split.no";
 pub const KEY_SPLIT_COUNT: &str = "split.count";
@@ -43,7 +48,11 @@ pub fn shard_path(prefix: &str, no: u64, count: u64) -> PathBuf {
 
 /// Give every shard of a set the flavour one shard's ids show: re-read with ik_llama.cpp's
 /// table the shards whose ids could not tell (contested ids) or are shared by both tables.
-fn one_flavour(paths: &[PathBuf], shards: &mut [Result<GgufFile, GgufError>]) {
+fn one_flavour(
+    paths: &[PathBuf],
+    shards: &mut [Result<GgufFile, GgufError>],
+    open: &OpenShard<'_>,
+) {
     let Some(basis) = shards.iter().find_map(|s| match s {
         Ok(f) if f.flavour == Flavour::Ik => Some(f.flavour_basis.clone()),
         _ => None,
@@ -56,7 +65,7 @@ fn one_flavour(paths: &[PathBuf], shards: &mut [Result<GgufFile, GgufError>]) {
             Err(e) => matches!(e, GgufError::AmbiguousType { .. }),
         };
         if reread {
-            *shard = GgufFile::open_as(path, Some(Flavour::Ik)).map(|mut f| {
+            *shard = open(path, Some(Flavour::Ik)).map(|mut f| {
                 f.flavour_basis = basis.clone();
                 f
             });
@@ -91,7 +100,37 @@ impl Model {
     /// [`Model::open`], reading type ids with `flavour`'s table (`None`: detected). A shard set
     /// has one flavour: a shard whose ids cannot tell takes the one another shard's ids show.
     pub fn open_as(path: &Path, flavour: Option<Flavour>) -> Result<Model, GgufError> {
-        let given = GgufFile::open_as(path, flavour);
+        Model::open_with(path, flavour, &GgufFile::open_as)
+    }
+
+    /// Open a model at a local path or a URL (see [`Location`]); remote shards are read
+    /// with `http`, and their siblings found by name as local ones are.
+    pub fn open_at(location: &Location, http: &Arc<Http>) -> Result<Model, GgufError> {
+        Model::open_at_as(location, http, None)
+    }
+
+    /// [`Model::open_at`] with `flavour`'s type table (`None`: detected).
+    pub fn open_at_as(
+        location: &Location,
+        http: &Arc<Http>,
+        flavour: Option<Flavour>,
+    ) -> Result<Model, GgufError> {
+        match location {
+            Location::Local(path) => Model::open_as(path, flavour),
+            Location::Remote(url) => {
+                Model::open_with(Path::new(url), flavour, &|p: &Path, f: Option<Flavour>| {
+                    GgufFile::open_url_as(http, &p.to_string_lossy(), f)
+                })
+            }
+        }
+    }
+
+    fn open_with(
+        path: &Path,
+        flavour: Option<Flavour>,
+        open: &OpenShard<'_>,
+    ) -> Result<Model, GgufError> {
+        let given = open(path, flavour);
         let count = match &given {
             Ok(f) => split_u64(f, KEY_SPLIT_COUNT)?.unwrap_or(1),
             // Another shard may tell the flavour; its name says whether there are others.
@@ -127,22 +166,33 @@ impl Model {
             let shard = match given.take_if(|(n, _)| *n == i) {
                 Some((_, f)) => f,
                 None => {
-                    if !p.exists() {
-                        return Err(GgufError::ShardMissing {
-                            path: path.to_path_buf(),
-                            missing: p,
-                            expected: i,
-                            count,
-                        });
+                    let missing = || GgufError::ShardMissing {
+                        path: path.to_path_buf(),
+                        missing: p.clone(),
+                        expected: i,
+                        count,
+                    };
+                    match open(&p, flavour) {
+                        Err(GgufError::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            return Err(missing());
+                        }
+                        Err(GgufError::Input(crate::input::InputError::Io { source, .. }))
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            return Err(missing());
+                        }
+                        Err(GgufError::Remote(e)) if e.is_not_found() => return Err(missing()),
+                        other => other,
                     }
-                    GgufFile::open_as(&p, flavour)
                 }
             };
             paths.push(if i == no { path.to_path_buf() } else { p });
             shards.push(shard);
         }
         if flavour.is_none() {
-            one_flavour(&paths, &mut shards);
+            one_flavour(&paths, &mut shards, open);
         }
         Model::from_shards(shards.into_iter().collect::<Result<_, _>>()?)
     }

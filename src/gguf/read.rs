@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::GgufError;
 use super::flavour::{self, FlavourBasis};
 use super::value::{ValueRef, ValueType};
 use crate::ggml_type::{Flavour, GgmlType};
 use crate::layout::{self, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::source::{Http, HttpFile, Source, SourceError};
 
 /// ggml's GGML_MAX_NAME: tensor names must be shorter than this.
 pub const MAX_TENSOR_NAME: u64 = 64;
@@ -62,6 +64,9 @@ pub struct GgufFile {
     /// Device, inode, size, modification and status-change times when the header was read
     /// from disk, so a writer can tell that the file it copies from is still the same one.
     pub identity: Option<FileIdentity>,
+    /// The remote file the header was read from (by HTTP range requests), kept open for
+    /// reading its tensors; `None` for a local file.
+    pub remote: Option<Arc<HttpFile>>,
 }
 
 /// What tells a file apart from a rewritten or replaced one, as `fstat` reports it.
@@ -518,11 +523,59 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         flavour,
         flavour_basis,
         identity: None,
+        remote: None,
     })
+}
+
+/// Read a growing prefix of a file of `file_len` bytes until the header parses: `fill`
+/// extends the buffer to the asked length (shorter only if the file shrank).
+fn read_growing(
+    path: &Path,
+    file_len: u64,
+    mut buf: Vec<u8>,
+    first: u64,
+    growth: u64,
+    flavour: Option<Flavour>,
+    mut fill: impl FnMut(&mut Vec<u8>, u64) -> Result<(), GgufError>,
+) -> Result<GgufFile, GgufError> {
+    let mut want = first.min(file_len).max(buf.len() as u64);
+    loop {
+        if (buf.len() as u64) < want {
+            fill(&mut buf, want)?;
+        }
+        if (buf.len() as u64) < want {
+            // The file shrank under us; parse what there is and report it truncated.
+            return GgufFile::from_prefix_as(path, &buf, buf.len() as u64, flavour);
+        }
+        match parse(path, &buf, file_len, flavour) {
+            Ok(f) => return Ok(f.with_header(buf)),
+            Err(Stop::Fail(e)) => return Err(e),
+            // Growing geometrically keeps the wasted re-parsing under the header's own size
+            // and the buffer under `growth` times the header.
+            // Real headers are a few MB (DeepSeek's 129 280-token vocabulary: 6 MB); one
+            // that needs more is a damaged or hostile length field.
+            Err(Stop::NeedMore) if want >= MAX_HEADER_BYTES => {
+                return Err(GgufError::HeaderTooLarge {
+                    path: path.to_path_buf(),
+                    max: MAX_HEADER_BYTES,
+                });
+            }
+            Err(Stop::NeedMore) => {
+                want = want
+                    .saturating_mul(growth)
+                    .min(file_len)
+                    .min(MAX_HEADER_BYTES)
+            }
+        }
+    }
 }
 
 /// First read size: enough for most headers; DeepSeek-size vocabularies take a few rounds.
 const FIRST_READ: u64 = 1 << 20;
+/// First read of a remote file: small, so a small file's header costs little more than
+/// itself; each further read asks for the next bytes only, the prefix growing fourfold (a
+/// DeepSeek header of 5 MB takes five requests).
+pub const REMOTE_FIRST_READ: u64 = 64 << 10;
 /// The largest header (everything before the tensor data) we read: 16x DeepSeek's.
 pub const MAX_HEADER_BYTES: u64 = 96 << 20;
 
@@ -539,40 +592,79 @@ impl GgufFile {
         let (mut file, meta) = crate::input::open_regular(path)?;
         let file_len = meta.len();
         let identity = Some(FileIdentity::of(&meta));
-        let mut buf = Vec::new();
-        let mut want = FIRST_READ.min(file_len);
-        loop {
-            let have = buf.len() as u64;
-            (&mut file)
-                .take(want - have)
-                .read_to_end(&mut buf)
-                .map_err(|e| GgufError::io(path, e))?;
-            if (buf.len() as u64) < want {
-                // The file shrank under us; parse what there is and report it truncated.
-                return Self::from_prefix_as(path, &buf, buf.len() as u64, flavour);
-            }
-            match parse(path, &buf, file_len, flavour) {
-                Ok(f) => {
-                    return Ok(GgufFile {
-                        identity,
-                        ..f.with_header(buf)
-                    });
-                }
-                Err(Stop::Fail(e)) => return Err(e),
-                // Doubling keeps the wasted re-parsing under the header's own size and the
-                // buffer under twice the header.
-                // Real headers are a few MB (DeepSeek's 129 280-token vocabulary: 6 MB); one
-                // that needs more is a damaged or hostile length field.
-                Err(Stop::NeedMore) if want >= MAX_HEADER_BYTES => {
-                    return Err(GgufError::HeaderTooLarge {
-                        path: path.to_path_buf(),
-                        max: MAX_HEADER_BYTES,
-                    });
-                }
-                Err(Stop::NeedMore) => {
-                    want = want.saturating_mul(2).min(file_len).min(MAX_HEADER_BYTES)
-                }
-            }
+        let f = read_growing(
+            path,
+            file_len,
+            Vec::new(),
+            FIRST_READ,
+            2,
+            flavour,
+            |buf, want| {
+                (&mut file)
+                    .take(want - buf.len() as u64)
+                    .read_to_end(buf)
+                    .map(drop)
+                    .map_err(|e| GgufError::io(path, e))
+            },
+        )?;
+        Ok(GgufFile { identity, ..f })
+    }
+
+    /// Open and validate one remote GGUF file by range requests for a growing prefix
+    /// (see [`REMOTE_FIRST_READ`]); the file stays open for reading its tensors.
+    pub fn open_url(http: &Arc<Http>, url: &str) -> Result<GgufFile, GgufError> {
+        GgufFile::open_url_as(http, url, None)
+    }
+
+    /// [`GgufFile::open_url`] with `flavour`'s type table (`None`: detected).
+    pub fn open_url_as(
+        http: &Arc<Http>,
+        url: &str,
+        flavour: Option<Flavour>,
+    ) -> Result<GgufFile, GgufError> {
+        let (remote, first) = HttpFile::open(Arc::clone(http), url, REMOTE_FIRST_READ)?;
+        let remote = Arc::new(remote);
+        let path = Path::new(url);
+        let f = read_growing(
+            path,
+            remote.len(),
+            first,
+            REMOTE_FIRST_READ,
+            4,
+            flavour,
+            |buf, want| {
+                let have = buf.len();
+                buf.resize(want as usize, 0);
+                remote.read_exact_at(&mut buf[have..], have as u64)?;
+                Ok(())
+            },
+        )?;
+        Ok(GgufFile {
+            remote: Some(remote),
+            ..f
+        })
+    }
+
+    /// Where this file's bytes are read from: the local file (opened again, read-only) or
+    /// the remote file opened when the header was read.
+    pub fn open_source(&self) -> Result<Source, SourceError> {
+        match &self.remote {
+            Some(r) => Ok(Source::Http(Arc::clone(r))),
+            // Not a plain open: a file swapped for a FIFO since its header was read must not
+            // block the copy or the comparison.
+            None => crate::input::open_regular(&self.path)
+                .map(|(file, _)| Source::Local {
+                    file,
+                    path: self.path.clone(),
+                })
+                .map_err(|e| SourceError::Read {
+                    path: self.path.clone(),
+                    range: 0..0,
+                    source: match e {
+                        crate::input::InputError::Io { source, .. } => source,
+                        other => std::io::Error::other(other.to_string()),
+                    },
+                }),
         }
     }
 
@@ -619,6 +711,9 @@ impl GgufFile {
     /// Keep the header bytes (values are ranges into them), dropping any tensor data read.
     fn with_header(mut self, mut bytes: Vec<u8>) -> Self {
         bytes.truncate(self.data_offset.min(bytes.len() as u64) as usize);
+        // The prefix read may be up to four times the header (remote reads grow fourfold):
+        // give the rest back before the next file is read.
+        bytes.shrink_to_fit();
         self.header = bytes;
         self
     }

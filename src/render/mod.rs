@@ -1,11 +1,12 @@
-//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff` and
-//! `verify`. Only formatting: every number shown was computed by the container, the planner
-//! or the comparison.
+//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff`, `verify`
+//! and the summary of a splice. Only formatting: every number shown was computed by the
+//! container, the planner, the writer or the comparison.
 
 mod diff;
 mod inspect;
 mod plan;
 mod verify;
+mod written;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
@@ -21,6 +22,7 @@ pub use diff::{diff_json, diff_text};
 pub use inspect::{inspect_json, inspect_text};
 pub use plan::{plan_json, plan_text};
 pub use verify::{verify_json, verify_text};
+pub use written::{written_json, written_text};
 
 /// Expert runs shown per tensor in a text label.
 const SHOWN_RANGES: usize = 8;

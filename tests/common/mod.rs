@@ -118,6 +118,8 @@ pub enum Oracle {
     /// Real ik_llama.cpp (and our ik probe and type-table oracle), from
     /// fixtures/build-ik-llama.sh.
     IkLlama,
+    /// nginx, the HTTP server remote-parent tests read from (Debian: `nginx-light`).
+    Nginx,
 }
 
 /// The gguf-splice cache root, as the fixture build scripts compute it.
@@ -149,6 +151,16 @@ fn oracle_path(o: Oracle) -> PathBuf {
             Ok(d) => PathBuf::from(d),
             Err(_) => cache_root().join("ik_llama.cpp-0.1.5/build/bin"),
         },
+        Oracle::Nginx => match std::env::var("GGUF_SPLICE_NGINX") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+                .map(|d| d.join("nginx"))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("nginx")),
+        },
     }
 }
 
@@ -163,7 +175,7 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
         .filter(|&o| {
             let p = oracle_path(o);
             match o {
-                Oracle::GgufPy => !p.exists(),
+                Oracle::GgufPy | Oracle::Nginx => !p.exists(),
                 Oracle::Llama => !p.join("llama-splice-probe").exists(),
                 Oracle::IkLlama => {
                     !p.join("ik-splice-probe").exists() || !p.join("ik-splice-types").exists()
@@ -174,7 +186,7 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN";
+    let how = "run `bash scripts/test.sh` (it installs nginx, gguf-py and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX";
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"
@@ -191,6 +203,11 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
 /// A Python interpreter with the PyPI `gguf` package (see [`have`]).
 pub fn oracle_python() -> PathBuf {
     oracle_path(Oracle::GgufPy)
+}
+
+/// The nginx binary (see [`have`]).
+pub fn nginx_bin() -> PathBuf {
+    oracle_path(Oracle::Nginx)
 }
 
 /// The directory of real llama.cpp's binaries (see [`have`]).

@@ -1,0 +1,362 @@
+//! Remote parents over real HTTP: nginx (started here, on 127.0.0.1) behind a proxy of our
+//! own that counts the bytes it serves. A child spliced from remote parents must be
+//! byte-identical to the child spliced from the same files locally, `verify` against the
+//! remote parents must pass, the bytes served must be what the child takes plus the
+//! headers, and `--dry-run` / `inspect` must fetch only headers. Skipped by a plain
+//! `cargo test` when nginx is missing; `scripts/test.sh` requires it.
+
+// Errors carry the file, expected and found values; built once per failed run.
+#![allow(clippy::result_large_err)]
+
+mod common;
+#[path = "remote/nginx.rs"]
+mod nginx;
+#[path = "remote/proxy.rs"]
+mod proxy;
+#[path = "remote/server.rs"]
+mod server;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{assert_exit, assert_ok, chimera_preset, first_shard, stderr};
+use gguf_splice::gguf::Model;
+use gguf_splice::plan::{self, Parent, SplitOptions};
+use gguf_splice::recipe::Recipe;
+use gguf_splice::testkit::SynthSpec;
+use server::server;
+
+/// Per parent file name: (parent, tensor bytes the child takes from it, header size).
+fn taken(
+    parents: &[(&str, String)],
+    args: &[String],
+    split: SplitOptions,
+) -> BTreeMap<String, (String, u64, u64)> {
+    let parents: Vec<Parent> = parents
+        .iter()
+        .map(|(n, p)| Parent {
+            name: n.to_string(),
+            model: Model::open(Path::new(p)).unwrap(),
+        })
+        .collect();
+    let mut recipe = match args.iter().position(|a| a == "--recipe") {
+        Some(i) => Recipe::from_file(Path::new(&args[i + 1])).unwrap(),
+        None => Recipe::default(),
+    };
+    let takes: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--take")
+        .map(|w| w[1].clone())
+        .collect();
+    recipe.prepend_takes(&takes).unwrap();
+    let plan = plan::build(&parents, &recipe, Path::new("/nonexistent/c.gguf"), split).unwrap();
+    let file =
+        |s: &gguf_splice::gguf::GgufFile| s.path.file_name().unwrap().to_str().unwrap().to_string();
+    let mut out = BTreeMap::new();
+    for p in &parents {
+        for s in p.model.shards() {
+            out.insert(file(s), (p.name.clone(), 0, s.data_offset));
+        }
+    }
+    for t in &plan.tensors {
+        for pc in &t.pieces {
+            let gguf_splice::plan::Source::Parent(from) = &pc.source else {
+                continue;
+            };
+            let s = &plan.parents[from.parent].model.shards()[from.shard];
+            out.get_mut(&file(s)).unwrap().1 += pc.len;
+        }
+    }
+    out
+}
+
+/// The files of an output (one, or every shard), as bytes.
+fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = path.parent().unwrap();
+    let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n == format!("{stem}.gguf") || n.starts_with(&format!("{stem}-0"))
+        })
+        .map(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap().to_string();
+            (n.replacen(&stem, "C", 1), std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no output at {}", path.display());
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+struct Case {
+    name: &'static str,
+    /// (parent name, fixture file, served remotely?)
+    parents: Vec<(&'static str, &'static str, bool)>,
+    args: Vec<String>,
+    split: SplitOptions,
+}
+
+fn cases() -> Vec<Case> {
+    let recipe = vec!["--recipe".to_string(), chimera_preset()];
+    let experts = vec![
+        "--take".to_string(),
+        "ffn_(gate|up|down)_exps=r1:experts=1-2:router".to_string(),
+    ];
+    vec![
+        Case {
+            name: "whole tensors, single-file parents",
+            parents: vec![
+                ("v3", "v3-q3mix.gguf", true),
+                ("r1", "r1-iq2mix.gguf", true),
+            ],
+            args: recipe.clone(),
+            split: SplitOptions::default(),
+        },
+        Case {
+            name: "whole tensors, sharded r1 (named by its second shard)",
+            parents: vec![
+                ("v3", "v3-q3mix.gguf", true),
+                ("r1", "r1-iq2mix-split-00002-of-00003.gguf", true),
+            ],
+            args: recipe.clone(),
+            split: SplitOptions::default(),
+        },
+        Case {
+            name: "per expert, sharded child",
+            parents: vec![("v3", "v3-q3mix.gguf", true), ("r1", "r1-q3mix.gguf", true)],
+            args: experts.clone(),
+            split: SplitOptions {
+                max_bytes: None,
+                max_tensors: Some(20),
+            },
+        },
+        Case {
+            name: "per expert, local v3 and remote r1",
+            parents: vec![
+                ("v3", "v3-q3mix.gguf", false),
+                ("r1", "r1-q3mix.gguf", true),
+            ],
+            args: experts,
+            split: SplitOptions::default(),
+        },
+    ]
+}
+
+#[test]
+fn remote_children_are_byte_identical_to_local_ones_and_fetch_only_what_they_take() {
+    let Some(s) =
+        server("remote_children_are_byte_identical_to_local_ones_and_fetch_only_what_they_take")
+    else {
+        return;
+    };
+    for (k, case) in cases().into_iter().enumerate() {
+        let local_out = s.out(&format!("local{k}.gguf"));
+        let remote_out = s.out(&format!("remote{k}.gguf"));
+        let mut local_args = vec!["splice".to_string()];
+        let mut remote_args = vec!["splice".to_string()];
+        let mut parent_args = Vec::new();
+        for (name, file, remote) in &case.parents {
+            local_args.extend(["--parent".into(), format!("{name}={}", s.local(file))]);
+            let src = if *remote { s.hf(file) } else { s.local(file) };
+            parent_args.extend(["--parent".to_string(), format!("{name}={src}")]);
+        }
+        remote_args.extend(parent_args.clone());
+        for (a, out) in [
+            (&mut local_args, &local_out),
+            (&mut remote_args, &remote_out),
+        ] {
+            a.extend(case.args.iter().cloned());
+            if let Some(n) = case.split.max_tensors {
+                a.extend(["--split-max-tensors".into(), n.to_string()]);
+            }
+            a.extend(["-o".into(), out.display().to_string(), "--json".into()]);
+        }
+        assert_ok(&s.run(&strs(&local_args)));
+        s.proxy.reset();
+        let o = s.run(&strs(&remote_args));
+        assert_ok(&o);
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            output_bytes(&local_out),
+            output_bytes(&remote_out),
+            "{}: remote child differs from local child",
+            case.name
+        );
+
+        // Bytes served per remote parent file: what the child takes, plus its header reads.
+        let paths: Vec<(&str, String)> = case
+            .parents
+            .iter()
+            .map(|(n, f, _)| (*n, s.local(f)))
+            .collect();
+        let mut fetched_by_parent: BTreeMap<String, u64> = BTreeMap::new();
+        for (file, (parent, take, header)) in taken(&paths, &case.args, case.split) {
+            let remote = case.parents.iter().any(|(n, _, r)| *n == parent && *r);
+            let data = s.proxy.served(&file, true);
+            let all = s.proxy.served(&file, false);
+            if !remote {
+                assert_eq!(all, 0, "{}: local parent {file} was fetched", case.name);
+                continue;
+            }
+            let headers = all - data;
+            assert!(
+                data <= take + take / 100,
+                "{}: {file}: {data} data bytes served, the child takes {take}",
+                case.name
+            );
+            assert!(
+                headers <= (4 * header).max(64 << 10) + 1024,
+                "{}: {file}: {headers} header bytes served for a {header}-byte header",
+                case.name
+            );
+            *fetched_by_parent.entry(parent).or_default() += all;
+        }
+        // The summary's bytes per parent are what the server served (plus nothing else).
+        for f in summary["fetched"].as_array().unwrap() {
+            let name = f["parent"].as_str().unwrap();
+            let got = f["bytes"].as_u64().unwrap();
+            let served = fetched_by_parent[name];
+            assert!(
+                got <= served && served - got < 4096,
+                "{}: summary says {got} bytes from '{name}', the server sent {served}",
+                case.name
+            );
+        }
+
+        // verify against the remote parents passes.
+        let child = if case.split.is_split() {
+            first_shard(s.out.path(), &format!("remote{k}"))
+        } else {
+            remote_out.clone()
+        };
+        let mut v = vec!["verify".to_string(), child.display().to_string()];
+        v.extend(parent_args);
+        v.extend(case.args.iter().cloned());
+        assert_ok(&s.run(&strs(&v)));
+    }
+}
+
+/// A scaled-down synthetic deepseek2 model with every byte written.
+fn synth(dir: &Path, name: &str, seed: u8) -> PathBuf {
+    let spec = SynthSpec {
+        n_layer: 4,
+        n_dense: 1,
+        n_expert: 16,
+        n_embd: 1024,
+        n_ff: 2048,
+        n_ff_exp: 512,
+        n_head: 8,
+        q_lora: 256,
+        kv_lora: 256,
+        vocab: 4000,
+        expert_type: gguf_splice::ggml_type::GgmlType::Q3_K,
+        other_type: gguf_splice::ggml_type::GgmlType::Q4_K,
+    };
+    let p = dir.join(name);
+    spec.write(&p, seed, true).unwrap();
+    p
+}
+
+#[test]
+fn dry_run_and_inspect_fetch_only_headers() {
+    let Some(s) = server("dry_run_and_inspect_fetch_only_headers") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = s.add(&synth(tmp.path(), "big-v3.gguf", 1));
+    let b = s.add(&synth(tmp.path(), "big-r1.gguf", 2));
+    let size = std::fs::metadata(&a).unwrap().len() + std::fs::metadata(&b).unwrap().len();
+    let out = s.out("c.gguf").display().to_string();
+    let pv = format!("v3={}", s.hf("big-v3.gguf"));
+    let pr = format!("r1={}", s.hf("big-r1.gguf"));
+    let o = s.run(&[
+        "splice",
+        "--parent",
+        &pv,
+        "--parent",
+        &pr,
+        "--recipe",
+        &chimera_preset(),
+        "-o",
+        &out,
+        "--dry-run",
+    ]);
+    assert_ok(&o);
+    let served = s.proxy.served_total();
+    assert!(
+        served * 100 < size,
+        "--dry-run fetched {served} bytes of {size}"
+    );
+    let requests = s.proxy.log().len();
+    assert!(
+        requests <= 2 * 3,
+        "--dry-run made {requests} requests for 2 files"
+    );
+    assert!(!s.out("c.gguf").exists());
+
+    s.proxy.reset();
+    let o = s.run(&["inspect", "--json", &s.hf("big-r1.gguf")]);
+    assert_ok(&o);
+    let served = s.proxy.served_total();
+    assert!(served * 100 < size / 2, "inspect fetched {served} bytes");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["architecture"], "deepseek2");
+}
+
+#[test]
+fn the_token_goes_only_to_the_hub_and_missing_shards_are_named() {
+    let Some(s) = server("the_token_goes_only_to_the_hub_and_missing_shards_are_named") else {
+        return;
+    };
+    let out = s.out("c.gguf").display().to_string();
+    let pv = format!("v3={}", s.hf("v3-q3mix.gguf"));
+    let pr = format!("r1={}", s.hf("r1-iq2mix.gguf"));
+    let o = s.run_env(
+        &[
+            "splice",
+            "--parent",
+            &pv,
+            "--parent",
+            &pr,
+            "--recipe",
+            &chimera_preset(),
+            "-o",
+            &out,
+        ],
+        &[("HF_TOKEN", "hf_secret")],
+    );
+    assert_ok(&o);
+    let log = s.proxy.log();
+    assert!(log.iter().any(|r| r.listener == "cdn"));
+    for r in &log {
+        match r.listener {
+            "hub" => assert_eq!(r.auth.as_deref(), Some("Bearer hf_secret"), "{r:?}"),
+            _ => assert_eq!(r.auth, None, "token sent to the CDN: {r:?}"),
+        }
+    }
+
+    // A missing shard of a remote set is named.
+    std::fs::remove_file(s.served("r1-iq2mix-split-00003-of-00003.gguf")).unwrap();
+    let o = s.run(&["inspect", &s.hf("r1-iq2mix-split-00001-of-00003.gguf")]);
+    assert_exit(&o, 3);
+    let e = stderr(&o);
+    assert!(
+        e.contains("shard 3 of 3 is missing") && e.contains("r1-iq2mix-split-00003-of-00003.gguf"),
+        "{e}"
+    );
+    // A bad hf:// name is a usage error.
+    let o = s.run(&["inspect", "hf://org/repo"]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("hf://ORG/REPO/PATH/FILE.gguf"),
+        "{}",
+        stderr(&o)
+    );
+}

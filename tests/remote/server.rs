@@ -1,0 +1,117 @@
+//! The remote-parent test setup: the repository's fixtures (and any extra files) served by
+//! a real nginx under `org/repo`, behind the fault-injecting proxy, and the binary run with
+//! `HF_ENDPOINT` pointing at the proxy's hub port.
+// Shared by tests/remote.rs and tests/remote_faults.rs; each uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::common::{Oracle, have, nginx_bin, repo};
+use super::nginx::Nginx;
+use super::proxy::Proxy;
+use gguf_splice::gguf::GgufFile;
+
+pub struct Server {
+    pub proxy: Proxy,
+    pub nginx: Nginx,
+    /// nginx's root; files are served from `root/org/repo/NAME`.
+    pub root: tempfile::TempDir,
+    /// A scratch directory for outputs.
+    pub out: tempfile::TempDir,
+}
+
+/// Start a server with every fixture, or skip the test (see `common::have`).
+pub fn server(test: &str) -> Option<Server> {
+    if !have(test, &[Oracle::Nginx]) {
+        return None;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let repo_dir = root.path().join("org/repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let nginx = Nginx::start(&nginx_bin(), root.path());
+    let proxy = Proxy::start(nginx.port);
+    let s = Server {
+        proxy,
+        nginx,
+        root,
+        out: tempfile::tempdir().unwrap(),
+    };
+    for e in std::fs::read_dir(repo().join("fixtures")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "gguf") {
+            s.add(&p);
+        }
+    }
+    Some(s)
+}
+
+impl Server {
+    /// Serve a copy of `file` as `hf://org/repo/NAME`.
+    pub fn add(&self, file: &Path) -> PathBuf {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let to = self.served(name);
+        std::fs::copy(file, &to).unwrap();
+        self.proxy
+            .data_from(name, GgufFile::open(&to).unwrap().data_offset);
+        to
+    }
+
+    /// Serve a copy of a file that is not GGUF (no data offset to tell header reads apart).
+    pub fn add_raw(&self, file: &Path) {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        std::fs::copy(file, self.served(name)).unwrap();
+    }
+
+    /// Where the served copy of `name` is.
+    pub fn served(&self, name: &str) -> PathBuf {
+        self.root.path().join("org/repo").join(name)
+    }
+
+    /// `hf://org/repo/NAME`
+    pub fn hf(&self, name: &str) -> String {
+        format!("hf://org/repo/{name}")
+    }
+
+    /// A local fixture's path.
+    pub fn local(&self, name: &str) -> String {
+        repo().join("fixtures").join(name).display().to_string()
+    }
+
+    /// A path in the scratch directory.
+    pub fn out(&self, name: &str) -> PathBuf {
+        self.out.path().join(name)
+    }
+
+    /// Run the binary against this server, with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gguf-splice"));
+        c.args(args)
+            .env("HF_ENDPOINT", self.proxy.endpoint())
+            .env("GGUF_SPLICE_HTTP_BACKOFF_MS", "1")
+            .env_remove("HF_TOKEN")
+            // Traffic stays on 127.0.0.1, whatever proxy the environment names.
+            .env("NO_PROXY", "127.0.0.1")
+            .env("no_proxy", "127.0.0.1")
+            .env_remove("GGUF_SPLICE_TEST_KILL_AT")
+            .env_remove("GGUF_SPLICE_TEST_FAIL_AT");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("binary runs")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+}
+
+/// Every file in `dir`, hidden ones included, by name.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
