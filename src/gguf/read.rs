@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::GgufError;
 use super::value::{ValueRef, ValueType};
@@ -42,11 +43,14 @@ pub struct TensorInfo {
 }
 
 /// A parsed, validated GGUF file. Holds the header bytes (not the tensor data).
-#[derive(Debug)]
+///
+/// Cloning shares the header bytes (a DeepSeek vocabulary is several MB), so one parent read
+/// once can be handed to many plans (`batch`).
+#[derive(Clone, Debug)]
 pub struct GgufFile {
     pub path: PathBuf,
     pub version: u32,
-    header: Vec<u8>,
+    header: Arc<[u8]>,
     kvs: Vec<KeyValue>,
     kv_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
@@ -479,7 +483,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         path: path.to_path_buf(),
         version,
         // Filled in by the caller, which owns the buffer.
-        header: Vec::new(),
+        header: Arc::from(Vec::new()),
         kvs,
         kv_index,
         tensors,
@@ -564,7 +568,7 @@ impl GgufFile {
     /// Keep the header bytes (values are ranges into them), dropping any tensor data read.
     fn with_header(mut self, mut bytes: Vec<u8>) -> Self {
         bytes.truncate(self.data_offset.min(bytes.len() as u64) as usize);
-        self.header = bytes;
+        self.header = Arc::from(bytes);
         self
     }
 
