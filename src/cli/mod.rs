@@ -141,7 +141,7 @@ struct SpliceArgs {
     #[arg(long, requires = "dry_run")]
     json: bool,
     /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = plan::parse_size)]
     split_max_size: Option<u64>,
     /// Shard the output: at most N tensors per shard.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -152,23 +152,6 @@ struct SpliceArgs {
     /// No progress bar and no summary.
     #[arg(long, short)]
     quiet: bool,
-}
-
-/// `48G`, `500M` (decimal units, as llama-gguf-split), or a plain byte count.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'G') => (&s[..s.len() - 1], 1_000_000_000),
-        Some(b'M') => (&s[..s.len() - 1], 1_000_000),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size such as 48G or 500M"))?;
-    if n == 0 {
-        return Err("size must be positive".into());
-    }
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Everything that can go wrong, by layer.
@@ -382,18 +365,4 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         );
     }
     Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_are_decimal_like_gguf_split() {
-        assert_eq!(parse_size("48G"), Ok(48_000_000_000));
-        assert_eq!(parse_size("500M"), Ok(500_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0G").is_err());
-        assert!(parse_size("12T").is_err());
-    }
 }

@@ -26,7 +26,7 @@ use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
-pub use shards::MAX_SHARDS;
+pub use shards::{MAX_SHARDS, parse_size};
 
 /// A parent model and the name the recipe calls it by.
 pub struct Parent {
