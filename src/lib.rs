@@ -10,6 +10,7 @@
 //! - [`presets`]: the recipes of `mappings/`, built in;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
+//! - [`batch`]: many children from one manifest, cut into independent shard jobs;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
 //! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
 
@@ -17,6 +18,7 @@
 // are built once per failed run, so their size on the stack does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod batch;
 pub mod compare;
 pub mod execute;
 pub mod ftype;

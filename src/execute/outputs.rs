@@ -291,7 +291,10 @@ mod tests {
             parse_hidden(".c.gguf.123.node-7~aB3xYz.partial"),
             hidden("c.gguf", 123, Some("node-7"))
         );
-        assert_eq!(parse_hidden(".c.gguf.77.backup"), hidden("c.gguf", 77, None));
+        assert_eq!(
+            parse_hidden(".c.gguf.77.backup"),
+            hidden("c.gguf", 77, None)
+        );
         assert_eq!(parse_hidden(".c.gguf.x7.backup"), None);
         assert_eq!(parse_hidden("c.gguf.7.backup"), None);
         assert_eq!(parse_hidden(".c.gguf.aB3xYz.partial"), None);

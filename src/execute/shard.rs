@@ -457,7 +457,14 @@ mod tests {
         let p = plan(&parents, &dir.path().join("c.gguf"), 2);
         assert_eq!(p.shards.len(), 3);
         let staged = staged_path(&p).unwrap();
-        assert!(staged.file_name().unwrap().to_str().unwrap().starts_with('.'));
+        assert!(
+            staged
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with('.')
+        );
 
         let r = run(&p, 0, false).unwrap();
         assert_eq!((r.outcome, r.set_complete), (ShardOutcome::Written, false));
