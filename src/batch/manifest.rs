@@ -115,10 +115,8 @@ impl Manifest {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        // Empty for a manifest in the current directory: its paths stay as written.
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let bad = |child: &str, field: &str, expected: &str, found: String| BatchError::BadField {
             manifest: path.to_path_buf(),
             child: child.to_string(),

@@ -1,19 +1,24 @@
 //! The command line: parses arguments, calls the library, prints, and maps errors to exit
 //! codes. No decisions about files or tensors are made here.
 
-use std::io::IsTerminal;
+mod batch;
+mod progress;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
+use gguf_splice::batch::BatchError;
 use gguf_splice::compare::{self, CompareError, CompareOptions};
 use gguf_splice::execute::{self, ExecError, ExecOptions};
 use gguf_splice::gguf::{GgufError, Model};
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
 use gguf_splice::render;
+
+use progress::{Progress, ProgressMode, Task};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -75,6 +80,15 @@ enum Command {
     /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
+    /// Make many children from one manifest, or run one shard job of them (job arrays).
+    ///
+    /// The manifest names parents once (each header is read once) and lists children, each
+    /// with a recipe (a file or a preset name), --take-style rules, an output and split
+    /// options. Every plan is checked before anything is written. The work is one job per
+    /// output shard of every child (--list-jobs); --job K or --job-from-env runs one, so a
+    /// Slurm job array or a Kubernetes Indexed Job can spread them over nodes. A job whose
+    /// shard is already complete is skipped: re-running a failed array is safe.
+    Batch(batch::BatchArgs),
 }
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
@@ -152,6 +166,14 @@ struct SpliceArgs {
     /// No progress bar and no summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Write only shard K (from 1, as in the file names) of the child, as one job of a farm;
+    /// skipped if that shard is already complete. The first shard is put in place only when
+    /// every other shard is complete (see `batch`).
+    #[arg(long, value_name = "K", conflicts_with = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
+    shard: Option<u64>,
+    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    progress: ProgressMode,
 }
 
 /// Everything that can go wrong, by layer.
@@ -167,6 +189,8 @@ enum CliError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Compare(#[from] CompareError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -187,6 +211,7 @@ impl CliError {
             | CliError::Compare(CompareError::Open { .. })
             | CliError::Compare(CompareError::Read { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
+            CliError::Batch(e) => batch::exit_code(e),
         }
     }
 }
@@ -199,6 +224,7 @@ pub fn main() -> i32 {
         Command::Splice(args) => splice(args),
         Command::Diff { a, b, json } => diff(&a, &b, json),
         Command::Verify(args) => verify(args),
+        Command::Batch(args) => batch::run(args),
     };
     match result {
         Ok(code) => code,
@@ -310,37 +336,77 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     }
 
     execute::ignore_file_size_signal();
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = Arc::clone(&cancel);
-        // If a handler cannot be installed, Ctrl-C still kills us; the temporary file is
-        // then left under a hidden name, never at the output path.
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
-    }
-    let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("static template"),
-        );
-        bar
-    };
+    let cancel = install_cancel();
+    let progress = Progress::new(args.progress, args.quiet);
     let started = std::time::Instant::now();
-    let progress = |done: u64| bar.set_position(done);
+    if let Some(k) = args.shard {
+        let count = plan.shards.len();
+        let i = k as usize - 1;
+        if i >= count {
+            return Err(CliError::Usage(format!(
+                "--shard {k}: the child has {count} shard{}",
+                if count == 1 { "" } else { "s" }
+            )));
+        }
+        let shard = &plan.shards[i];
+        progress.start(Task {
+            job: None,
+            child: args.output.display().to_string(),
+            shard: Some((k as usize, count)),
+            total: plan.tensors[shard.tensors.clone()]
+                .iter()
+                .map(|t| t.info.n_bytes)
+                .sum(),
+        });
+        execute::check_shard_paths(&plan)?;
+        let run = execute::execute_shard(
+            &plan,
+            i,
+            &ExecOptions {
+                force: args.force,
+                cancel: &cancel,
+                progress: &|done| progress.update(done),
+            },
+        )?;
+        let written = run.outcome == execute::ShardOutcome::Written;
+        progress.finish(if written { "done" } else { "skipped" });
+        if !args.quiet {
+            for f in &run.removed {
+                eprintln!("gguf-splice: removed {}", f.display());
+            }
+            eprintln!(
+                "gguf-splice: shard {k} of {count}: {} {} ({:.1} s); {}",
+                if written {
+                    "wrote"
+                } else {
+                    "already complete:"
+                },
+                run.path.display(),
+                started.elapsed().as_secs_f64(),
+                if run.set_complete {
+                    "the child is complete"
+                } else {
+                    "the first shard is put in place when every shard is complete"
+                }
+            );
+        }
+        return Ok(exit::OK);
+    }
+    progress.start(Task {
+        job: None,
+        child: args.output.display().to_string(),
+        shard: None,
+        total: plan.tensors.iter().map(|t| t.info.n_bytes).sum(),
+    });
     let written = execute::execute(
         &plan,
         &ExecOptions {
             force: args.force,
             cancel: &cancel,
-            progress: &progress,
+            progress: &|done| progress.update(done),
         },
     )?;
-    bar.finish_and_clear();
+    progress.finish("done");
     if !args.quiet {
         for f in &written.removed {
             eprintln!(
@@ -365,4 +431,14 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         );
     }
     Ok(exit::OK)
+}
+
+/// A flag that Ctrl-C sets; the writer checks it between chunks and cleans up. If a handler
+/// cannot be installed, Ctrl-C still kills the process; temporary files are then left under
+/// hidden names, never at an output path.
+fn install_cancel() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    cancel
 }
