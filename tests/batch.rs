@@ -103,9 +103,13 @@ fn batch(m: &str, args: &[&str]) -> Output {
     run(&all)
 }
 
+/// Run the binary with `env` set, and no array index inherited from a scheduler that may
+/// be running the tests themselves.
 fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
-    c.args(args);
+    c.args(args)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -561,4 +565,58 @@ fn progress_json_reports_every_job_as_lines_on_stderr() {
     assert_eq!(last["event"], "done");
     assert!(last["job"].is_null() && last["shard"].is_null());
     assert_eq!(last["bytes_done"], last["bytes_total"]);
+}
+
+#[test]
+fn the_kubernetes_example_runs_jobs_as_its_pods_would() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let want = reference(&s);
+    let (dir, m) = farm(&s, "farm", &manifest(&s));
+    let yaml =
+        std::fs::read_to_string(repo().join("contrib/k8s/chimera-indexed-job.yaml")).unwrap();
+    assert!(yaml.contains("completionMode: Indexed"));
+    let line = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("command: "))
+        .expect("a command line");
+    let command: Vec<String> = serde_json::from_str(line).unwrap();
+    assert_eq!(command[0], "gguf-splice");
+    let args: Vec<&str> = command[1..]
+        .iter()
+        .map(|a| {
+            if a == "/models/farm.toml" {
+                m.as_str()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let n = job_count(&m);
+    for k in 0..n {
+        let index = k.to_string();
+        let o = run_env(&args, &[("JOB_COMPLETION_INDEX", &index)]);
+        assert_ok(&o);
+        assert!(stderr(&o).contains(r#""event":"done""#), "{}", stderr(&o));
+    }
+    assert_eq!(outputs(&dir), want);
+    // Slurm's variable is read first; a bad or missing index is a usage error.
+    let o = run_env(
+        &args,
+        &[("SLURM_ARRAY_TASK_ID", "0"), ("JOB_COMPLETION_INDEX", "x")],
+    );
+    assert_ok(&o);
+    let o = run_env(&args, &[("SLURM_ARRAY_TASK_ID", "x")]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("SLURM_ARRAY_TASK_ID='x'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_env(&args, &[("SLURM_ARRAY_TASK_ID", &n.to_string())]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains(&format!("there is no job {n}")),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -115,6 +115,29 @@ pub enum Oracle {
     GgufPy,
     /// Real llama.cpp (and our probe), from fixtures/build-llama.sh.
     Llama,
+    /// Slurm's daemons and clients and munge (Debian packages slurmctld, slurmd,
+    /// slurm-client, munge; .ci/run installs them). Tests start their own single-node Slurm.
+    Slurm,
+}
+
+/// Programs the Slurm oracle needs.
+pub const SLURM_PROGRAMS: [&str; 7] = [
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "sbatch",
+    "sinfo",
+    "squeue",
+    "scancel",
+];
+
+/// A program on PATH, or in the sbin directories a non-root PATH may lack.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Where the oracle is, if it is installed.
@@ -124,6 +147,7 @@ fn oracle_path(o: Oracle) -> PathBuf {
             Ok(p) => PathBuf::from(p),
             Err(_) => repo().join("target/oracle-venv/bin/python"),
         },
+        Oracle::Slurm => PathBuf::from("/usr/sbin"),
         Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
             Ok(d) => PathBuf::from(d),
             Err(_) => {
@@ -157,13 +181,18 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
             match o {
                 Oracle::GgufPy => !p.exists(),
                 Oracle::Llama => !p.join("llama-splice-probe").exists(),
+                Oracle::Slurm => SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none()),
             }
         })
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN";
+    let how = if missing.contains(&Oracle::Slurm) {
+        "install the Debian packages slurmctld slurmd slurm-client munge (as .ci/run does)"
+    } else {
+        "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN"
+    };
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"
