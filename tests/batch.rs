@@ -429,6 +429,21 @@ fn a_bad_child_stops_the_batch_before_any_output() {
             );
         }
     }
+    // A child writing over a parent that only another child reads.
+    let (dir, m) = farm(
+        &s,
+        "input",
+        &with_child(&s, "output = '../r1.gguf'\nparents = ['v3']"),
+    );
+    let r1_before = std::fs::read(&s.r1).unwrap();
+    for args in [&["-q", "--force"][..], &["--job", "11", "--force", "-q"]] {
+        let o = batch(&m, args);
+        assert_exit(&o, 4);
+        assert!(stderr(&o).contains("is the input file"), "{}", stderr(&o));
+    }
+    assert!(outputs(&dir).is_empty(), "{:?}", names(&dir));
+    assert_eq!(std::fs::read(&s.r1).unwrap(), r1_before);
+
     // The library says which child and why, by variant.
     let (_, m) = farm(
         &s,

@@ -141,9 +141,35 @@ fn exec_err(batch: &Batch, child: usize) -> impl Fn(ExecError) -> BatchError + '
 }
 
 /// The checks every job makes for every child before writing (see the module comment).
+/// No output may be any parent of the manifest, not only one of its own child's: a child
+/// must not overwrite what another child reads.
 pub fn check_paths(batch: &Batch, plans: &[Plan]) -> Result<(), BatchError> {
+    let mut inputs: Vec<(u64, u64, PathBuf)> = Vec::new();
+    for c in &batch.children {
+        for shard in c.parents.iter().flat_map(|p| p.model.shards()) {
+            if let Ok(m) = std::fs::metadata(&shard.path) {
+                inputs.push((m.dev(), m.ino(), shard.path.clone()));
+            }
+        }
+    }
     for (i, p) in plans.iter().enumerate() {
         execute::check_shard_paths(p).map_err(exec_err(batch, i))?;
+        let outputs = p.shards.iter().map(|s| s.path.clone());
+        for out in outputs.chain(execute::staged_path(p)) {
+            // Through symbolic links: a link to a parent is that parent.
+            let Ok(m) = std::fs::metadata(&out) else {
+                continue;
+            };
+            if let Some((_, _, input)) = inputs
+                .iter()
+                .find(|(dev, ino, _)| (*dev, *ino) == (m.dev(), m.ino()))
+            {
+                return Err(exec_err(batch, i)(ExecError::OutputIsInput {
+                    output: out,
+                    input: input.clone(),
+                }));
+            }
+        }
     }
     Ok(())
 }
