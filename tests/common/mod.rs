@@ -116,7 +116,8 @@ pub enum Oracle {
     /// Real llama.cpp (and our probe), from fixtures/build-llama.sh.
     Llama,
     /// Slurm's daemons and clients and munge (Debian packages slurmctld, slurmd,
-    /// slurm-client, munge; .ci/run installs them). Tests start their own single-node Slurm.
+    /// slurm-client, munge; .ci/run installs them), and root to run them. Tests start their
+    /// own single-node Slurm.
     Slurm,
 }
 
@@ -181,7 +182,12 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
             match o {
                 Oracle::GgufPy => !p.exists(),
                 Oracle::Llama => !p.join("llama-splice-probe").exists(),
-                Oracle::Slurm => SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none()),
+                // The test cluster runs its daemons and jobs as root (SlurmUser=root).
+                Oracle::Slurm => {
+                    // SAFETY: geteuid has no preconditions and cannot fail.
+                    let root = unsafe { libc::geteuid() } == 0;
+                    !root || SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none())
+                }
             }
         })
         .collect();
@@ -189,7 +195,7 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
         return true;
     }
     let how = if missing.contains(&Oracle::Slurm) {
-        "install the Debian packages slurmctld slurmd slurm-client munge (as .ci/run does)"
+        "install the Debian packages slurmctld slurmd slurm-client munge (as .ci/run does) and run as root"
     } else {
         "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN"
     };
