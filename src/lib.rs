@@ -3,6 +3,7 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`ggml_type`], [`layout`], [`ftype`]: the type tables and all size arithmetic;
+//! - [`input`]: opening the files a user names (regular files only, text up to a cap);
 //! - [`gguf`]: the container (reader, writer, shard sets);
 //! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
 //!   layout is read from another); the only module that reads meaning into tensor names;
@@ -13,6 +14,83 @@
 //! - [`batch`]: many children from one manifest, cut into independent shard jobs;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
 //! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
+//!
+//! # Example
+//!
+//! Take the routed experts of one parent and everything else from another, then check the
+//! child byte for byte against the recipe. The parents here are tiny files assembled by the
+//! crate's test kit, whose tensor bytes name the parent they belong to; with real models,
+//! only the paths change.
+//!
+//! ```rust
+//! use std::path::Path;
+//! use std::sync::atomic::AtomicBool;
+//!
+//! use gguf_splice::compare::{self, CompareOptions, Sources};
+//! use gguf_splice::execute::{self, ExecOptions};
+//! use gguf_splice::ggml_type::GgmlType;
+//! use gguf_splice::gguf::Model;
+//! use gguf_splice::plan::{self, Parent, SplitOptions};
+//! use gguf_splice::recipe::Recipe;
+//! use gguf_splice::render;
+//! use gguf_splice::testkit::GgufBuilder;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! // Two parents of one architecture and shape: a block with attention and routed experts.
+//! let write_parent = |name: &str, id: u8| -> std::io::Result<Parent> {
+//!     let bytes = GgufBuilder::new()
+//!         .kv_str("general.architecture", "deepseek2")
+//!         .tensor("token_embd.weight", &[32, 4], GgmlType::F32, id)
+//!         .tensor("blk.0.attn_norm.weight", &[32], GgmlType::F32, id)
+//!         .tensor("blk.0.ffn_gate_exps.weight", &[32, 2, 4], GgmlType::F32, id)
+//!         .tensor("blk.0.ffn_up_exps.weight", &[32, 2, 4], GgmlType::F32, id)
+//!         .tensor("blk.0.ffn_down_exps.weight", &[2, 32, 4], GgmlType::F32, id)
+//!         .build();
+//!     let path = dir.path().join(format!("{name}.gguf"));
+//!     std::fs::write(&path, bytes)?;
+//!     let model = Model::open(&path).expect("a valid GGUF");
+//!     Ok(Parent { name: name.to_string(), model })
+//! };
+//! // The first parent is the base: tensor order, shapes, and whatever no rule takes.
+//! let parents = vec![write_parent("v3", 1)?, write_parent("r1", 2)?];
+//!
+//! let recipe = Recipe::from_toml(
+//!     r#"
+//!     [[rules]]
+//!     role = "routed_experts"
+//!     from = "r1"
+//!     "#,
+//!     Path::new("chimera.toml"),
+//! )?;
+//!
+//! // Plan every output byte before anything is written; `splice --dry-run` prints this.
+//! let output = dir.path().join("child.gguf");
+//! let plan = plan::build(&parents, &recipe, &output, SplitOptions::default())?;
+//! println!("{}", render::plan_text(&plan));
+//! let source = |name: &str| {
+//!     let t = plan.tensors.iter().find(|t| t.info.name == name).unwrap();
+//!     plan.parent_name(&t.pieces[0]).to_string()
+//! };
+//! assert_eq!(source("blk.0.ffn_up_exps.weight"), "r1");
+//! assert_eq!(source("blk.0.attn_norm.weight"), "v3");
+//!
+//! // Write it: a temporary file beside the output, renamed into place when complete.
+//! let cancel = AtomicBool::new(false);
+//! let opts = ExecOptions { force: false, cancel: &cancel, progress: &|_| {} };
+//! execute::execute(&plan, &opts)?;
+//!
+//! // Check the child: every tensor matches the parent the recipe names.
+//! let child = Model::open(&output)?;
+//! let report = compare::verify(&child, &parents, Some(&recipe), &CompareOptions::default())?;
+//! assert!(report.passed(), "{}", render::verify_text(&report));
+//! assert_eq!(
+//!     report.tensor("blk.0.ffn_down_exps.weight").unwrap().sources,
+//!     Sources::Whole(vec!["r1".to_string()])
+//! );
+//! # Ok(())
+//! # }
+//! ```
 
 // Errors carry the file, tensor, expected and found values so messages can be acted on; they
 // are built once per failed run, so their size on the stack does not matter.
@@ -24,6 +102,7 @@ pub mod execute;
 pub mod ftype;
 pub mod ggml_type;
 pub mod gguf;
+pub mod input;
 pub mod layout;
 pub mod plan;
 pub mod presets;

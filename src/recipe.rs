@@ -9,37 +9,136 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::gguf::{OwnedValue, ValueType};
+use crate::input::{self, InputError};
 use crate::roles::{self, Role};
 
+/// The largest recipe file read: real recipes are a few KB, so anything near this is the
+/// wrong file.
+pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
+/// The largest chat template file read (`[metadata] chat_template = { file = ... }`):
+/// llama.cpp's templates are a few KB; DeepSeek's is under 4 KB.
+pub const MAX_CHAT_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// Errors in a recipe file or a `--take` rule. Each names where the mistake is (file and
+/// line, or `--take #N`) and says what would be valid.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    /// The recipe file could not be read, or is too large or not UTF-8.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A rule with neither `match` nor `role`.
+    #[error("{origin}: a rule needs `match` (a regex), `role`, or both")]
+    RuleSelectsNothing {
+        /// Where the rule was written.
+        origin: String,
     },
-    #[error("{path}: {message}")]
-    Toml { path: PathBuf, message: String },
-    #[error("{origin}: bad regex '{pattern}': {message}")]
+    /// A `role` that is not one of the roles.
+    #[error("{origin}: unknown role '{role}'; roles are: {valid}")]
+    UnknownRole {
+        /// Where the rule was written.
+        origin: String,
+        /// The role as written.
+        role: String,
+        /// The valid names.
+        valid: String,
+    },
+    /// TOML syntax, or a value of the wrong TOML type; `line` and `col` are 1-based (0 when
+    /// the parser gave no position).
+    #[error("{}: {message}{hint}", at(.path, *.line, *.col))]
+    Toml {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+        /// How to fix a common cause, or empty.
+        hint: &'static str,
+    },
+    /// A key the recipe format does not have (a typo, most often).
+    #[error(
+        "{}: unknown field '{}' in {table} ({})",
+        at(.path, *.line, *.col),
+        short_pattern(.field),
+        did_you_mean(.suggestion.as_deref(), .valid)
+    )]
+    UnknownField {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        field: String,
+        table: &'static str,
+        valid: Vec<String>,
+        suggestion: Option<String>,
+    },
+    /// `router` without `experts`, in a recipe or a `--take` rule.
+    #[error(
+        "{origin}: router needs experts: the router rows and bias that follow are those of the experts the rule takes; add experts (experts = \"0-63\", or :experts=0-63 in --take)"
+    )]
+    RouterWithoutExperts { origin: String },
+    /// `chat_template` with both or neither of `from` and `file`.
+    #[error(
+        "{path}: metadata.chat_template takes exactly one of `from` (a parent) or `file` (a path)"
+    )]
+    ChatTemplateSource { path: PathBuf },
+    /// A regex that does not compile; `message` is one line, and the pattern is shown cut
+    /// to its first 80 characters.
+    #[error("{origin}: bad regex '{}': {message}", short_pattern(.pattern))]
     BadRegex {
         origin: String,
         pattern: String,
         message: String,
     },
+    /// A `layers` or `experts` value that is not a list of numbers and ranges.
     #[error(
-        "{origin}: bad {what} '{text}': expected a list of numbers and ranges such as \"3-60\" or \"0-63,128-191\""
+        "{origin}: bad {what} '{}': expected a list of numbers and ranges such as \"3-60\" or \"0-63,128-191\"",
+        short_pattern(.text)
     )]
     BadRange {
         origin: String,
         what: &'static str,
         text: String,
     },
+    /// A `--take` rule with no `=PARENT` where the split rule finds one.
     #[error(
-        "{origin}: '{text}' is not of the form REGEX=PARENT or REGEX=PARENT:experts=RANGES[:router]"
+        "{origin}: '{}' is not of the form {TAKE_FORM} (PARENT: letters, digits, '_', '.', '-')",
+        short_pattern(.text)
     )]
     BadTake { origin: String, text: String },
-    #[error("{origin}: metadata.set '{key}': {message}")]
+    /// A `--take` option that does not exist.
+    #[error(
+        "{origin}: unknown option '{}'{}; the options are {TAKE_OPTIONS}",
+        short_pattern(.option),
+        .suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default()
+    )]
+    UnknownTakeOption {
+        origin: String,
+        option: String,
+        suggestion: Option<String>,
+    },
+    /// A known `--take` option used wrongly: without its value, with a value it does not
+    /// take, twice, or empty.
+    #[error(
+        "{origin}: option '{}' {problem}; the options are {TAKE_OPTIONS}",
+        short_pattern(.option)
+    )]
+    BadTakeOption {
+        origin: String,
+        option: String,
+        problem: &'static str,
+    },
+    /// A `metadata.set` type that does not exist.
+    #[error(
+        "{origin}: metadata.set '{}': unknown type '{}'; valid types: {}",
+        short_pattern(.key),
+        short_pattern(.found),
+        SET_TYPES.join(" ")
+    )]
+    UnknownType {
+        origin: String,
+        key: String,
+        found: String,
+    },
+    /// A `metadata.set` value that does not fit its type, or a key the writer owns.
+    #[error("{origin}: metadata.set '{}': {message}", short_pattern(.key))]
     BadValue {
         origin: String,
         key: String,
@@ -47,14 +146,94 @@ pub enum RecipeError {
     },
 }
 
+/// The form of a `--take` rule, for messages and help.
+pub const TAKE_FORM: &str = "REGEX=PARENT[:experts=RANGES][:layers=RANGES][:router]";
+const TAKE_OPTIONS: &str = "experts=RANGES, layers=RANGES, router";
+/// The value types `metadata.set` accepts.
+const SET_TYPES: &[&str] = &[
+    "u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string",
+];
+
+/// `path:line:col`, or `path` when the position is not known.
+fn at(path: &Path, line: usize, col: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}:{col}", path.display())
+    }
+}
+
+/// `did you mean 'x'?`, or the list of valid names when nothing is close.
+fn did_you_mean(suggestion: Option<&str>, valid: &[String]) -> String {
+    match suggestion {
+        Some(s) => format!("did you mean '{s}'?"),
+        None => format!("valid fields: {}", valid.join(", ")),
+    }
+}
+
+/// A user's text (a pattern, a key, a range) cut to its first 80 characters (with `…`) and
+/// kept on one line, for messages: a generated regex can be hundreds of KB.
+pub fn short_pattern(pattern: &str) -> String {
+    const SHOWN: usize = 80;
+    let mut out: String = pattern
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| match c {
+            '\n' => vec!['\\', 'n'],
+            '\r' => vec!['\\', 'r'],
+            c => vec![c],
+        })
+        .collect();
+    if pattern.chars().nth(SHOWN).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Levenshtein distance, for suggestions among a handful of short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The valid name closest to `word`, if one is close enough to be what was meant: at most
+/// two edits (and no more than half the word), or `word` is a prefix of it.
+fn closest<'a>(word: &str, valid: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let word_lower = word.to_ascii_lowercase();
+    valid
+        .into_iter()
+        .map(|v| (edit_distance(&word_lower, v), v))
+        .filter(|&(d, v)| {
+            (d <= 2 && 2 * d <= word.len()) || (word.len() >= 3 && v.starts_with(&word_lower))
+        })
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, v)| v.to_string())
+}
+
 /// A set of indices (layers or experts) written as `"3-60"` or `"0-63,128-191"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexSet {
+    /// The ranges as written, each non-empty.
     pub ranges: Vec<RangeInclusive<u64>>,
+    /// The text as written, for messages and reports.
     pub text: String,
 }
 
 impl IndexSet {
+    /// Parse `"3-60"`, `"0-63, 128-191"` or `"5"`; `None` for anything else (including an
+    /// empty text or a range whose end is before its start).
     pub fn parse(text: &str) -> Option<IndexSet> {
         let mut ranges = Vec::new();
         for part in text.split(',') {
@@ -77,12 +256,28 @@ impl IndexSet {
         })
     }
 
+    /// Whether `i` is in the set.
     pub fn contains(&self, i: u64) -> bool {
         self.ranges.iter().any(|r| r.contains(&i))
     }
 
+    /// The largest index in the set.
     pub fn max(&self) -> u64 {
         self.ranges.iter().map(|r| *r.end()).max().unwrap_or(0)
+    }
+
+    /// The part of the set at or past `n`, written as ranges (`"5-9"`), if there is one.
+    pub fn at_or_past(&self, n: u64) -> Option<String> {
+        let parts: Vec<String> = self
+            .ranges
+            .iter()
+            .filter(|r| *r.end() >= n)
+            .map(|r| match (*r.start()).max(n) {
+                a if a == *r.end() => a.to_string(),
+                a => format!("{a}-{}", r.end()),
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
     }
 }
 
@@ -90,12 +285,13 @@ impl IndexSet {
 /// from `from`.
 #[derive(Clone, Debug)]
 pub struct Rule {
-    /// Searched in the tensor name; `None` for a rule by role only.
+    /// Searched in the tensor name (not anchored), as llama.cpp's `--override-tensor`;
+    /// `None` for a rule by role only.
     pub pattern: Option<Regex>,
     /// Only tensors of this role (see [`roles`]): covers every layout of it, such as
     /// separate and fused routed experts.
     pub role: Option<Role>,
-    /// The parent the selected tensors (or experts) come from.
+    /// The name of the parent the tensors (or experts) come from.
     pub from: String,
     /// Only tensors of blocks `blk.N.` with N in this set.
     pub layers: Option<IndexSet>,
@@ -112,26 +308,37 @@ pub struct Rule {
 /// Where the chat template comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChatTemplate {
+    /// The named parent's `tokenizer.chat_template`.
     Parent(String),
+    /// A text file (resolved relative to the recipe), read up to [`MAX_CHAT_TEMPLATE_BYTES`].
     File(PathBuf),
 }
 
+/// How the child's metadata is made from the metadata parent's.
 #[derive(Clone, Debug, Default)]
 pub struct MetadataSpec {
     /// The parent whose key/values the child starts from; the base when `None`.
     pub from: Option<String>,
+    /// `general.name` of the child.
     pub name: Option<String>,
+    /// Where `tokenizer.chat_template` comes from, when not from the metadata parent.
     pub chat_template: Option<ChatTemplate>,
+    /// Keys set (added or replaced), in order.
     pub set: Vec<(String, OwnedValue)>,
+    /// Keys removed.
     pub remove: Vec<String>,
 }
 
+/// A parsed recipe: parents, rules in order, and metadata edits.
 #[derive(Clone, Debug, Default)]
 pub struct Recipe {
     /// Parent names the recipe expects to be given.
     pub parents: Vec<String>,
+    /// The parent whose tensor order and shapes the child has; the first given when `None`.
     pub base: Option<String>,
+    /// Tried in order for each tensor; the first that selects it wins.
     pub rules: Vec<Rule>,
+    /// How the child's metadata is made.
     pub metadata: MetadataSpec,
     /// The recipe as the user wrote it (file text plus `--take` lines), stored in the child.
     pub text: String,
@@ -210,8 +417,116 @@ fn compile(origin: &str, pattern: &str) -> Result<Regex, RecipeError> {
     Regex::new(pattern).map_err(|e| RecipeError::BadRegex {
         origin: origin.to_string(),
         pattern: pattern.to_string(),
-        message: e.to_string(),
+        message: regex_error(pattern, &e),
     })
+}
+
+/// A regex error in one line. The regex crate's message spans several lines and repeats the
+/// whole pattern; the syntax error's kind and position are taken from regex-syntax instead
+/// (the parser the regex crate uses, with the same defaults).
+fn regex_error(pattern: &str, e: &regex::Error) -> String {
+    let at = |kind: &dyn std::fmt::Display, span: &regex_syntax::ast::Span| {
+        format!("{kind} (at character {})", span.start.column)
+    };
+    if let regex::Error::CompiledTooBig(limit) = e {
+        return format!("it compiles to more than {limit} bytes; make it simpler");
+    }
+    match regex_syntax::Parser::new().parse(pattern) {
+        Err(regex_syntax::Error::Parse(e)) => at(e.kind(), e.span()),
+        Err(regex_syntax::Error::Translate(e)) => at(e.kind(), e.span()),
+        // Not expected (same parser, same defaults): keep the message's own error line.
+        _ => {
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or_else(|| text.lines().last().unwrap_or(""));
+            line.to_string()
+        }
+    }
+}
+
+/// A TOML error in one line, with the position the parser gave, and for the common
+/// mistakes, the fix: the closest valid field for a typo, single quotes for a regex.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> RecipeError {
+    let start = e.span().map_or(0, |s| s.start.min(text.len()));
+    let (line, col) = match e.span() {
+        None => (0, 0),
+        Some(_) => {
+            let before = &text[..char_boundary(text, start)];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            (
+                before.matches('\n').count() + 1,
+                before[line_start..].chars().count() + 1,
+            )
+        }
+    };
+    let message = e.message().lines().collect::<Vec<_>>().join("; ");
+    // serde: "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`").
+    if message.starts_with("unknown field `") {
+        let mut names = message.split('`').skip(1).step_by(2).map(str::to_string);
+        let field = names.next().unwrap_or_default();
+        let valid: Vec<String> = names.collect();
+        return RecipeError::UnknownField {
+            path: path.to_path_buf(),
+            line,
+            col,
+            suggestion: closest(&field, valid.iter().map(String::as_str)),
+            table: table_of(&valid),
+            field,
+            valid,
+        };
+    }
+    let (message, hint) =
+        if message.starts_with("missing escaped value") || message.contains("escape") {
+            let escape: String = text[char_boundary(text, start.saturating_sub(1))..]
+                .chars()
+                .take(2)
+                .collect();
+            (
+                format!("'{escape}' is not a TOML escape in a double-quoted string"),
+                "; write regexes in single quotes ('...'), which TOML takes literally",
+            )
+        } else {
+            (message, "")
+        };
+    RecipeError::Toml {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message,
+        hint,
+    }
+}
+
+/// The largest char boundary of `text` at or before `i`.
+fn char_boundary(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Which table of a recipe has these valid fields (for "unknown field 'x' in [[rules]]").
+fn table_of(valid: &[String]) -> &'static str {
+    let has = |f: &str| valid.iter().any(|v| v == f);
+    if has("match") {
+        "[[rules]]"
+    } else if has("chat_template") {
+        "[metadata]"
+    } else if has("file") {
+        "metadata.chat_template"
+    } else if has("key") {
+        "[[metadata.set]]"
+    } else if has("description") {
+        "[recipe]"
+    } else if has("rules") {
+        "the recipe's top level"
+    } else {
+        "the recipe"
+    }
 }
 
 fn index_set(origin: &str, what: &'static str, text: &str) -> Result<IndexSet, RecipeError> {
@@ -225,39 +540,30 @@ fn index_set(origin: &str, what: &'static str, text: &str) -> Result<IndexSet, R
 impl Recipe {
     /// Parse a recipe file. A chat template file is resolved relative to the recipe.
     pub fn from_file(path: &Path) -> Result<Recipe, RecipeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = input::read_text(path, "recipe", MAX_RECIPE_BYTES)?;
         Recipe::from_toml(&text, path)
     }
 
+    /// Parse a recipe from its text; `path` is used in messages and to resolve a chat
+    /// template file.
     pub fn from_toml(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
-        let file: RecipeFile = toml::from_str(text).map_err(|e| RecipeError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let file: RecipeFile = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let _ = file.recipe.description;
         let mut rules = Vec::with_capacity(file.rules.len());
         for (i, r) in file.rules.into_iter().enumerate() {
             let origin = format!("{} rule #{}", path.display(), i + 1);
             if r.router && r.experts.is_none() {
-                return Err(RecipeError::Toml {
-                    path: path.to_path_buf(),
-                    message: format!("{origin}: `router = true` needs `experts`"),
-                });
+                return Err(RecipeError::RouterWithoutExperts { origin });
             }
             if r.pattern.is_none() && r.role.is_none() {
-                return Err(RecipeError::Toml {
-                    path: path.to_path_buf(),
-                    message: format!("{origin}: a rule needs `match` (a regex), `role`, or both"),
-                });
+                return Err(RecipeError::RuleSelectsNothing { origin });
             }
             let role = match &r.role {
                 None => None,
-                Some(k) => Some(Role::from_key(k).ok_or_else(|| RecipeError::Toml {
-                    path: path.to_path_buf(),
-                    message: format!("{origin}: unknown role '{k}'; roles are: {}", Role::keys()),
+                Some(k) => Some(Role::from_key(k).ok_or_else(|| RecipeError::UnknownRole {
+                    origin: origin.clone(),
+                    role: short_pattern(k),
+                    valid: Role::keys(),
                 })?),
             };
             rules.push(Rule {
@@ -295,9 +601,8 @@ impl Recipe {
                 path.parent().unwrap_or(Path::new(".")).join(f),
             )),
             Some(_) => {
-                return Err(RecipeError::Toml {
+                return Err(RecipeError::ChatTemplateSource {
                     path: path.to_path_buf(),
-                    message: "metadata.chat_template takes exactly one of `from` or `file`".into(),
                 });
             }
         };
@@ -309,8 +614,12 @@ impl Recipe {
                 message,
             };
             let ty = ValueType::from_name(&s.ty)
-                .filter(|t| *t != ValueType::Array)
-                .ok_or_else(|| bad(format!("unknown type '{}'", s.ty)))?;
+                .filter(|t| SET_TYPES.contains(&t.name()))
+                .ok_or_else(|| RecipeError::UnknownType {
+                    origin: origin.clone(),
+                    key: s.key.clone(),
+                    found: s.ty.clone(),
+                })?;
             let value = OwnedValue::parse_typed(ty, &s.value).map_err(bad)?;
             // Keys the writer owns, or that would make a file no reader accepts.
             if s.key.is_empty() {
@@ -361,32 +670,86 @@ impl Recipe {
     }
 }
 
-/// `REGEX=PARENT`, `REGEX=PARENT:experts=0-127` or `REGEX=PARENT:experts=0-127:router`.
-/// The regex may itself hold `=` or `:`; the parent name is the part after the last `=`
-/// that is followed by a plain name.
+/// Parse a `--take` rule: `REGEX=PARENT[:OPTION]...`, with the options `experts=RANGES`,
+/// `layers=RANGES` and `router` (which needs `experts`), as the recipe fields of the same
+/// names.
+///
+/// The regex may itself hold `=` and `:`. The rule is split at the first `=` that is followed
+/// by a parent name (letters, digits, `_`, `.`, `-`) and then either the end or a `:`; the
+/// regex is what comes before it, and the options follow the name, each after a `:`. An `=`
+/// written `\=` is never a split point, so a regex that must hold `=NAME:` can say `\=NAME:`
+/// (the regex reads `\=` as `=`).
 pub fn parse_take(text: &str, origin: &str) -> Result<Rule, RecipeError> {
-    let shape = Regex::new(r"^(?s)(.+?)=([A-Za-z0-9_.-]+)(?::experts=([0-9,\- ]+))?(:router)?$")
-        .expect("static regex");
-    let caps = shape.captures(text).ok_or_else(|| RecipeError::BadTake {
-        origin: origin.to_string(),
-        text: text.to_string(),
-    })?;
-    let experts = caps
-        .get(3)
-        .map(|m| index_set(origin, "experts", m.as_str()))
-        .transpose()?;
-    let router = caps.get(4).is_some();
-    if router && experts.is_none() {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let escaped = |i: usize| text[..i].bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1;
+    let split = text
+        .match_indices('=')
+        .map(|(i, _)| i)
+        .filter(|&i| i > 0 && !escaped(i))
+        .find_map(|i| {
+            let rest = &text[i + 1..];
+            let name_len = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
+            (name_len > 0 && (name_len == rest.len() || rest[name_len..].starts_with(':')))
+                .then_some((i, i + 1 + name_len))
+        });
+    let Some((eq, name_end)) = split else {
         return Err(RecipeError::BadTake {
             origin: origin.to_string(),
             text: text.to_string(),
         });
+    };
+    let bad = |option: &str, problem| RecipeError::BadTakeOption {
+        origin: origin.to_string(),
+        option: option.to_string(),
+        problem,
+    };
+    let (mut experts, mut layers, mut router) = (None, None, false);
+    for option in text[name_end..].split(':').skip(1) {
+        let (key, value) = match option.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (option, None),
+        };
+        let slot = match key {
+            "experts" => &mut experts,
+            "layers" => &mut layers,
+            "router" if value.is_some() => return Err(bad(key, "takes no value")),
+            "router" if router => return Err(bad(key, "is given twice")),
+            "router" => {
+                router = true;
+                continue;
+            }
+            "" => return Err(bad(option, "is empty (a ':' with nothing after it)")),
+            _ => {
+                return Err(RecipeError::UnknownTakeOption {
+                    origin: origin.to_string(),
+                    option: key.to_string(),
+                    suggestion: closest(key, ["experts", "layers", "router"]),
+                });
+            }
+        };
+        let Some(value) = value else {
+            return Err(bad(key, "needs a value, as in experts=0-63 or layers=3-60"));
+        };
+        if slot.is_some() {
+            return Err(bad(key, "is given twice"));
+        }
+        let what = if key == "experts" {
+            "experts"
+        } else {
+            "layers"
+        };
+        *slot = Some(index_set(origin, what, value)?);
+    }
+    if router && experts.is_none() {
+        return Err(RecipeError::RouterWithoutExperts {
+            origin: origin.to_string(),
+        });
     }
     Ok(Rule {
-        pattern: Some(compile(origin, &caps[1])?),
+        pattern: Some(compile(origin, &text[..eq])?),
         role: None,
-        from: caps[2].to_string(),
-        layers: None,
+        from: text[eq + 1..name_end].to_string(),
+        layers,
         experts,
         router,
         optional: false,
@@ -395,6 +758,13 @@ pub fn parse_take(text: &str, origin: &str) -> Result<Rule, RecipeError> {
 }
 
 impl Rule {
+    /// The layers this rule names that a model of `block_count` blocks (`blk.0` to
+    /// `blk.{block_count - 1}`) does not have, written as ranges (`"5-9"`), if any. A planner
+    /// that finds the rule took nothing blames these rather than the regex.
+    pub fn layers_beyond(&self, block_count: u64) -> Option<String> {
+        self.layers.as_ref()?.at_or_past(block_count)
+    }
+
     /// Whether the rule's regex, role and layer filter select this tensor name.
     pub fn selects(&self, name: &str) -> bool {
         if self.pattern.as_ref().is_some_and(|p| !p.is_match(name)) {
@@ -442,7 +812,7 @@ mod tests {
     }
 
     #[test]
-    fn takes_split_at_the_last_plain_name() {
+    fn takes_split_at_the_first_name_followed_by_options() {
         let r = parse_take(r"ffn_(up|down)_exps=r1", "t").unwrap();
         assert_eq!(r.pattern.as_ref().unwrap().as_str(), "ffn_(up|down)_exps");
         assert_eq!(r.from, "r1");
@@ -456,13 +826,121 @@ mod tests {
             Err(RecipeError::BadTake { .. })
         ));
         assert!(matches!(
-            parse_take("x=r1:router", "t"),
-            Err(RecipeError::BadTake { .. })
-        ));
-        assert!(matches!(
             parse_take("(=r1", "t"),
             Err(RecipeError::BadRegex { .. })
         ));
+        // The regex keeps `:` and `=` that are not `=NAME` followed by `:` or the end.
+        let r = parse_take(r"(?:gate|up)_exps=x=r1:layers=3-5,7", "t").unwrap();
+        assert_eq!(r.pattern.as_ref().unwrap().as_str(), "(?:gate|up)_exps=x");
+        assert_eq!(r.layers.unwrap().ranges, vec![3..=5, 7..=7]);
+        // `\=` is never a split point.
+        let r = parse_take(r"a\=b:c=r1", "t").unwrap();
+        assert_eq!(
+            (r.pattern.as_ref().unwrap().as_str(), r.from.as_str()),
+            (r"a\=b:c", "r1")
+        );
+        assert!(r.pattern.as_ref().unwrap().is_match("a=b:c"));
+        for text in ["no-equals-sign", "=r1", "x=r1 ", "x=r 1"] {
+            assert!(
+                matches!(parse_take(text, "t"), Err(RecipeError::BadTake { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn take_options_are_named_when_wrong() {
+        let err = |text: &str| parse_take(text, "--take #1").unwrap_err();
+        let e = err("exps=r1:expert=0-1");
+        assert!(
+            matches!(&e, RecipeError::UnknownTakeOption { option, suggestion: Some(s), .. } if option == "expert" && s == "experts"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("experts=RANGES, layers=RANGES, router")
+        );
+        let e = err("exps=r1:layer=1");
+        assert!(
+            matches!(&e, RecipeError::UnknownTakeOption { suggestion: Some(s), .. } if s == "layers")
+        );
+        let e = err("exps=r1:optional");
+        assert!(matches!(
+            &e,
+            RecipeError::UnknownTakeOption {
+                suggestion: None,
+                ..
+            }
+        ));
+        let e = err("exps=r1:experts=0..2");
+        assert!(
+            matches!(&e, RecipeError::BadRange { what: "experts", text, .. } if text == "0..2")
+        );
+        let e = err("exps=r1:layers=x");
+        assert!(matches!(&e, RecipeError::BadRange { what: "layers", .. }));
+        assert!(matches!(
+            err("exps=r1:router"),
+            RecipeError::RouterWithoutExperts { .. }
+        ));
+        assert!(matches!(
+            err("exps=r1:router:layers=1"),
+            RecipeError::RouterWithoutExperts { .. }
+        ));
+        for (text, problem) in [
+            ("exps=r1:experts", "needs a value"),
+            ("exps=r1:experts=1:experts=2", "is given twice"),
+            ("exps=r1:experts=1:router:router", "is given twice"),
+            ("exps=r1:experts=1:router=yes", "takes no value"),
+            ("exps=r1:", "is empty"),
+        ] {
+            let e = err(text);
+            assert!(
+                matches!(&e, RecipeError::BadTakeOption { problem: p, .. } if p.starts_with(problem)),
+                "{text}: {e}"
+            );
+        }
+        let r = parse_take("exps=r1:router:experts=0-3", "t").unwrap();
+        assert!(r.router && r.experts.is_some());
+        for e in [
+            err("exps=r1:expert=0-1"),
+            err("x=r1:router"),
+            err("x=r1:a:b"),
+        ] {
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn regex_errors_are_one_short_line() {
+        let long = format!("({}", "a".repeat(200_000));
+        let e = parse_take(&format!("{long}=r1"), "--take #1").unwrap_err();
+        let RecipeError::BadRegex {
+            pattern, message, ..
+        } = &e
+        else {
+            panic!("{e}")
+        };
+        assert_eq!(pattern, &long, "the variant keeps the whole pattern");
+        assert_eq!(message, "unclosed group (at character 1)");
+        let shown = e.to_string();
+        assert_eq!(shown.lines().count(), 1);
+        assert!(shown.len() < 200 && shown.contains(&format!("({}…'", "a".repeat(79))));
+        let e = parse_take("ffn_[=r1", "t").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "t: bad regex 'ffn_[': unclosed character class (at character 5)"
+        );
+        assert_eq!(short_pattern("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn layers_past_the_model_are_named() {
+        let r = parse_take("exps=r1:layers=1-2,5-9,12", "t").unwrap();
+        assert_eq!(r.layers_beyond(3).as_deref(), Some("5-9,12"));
+        assert_eq!(r.layers_beyond(6).as_deref(), Some("6-9,12"));
+        assert_eq!(r.layers_beyond(9).as_deref(), Some("9,12"));
+        assert_eq!(r.layers_beyond(13), None);
+        assert_eq!(parse_take("exps=r1", "t").unwrap().layers_beyond(0), None);
     }
 
     #[test]
@@ -502,7 +980,13 @@ mod tests {
             "[[rules]]\nfrom = 'r1'\n",
         ] {
             let e = Recipe::from_toml(bad, Path::new("x")).unwrap_err();
-            assert!(matches!(e, RecipeError::Toml { .. }), "{bad}");
+            assert!(
+                matches!(
+                    e,
+                    RecipeError::UnknownRole { .. } | RecipeError::RuleSelectsNothing { .. }
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -536,7 +1020,9 @@ mod tests {
         assert_eq!(r.metadata.set[0].1, OwnedValue::string("me"));
 
         let bad = Recipe::from_toml("[[rules]]\nmatch='x'\nfrom='a'\nfrmo='b'", Path::new("x"));
-        assert!(matches!(bad, Err(RecipeError::Toml { .. })));
+        assert!(
+            matches!(&bad, Err(RecipeError::UnknownField { field, suggestion: Some(s), line: 4, col: 1, .. }) if field == "frmo" && s == "from")
+        );
         for set in [
             "key='k'\ntype='u8'\nvalue=300",
             "key=''\ntype='u8'\nvalue=3",
@@ -556,6 +1042,111 @@ mod tests {
             "[[rules]]\nmatch='x'\nfrom='a'\nrouter=true",
             Path::new("x"),
         );
-        assert!(matches!(bad, Err(RecipeError::Toml { .. })));
+        assert!(matches!(bad, Err(RecipeError::RouterWithoutExperts { .. })));
+        let bad = Recipe::from_toml(
+            "[metadata]\nchat_template = { from = 'a', file = 'b' }",
+            Path::new("x"),
+        );
+        assert!(matches!(bad, Err(RecipeError::ChatTemplateSource { .. })));
+    }
+
+    fn toml_err(text: &str) -> RecipeError {
+        let e = Recipe::from_toml(text, Path::new("recipe.toml")).unwrap_err();
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        e
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_with_the_position_and_the_fix() {
+        let text = "[recipe]\nparents = ['v3', 'r1']\n\n[[rules]]\nmatch = '_exps'\nfrom = 'r1'\noptinal = true\n";
+        let e = toml_err(text);
+        assert!(
+            matches!(&e, RecipeError::UnknownField { line: 7, col: 1, field, table: "[[rules]]", suggestion: Some(s), .. } if field == "optinal" && s == "optional"),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "recipe.toml:7:1: unknown field 'optinal' in [[rules]] (did you mean 'optional'?)"
+        );
+        // Each table is named; with nothing close, the valid fields are listed.
+        for (text, table) in [
+            ("[recipe]\nbsae = 'v3'", "[recipe]"),
+            ("[metadata]\nchat_templat = { from = 'a' }", "[metadata]"),
+            (
+                "[metadata]\nchat_template = { flie = 'a' }",
+                "metadata.chat_template",
+            ),
+            (
+                "[[metadata.set]]\nkey='k'\ntype='u8'\nvalue=1\nvalu=2",
+                "[[metadata.set]]",
+            ),
+            ("[rulez]", "the recipe's top level"),
+        ] {
+            let e = toml_err(text);
+            assert!(
+                matches!(&e, RecipeError::UnknownField { table: t, suggestion: Some(_), .. } if *t == table),
+                "{text}: {e}"
+            );
+        }
+        let e = toml_err("[[rules]]\nmatch = 'x'\nfrom = 'a'\nzzz = 1");
+        assert!(
+            e.to_string()
+                .ends_with("(valid fields: match, role, from, layers, experts, router, optional)"),
+            "{e}"
+        );
+        // A regex in double quotes: TOML refuses the backslash; say how to write it.
+        let e = toml_err("[[rules]]\nmatch = \"ffn_up_exps\\.weight\"\nfrom = 'r1'");
+        assert!(
+            matches!(&e, RecipeError::Toml { line: 2, hint, .. } if hint.contains("single quotes")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("'\\.'"), "{e}");
+        // User text in a message stays on one line.
+        toml_err("[recipe]\n\"bad\\nkey\" = 1");
+        toml_err("[[rules]]\nmatch = 'x'\nfrom = 'a'\nlayers = \"1\\n2\"");
+        toml_err("[[metadata.set]]\nkey = \"a\\nb\"\ntype = \"x\\ny\"\nvalue = 1");
+        // Other syntax errors keep the parser's message, on one line.
+        let e = toml_err("[[rules]\nmatch = 'x'");
+        assert!(
+            matches!(
+                &e,
+                RecipeError::Toml {
+                    line: 1,
+                    hint: "",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metadata_set_types_and_ranges() {
+        let set = |ty: &str, value: &str| {
+            Recipe::from_toml(
+                &format!("[[metadata.set]]\nkey='k'\ntype='{ty}'\nvalue={value}"),
+                Path::new("x"),
+            )
+        };
+        let e = set("str", "'a'").unwrap_err();
+        assert!(matches!(&e, RecipeError::UnknownType { found, .. } if found == "str"));
+        assert!(
+            e.to_string()
+                .ends_with("valid types: u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 bool string")
+        );
+        assert!(matches!(
+            set("array", "1"),
+            Err(RecipeError::UnknownType { .. })
+        ));
+        assert!(matches!(
+            set("f32", "1e300"),
+            Err(RecipeError::BadValue { .. })
+        ));
+        assert!(matches!(
+            set("f32", "1e-50"),
+            Err(RecipeError::BadValue { .. })
+        ));
+        assert!(set("f64", "1e300").is_ok());
+        assert!(set("f32", "inf").is_ok() && set("f32", "nan").is_ok());
     }
 }

@@ -7,17 +7,27 @@
 
 use crate::ggml_type::GgmlType;
 
-/// Where the fields of one assembled file are.
+/// Where the fields of one assembled file are: byte offsets from the file's start, one entry
+/// per key/value or tensor info in order, so a corruption test can overwrite exactly one.
 #[derive(Clone, Debug, Default)]
 pub struct FieldMap {
+    /// Each key's u64 length prefix.
     pub kv_key_len_at: Vec<usize>,
+    /// Each value's u32 type id.
     pub kv_type_at: Vec<usize>,
+    /// Each value's first byte.
     pub kv_value_at: Vec<usize>,
+    /// Each tensor name's u64 length prefix.
     pub tensor_name_len_at: Vec<usize>,
+    /// Each tensor's u32 dimension count.
     pub tensor_n_dims_at: Vec<usize>,
+    /// Each tensor's first u64 dimension.
     pub tensor_dims_at: Vec<usize>,
+    /// Each tensor's u32 type id.
     pub tensor_type_at: Vec<usize>,
+    /// Each tensor's u64 data offset.
     pub tensor_offset_at: Vec<usize>,
+    /// The start of the data section.
     pub data_offset: usize,
 }
 
@@ -31,9 +41,11 @@ struct RawTensor {
     declared: Option<u64>,
 }
 
-/// A GGUF assembled by hand.
+/// A GGUF assembled by hand. Nothing is validated, so tests can build broken files on
+/// purpose.
 #[derive(Clone, Debug)]
 pub struct GgufBuilder {
+    /// The version written in the header (3 unless a test wants another).
     pub version: u32,
     kvs: Vec<(String, u32, Vec<u8>)>,
     tensors: Vec<RawTensor>,
@@ -53,6 +65,7 @@ fn string_bytes(s: &str) -> Vec<u8> {
 }
 
 impl GgufBuilder {
+    /// An empty v3 file: no keys, no tensors, the default 32-byte alignment.
     pub fn new() -> Self {
         GgufBuilder {
             version: 3,
@@ -68,6 +81,7 @@ impl GgufBuilder {
         self
     }
 
+    /// A `u32` key. `general.alignment` also sets the alignment the tensors are laid out at.
     pub fn kv_u32(self, key: &str, v: u32) -> Self {
         if key == "general.alignment" {
             let mut s = self.kv_raw(key, 4, v.to_le_bytes().to_vec());
@@ -77,22 +91,27 @@ impl GgufBuilder {
         self.kv_raw(key, 4, v.to_le_bytes().to_vec())
     }
 
+    /// A `u16` key.
     pub fn kv_u16(self, key: &str, v: u16) -> Self {
         self.kv_raw(key, 2, v.to_le_bytes().to_vec())
     }
 
+    /// An `i32` key.
     pub fn kv_i32(self, key: &str, v: i32) -> Self {
         self.kv_raw(key, 5, v.to_le_bytes().to_vec())
     }
 
+    /// An `f32` key.
     pub fn kv_f32(self, key: &str, v: f32) -> Self {
         self.kv_raw(key, 6, v.to_le_bytes().to_vec())
     }
 
+    /// A string key.
     pub fn kv_str(self, key: &str, v: &str) -> Self {
         self.kv_raw(key, 8, string_bytes(v))
     }
 
+    /// An array-of-strings key (a tokenizer's tokens or merges).
     pub fn kv_str_array(self, key: &str, items: &[&str]) -> Self {
         let mut raw = 8u32.to_le_bytes().to_vec();
         raw.extend_from_slice(&(items.len() as u64).to_le_bytes());
@@ -102,6 +121,7 @@ impl GgufBuilder {
         self.kv_raw(key, 9, raw)
     }
 
+    /// An array-of-`i32` key (a tokenizer's token types).
     pub fn kv_i32_array(self, key: &str, items: &[i32]) -> Self {
         let mut raw = 5u32.to_le_bytes().to_vec();
         raw.extend_from_slice(&(items.len() as u64).to_le_bytes());
@@ -142,6 +162,7 @@ impl GgufBuilder {
         self.tensor_raw(name, dims, ty.id(), data)
     }
 
+    /// The file's bytes; see [`GgufBuilder::build_with_map`].
     pub fn build(&self) -> Vec<u8> {
         self.build_with_map().0
     }
@@ -222,17 +243,30 @@ pub fn marker_data(ty: GgmlType, dims: &[u64], parent: u8, tensor: u16) -> Vec<u
 /// them, with the newer attn_k_b / attn_v_b layout), for benchmarks.
 #[derive(Clone, Copy, Debug)]
 pub struct SynthSpec {
+    /// Blocks (`block_count`).
     pub n_layer: u64,
+    /// Leading dense blocks, without experts (`leading_dense_block_count`).
     pub n_dense: u64,
+    /// Routed experts per MoE block (`expert_count`).
     pub n_expert: u64,
+    /// Embedding width (`embedding_length`).
     pub n_embd: u64,
+    /// Dense FFN width (`feed_forward_length`).
     pub n_ff: u64,
+    /// Expert FFN width (`expert_feed_forward_length`).
     pub n_ff_exp: u64,
+    /// Attention heads.
     pub n_head: u64,
+    /// Query LoRA rank.
     pub q_lora: u64,
+    /// Key/value LoRA rank.
     pub kv_lora: u64,
+    /// Vocabulary size.
     pub vocab: u64,
+    /// Type of the routed-expert tensors.
     pub expert_type: GgmlType,
+    /// Type of most other matrices (norms and routers are F32, `output` Q6_K, `attn_k_b`
+    /// Q8_0).
     pub other_type: GgmlType,
 }
 

@@ -72,7 +72,10 @@ fn lib_verify(s: &Setup, child: &Path, recipe: Option<&str>, takes: &[&str]) -> 
     });
     let child = Model::open(child).unwrap();
     // Small chunks, so chunk and expert boundaries fall in every relation.
-    let opts = CompareOptions { chunk_bytes: 100 };
+    let opts = CompareOptions {
+        chunk_bytes: 100,
+        ..Default::default()
+    };
     compare::verify(&child, &parents(s), recipe.as_ref(), &opts).unwrap()
 }
 
@@ -909,4 +912,38 @@ fn diff_names_the_first_differing_array_element_and_text_position() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn verify_without_a_recipe_says_metadata_was_not_checked() {
+    let s = setup(GgmlType::Q3_K);
+    let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
+    // A child whose vocabulary was changed: without a recipe only tensors are compared.
+    let mut bytes = std::fs::read(&child).unwrap();
+    let pos = bytes
+        .windows(9)
+        .position(|w| w == b"template-")
+        .expect("chat template in the header");
+    bytes[pos] = b'T';
+    let edited = write(s.dir.path(), "edited.gguf", &bytes);
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let o = run(&verify_args(edited.to_str().unwrap(), &v3, &r1));
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("verify: tensors OK (metadata and tensor order not checked"),
+        "{text}"
+    );
+    let (_, j) = run_json(&verify_args(edited.to_str().unwrap(), &v3, &r1));
+    assert_eq!(j["checked"], "tensors only");
+    // With the recipe, the edit is found.
+    let mut args = verify_args(edited.to_str().unwrap(), &v3, &r1);
+    let preset = chimera_preset();
+    args.extend(["--recipe", &preset]);
+    let o = run(&args);
+    assert_exit(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("key tokenizer.chat_template"));
 }

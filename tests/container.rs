@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::ggml_type::{Flavour, GgmlType};
 use gguf_splice::gguf::write::{DataWriter, encode_header};
 use gguf_splice::gguf::{GgufError, GgufFile};
 use gguf_splice::testkit::{FieldMap, GgufBuilder};
@@ -13,7 +13,11 @@ use proptest::prelude::*;
 
 /// Re-encode a parsed file with the crate's writer, copying each tensor's bytes.
 fn rewrite(bytes: &[u8]) -> Vec<u8> {
-    let f = GgufFile::from_bytes(Path::new("in.gguf"), bytes).unwrap();
+    rewrite_as(bytes, None)
+}
+
+fn rewrite_as(bytes: &[u8], flavour: Option<Flavour>) -> Vec<u8> {
+    let f = GgufFile::from_bytes_as(Path::new("in.gguf"), bytes, flavour).unwrap();
     let kvs: Vec<_> = f
         .kvs()
         .iter()
@@ -81,15 +85,21 @@ fn arb_value() -> impl Strategy<Value = (u32, Vec<u8>)> {
     prop_oneof![scalar, string, array]
 }
 
-fn arb_file() -> impl Strategy<Value = GgufBuilder> {
+/// A valid file whose types come from one flavour's table (every type of it, ik's with their
+/// row metadata, interleaved rows and I2_S's tail included), and that flavour.
+fn arb_file() -> impl Strategy<Value = (GgufBuilder, Flavour)> {
+    prop::sample::select(vec![Flavour::Mainline, Flavour::Ik]).prop_flat_map(arb_file_of)
+}
+
+fn arb_file_of(flavour: Flavour) -> impl Strategy<Value = (GgufBuilder, Flavour)> {
     let kvs = prop::collection::vec(arb_value(), 0..8);
-    let types: Vec<GgmlType> = GgmlType::all().collect();
+    let types: Vec<GgmlType> = GgmlType::all_of(flavour).collect();
     let tensors = prop::collection::vec(
         (prop::sample::select(types), 1u64..3, 0usize..4, 1u64..4),
         0..6,
     );
     (kvs, tensors, prop::sample::select(vec![8u32, 32, 64, 256])).prop_map(
-        |(kvs, tensors, alignment)| {
+        move |(kvs, tensors, alignment)| {
             let mut b = GgufBuilder::new();
             if alignment != 32 {
                 b = b.kv_u32("general.alignment", alignment);
@@ -102,23 +112,28 @@ fn arb_file() -> impl Strategy<Value = GgufBuilder> {
                 dims.extend(std::iter::repeat_n(outer, n_outer.min(3)));
                 b = b.tensor(&format!("t.{i}"), &dims, ty, i as u8);
             }
-            b
+            (b, flavour)
         },
     )
 }
 
 proptest! {
     #[test]
-    fn any_valid_file_round_trips(b in arb_file()) {
+    fn any_valid_file_round_trips((b, flavour) in arb_file()) {
         let (bytes, map) = b.build_with_map();
-        let f = GgufFile::from_bytes(Path::new("p.gguf"), &bytes).unwrap();
+        let f = GgufFile::from_bytes_as(Path::new("p.gguf"), &bytes, Some(flavour)).unwrap();
         prop_assert_eq!(f.data_offset, map.data_offset as u64);
         prop_assert_eq!(f.tensors().len(), map.tensor_type_at.len());
-        prop_assert_eq!(rewrite(&bytes), bytes);
+        prop_assert_eq!(rewrite_as(&bytes, Some(flavour)), bytes.clone());
+        // Detection either reads the file as the given table does, or asks for a flavour.
+        match GgufFile::from_bytes(Path::new("p.gguf"), &bytes) {
+            Ok(d) => prop_assert_eq!(d.tensors(), f.tensors()),
+            Err(e) => prop_assert!(matches!(e, GgufError::AmbiguousType { .. }), "{}", e),
+        }
     }
 
     #[test]
-    fn random_damage_never_panics(b in arb_file(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+    fn random_damage_never_panics((b, _) in arb_file(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
         let mut bytes = b.build();
         if !bytes.is_empty() {
             let i = at.index(bytes.len());
@@ -152,12 +167,16 @@ fn random_file(rng: &mut Rng) -> GgufBuilder {
     for i in 0..2 + rng.below(3) {
         b = b.kv_u32(&format!("deepseek2.k{i}"), rng.below(1000) as u32);
     }
+    // ik_llama.cpp's types too: IQ4_KS and IQ2_KS rows start with a row scale.
     let types = [
         GgmlType::F32,
         GgmlType::Q4_K,
         GgmlType::Q3_K,
         GgmlType::IQ2_XXS,
         GgmlType::Q8_0,
+        GgmlType::IQ4_KS,
+        GgmlType::IQ2_KS,
+        GgmlType::IQ3_K,
     ];
     for i in 0..2 + rng.below(4) {
         let ty = types[rng.below(types.len() as u64) as usize];
@@ -242,13 +261,26 @@ const CORRUPTIONS: &[Corruption] = &[
     ),
     (
         "unknown ggml type",
-        |b, m| put(b, m.tensor_type_at[0], &36u32.to_le_bytes()),
-        |e| matches!(e, GgufError::UnknownType { id: 36, .. }),
+        |b, m| put(b, m.tensor_type_at[0], &37u32.to_le_bytes()),
+        |e| matches!(e, GgufError::UnknownType { id: 37, .. }),
+    ),
+    (
+        // TQ1_0 to mainline, nothing to ik_llama.cpp: refused unless an ik-only type (some
+        // seeds have one) tells the flavour, and then it is no ik type.
+        "contested type id",
+        |b, m| put(b, m.tensor_type_at[0], &34u32.to_le_bytes()),
+        |e| {
+            matches!(
+                e,
+                GgufError::AmbiguousType { id: 34, .. } | GgufError::NotInFlavour { id: 34, .. }
+            )
+        },
     ),
     (
         "ne0 not a block multiple",
         |b, m| {
             // Every type in the suite but F32 has blocks of 32 or 256; 1 fits none of them.
+            // (Q4_K is shared by both tables, whatever the file's flavour.)
             put(b, m.tensor_dims_at[0], &1u64.to_le_bytes());
             put(b, m.tensor_type_at[0], &12u32.to_le_bytes());
         },
@@ -300,5 +332,67 @@ fn seeded_corruptions_get_their_verdicts() {
                 Err(e) => assert!(verdict(&e), "seed {seed}: '{name}' got {e:?}"),
             }
         }
+    }
+}
+
+// --- ik_llama.cpp sizes: rows carry metadata ---
+
+/// An ik file: an IQ4_KS [256, 8, 2] tensor written with `first_bytes` bytes of data and,
+/// unless `last`, an F32 tensor after it. 16 rows: the right size and the wrong ones below
+/// are all multiples of the alignment, so padding cannot hide a difference.
+fn ik_file(first_bytes: usize, last: bool) -> Vec<u8> {
+    let mut b = GgufBuilder::new().tensor_raw(
+        "blk.1.ffn_down_exps.weight",
+        &[256, 8, 2],
+        GgmlType::IQ4_KS.id(),
+        vec![7; first_bytes],
+    );
+    if !last {
+        b = b.tensor("blk.1.ffn_norm.weight", &[64], GgmlType::F32, 0);
+    }
+    b.build()
+}
+
+#[test]
+fn ik_row_metadata_is_part_of_every_size() {
+    // 16 rows of (4-byte row scale + 136 bytes).
+    let right = 16 * (4 + 136);
+    let f = GgufFile::from_bytes(Path::new("ik.gguf"), &ik_file(right, false)).unwrap();
+    assert_eq!(f.tensors()[0].n_bytes, right as u64);
+    assert_eq!(rewrite(&ik_file(right, false)), ik_file(right, false));
+}
+
+#[test]
+fn ik_tensors_sized_without_their_row_metadata_are_refused() {
+    // gguf-py's old mistake: IQ4_KS written as 136 bytes a block and no row scale. The next
+    // tensor then starts where ggml would not look for it...
+    let e = GgufFile::from_bytes(Path::new("ik.gguf"), &ik_file(16 * 136, false)).unwrap_err();
+    assert!(
+        matches!(&e, GgufError::BadOffset { tensor, .. } if tensor == "blk.1.ffn_norm.weight"),
+        "{e}"
+    );
+    // ... or a 2-byte row scale for IQ4_KS's 4 (another type's size).
+    let e =
+        GgufFile::from_bytes(Path::new("ik.gguf"), &ik_file(16 * (2 + 136), false)).unwrap_err();
+    assert!(matches!(e, GgufError::BadOffset { .. }), "{e}");
+    // ... and as the last tensor, its data ends past the end of the file.
+    let e = GgufFile::from_bytes(Path::new("ik.gguf"), &ik_file(16 * 136, true)).unwrap_err();
+    assert!(
+        matches!(&e, GgufError::DataPastEnd { tensor, .. } if tensor == "blk.1.ffn_down_exps.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_ik_tensors_are_refused() {
+    let whole = ik_file(16 * (4 + 136), true);
+    // Cut inside the last row's blocks, and inside its row scale.
+    for cut in [1, 136, 137, 139] {
+        let e =
+            GgufFile::from_bytes(Path::new("ik.gguf"), &whole[..whole.len() - cut]).unwrap_err();
+        assert!(
+            matches!(&e, GgufError::DataPastEnd { tensor, .. } if tensor == "blk.1.ffn_down_exps.weight"),
+            "cut {cut}: {e}"
+        );
     }
 }

@@ -235,5 +235,5 @@ fn gguf_py_reads_what_we_write() {
     assert_ok(&o);
     assert_agree(&out);
     let m = Model::open(&out).unwrap();
-    assert_eq!(m.get("t.i64").unwrap().ty, ValueType::I64);
+    assert_eq!(m.get("t.i64").unwrap().ty(), ValueType::I64);
 }

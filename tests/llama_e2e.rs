@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -43,18 +43,22 @@ fn python(script: &str, args: &[String]) -> Vec<u8> {
     out.stdout
 }
 
-/// gguf-py's per-tensor (type, shape, sha256), and per-expert sha256 for expert tensors.
-fn dump(model: &Path) -> HashMap<String, Value> {
+/// gguf-py's tensors in file order: name, type, shape, sha256, and per-expert sha256 for
+/// expert tensors.
+fn dump_list(model: &Path) -> Vec<Value> {
     let v: Value = serde_json::from_slice(&python(
         "dump.py",
         &["--experts".into(), model.display().to_string()],
     ))
     .unwrap();
-    v["tensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["name"].as_str().unwrap().to_string(), t.clone()))
+    v["tensors"].as_array().unwrap().clone()
+}
+
+/// `dump_list` by tensor name.
+fn dump(model: &Path) -> HashMap<String, Value> {
+    dump_list(model)
+        .into_iter()
+        .map(|t| (t["name"].as_str().unwrap().to_string(), t))
         .collect()
 }
 
@@ -223,4 +227,302 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
     let (got, want) = (probe(&child), probe(&reference));
     assert_eq!(got["tokens"], want["tokens"]);
     assert_eq!(got["logits"], want["logits"]);
+}
+
+// ---- parents converted with --fuse-gate-up-exps -------------------------------------------
+//
+// `*-fused-q3mix.gguf` hold the same weights as `*-q3mix.gguf` with each MoE block's gate and
+// up experts in one `ffn_gate_up_exps` tensor (see fixtures/README.md). A child keeps its
+// base's layout; routed experts taken from a parent of the other layout are cut from, or
+// joined out of, that parent's expert bytes.
+
+/// The routed experts in both layouts, for the gguf-py oracle (which matches child names).
+const ROUTED_ORACLE: &str = r"ffn_(gate|up|gate_up|down)_exps\.weight$";
+
+/// A child assembled by tests/oracle/assemble.py (`extra`: its --take / --take-experts).
+fn assemble(dir: &Path, name: &str, base: &str, extra: &[String]) -> PathBuf {
+    let out = dir.join(name);
+    let mut args = vec![
+        "--base".to_string(),
+        base.to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    python("assemble.py", &args);
+    out
+}
+
+/// Which of `parents` holds exactly the bytes of `t` under its name, for messages.
+fn whose(t: &Value, parents: &[(&str, HashMap<String, Value>)]) -> String {
+    let name = t["name"].as_str().unwrap();
+    let from: Vec<&str> = parents
+        .iter()
+        .filter(|(_, d)| d.get(name).is_some_and(|p| p["sha256"] == t["sha256"]))
+        .map(|(n, _)| *n)
+        .collect();
+    if from.is_empty() {
+        "no parent's whole tensor".into()
+    } else {
+        format!("{}'s", from.join("/"))
+    }
+}
+
+/// `child` has `reference`'s tensors, in its order, with equal type, shape and bytes. A
+/// mismatch names the parent whose copy each side holds.
+fn assert_same_tensors(child: &Path, reference: &Path, parents: &[(&str, &str)]) {
+    let (c, r) = (dump_list(child), dump_list(reference));
+    let names = |d: &[Value]| -> Vec<String> {
+        d.iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&c),
+        names(&r),
+        "{}: tensor names/order",
+        child.display()
+    );
+    let parents: Vec<(&str, HashMap<String, Value>)> = parents
+        .iter()
+        .map(|(n, p)| (*n, dump(Path::new(p))))
+        .collect();
+    let mut wrong = Vec::new();
+    for (ct, rt) in c.iter().zip(&r) {
+        for field in ["type", "shape", "sha256"] {
+            if ct[field] != rt[field] {
+                wrong.push(format!(
+                    "{}: {field} {} (child: {} bytes), want {} ({} bytes)",
+                    ct["name"],
+                    ct[field],
+                    whose(ct, &parents),
+                    rt[field],
+                    whose(rt, &parents)
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} differs from the oracle's child:\n{}",
+        child.display(),
+        wrong.join("\n")
+    );
+}
+
+/// (name, shape) of every tensor, in file order.
+fn names_and_shapes(model: &Path) -> Vec<(String, Value)> {
+    dump_list(model)
+        .into_iter()
+        .map(|t| (t["name"].as_str().unwrap().to_string(), t["shape"].clone()))
+        .collect()
+}
+
+fn assert_verify_ok(child: &Path, parents: &[String], recipe: &Path) {
+    let mut args = vec!["verify".to_string(), child.display().to_string()];
+    for p in parents {
+        args.extend(["--parent".to_string(), p.clone()]);
+    }
+    args.extend(["--recipe".to_string(), recipe.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "verify {}: {}{}",
+        child.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn r1t_preset_on_fused_parents_takes_every_routed_expert() {
+    if !have(
+        "r1t_preset_on_fused_parents_takes_every_routed_expert",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (v3, r1) = (
+        fixture("v3-fused-q3mix.gguf"),
+        fixture("r1-fused-q3mix.gguf"),
+    );
+    let (dv3, dr1) = (dump(Path::new(&v3)), dump(Path::new(&r1)));
+    for n in [
+        "blk.1.ffn_gate_up_exps.weight",
+        "blk.1.ffn_down_exps.weight",
+    ] {
+        assert_ne!(
+            dv3[n]["sha256"], dr1[n]["sha256"],
+            "{n}: the parents differ"
+        );
+    }
+    assert!(
+        !dv3.contains_key("blk.1.ffn_gate_exps.weight"),
+        "fused layout"
+    );
+    let reference = assemble(
+        dir.path(),
+        "reference.gguf",
+        &v3,
+        &["--take".into(), format!("{ROUTED_ORACLE}={r1}")],
+    );
+    let recipe = repo().join("mappings/deepseek-r1t-chimera.toml");
+    let parents = [format!("v3={v3}"), format!("r1={r1}")];
+    let child = dir.path().join("chimera.gguf");
+    splice(&[
+        "--parent",
+        &parents[0],
+        "--parent",
+        &parents[1],
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "-o",
+        child.to_str().unwrap(),
+    ]);
+    // Before routed-expert roles, the preset's `ffn_(gate|up|down)_exps` missed
+    // ffn_gate_up_exps: the child had v3's gate/up experts with r1's down experts, exit 0.
+    assert_same_tensors(&child, &reference, &[("v3", &v3), ("r1", &r1)]);
+    assert_verify_ok(&child, &parents, &recipe);
+    let (got, want) = (probe(&child), probe(&reference));
+    assert_eq!(got["tokens"], want["tokens"]);
+    assert_eq!(got["logits"], want["logits"]);
+    assert_ne!(
+        want["logits"],
+        probe(Path::new(&v3))["logits"],
+        "the experts matter"
+    );
+}
+
+/// Splices `base` + `donor` with a recipe whose one rule takes the routed experts (all, or
+/// `experts`) from the donor by role, where the donor's gate/up layout differs from the base's,
+/// and checks the child against the gguf-py oracle, `verify` and llama.cpp. `twin`: the same
+/// chimera's (base, donor) in the separate layout, whose llama.cpp output the child must match.
+fn cross_layout_chimera(base: &str, donor: &str, experts: Option<&str>, twin: (&str, &str)) {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, donor) = (fixture(base), fixture(donor));
+    let (twin_base, twin_donor) = (fixture(twin.0), fixture(twin.1));
+    let recipe = dir.path().join("routed.toml");
+    let mut text = String::from(
+        "[recipe]\nparents = [\"v3\", \"r1\"]\nbase = \"v3\"\n\n\
+         [[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\n",
+    );
+    if let Some(e) = experts {
+        text.push_str(&format!("experts = \"{e}\"\n"));
+    }
+    std::fs::write(&recipe, text).unwrap();
+    let parents = [format!("v3={base}"), format!("r1={donor}")];
+    let child = dir.path().join("child.gguf");
+    splice(&[
+        "--parent",
+        &parents[0],
+        "--parent",
+        &parents[1],
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "-o",
+        child.to_str().unwrap(),
+    ]);
+
+    // The base's layout: its tensor names and shapes, in its order.
+    assert_eq!(
+        names_and_shapes(&child),
+        names_and_shapes(Path::new(&base)),
+        "the child keeps the base's layout"
+    );
+    assert_verify_ok(&child, &parents, &recipe);
+    let take = |donor: &str| match experts {
+        None => vec!["--take".to_string(), format!("{ROUTED_ORACLE}={donor}")],
+        Some(e) => vec![
+            "--take-experts".to_string(),
+            format!("{ROUTED_ORACLE}={donor}:{e}"),
+        ],
+    };
+    let reference = assemble(dir.path(), "reference.gguf", &base, &take(&donor));
+    assert_same_tensors(&child, &reference, &[("v3", &base), ("r1", &donor)]);
+    let (got, want) = (probe(&child), probe(&reference));
+    assert_eq!(got["tokens"], want["tokens"]);
+    assert_eq!(got["logits"], want["logits"]);
+
+    // The same chimera from parents that share the separate layout.
+    let twin = assemble(dir.path(), "twin.gguf", &twin_base, &take(&twin_donor));
+    let twin_out = probe(&twin);
+    assert_eq!(
+        got["tokens"], twin_out["tokens"],
+        "greedy tokens of the twin"
+    );
+    // Q3_K quantizes row by row, so the fused fixtures' gate and up halves are byte-identical
+    // to the separate ones (fixtures/README.md): the logits are bit-identical too.
+    assert_eq!(got["logits"], twin_out["logits"], "logits of the twin");
+    assert_ne!(
+        got["logits"],
+        probe(Path::new(&base))["logits"],
+        "the experts matter"
+    );
+}
+
+#[test]
+fn fused_donor_gives_all_routed_experts_to_a_separate_base() {
+    if !have(
+        "fused_donor_gives_all_routed_experts_to_a_separate_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
+    cross_layout_chimera(
+        "v3-q3mix.gguf",
+        "r1-fused-q3mix.gguf",
+        None,
+        ("v3-q3mix.gguf", "r1-q3mix.gguf"),
+    );
+}
+
+#[test]
+fn fused_donor_gives_experts_0_1_to_a_separate_base() {
+    if !have(
+        "fused_donor_gives_experts_0_1_to_a_separate_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
+    cross_layout_chimera(
+        "v3-q3mix.gguf",
+        "r1-fused-q3mix.gguf",
+        Some("0-1"),
+        ("v3-q3mix.gguf", "r1-q3mix.gguf"),
+    );
+}
+
+#[test]
+fn separate_donor_gives_all_routed_experts_to_a_fused_base() {
+    if !have(
+        "separate_donor_gives_all_routed_experts_to_a_fused_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
+    cross_layout_chimera(
+        "v3-fused-q3mix.gguf",
+        "r1-q3mix.gguf",
+        None,
+        ("v3-q3mix.gguf", "r1-q3mix.gguf"),
+    );
+}
+
+#[test]
+fn separate_donor_gives_experts_0_1_to_a_fused_base() {
+    if !have(
+        "separate_donor_gives_experts_0_1_to_a_fused_base",
+        &[Oracle::GgufPy, Oracle::Llama],
+    ) {
+        return;
+    }
+    cross_layout_chimera(
+        "v3-fused-q3mix.gguf",
+        "r1-q3mix.gguf",
+        Some("0-1"),
+        ("v3-q3mix.gguf", "r1-q3mix.gguf"),
+    );
 }

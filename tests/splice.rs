@@ -590,3 +590,110 @@ fn a_parent_replaced_after_planning_is_refused() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
+
+fn fixture(name: &str) -> String {
+    repo().join("fixtures").join(name).display().to_string()
+}
+
+#[test]
+fn metadata_records_each_parents_quant_and_imatrix_and_claims_nothing_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("child.gguf");
+    let (v3, r1) = (fixture("v3-q3mix.gguf"), fixture("r1-iq2mix.gguf"));
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={v3}"),
+        "--parent",
+        &format!("r1={r1}"),
+        "--recipe",
+        &chimera_preset(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_ok(&o);
+    let child = Model::open(&out).unwrap();
+    let (pv3, pr1) = (
+        Model::open(std::path::Path::new(&v3)).unwrap(),
+        Model::open(std::path::Path::new(&r1)).unwrap(),
+    );
+    // The parents used different importance matrices: the child keeps neither claim at the
+    // top level, and records each parent's.
+    assert_ne!(
+        pv3.get("quantize.imatrix.file"),
+        pr1.get("quantize.imatrix.file")
+    );
+    assert!(child.get("quantize.imatrix.file").is_none());
+    assert!(child.get("quantize.imatrix.dataset").is_none());
+    assert_eq!(
+        child.get("general.base_model.0.imatrix.file"),
+        pv3.get("quantize.imatrix.file")
+    );
+    assert_eq!(
+        child.get("general.base_model.1.imatrix.file"),
+        pr1.get("quantize.imatrix.file")
+    );
+
+    // Two quants of one model: the base_model names say which quant and file.
+    let r1q3 = fixture("r1-q3mix.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("a={r1q3}"),
+        "--parent",
+        &format!("b={r1}"),
+        "--take",
+        "_exps=b",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--force",
+    ]);
+    assert_ok(&o);
+    let child = Model::open(&out).unwrap();
+    let name = |i: u32| {
+        child
+            .get(&format!("general.base_model.{i}.name"))
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(name(0), "Tiny-DeepSeek-R1 (Q3_K_M, r1-q3mix.gguf)");
+    assert_eq!(name(1), "Tiny-DeepSeek-R1 (IQ2_XXS, r1-iq2mix.gguf)");
+}
+
+#[test]
+fn the_chat_template_warning_only_when_the_recipe_leaves_it_to_the_base() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let recipe = write(
+        s.dir.path(),
+        "r.toml",
+        b"[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\n[metadata]\nchat_template = { from = 'r1' }\n",
+    );
+    let o = s.splice(&[
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_ok(&o);
+    assert!(
+        !stderr(&o).contains("chat template differs"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.splice(&[
+        "--take",
+        "_exps=r1",
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_ok(&o);
+    let all = stderr(&o) + &String::from_utf8_lossy(&o.stdout);
+    assert!(all.contains("chat template differs"), "{all}");
+}

@@ -22,8 +22,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::BatchError;
+use crate::input;
 use crate::plan::{SplitOptions, parse_size};
 use crate::presets::Preset;
+
+/// The largest manifest read: a ladder of a thousand children is a few hundred KB.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// A parsed, checked manifest.
 #[derive(Clone, Debug)]
@@ -99,12 +103,10 @@ enum SizeValue {
 }
 
 impl Manifest {
-    /// Read and check a manifest file.
+    /// Read and check a manifest file (a regular UTF-8 file of at most
+    /// [`MAX_MANIFEST_BYTES`]).
     pub fn from_file(path: &Path) -> Result<Manifest, BatchError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BatchError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = input::read_text(path, "manifest", MAX_MANIFEST_BYTES)?;
         Manifest::from_toml(&text, path)
     }
 
@@ -245,7 +247,8 @@ impl Manifest {
     }
 }
 
-/// A recipe file (relative to the manifest) if one exists there, else a preset by name.
+/// A recipe file (relative to the manifest) if something exists at that path, else a preset
+/// by name, as `--recipe` decides.
 fn find_recipe(
     manifest: &Path,
     dir: &Path,
@@ -253,7 +256,7 @@ fn find_recipe(
     text: &str,
 ) -> Result<RecipeSource, BatchError> {
     let file = dir.join(text);
-    if file.is_file() {
+    if file.exists() {
         return Ok(RecipeSource::File(file));
     }
     Preset::find(text)

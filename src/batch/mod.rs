@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use crate::compare::{self, CompareError, CompareOptions, VerifyReport};
 use crate::execute::ExecError;
 use crate::gguf::{GgufError, Model};
+use crate::input::InputError;
 use crate::plan::{self, Parent, Plan, PlanError};
 use crate::recipe::{Recipe, RecipeError};
 
@@ -35,6 +36,9 @@ pub use manifest::{ChildSpec, Manifest, RecipeSource};
 #[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
+    /// The manifest could not be read, or is too large or not UTF-8.
+    #[error(transparent)]
+    Input(#[from] InputError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

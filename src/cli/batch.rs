@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args};
 
 use gguf_splice::batch::{self, Batch, BatchError, JobEvent, JobReport, RunOptions};
-use gguf_splice::compare::CompareError;
 use gguf_splice::execute::{self, ExecError, ShardOutcome};
-use gguf_splice::gguf::GgufError;
-use gguf_splice::recipe::RecipeError;
 use gguf_splice::render;
 
 use super::progress::{Progress, ProgressMode, Task};
-use super::{CliError, emit, exit, install_cancel, print_json};
+use super::{
+    CliError, compare_code, emit, exit, gguf_code, input_code, install_cancel, plan_code,
+    print_json, recipe_code,
+};
 
 /// Environment variables that name the job of an array task, in the order they are read.
 pub const JOB_ENV: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"];
@@ -54,7 +54,7 @@ pub struct BatchArgs {
     /// Replace files at output paths that are not the planned shards.
     #[arg(long)]
     force: bool,
-    /// No progress bar, no warnings, no messages about removed files.
+    /// No progress bar and no messages about removed files (warnings are still printed).
     #[arg(long, short)]
     quiet: bool,
     /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
@@ -62,32 +62,29 @@ pub struct BatchArgs {
     progress: ProgressMode,
 }
 
-/// The exit code of a batch error, by the layer it comes from (README, exit codes).
+/// The exit code of a batch error, by the rule of [`exit`]: what an input holds 3, getting at
+/// a file 4; a job number that does not exist is a bad command line.
 pub fn exit_code(e: &BatchError) -> i32 {
     match e {
+        BatchError::Input(e) => input_code(e),
         BatchError::Io { .. } | BatchError::NotEnoughSpace { .. } => exit::IO,
         BatchError::NoSuchJob { .. } => exit::USAGE,
-        BatchError::Parent {
-            source: GgufError::Io { .. },
-            ..
-        }
-        | BatchError::Recipe {
-            source: RecipeError::Io { .. },
-            ..
-        } => exit::IO,
+        BatchError::Parent { source, .. } => gguf_code(source),
+        BatchError::Recipe { source, .. } => recipe_code(source),
+        BatchError::Plan { source, .. } => plan_code(source),
         BatchError::Exec {
             source: ExecError::Interrupted,
             ..
         } => exit::INTERRUPTED,
         BatchError::Exec { .. } => exit::IO,
-        BatchError::Compare {
-            source:
-                CompareError::Gguf(GgufError::Io { .. })
-                | CompareError::Open { .. }
-                | CompareError::Read { .. },
-            ..
-        } => exit::IO,
-        _ => exit::BAD_INPUT,
+        BatchError::Compare { source, .. } => compare_code(source),
+        BatchError::Toml { .. }
+        | BatchError::NoParents { .. }
+        | BatchError::NoChildren { .. }
+        | BatchError::BadField { .. }
+        | BatchError::UnknownParent { .. }
+        | BatchError::RecipeNotFound { .. }
+        | BatchError::SameOutput { .. } => exit::BAD_INPUT,
     }
 }
 
@@ -163,16 +160,15 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         (None, true) => Some(job_from_env()?),
         (None, false) => None,
     };
-    // A job's log says what concerns its own child.
+    // Warnings are not progress: --quiet does not hide them. A job's log says what concerns
+    // its own child.
     let job_child = job.and_then(|k| batch::jobs(&plans).get(k).map(|j| j.child));
-    if !args.quiet {
-        for (i, (c, p)) in batch.children.iter().zip(&plans).enumerate() {
-            if job_child.is_some_and(|j| j != i) {
-                continue;
-            }
-            for w in &p.warnings {
-                eprintln!("gguf-splice: warning: child {}: {w}", c.spec.label);
-            }
+    for (i, (c, p)) in batch.children.iter().zip(&plans).enumerate() {
+        if job_child.is_some_and(|j| j != i) {
+            continue;
+        }
+        for w in &p.warnings {
+            eprintln!("gguf-splice: warning: child {}: {w}", c.spec.label);
         }
     }
     if args.dry_run {

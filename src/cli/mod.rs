@@ -1,35 +1,46 @@
 //! The command line: parses arguments, calls the library, prints, and maps errors to exit
 //! codes. No decisions about files or tensors are made here.
 
+mod args;
 mod batch;
+mod help;
 mod progress;
+mod reports;
+mod splice;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
+use args::{FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
 use gguf_splice::batch::BatchError;
-use gguf_splice::compare::{self, CompareError, CompareOptions};
-use gguf_splice::execute::{self, ExecError, ExecOptions};
-use gguf_splice::gguf::{GgufError, Model};
-use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
-use gguf_splice::recipe::{Recipe, RecipeError};
-use gguf_splice::render;
-
-use progress::{Progress, ProgressMode, Task};
+use gguf_splice::compare::CompareError;
+use gguf_splice::execute::ExecError;
+use gguf_splice::gguf::GgufError;
+use gguf_splice::input::InputError;
+use gguf_splice::plan::{Parent, PlanError};
+use gguf_splice::recipe::RecipeError;
 
 /// Exit codes, documented in the README.
-pub mod exit {
+///
+/// The rule: a problem with what an input *holds* (a malformed GGUF, a bad recipe, a recipe or
+/// chat template that is too large or not UTF-8, parents that do not fit together) exits 3; a
+/// failure to *get at* a file or write one (missing, unreadable, not a regular file, output
+/// exists, disk full) exits 4, whatever kind of file it is.
+pub(crate) mod exit {
+    /// Success.
     pub const OK: i32 = 0;
     /// `verify` found a child that does not match; `diff` never uses it.
     pub const MISMATCH: i32 = 1;
     /// Bad command line (clap's own code).
     pub const USAGE: i32 = 2;
-    /// A parent, child or recipe is malformed or does not fit the others.
+    /// Input content: a parent, child, recipe or template is malformed, too large, or does
+    /// not fit the others.
     pub const BAD_INPUT: i32 = 3;
-    /// Reading or writing failed (disk full, permissions, output exists, ...).
+    /// I/O: opening, reading or writing a file failed (missing, permissions, not a regular
+    /// file, output exists, disk full, ...).
     pub const IO: i32 = 4;
     /// Interrupted by Ctrl-C; nothing was left at the output path.
     pub const INTERRUPTED: i32 = 130;
@@ -54,6 +65,8 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        flavour: FlavourArg,
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
@@ -70,6 +83,8 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        flavour: FlavourArg,
     },
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
@@ -89,96 +104,32 @@ enum Command {
     /// Slurm job array or a Kubernetes Indexed Job can spread them over nodes. A job whose
     /// shard is already complete is skipped: re-running a failed array is safe.
     Batch(batch::BatchArgs),
+    /// List the built-in recipes (presets), or print one to copy and edit.
+    Presets {
+        #[command(subcommand)]
+        action: Option<PresetsAction>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `gguf-splice man > gguf-splice.1`.
+    Man,
 }
 
-/// Parents and the rules that pick from them: shared by `splice` and `verify`.
-#[derive(Args)]
-struct RecipeArgs {
-    /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard. The first
-    /// parent is the base unless the recipe names one.
-    #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
-    parents: Vec<String>,
-    /// A recipe file (see mappings/).
-    #[arg(long)]
-    recipe: Option<PathBuf>,
-    /// REGEX=NAME[:experts=RANGES[:router]]: take matching tensors from parent NAME. Comes
-    /// before the recipe's rules; the first matching rule wins.
-    #[arg(long = "take", value_name = "RULE")]
-    takes: Vec<String>,
-    /// Allow the stacked expert matrices of one layer (gate, up, down) to come from
-    /// different parents, expert by expert. Refused by default: such experts are chimeras
-    /// of two models, usually because a regex missed one layout (`ffn_gate_up_exps`).
-    #[arg(long)]
-    allow_partial_experts: bool,
-}
-
-impl RecipeArgs {
-    /// The recipe file (or an empty recipe) with the --take rules in front; `None` when
-    /// neither was given.
-    fn recipe(&self) -> Result<Option<Recipe>, CliError> {
-        if self.recipe.is_none() && self.takes.is_empty() && !self.allow_partial_experts {
-            return Ok(None);
-        }
-        let mut recipe = match &self.recipe {
-            Some(path) => Recipe::from_file(path)?,
-            None => Recipe::default(),
-        };
-        recipe.prepend_takes(&self.takes)?;
-        recipe.allow_partial_experts |= self.allow_partial_experts;
-        Ok(Some(recipe))
-    }
-}
-
-#[derive(Args)]
-struct VerifyArgs {
-    /// Any shard of the child.
-    child: PathBuf,
-    /// The parents, recipe and --take rules the child was made with.
-    #[command(flatten)]
-    rules: RecipeArgs,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-struct SpliceArgs {
-    #[command(flatten)]
-    rules: RecipeArgs,
-    /// Output file (with --split-*, the prefix of the shard names).
-    #[arg(short, long)]
-    output: PathBuf,
-    /// Print the plan and write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// With --dry-run, print the plan as JSON.
-    #[arg(long, requires = "dry_run")]
-    json: bool,
-    /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
-    #[arg(long, value_name = "SIZE", value_parser = plan::parse_size)]
-    split_max_size: Option<u64>,
-    /// Shard the output: at most N tensors per shard.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    split_max_tensors: Option<u64>,
-    /// Replace existing output files.
-    #[arg(long)]
-    force: bool,
-    /// No progress bar and no summary.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Write only shard K (from 1, as in the file names) of the child, as one job of a farm;
-    /// skipped if that shard is already complete. The first shard is put in place only when
-    /// every other shard is complete (see `batch`).
-    #[arg(long, value_name = "K", conflicts_with = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
-    shard: Option<u64>,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
-    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
-    progress: ProgressMode,
+#[derive(Subcommand)]
+enum PresetsAction {
+    /// Print a preset's TOML.
+    Show {
+        /// The preset's name.
+        name: String,
+    },
 }
 
 /// Everything that can go wrong, by layer.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(transparent)]
@@ -197,20 +148,62 @@ enum CliError {
     Stdout(std::io::Error),
 }
 
+/// The exit code of an input error, by the rule in [`exit`]: content 3, I/O 4.
+pub(crate) fn input_code(e: &InputError) -> i32 {
+    if e.is_content() {
+        exit::BAD_INPUT
+    } else {
+        exit::IO
+    }
+}
+
+/// The exit code of a container error.
+pub(crate) fn gguf_code(e: &GgufError) -> i32 {
+    match e {
+        GgufError::Io { .. } => exit::IO,
+        GgufError::Input(e) => input_code(e),
+        _ => exit::BAD_INPUT,
+    }
+}
+
+/// The exit code of a planner error.
+pub(crate) fn plan_code(e: &PlanError) -> i32 {
+    match e {
+        PlanError::ChatTemplateFile(e) => input_code(e),
+        _ => exit::BAD_INPUT,
+    }
+}
+
+/// The exit code of a recipe error.
+pub(crate) fn recipe_code(e: &RecipeError) -> i32 {
+    match e {
+        RecipeError::Input(e) => input_code(e),
+        _ => exit::BAD_INPUT,
+    }
+}
+
+/// The exit code of a comparison error.
+pub(crate) fn compare_code(e: &CompareError) -> i32 {
+    match e {
+        CompareError::Gguf(e) => gguf_code(e),
+        CompareError::Plan(e) => plan_code(e),
+        CompareError::Open { .. } | CompareError::Read { .. } => exit::IO,
+        _ => exit::BAD_INPUT,
+    }
+}
+
 impl CliError {
+    /// The exit code, by the rule in [`exit`]: content 3, I/O 4.
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
             CliError::Stdout(_) => exit::IO,
-            CliError::Gguf(GgufError::Io { .. }) => exit::IO,
-            CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
-            CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
+            CliError::Gguf(e) => gguf_code(e),
+            CliError::Recipe(e) => recipe_code(e),
+            CliError::Plan(e) => plan_code(e),
             CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
             CliError::Exec(_) => exit::IO,
-            CliError::Compare(CompareError::Gguf(GgufError::Io { .. }))
-            | CliError::Compare(CompareError::Open { .. })
-            | CliError::Compare(CompareError::Read { .. }) => exit::IO,
-            CliError::Compare(_) => exit::BAD_INPUT,
+            CliError::Compare(e) => compare_code(e),
             CliError::Batch(e) => batch::exit_code(e),
         }
     }
@@ -220,11 +213,26 @@ impl CliError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { file, json } => inspect(&file, json),
-        Command::Splice(args) => splice(args),
-        Command::Diff { a, b, json } => diff(&a, &b, json),
-        Command::Verify(args) => verify(args),
+        Command::Inspect {
+            file,
+            json,
+            flavour,
+        } => reports::inspect(&file, json, flavour),
+        Command::Splice(args) => splice::splice(args),
+        Command::Diff {
+            a,
+            b,
+            json,
+            flavour,
+        } => reports::diff(&a, &b, json, flavour),
+        Command::Verify(args) => reports::verify(args),
         Command::Batch(args) => batch::run(args),
+        Command::Presets { action } => help::presets(match &action {
+            Some(PresetsAction::Show { name }) => Some(name.as_str()),
+            None => None,
+        }),
+        Command::Completions { shell } => help::completions(shell),
+        Command::Man => help::man(),
     };
     match result {
         Ok(code) => code,
@@ -238,7 +246,7 @@ pub fn main() -> i32 {
 
 /// Writes a report to stdout. A closed pipe (`gguf-splice inspect BIG.gguf | head -1`) is a
 /// normal end, as in ripgrep: the error is returned and `main` exits 0 without a message.
-fn emit(text: &str) -> Result<(), CliError> {
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
@@ -246,53 +254,15 @@ fn emit(text: &str) -> Result<(), CliError> {
         .map_err(CliError::Stdout)
 }
 
-fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     let mut text = serde_json::to_string_pretty(v).expect("JSON values serialise");
     text.push('\n');
     emit(&text)
 }
 
-fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let model = Model::open(file)?;
-    if json {
-        print_json(&render::inspect_json(&model))?;
-    } else {
-        emit(&render::inspect_text(&model))?;
-    }
-    Ok(exit::OK)
-}
-
-fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let (a, b) = (Model::open(a)?, Model::open(b)?);
-    let r = compare::diff(&a, &b, &CompareOptions::default())?;
-    if json {
-        print_json(&render::diff_json(&r))?;
-    } else {
-        emit(&render::diff_text(&r))?;
-    }
-    Ok(exit::OK)
-}
-
-fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let child = Model::open(&args.child)?;
-    let recipe = args.rules.recipe()?;
-    let r = compare::verify(
-        &child,
-        &parents,
-        recipe.as_ref(),
-        &CompareOptions::default(),
-    )?;
-    if args.json {
-        print_json(&render::verify_json(&r))?;
-    } else {
-        emit(&render::verify_text(&r))?;
-    }
-    Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
-}
-
-fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
-    specs
+pub(crate) fn open_parents(rules: &RecipeArgs) -> Result<Vec<Parent>, CliError> {
+    rules
+        .parents
         .iter()
         .map(|spec| {
             let (name, path) = spec
@@ -301,142 +271,23 @@ fn open_parents(specs: &[String]) -> Result<Vec<Parent>, CliError> {
             if name.is_empty() {
                 return Err(CliError::Usage(format!("--parent '{spec}': empty name")));
             }
+            if path.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "--parent '{spec}': empty path; expected NAME=PATH"
+                )));
+            }
             Ok(Parent {
                 name: name.to_string(),
-                model: Model::open(std::path::Path::new(path))?,
+                model: rules.flavour.open(std::path::Path::new(path))?,
             })
         })
         .collect()
 }
 
-fn splice(args: SpliceArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules.parents)?;
-    let recipe = args.rules.recipe()?.unwrap_or_default();
-    let split = SplitOptions {
-        max_bytes: args.split_max_size,
-        max_tensors: args.split_max_tensors.map(|n| n as usize),
-    };
-    let plan = plan::build(&parents, &recipe, &args.output, split)?;
-    if args.dry_run {
-        // Say now what would stop the real run at the output.
-        if let Err(e) = execute::check_outputs(&plan, args.force) {
-            eprintln!("gguf-splice: warning: writing would fail: {e}");
-        }
-        if args.json {
-            print_json(&render::plan_json(&plan))?;
-        } else {
-            emit(&render::plan_text(&plan))?;
-        }
-        return Ok(exit::OK);
-    }
-    if !args.quiet {
-        for w in &plan.warnings {
-            eprintln!("gguf-splice: warning: {w}");
-        }
-    }
-
-    execute::ignore_file_size_signal();
-    let cancel = install_cancel();
-    let progress = Progress::new(args.progress, args.quiet);
-    let started = std::time::Instant::now();
-    if let Some(k) = args.shard {
-        let count = plan.shards.len();
-        let i = k as usize - 1;
-        if i >= count {
-            return Err(CliError::Usage(format!(
-                "--shard {k}: the child has {count} shard{}",
-                if count == 1 { "" } else { "s" }
-            )));
-        }
-        let shard = &plan.shards[i];
-        progress.start(Task {
-            job: None,
-            child: args.output.display().to_string(),
-            shard: Some((k as usize, count)),
-            total: plan.tensors[shard.tensors.clone()]
-                .iter()
-                .map(|t| t.info.n_bytes)
-                .sum(),
-        });
-        execute::check_shard_paths(&plan)?;
-        let run = execute::execute_shard(
-            &plan,
-            i,
-            &ExecOptions {
-                force: args.force,
-                cancel: &cancel,
-                progress: &|done| progress.update(done),
-            },
-        )?;
-        let written = run.outcome == execute::ShardOutcome::Written;
-        progress.finish(if written { "done" } else { "skipped" });
-        if !args.quiet {
-            for f in &run.removed {
-                eprintln!("gguf-splice: removed {}", f.display());
-            }
-            eprintln!(
-                "gguf-splice: shard {k} of {count}: {} {} ({:.1} s); {}",
-                if written {
-                    "wrote"
-                } else {
-                    "already complete:"
-                },
-                run.path.display(),
-                started.elapsed().as_secs_f64(),
-                if run.set_complete {
-                    "the child is complete"
-                } else {
-                    "the first shard is put in place when every shard is complete"
-                }
-            );
-        }
-        return Ok(exit::OK);
-    }
-    progress.start(Task {
-        job: None,
-        child: args.output.display().to_string(),
-        shard: None,
-        total: plan.tensors.iter().map(|t| t.info.n_bytes).sum(),
-    });
-    let written = execute::execute(
-        &plan,
-        &ExecOptions {
-            force: args.force,
-            cancel: &cancel,
-            progress: &|done| progress.update(done),
-        },
-    )?;
-    progress.finish("done");
-    if !args.quiet {
-        for f in &written.removed {
-            eprintln!(
-                "gguf-splice: removed {}, left by an interrupted run",
-                f.display()
-            );
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let names: Vec<String> = written
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect();
-        eprintln!(
-            "gguf-splice: wrote {} in {} file{} ({:.1} s, {}/s): {}",
-            render::human_bytes(written.bytes),
-            written.files.len(),
-            if written.files.len() == 1 { "" } else { "s" },
-            secs,
-            render::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
-            names.join(", ")
-        );
-    }
-    Ok(exit::OK)
-}
-
 /// A flag that Ctrl-C sets; the writer checks it between chunks and cleans up. If a handler
 /// cannot be installed, Ctrl-C still kills the process; temporary files are then left under
 /// hidden names, never at an output path.
-fn install_cancel() -> Arc<AtomicBool> {
+pub(crate) fn install_cancel() -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));

@@ -13,28 +13,42 @@ use crate::roles::{self, Role};
 /// How a tensor of A compares with the tensor of the same name in B.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TensorStatus {
+    /// Same type, shape and bytes.
     Identical,
     /// Same type and shape, different bytes. `first_offset` is the first differing byte from
     /// the tensor's start; `experts` says which experts differ, for tensors cut by expert.
     BytesDiffer {
+        /// First differing byte, from the tensor's start.
         first_offset: u64,
+        /// For tensors cut by expert: which experts differ.
         experts: Option<ExpertDiff>,
     },
     /// Different types (and maybe shapes): the bytes are not comparable.
     TypeDiffers {
+        /// A's type.
         a: GgmlType,
+        /// B's type.
         b: GgmlType,
+        /// A's dimensions.
         a_dims: Vec<u64>,
+        /// B's dimensions.
         b_dims: Vec<u64>,
     },
+    /// Same type, different shapes: the bytes are not comparable.
     ShapeDiffers {
+        /// A's dimensions.
         a: Vec<u64>,
+        /// B's dimensions.
         b: Vec<u64>,
     },
+    /// B has no tensor of this name.
     OnlyInA,
+    /// A has no tensor of this name.
     OnlyInB,
 }
 
+/// Which experts of a tensor cut by expert differ, so a report can say "experts 0-7 differ"
+/// instead of a byte offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpertDiff {
     /// Experts in the tensor.
@@ -57,27 +71,39 @@ impl TensorStatus {
     }
 }
 
+/// One tensor of either model and how it compares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorDiff {
+    /// The tensor's name (the same in both models).
     pub name: String,
+    /// Its role, for per-group totals.
     pub group: Role,
+    /// How it compares.
     pub status: TensorStatus,
 }
 
+/// How a key that differs between the models differs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KeyStatus {
+    /// B lacks the key; A's value.
     OnlyInA(Shown),
+    /// A lacks the key; B's value.
     OnlyInB(Shown),
     /// Different type or bytes.
     Differs {
+        /// A's value.
         a: Shown,
+        /// B's value.
         b: Shown,
     },
 }
 
+/// One metadata key that differs between the models.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyDiff {
+    /// The key.
     pub key: String,
+    /// How it differs.
     pub status: KeyStatus,
     /// For differing arrays and strings: where they part, since two summaries of a long
     /// vocabulary or chat template usually look the same.
@@ -118,7 +144,7 @@ const TEXT_CONTEXT: usize = 24;
 
 /// Where `a` and `b` (same type, different bytes) part, for arrays and strings.
 fn value_diff(a: ValueRef<'_>, b: ValueRef<'_>) -> Option<ValueDiff> {
-    if a.ty != b.ty {
+    if a.ty() != b.ty() {
         return None;
     }
     if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
@@ -187,19 +213,31 @@ fn value_diff(a: ValueRef<'_>, b: ValueRef<'_>) -> Option<ValueDiff> {
 /// Totals of one tensor group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupSummary {
+    /// The role the tensors have.
     pub group: Role,
+    /// Tensors of this role in either model.
     pub tensors: usize,
+    /// Of those, [`TensorStatus::Identical`].
     pub identical: usize,
+    /// [`TensorStatus::BytesDiffer`].
     pub bytes_differ: usize,
+    /// [`TensorStatus::TypeDiffers`].
     pub type_differs: usize,
+    /// [`TensorStatus::ShapeDiffers`].
     pub shape_differs: usize,
+    /// [`TensorStatus::OnlyInA`].
     pub only_in_a: usize,
+    /// [`TensorStatus::OnlyInB`].
     pub only_in_b: usize,
 }
 
+/// What [`diff`] found: every tensor's status and every differing key. Data only;
+/// [`render`](crate::render) formats it.
 #[derive(Clone, Debug)]
 pub struct DiffReport {
+    /// The first model.
     pub a: ModelSummary,
+    /// The second model.
     pub b: ModelSummary,
     /// A's tensors in A's order, then those only in B in B's order.
     pub tensors: Vec<TensorDiff>,
@@ -217,6 +255,7 @@ impl DiffReport {
                 .all(|t| t.status == TensorStatus::Identical)
     }
 
+    /// The entry for the tensor of this name, in either model.
     pub fn tensor(&self, name: &str) -> Option<&TensorDiff> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -314,7 +353,7 @@ pub fn diff(a: &Model, b: &Model, opts: &CompareOptions) -> Result<DiffReport, C
         }
     }
 
-    let results = compare_targets(&targets, &files, opts.chunk_bytes)?;
+    let results = compare_targets(&targets, &files, opts)?;
     for ((i, target), firsts) in pending.into_iter().zip(&targets).zip(results) {
         let sl = target.slicing;
         let per_slice = &firsts[0];

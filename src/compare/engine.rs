@@ -14,9 +14,11 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use super::CompareError;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{CompareError, CompareOptions, Progress};
 use crate::gguf::{Model, TensorInfo};
-use crate::roles::cut::{ExpertCut, expert_cut};
+use crate::roles::cut::expert_cut;
 use crate::roles::views::View;
 
 /// About this many bytes of one tensor make one unit of parallel work.
@@ -97,9 +99,9 @@ pub(crate) struct Slicing {
 /// Cut by expert where [`expert_cut`] says so (bounded by its expert limit); else whole.
 pub(crate) fn slicing(info: &TensorInfo) -> Slicing {
     match expert_cut(info) {
-        Ok(Some(ExpertCut { count, slice_bytes })) => Slicing {
-            bytes: slice_bytes,
-            count,
+        Ok(Some(c)) => Slicing {
+            bytes: c.slice_bytes(),
+            count: c.count(),
             by_expert: true,
         },
         _ => Slicing {
@@ -127,7 +129,7 @@ pub(crate) struct Target<'m> {
 pub(crate) fn compare_targets(
     targets: &[Target],
     files: &FileSet,
-    chunk: usize,
+    opts: &CompareOptions,
 ) -> Result<Vec<FirstDiffs>, CompareError> {
     // Work items: the candidates read as they are share one item (the child's bytes are
     // read once for all of them); each part of a converted view is an item of its own.
@@ -143,7 +145,8 @@ pub(crate) fn compare_targets(
         };
         let plain: Vec<usize> = (0..t.candidates.len())
             .filter(|&c| {
-                t.candidates[c].1.parts.len() == 1 && t.candidates[c].1.parts[0].bytes == sl.bytes
+                t.candidates[c].1.parts().len() == 1
+                    && t.candidates[c].1.parts()[0].bytes == sl.bytes
             })
             .collect();
         if !plain.is_empty() {
@@ -163,7 +166,7 @@ pub(crate) fn compare_targets(
             if plain.contains(&c) {
                 continue;
             }
-            for (k, p) in v.parts.iter().enumerate() {
+            for (k, p) in v.parts().iter().enumerate() {
                 work.push(Work {
                     tensor: t.tensor.clone(),
                     slice_bytes: p.bytes,
@@ -175,7 +178,7 @@ pub(crate) fn compare_targets(
             }
         }
     }
-    let results = compare_all(&work, files, chunk)?;
+    let results = compare_all(&work, files, opts.chunk_bytes, opts.progress.as_ref())?;
     let mut out: Vec<FirstDiffs> = targets
         .iter()
         .map(|t| vec![vec![None; t.slicing.count as usize]; t.candidates.len()])
@@ -198,7 +201,7 @@ pub(crate) fn compare_targets(
 
 fn part_src(cand: &(usize, View), k: usize) -> Src {
     let (first_file, v) = cand;
-    let p = &v.parts[k];
+    let p = &v.parts()[k];
     Src {
         file: first_file + p.source.shard,
         offset: p.source.file_offset + p.source_offset,
@@ -211,8 +214,15 @@ pub(crate) fn compare_all(
     work: &[Work],
     files: &FileSet,
     chunk: usize,
+    progress: Option<&Progress>,
 ) -> Result<Vec<FirstDiffs>, CompareError> {
     let chunk = chunk.max(1);
+    let total: u64 = work
+        .iter()
+        .filter(|w| !w.candidates.is_empty())
+        .map(|w| w.slice_bytes.saturating_mul(w.n_slices))
+        .fold(0, u64::saturating_add);
+    let done_bytes = AtomicU64::new(0);
     let mut jobs: Vec<(usize, Range<u64>)> = Vec::new();
     for (i, w) in work.iter().enumerate() {
         if w.candidates.is_empty() || w.slice_bytes == 0 {
@@ -232,7 +242,13 @@ pub(crate) fn compare_all(
             || (vec![0u8; chunk], vec![0u8; chunk]),
             |bufs, (i, slices)| {
                 let start = slices.start;
-                compare_job(&work[i], slices, files, bufs).map(|r| (i, start, r))
+                let bytes = (slices.end - slices.start).saturating_mul(work[i].slice_bytes);
+                let r = compare_job(&work[i], slices, files, bufs).map(|r| (i, start, r));
+                if let Some(p) = progress {
+                    let done = done_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                    p(done, total);
+                }
+                r
             },
         )
         .collect::<Result<_, _>>()?;
@@ -406,7 +422,7 @@ mod tests {
                     Src { file: 2, offset: 9, stride: 2 * s },
                 ],
             }];
-            let got = compare_all(&work, &files, chunk).unwrap();
+            let got = compare_all(&work, &files, chunk, None).unwrap();
             let refs: Vec<&[u8]> = bs.iter().map(|b| b.as_slice()).collect();
             prop_assert_eq!(&got[0], &naive(&a, &refs, slice));
         }
@@ -437,7 +453,7 @@ mod tests {
                 stride: 8,
             }],
         }];
-        let e = compare_all(&work, &files, 1 << 10).unwrap_err();
+        let e = compare_all(&work, &files, 1 << 10, None).unwrap_err();
         assert!(
             matches!(&e, CompareError::Read { path, tensor, offset: 4, len: 8, .. } if *path == p && tensor == "blk.0.x"),
             "{e}"

@@ -3,7 +3,7 @@
 //! whether the child is exactly what the recipe makes). Nothing is dequantized or hashed.
 //! The reports are data; [`render`](crate::render) turns them into text and JSON.
 //!
-//! - [`engine`]: chunked, parallel, positional-read comparison of byte ranges;
+//! - `engine`: chunked, parallel, positional-read comparison of byte ranges;
 //! - [`diff`]: two models;
 //! - [`verify`]: a child against its parents (and its recipe).
 
@@ -25,35 +25,50 @@ pub use diff::{
 };
 pub use verify::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify};
 
-/// Why a comparison could not be made.
-#[allow(missing_docs)]
+/// Why a comparison could not be made (as opposed to a comparison that found differences,
+/// which is a report).
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
+    /// A model could not be read or is not a valid GGUF.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// With a recipe: the plan to check the child against cannot be made.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A model file could not be opened for the byte comparison.
     #[error("{path}: cannot open for reading: {source}")]
     Open {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// Reading tensor bytes failed, typically because the file shrank since it was opened.
     #[error(
         "{path}: reading {len} bytes of tensor '{tensor}' at byte {offset}: {source} (did the file change since it was opened?)"
     )]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The tensor being compared.
         tensor: String,
+        /// Absolute file offset of the read.
         offset: u64,
+        /// Bytes asked for.
         len: u64,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A byte range of a tensor does not fit in 64 bits.
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]
     Overflow {
+        /// The file.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// Where the range starts.
         offset: u64,
     },
 }
@@ -61,26 +76,45 @@ pub enum CompareError {
 /// Bytes compared per read.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
+/// Called from worker threads with (bytes of the child side compared so far, total).
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 /// How comparisons read.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct CompareOptions {
     /// Bytes read and compared at once, per file, per worker.
     pub chunk_bytes: usize,
+    /// Told as work completes, for a progress bar; `None`: nobody is listening.
+    pub progress: Option<Progress>,
 }
 
 impl Default for CompareOptions {
     fn default() -> Self {
         CompareOptions {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            progress: None,
         }
     }
 }
 
+impl std::fmt::Debug for CompareOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompareOptions")
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
 /// A metadata value as reports show it: type, short text, JSON (arrays summarised).
+/// Decoded once, while the model is open, so a report outlives the models it compares.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shown {
+    /// The value's type.
     pub ty: ValueType,
+    /// Short text: scalars in full, arrays as type, length and first items.
     pub summary: String,
+    /// The value as JSON, arrays cut to their first items.
     pub json: Value,
 }
 
@@ -88,7 +122,7 @@ impl Shown {
     /// How reports show `v`.
     pub fn of(v: ValueRef<'_>) -> Shown {
         Shown {
-            ty: v.ty,
+            ty: v.ty(),
             summary: v.summary(4),
             json: v.to_json(false),
         }
@@ -109,8 +143,11 @@ pub(crate) fn to_ranges(indices: impl IntoIterator<Item = u64>) -> Vec<Range<u64
 /// Model files and counts, for report headers.
 #[derive(Clone, Debug)]
 pub struct ModelSummary {
+    /// Its files: one, or every shard in order.
     pub paths: Vec<PathBuf>,
+    /// Tensors, over all shards.
     pub tensors: usize,
+    /// Key/values of the first shard (the model's metadata).
     pub keys: usize,
 }
 

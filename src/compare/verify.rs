@@ -24,10 +24,12 @@ pub enum Sources {
     Experts(Vec<ExpertRun>),
 }
 
+/// Experts of one tensor that match the same set of parents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpertRun {
     /// The parents these experts match byte for byte; empty: none.
     pub parents: Vec<String>,
+    /// The experts, as half-open ranges in ascending order (not necessarily contiguous).
     pub experts: Vec<Range<u64>>,
 }
 
@@ -74,14 +76,20 @@ fn expert_runs(
         .collect()
 }
 
+/// One tensor of the child and the parents its bytes match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSources {
+    /// The tensor's name.
     pub name: String,
+    /// Its type in the child.
     pub ty: GgmlType,
+    /// Its shape in the child.
     pub dims: Vec<u64>,
+    /// Its role, for grouping in reports.
     pub group: Role,
     /// Parents with a tensor of this name, type and shape: the ones compared.
     pub compared: Vec<String>,
+    /// Which of them match, whole or expert by expert.
     pub sources: Sources,
 }
 
@@ -90,56 +98,88 @@ pub struct TensorSources {
 pub enum Mismatch {
     /// The recipe makes this tensor (at `position`); the child lacks it.
     MissingTensor {
+        /// The tensor.
         tensor: String,
+        /// Its index in the plan's tensor order.
         position: usize,
     },
     /// The child has a tensor (at `position`) the recipe does not make.
     ExtraTensor {
+        /// The tensor.
         tensor: String,
+        /// Its index in the child's tensor order.
         position: usize,
     },
     /// Same tensors, another order: the first position where they part.
     TensorOrder {
+        /// Index in the child (among the tensors both have).
         position: usize,
+        /// The tensor the plan puts there.
         expected: String,
+        /// The tensor the child has there.
         found: String,
     },
+    /// The child stores the tensor in another type than the plan says.
     TypeDiffers {
+        /// The tensor.
         tensor: String,
+        /// The planned type.
         expected: GgmlType,
+        /// The child's type.
         found: GgmlType,
     },
+    /// The child's tensor has another shape than the plan's.
     ShapeDiffers {
+        /// The tensor.
         tensor: String,
+        /// The planned shape.
         expected: Vec<u64>,
+        /// The child's shape.
         found: Vec<u64>,
     },
     /// Bytes that should be `expected`'s are not. For tensors cut by expert, `experts` are
     /// the experts that do not match; `found` says what they match instead;
     /// `first_offset` is the first byte (from the tensor's start) differing from `expected`.
     BytesDiffer {
+        /// The tensor.
         tensor: String,
+        /// The experts that do not match `expected`; `None` for a tensor taken whole.
         experts: Option<Vec<Range<u64>>>,
+        /// The parent the plan takes these bytes from.
         expected: String,
+        /// The parents the bytes match instead.
         found: Sources,
+        /// First byte, from the tensor's start, that differs from `expected`'s; `None` when
+        /// `expected` was not compared (it lacks the tensor in a comparable form).
         first_offset: Option<u64>,
     },
+    /// The plan sets a key the child lacks.
     MissingKey {
+        /// The key.
         key: String,
+        /// The planned value.
         expected: Shown,
     },
+    /// The child has a key the plan does not set.
     ExtraKey {
+        /// The key.
         key: String,
+        /// The child's value.
         found: Shown,
     },
+    /// The child's value for a key differs (type or bytes) from the plan's.
     KeyDiffers {
+        /// The key.
         key: String,
+        /// The planned value.
         expected: Shown,
+        /// The child's value.
         found: Shown,
     },
 }
 
 impl Mismatch {
+    /// A stable snake_case name for the variant, as JSON reports and tallies use it.
     pub fn kind(&self) -> &'static str {
         match self {
             Mismatch::MissingTensor { .. } => "missing_tensor",
@@ -158,13 +198,19 @@ impl Mismatch {
 /// The result of checking a child against the plan its recipe makes.
 #[derive(Clone, Debug)]
 pub struct RecipeCheck {
+    /// Tensors the plan makes.
     pub tensors: usize,
+    /// Keys the plan sets and that were checked (`splice.recipe` and `split.*` aside).
     pub keys: usize,
+    /// Every way the child differs; empty: it is exactly what the recipe makes.
     pub mismatches: Vec<Mismatch>,
 }
 
+/// What [`verify`] found: where each tensor of the child came from and, with a recipe,
+/// whether the child is what it makes. Data only; [`render`](crate::render) formats it.
 #[derive(Clone, Debug)]
 pub struct VerifyReport {
+    /// The child model.
     pub child: ModelSummary,
     /// (name, first file) of each parent.
     pub parents: Vec<(String, PathBuf)>,
@@ -182,6 +228,7 @@ impl VerifyReport {
             .filter(|t| t.sources.matches_no_parent())
     }
 
+    /// The entry for the child's tensor of this name.
     pub fn tensor(&self, name: &str) -> Option<&TensorSources> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -236,9 +283,9 @@ pub fn verify(
         let mut vs = Vec::new();
         for (i, p) in parents.iter().enumerate() {
             if let Ok(v) = views::view(t.info, &p.model)
-                && v.ty == t.info.ty
-                && v.count == sl.count
-                && v.slice_bytes == sl.bytes
+                && v.ty() == t.info.ty
+                && v.count() == sl.count
+                && v.slice_bytes() == sl.bytes
             {
                 idx.push(i);
                 vs.push((fp[i], v));
@@ -254,7 +301,7 @@ pub fn verify(
         cands.push(idx);
     }
 
-    let results = compare_targets(&targets, &files, opts.chunk_bytes)?;
+    let results = compare_targets(&targets, &files, opts)?;
 
     // Per child tensor, per slice: the parents it matches.
     let sets: Vec<Vec<Vec<usize>>> = results

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::ggml_type::Flavour;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: {source}")]
@@ -12,7 +14,14 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
-    #[error("{path}: not a GGUF file: expected magic \"GGUF\", found {found:02x?}")]
+    /// The file could not be opened, or is not a regular file.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+
+    #[error(
+        "{path}: not a GGUF file: expected magic \"GGUF\" (47 47 55 46), found {}",
+        show_magic(found)
+    )]
     BadMagic { path: PathBuf, found: [u8; 4] },
 
     #[error("{path}: unsupported GGUF version {found} (this tool reads versions 2 and 3)")]
@@ -125,12 +134,42 @@ pub enum GgufError {
     },
 
     #[error(
-        "{path}: tensor '{tensor}': unknown ggml type id {id}; it may come from a fork such as ik_llama.cpp, whose type ids collide with or extend ggml's, and its size cannot be guessed"
+        "{path}: tensor '{tensor}': unknown ggml type id {id}: neither llama.cpp nor ik_llama.cpp defines it, and its size cannot be guessed"
     )]
     UnknownType {
         path: PathBuf,
         tensor: String,
         id: u32,
+    },
+
+    #[error(
+        "{path}: tensor '{tensor}': type id {id} means {mainline} to llama.cpp but {ik} to ik_llama.cpp, and no tensor of the file has a type only ik_llama.cpp defines; say which program the file is for with --flavour mainline or --flavour ik"
+    )]
+    AmbiguousType {
+        path: PathBuf,
+        tensor: String,
+        id: u32,
+        /// What the id means in mainline's table.
+        mainline: String,
+        /// What the id means in ik_llama.cpp's table.
+        ik: String,
+    },
+
+    #[error(
+        "{path}: tensor '{tensor}': type id {id} is no {} type (the file is read as {} because {basis}); to {other} it is {other_meaning}",
+        flavour.program(), flavour.program()
+    )]
+    NotInFlavour {
+        path: PathBuf,
+        tensor: String,
+        id: u32,
+        flavour: Flavour,
+        /// Why the file is read with that flavour.
+        basis: String,
+        /// The other program.
+        other: &'static str,
+        /// What the id means there.
+        other_meaning: String,
     },
 
     #[error(
@@ -212,4 +251,11 @@ impl GgufError {
             source,
         }
     }
+}
+
+/// Four magic bytes as text and hex: `"# gg" (23 20 67 67)`; bytes that are not printable
+/// ASCII are escaped in the text (`\x00`).
+fn show_magic(bytes: &[u8; 4]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{}\" ({})", bytes.escape_ascii(), hex.join(" "))
 }

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::FlavourBasis;
 use super::GgufError;
 use super::read::{GgufFile, TensorInfo};
 use super::value::ValueRef;
+use crate::ggml_type::Flavour;
 
 pub const KEY_SPLIT_NO: &str = "split.no";
 pub const KEY_SPLIT_COUNT: &str = "split.count";
@@ -39,6 +41,29 @@ pub fn shard_path(prefix: &str, no: u64, count: u64) -> PathBuf {
     PathBuf::from(format!("{prefix}-{no:05}-of-{count:05}.gguf"))
 }
 
+/// Give every shard of a set the flavour one shard's ids show: re-read with ik_llama.cpp's
+/// table the shards whose ids could not tell (contested ids) or are shared by both tables.
+fn one_flavour(paths: &[PathBuf], shards: &mut [Result<GgufFile, GgufError>]) {
+    let Some(basis) = shards.iter().find_map(|s| match s {
+        Ok(f) if f.flavour == Flavour::Ik => Some(f.flavour_basis.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    for (path, shard) in paths.iter().zip(shards.iter_mut()) {
+        let reread = match shard {
+            Ok(f) => f.flavour != Flavour::Ik,
+            Err(e) => matches!(e, GgufError::AmbiguousType { .. }),
+        };
+        if reread {
+            *shard = GgufFile::open_as(path, Some(Flavour::Ik)).map(|mut f| {
+                f.flavour_basis = basis.clone();
+                f
+            });
+        }
+    }
+}
+
 /// Where one tensor of a model lives.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorLoc<'m> {
@@ -58,13 +83,27 @@ pub struct Model {
 }
 
 impl Model {
-    /// Open a model given any one of its files. A file whose `split.count` is above 1 pulls
-    /// in its sibling shards by name.
+    /// Open a model given any one of its files, detecting its flavour. A file whose
+    /// `split.count` is above 1 pulls in its sibling shards by name.
     pub fn open(path: &Path) -> Result<Model, GgufError> {
-        let given = GgufFile::open(path)?;
-        let count = split_u64(&given, KEY_SPLIT_COUNT)?.unwrap_or(1);
+        Model::open_as(path, None)
+    }
+
+    /// [`Model::open`], reading type ids with `flavour`'s table (`None`: detected). A shard set
+    /// has one flavour: a shard whose ids cannot tell takes the one another shard's ids show.
+    pub fn open_as(path: &Path, flavour: Option<Flavour>) -> Result<Model, GgufError> {
+        let given = GgufFile::open_as(path, flavour);
+        let count = match &given {
+            Ok(f) => split_u64(f, KEY_SPLIT_COUNT)?.unwrap_or(1),
+            // Another shard may tell the flavour; its name says whether there are others.
+            Err(GgufError::AmbiguousType { .. }) if flavour.is_none() => {
+                parse_shard_name(path).map_or(1, |(_, _, count)| count)
+            }
+            // Any other error is returned by `given?` below.
+            Err(_) => 1,
+        };
         if count <= 1 {
-            return Model::from_shards(vec![given]);
+            return Model::from_shards(vec![given?]);
         }
         let (prefix, no, name_count) =
             parse_shard_name(path).ok_or_else(|| GgufError::ShardMismatch {
@@ -82,12 +121,13 @@ impl Model {
             });
         }
         let mut given = Some((no, given));
+        let mut paths = Vec::with_capacity(count as usize);
         let mut shards = Vec::with_capacity(count as usize);
         for i in 1..=count {
+            let p = shard_path(&prefix, i, count);
             let shard = match given.take_if(|(n, _)| *n == i) {
                 Some((_, f)) => f,
                 None => {
-                    let p = shard_path(&prefix, i, count);
                     if !p.exists() {
                         return Err(GgufError::ShardMissing {
                             path: path.to_path_buf(),
@@ -96,12 +136,16 @@ impl Model {
                             count,
                         });
                     }
-                    GgufFile::open(&p)?
+                    GgufFile::open_as(&p, flavour)
                 }
             };
+            paths.push(if i == no { path.to_path_buf() } else { p });
             shards.push(shard);
         }
-        Model::from_shards(shards)
+        if flavour.is_none() {
+            one_flavour(&paths, &mut shards);
+        }
+        Model::from_shards(shards.into_iter().collect::<Result<_, _>>()?)
     }
 
     /// Assemble already opened shards (in order) into a model, checking the split keys.
@@ -160,6 +204,23 @@ impl Model {
     /// The shard files, first one first.
     pub fn shards(&self) -> &[GgufFile] {
         &self.shards
+    }
+
+    /// The type table the model is read with: ik_llama.cpp's if any shard is read with it.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour_shard().flavour
+    }
+
+    /// Why the model is read with [`Model::flavour`]'s table.
+    pub fn flavour_basis(&self) -> &FlavourBasis {
+        &self.flavour_shard().flavour_basis
+    }
+
+    fn flavour_shard(&self) -> &GgufFile {
+        self.shards
+            .iter()
+            .find(|s| s.flavour == Flavour::Ik)
+            .unwrap_or(&self.shards[0])
     }
 
     /// The file that holds the model's metadata.
@@ -273,6 +334,40 @@ mod tests {
             .map(|t| (t.info.name.clone(), t.shard))
             .collect();
         assert_eq!(names, [("a".into(), 0), ("b".into(), 0), ("c".into(), 1)]);
+    }
+
+    #[test]
+    fn a_shard_set_takes_the_flavour_one_shard_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let split = |no: u16| {
+            GgufBuilder::new()
+                .kv_u16(KEY_SPLIT_NO, no)
+                .kv_u16(KEY_SPLIT_COUNT, 2)
+                .kv_i32(KEY_SPLIT_TENSORS_COUNT, 2)
+        };
+        let prefix = dir.path().join("m");
+        let path = |no| shard_path(prefix.to_str().unwrap(), no, 2);
+        // Shard 1: a Q4_0_4X4 tensor (id 31: ik's, removed from mainline); shard 2: IQ4_KS.
+        let first = split(0).tensor_raw("a", &[32], 31, vec![0; 18]);
+        std::fs::write(path(1), first.build()).unwrap();
+        let second = split(1).tensor("b", &[256], GgmlType::IQ4_KS, 2);
+        std::fs::write(path(2), second.build()).unwrap();
+        for given in [1, 2] {
+            let m = Model::open(&path(given)).unwrap();
+            assert_eq!(m.flavour(), Flavour::Ik);
+            assert!(matches!(
+                m.flavour_basis(),
+                FlavourBasis::Tensor { id: 144, .. }
+            ));
+            assert_eq!(m.tensor("a").unwrap().info.ty.name(), "Q4_0_4X4");
+        }
+        // Without the ik shard's evidence, the contested id is an error that names the fix.
+        let second = split(1).tensor("b", &[256], GgmlType::Q4_K, 2);
+        std::fs::write(path(2), second.build()).unwrap();
+        let e = Model::open(&path(2)).unwrap_err();
+        assert!(matches!(e, GgufError::AmbiguousType { id: 31, .. }), "{e}");
+        let m = Model::open_as(&path(2), Some(Flavour::Ik)).unwrap();
+        assert_eq!(*m.flavour_basis(), FlavourBasis::Given);
     }
 
     #[test]

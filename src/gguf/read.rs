@@ -7,15 +7,15 @@
 //! reads a longer prefix; tensor data is never read.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::GgufError;
+use super::flavour::{self, FlavourBasis};
 use super::value::{ValueRef, ValueType};
-use crate::ggml_type::GgmlType;
+use crate::ggml_type::{Flavour, GgmlType};
 use crate::layout::{self, DEFAULT_ALIGNMENT, MAX_DIMS};
 
 /// ggml's GGML_MAX_NAME: tensor names must be shorter than this.
@@ -59,6 +59,10 @@ pub struct GgufFile {
     /// Absolute offset of the data section.
     pub data_offset: u64,
     pub file_len: u64,
+    /// The type table the tensor types were read with.
+    pub flavour: Flavour,
+    /// Why that table.
+    pub flavour_basis: FlavourBasis,
     /// Device, inode, size, modification and status-change times when the header was read
     /// from disk, so a writer can tell that the file it copies from is still the same one.
     pub identity: Option<FileIdentity>,
@@ -89,6 +93,14 @@ impl FileIdentity {
             ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
+}
+
+/// A tensor info as stored, before its type id is resolved.
+struct RawInfo {
+    name: String,
+    dims: Vec<u64>,
+    type_id: u32,
+    offset: u64,
 }
 
 /// Why a parse of a prefix stopped.
@@ -256,7 +268,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Parse a header from `buf`, a prefix of a file of `file_len` bytes.
-fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
+fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Result<GgufFile, Stop> {
     let mut c = Cursor {
         path,
         buf,
@@ -358,7 +370,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
     };
 
-    let mut tensors = Vec::with_capacity(reserve(tensor_count, 24));
+    let mut raw = Vec::with_capacity(reserve(tensor_count, 24));
     let mut tensor_index = HashMap::with_capacity(reserve(tensor_count, 24));
     for _ in 0..tensor_count {
         let at = c.offset();
@@ -395,11 +407,28 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         }
         let type_id = c.u32(What("type", Some(&name)))?;
         let offset = c.u64(What("offset", Some(&name)))?;
-        let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownType {
-            path: path.to_path_buf(),
-            tensor: name.clone(),
-            id: type_id,
-        })?;
+        tensor_index.insert(name.clone(), raw.len());
+        raw.push(RawInfo {
+            name,
+            dims,
+            type_id,
+            offset,
+        });
+    }
+
+    // Which table the type ids are read with needs every tensor's id: the first ik-only id
+    // may come after a contested one.
+    let ids = raw.iter().map(|t| (t.name.as_str(), t.type_id));
+    let (flavour, flavour_basis) = flavour::decide_flavour(path, ids, given)?;
+    let mut tensors = Vec::with_capacity(raw.len());
+    for RawInfo {
+        name,
+        dims,
+        type_id,
+        offset,
+    } in raw
+    {
+        let ty = flavour::resolve_type(path, &name, type_id, flavour, &flavour_basis)?;
         let ne0 = dims.first().copied().unwrap_or(1);
         if ne0 % ty.block_size() != 0 {
             return Err(GgufError::NotBlockMultiple {
@@ -424,7 +453,6 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
                 tensor: name.clone(),
                 dims: dims.clone(),
             })?;
-        tensor_index.insert(name.clone(), tensors.len());
         tensors.push(TensorInfo {
             name,
             dims,
@@ -491,6 +519,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64) -> Result<GgufFile, Stop> {
         alignment,
         data_offset,
         file_len,
+        flavour,
+        flavour_basis,
         identity: None,
     })
 }
@@ -501,10 +531,16 @@ const FIRST_READ: u64 = 1 << 20;
 pub const MAX_HEADER_BYTES: u64 = 96 << 20;
 
 impl GgufFile {
-    /// Open and validate one GGUF file (one shard). Reads only the header.
+    /// Open and validate one GGUF file (one shard), detecting its flavour. Reads only the
+    /// header.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let mut file = File::open(path).map_err(|e| GgufError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| GgufError::io(path, e))?;
+        GgufFile::open_as(path, None)
+    }
+
+    /// Open and validate one GGUF file (one shard), reading its type ids with `flavour`'s
+    /// table, or the one detected from the ids when `None`. Reads only the header.
+    pub fn open_as(path: &Path, flavour: Option<Flavour>) -> Result<GgufFile, GgufError> {
+        let (mut file, meta) = crate::input::open_regular(path)?;
         let file_len = meta.len();
         let identity = Some(FileIdentity::of(&meta));
         let mut buf = Vec::new();
@@ -517,9 +553,9 @@ impl GgufFile {
                 .map_err(|e| GgufError::io(path, e))?;
             if (buf.len() as u64) < want {
                 // The file shrank under us; parse what there is and report it truncated.
-                return Self::from_prefix(path, &buf, buf.len() as u64);
+                return Self::from_prefix_as(path, &buf, buf.len() as u64, flavour);
             }
-            match parse(path, &buf, file_len) {
+            match parse(path, &buf, file_len, flavour) {
                 Ok(f) => {
                     return Ok(GgufFile {
                         identity,
@@ -547,7 +583,17 @@ impl GgufFile {
     /// Parse a header from bytes in memory that are the whole file, or a prefix of a file of
     /// `file_len` bytes. A prefix too short to hold the header is reported as truncated.
     pub fn from_prefix(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufFile, GgufError> {
-        match parse(path, bytes, file_len) {
+        GgufFile::from_prefix_as(path, bytes, file_len, None)
+    }
+
+    /// [`GgufFile::from_prefix`] with the flavour given (`None`: detected).
+    pub fn from_prefix_as(
+        path: &Path,
+        bytes: &[u8],
+        file_len: u64,
+        flavour: Option<Flavour>,
+    ) -> Result<GgufFile, GgufError> {
+        match parse(path, bytes, file_len, flavour) {
             Ok(f) => Ok(f.with_header(bytes.to_vec())),
             Err(Stop::Fail(e)) => Err(e),
             Err(Stop::NeedMore) => Err(GgufError::Truncated {
@@ -563,6 +609,15 @@ impl GgufFile {
     /// Parse a whole file held in memory (tests, fuzzing).
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<GgufFile, GgufError> {
         Self::from_prefix(path, bytes, bytes.len() as u64)
+    }
+
+    /// [`GgufFile::from_bytes`] with the flavour given (`None`: detected).
+    pub fn from_bytes_as(
+        path: &Path,
+        bytes: &[u8],
+        flavour: Option<Flavour>,
+    ) -> Result<GgufFile, GgufError> {
+        Self::from_prefix_as(path, bytes, bytes.len() as u64, flavour)
     }
 
     /// Keep the header bytes (values are ranges into them), dropping any tensor data read.
@@ -606,6 +661,7 @@ impl GgufFile {
 mod tests {
     use super::*;
     use crate::testkit::GgufBuilder;
+    use std::fs::File;
 
     fn path() -> &'static Path {
         Path::new("t.gguf")
@@ -661,6 +717,10 @@ mod tests {
         let mut b = sample().build();
         b[0] = b'X';
         assert!(matches!(parse_err(&b), GgufError::BadMagic { found, .. } if &found == b"XGUF"));
+        // Shown as text and hex, unprintable bytes escaped.
+        b[..4].copy_from_slice(b"# g\0");
+        let e = parse_err(&b).to_string();
+        assert!(e.ends_with(r##"found "# g\x00" (23 20 67 00)"##), "{e}");
     }
 
     #[test]
@@ -858,11 +918,11 @@ mod tests {
     #[test]
     fn unknown_type_names_the_tensor() {
         let b = GgufBuilder::new()
-            .tensor_raw("blk.0.attn_q.weight", &[256], 137, vec![0; 64])
+            .tensor_raw("blk.0.attn_q.weight", &[256], 500, vec![0; 64])
             .build();
         let e = parse_err(&b);
         assert!(
-            matches!(&e, GgufError::UnknownType { id: 137, tensor, .. } if tensor == "blk.0.attn_q.weight")
+            matches!(&e, GgufError::UnknownType { id: 500, tensor, .. } if tensor == "blk.0.attn_q.weight")
         );
         assert!(e.to_string().contains("ik_llama.cpp"));
     }

@@ -6,22 +6,37 @@ use std::fmt;
 /// GGUF metadata value types, with their on-disk ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ValueType {
+    /// Unsigned 8-bit integer.
     U8 = 0,
+    /// Signed 8-bit integer.
     I8 = 1,
+    /// Unsigned 16-bit integer.
     U16 = 2,
+    /// Signed 16-bit integer.
     I16 = 3,
+    /// Unsigned 32-bit integer.
     U32 = 4,
+    /// Signed 32-bit integer.
     I32 = 5,
+    /// 32-bit float.
     F32 = 6,
+    /// One byte, 0 or 1.
     Bool = 7,
+    /// A u64 byte length, then UTF-8 bytes (no terminator).
     String = 8,
+    /// An element type id (u32), a u64 count, then the elements (nested arrays allowed).
     Array = 9,
+    /// Unsigned 64-bit integer.
     U64 = 10,
+    /// Signed 64-bit integer.
     I64 = 11,
+    /// 64-bit float.
     F64 = 12,
 }
 
 impl ValueType {
+    /// The type with this on-disk id; `None` for ids GGUF does not define, which a reader
+    /// must reject since it cannot know the value's size.
     pub fn from_id(id: u32) -> Option<ValueType> {
         use ValueType::*;
         Some(match id {
@@ -83,6 +98,7 @@ impl ValueType {
         }
     }
 
+    /// The type a recipe names (`type = "u32"`), by [`ValueType::name`].
     pub fn from_name(name: &str) -> Option<ValueType> {
         (0..=12)
             .filter_map(ValueType::from_id)
@@ -98,19 +114,29 @@ impl fmt::Display for ValueType {
 
 /// A borrowed, already validated metadata value: its type and its raw bytes (for an array:
 /// element type, count and elements, exactly as in the file).
+///
+/// Invariant: `raw` is exactly one well-formed value of type `ty`, every length in it in
+/// bounds. The decoders below index without checking on the strength of it, so only the
+/// container (whose reader has validated the bytes) builds one; others read it through
+/// [`ValueRef::ty`] and [`ValueRef::raw`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ValueRef<'a> {
-    pub ty: ValueType,
-    pub raw: &'a [u8],
+    pub(super) ty: ValueType,
+    pub(super) raw: &'a [u8],
 }
 
-/// A decoded scalar value.
+/// A decoded scalar value, widened so callers match on kind rather than on width.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar<'a> {
+    /// Any unsigned integer type.
     Uint(u64),
+    /// Any signed integer type.
     Int(i64),
+    /// `f32` or `f64`.
     Float(f64),
+    /// A boolean.
     Bool(bool),
+    /// A string, borrowed from the file's bytes.
     Str(&'a str),
 }
 
@@ -144,6 +170,17 @@ fn value_len(ty: ValueType, raw: &[u8]) -> usize {
 }
 
 impl<'a> ValueRef<'a> {
+    /// The value's type.
+    pub fn ty(&self) -> ValueType {
+        self.ty
+    }
+
+    /// The value's bytes exactly as stored in the file (after the type id), for copying
+    /// unchanged into a child.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     /// Decode a scalar; `None` for arrays.
     pub fn scalar(&self) -> Option<Scalar<'a>> {
         let r = self.raw;
@@ -171,6 +208,8 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// The value as a float, if it is a number of any type (integers converted, possibly
+    /// losing precision past 2^53).
     pub fn as_f64(&self) -> Option<f64> {
         match self.scalar()? {
             Scalar::Float(v) => Some(v),
@@ -180,6 +219,7 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// The value as text, if it is a string.
     pub fn as_str(&self) -> Option<&'a str> {
         match self.scalar()? {
             Scalar::Str(s) => Some(s),
@@ -272,13 +312,17 @@ impl<'a> ValueRef<'a> {
 }
 
 /// An owned value ready to be written: a type and its raw bytes.
+///
+/// Invariant, as for [`ValueRef`]: `raw` is one well-formed value of type `ty`. The fields
+/// are private so that only the constructors below, which encode it, can make one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OwnedValue {
-    pub ty: ValueType,
-    pub raw: Vec<u8>,
+    ty: ValueType,
+    raw: Vec<u8>,
 }
 
 impl OwnedValue {
+    /// A string value.
     pub fn string(s: &str) -> Self {
         let mut raw = (s.len() as u64).to_le_bytes().to_vec();
         raw.extend_from_slice(s.as_bytes());
@@ -288,6 +332,7 @@ impl OwnedValue {
         }
     }
 
+    /// A `u16` value.
     pub fn u16(v: u16) -> Self {
         OwnedValue {
             ty: ValueType::U16,
@@ -295,6 +340,7 @@ impl OwnedValue {
         }
     }
 
+    /// A `u32` value.
     pub fn u32(v: u32) -> Self {
         OwnedValue {
             ty: ValueType::U32,
@@ -302,6 +348,7 @@ impl OwnedValue {
         }
     }
 
+    /// A `i32` value.
     pub fn i32(v: i32) -> Self {
         OwnedValue {
             ty: ValueType::I32,
@@ -309,6 +356,12 @@ impl OwnedValue {
         }
     }
 
+    /// The value's type.
+    pub fn ty(&self) -> ValueType {
+        self.ty
+    }
+
+    /// Borrowed, to decode, show or write it like a value read from a file.
     pub fn as_ref(&self) -> ValueRef<'_> {
         ValueRef {
             ty: self.ty,
@@ -321,7 +374,7 @@ impl OwnedValue {
         let raw = match (ty, value) {
             (ValueType::String, toml::Value::String(s)) => return Ok(OwnedValue::string(s)),
             (ValueType::Bool, toml::Value::Boolean(b)) => vec![*b as u8],
-            (ValueType::F32, v) => (float_of(v)? as f32).to_le_bytes().to_vec(),
+            (ValueType::F32, v) => f32_of(float_of(v)?)?.to_le_bytes().to_vec(),
             (ValueType::F64, v) => float_of(v)?.to_le_bytes().to_vec(),
             (t, toml::Value::Integer(i)) => {
                 let i = *i;
@@ -360,6 +413,26 @@ impl OwnedValue {
         };
         Ok(OwnedValue { ty, raw })
     }
+}
+
+/// `v` as an f32, refusing a finite value that would become infinite or a non-zero value
+/// that would become zero. Infinities and NaN are stored when written as such (TOML's `inf`,
+/// `-inf`, `nan`): they are values a user can mean, not accidents of range.
+fn f32_of(v: f64) -> Result<f32, String> {
+    let f = v as f32;
+    if v.is_finite() && f.is_infinite() {
+        return Err(format!(
+            "{v:e} does not fit in f32 (largest: {:e}); use type = \"f64\"",
+            f32::MAX
+        ));
+    }
+    if v != 0.0 && f == 0.0 {
+        return Err(format!(
+            "{v:e} is too small for f32 (it would be stored as 0; smallest: {:e}); use type = \"f64\"",
+            f32::from_bits(1)
+        ));
+    }
+    Ok(f)
 }
 
 fn float_of(v: &toml::Value) -> Result<f64, String> {
@@ -420,5 +493,23 @@ mod tests {
         assert!(
             OwnedValue::parse_typed(ValueType::Bool, &toml::Value::String("x".into())).is_err()
         );
+        // f32 refuses what it cannot hold instead of storing inf or 0.
+        let f32_of = |v: f64| OwnedValue::parse_typed(ValueType::F32, &toml::Value::Float(v));
+        assert_eq!(
+            f32_of(1e300).unwrap_err(),
+            "1e300 does not fit in f32 (largest: 3.4028235e38); use type = \"f64\""
+        );
+        assert!(f32_of(-1e39).is_err() && f32_of(1e-50).is_err());
+        assert_eq!(
+            f32_of(f64::from(f32::MAX)).unwrap().raw,
+            f32::MAX.to_le_bytes()
+        );
+        assert_eq!(f32_of(1e-45).unwrap().raw, f32::from_bits(1).to_le_bytes());
+        // Written as infinity or NaN, they are stored.
+        assert_eq!(
+            f32_of(f64::INFINITY).unwrap().raw,
+            f32::INFINITY.to_le_bytes()
+        );
+        assert!(f32::from_le_bytes(f32_of(f64::NAN).unwrap().raw.try_into().unwrap()).is_nan());
     }
 }

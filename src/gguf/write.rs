@@ -89,6 +89,8 @@ impl<'f> DataWriter<'f> {
         }
     }
 
+    /// Bytes written so far into the data section: the offset the next tensor lands at, for
+    /// the caller to check against the plan before it copies.
     pub fn position(&self) -> u64 {
         self.written
     }

@@ -5,8 +5,9 @@
 use super::{
     KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, SplitOptions,
 };
+use crate::ftype;
 use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
-use crate::gguf::{OwnedValue, ValueType};
+use crate::gguf::{OwnedValue, ValueRef, ValueType};
 use crate::recipe::{ChatTemplate, Recipe};
 
 fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValue<'p>) {
@@ -16,10 +17,12 @@ fn set_kv<'p>(kvs: &mut Vec<(String, PlanValue<'p>)>, key: &str, value: PlanValu
     }
 }
 
+/// `contributes[i]`: parent i gives the child at least one tensor byte.
 pub(super) fn plan_metadata<'p>(
     parents: &'p [Parent],
     base: usize,
     recipe: &Recipe,
+    contributes: &[bool],
     warnings: &mut Vec<String>,
 ) -> Result<Vec<(String, PlanValue<'p>)>, PlanError> {
     let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
@@ -77,8 +80,12 @@ pub(super) fn plan_metadata<'p>(
             set_kv(&mut kvs, KEY_CHAT_TEMPLATE, PlanValue::Parent(v));
         }
         Some(ChatTemplate::File(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| PlanError::ChatTemplate(format!("{}: {e}", path.display())))?;
+            let text = crate::input::read_text(
+                path,
+                "chat template",
+                crate::recipe::MAX_CHAT_TEMPLATE_BYTES,
+            )
+            .map_err(PlanError::ChatTemplateFile)?;
             set_kv(
                 &mut kvs,
                 KEY_CHAT_TEMPLATE,
@@ -93,29 +100,68 @@ pub(super) fn plan_metadata<'p>(
         "general.base_model.count",
         PlanValue::Owned(OwnedValue::u32(parents.len() as u32)),
     );
+    let own_names: Vec<&str> = parents
+        .iter()
+        .map(|p| {
+            p.model
+                .get("general.name")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&p.name)
+        })
+        .collect();
     for (i, p) in parents.iter().enumerate() {
-        let own_name = p
-            .model
-            .get("general.name")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&p.name);
+        // Quants of one model share its name: then say which quant and file each one is.
+        let name = if own_names.iter().filter(|n| **n == own_names[i]).count() > 1 {
+            format!("{} ({})", own_names[i], quant_label(p))
+        } else {
+            own_names[i].to_string()
+        };
         set_kv(
             &mut kvs,
             &format!("general.base_model.{i}.name"),
-            PlanValue::Owned(OwnedValue::string(own_name)),
+            PlanValue::Owned(OwnedValue::string(&name)),
         );
         for (from, to) in [
             ("general.organization", "organization"),
             ("general.repo_url", "repo_url"),
             ("general.version", "version"),
         ] {
-            if let Some(v) = p.model.get(from).filter(|v| v.ty == ValueType::String) {
+            if let Some(v) = p.model.get(from).filter(|v| v.ty() == ValueType::String) {
                 set_kv(
                     &mut kvs,
                     &format!("general.base_model.{i}.{to}"),
                     PlanValue::Parent(v),
                 );
             }
+        }
+        // Each parent's importance matrix, where it recorded one.
+        for (suffix, v) in imatrix_keys(p) {
+            set_kv(
+                &mut kvs,
+                &format!("general.base_model.{i}.imatrix.{suffix}"),
+                PlanValue::Parent(v),
+            );
+        }
+    }
+    // quantize.imatrix.* describe the matrix the tensors were quantized with. When the
+    // contributing parents used different ones, no single value is true of the child.
+    let contributing: Vec<&Parent> = parents
+        .iter()
+        .zip(contributes)
+        .filter(|(_, c)| **c)
+        .map(|(p, _)| p)
+        .collect();
+    if let Some(first) = contributing.first()
+        && contributing
+            .iter()
+            .any(|p| imatrix_keys(p) != imatrix_keys(first))
+    {
+        let before = kvs.len();
+        kvs.retain(|(k, _)| !k.starts_with(IMATRIX_PREFIX));
+        if kvs.len() != before {
+            warnings.push(format!(
+                "the parents were quantized with different importance matrices: {IMATRIX_PREFIX}* removed; each parent's is kept as general.base_model.N.imatrix.*"
+            ));
         }
     }
     set_kv(
@@ -135,6 +181,42 @@ pub(super) fn plan_metadata<'p>(
         set_kv(&mut kvs, key, PlanValue::Owned(value.clone()));
     }
     Ok(kvs)
+}
+
+/// Keys llama-quantize writes about the importance matrix it used.
+const IMATRIX_PREFIX: &str = "quantize.imatrix.";
+
+/// A parent's `quantize.imatrix.*` keys: (suffix, value), in file order.
+fn imatrix_keys(p: &Parent) -> Vec<(String, ValueRef<'_>)> {
+    let first = p.model.first();
+    first
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            kv.key
+                .strip_prefix(IMATRIX_PREFIX)
+                .map(|s| (s.to_string(), first.value(kv)))
+        })
+        .collect()
+}
+
+/// `Q4_K_M, model-Q4_K_M.gguf`: what tells quants of one model apart.
+fn quant_label(p: &Parent) -> String {
+    let file = p
+        .model
+        .path()
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match p
+        .model
+        .get("general.file_type")
+        .and_then(|v| v.as_u64())
+        .and_then(ftype::name)
+    {
+        Some(t) => format!("{t}, {file}"),
+        None => file,
+    }
 }
 
 /// What `splice.recipe` records: the parents' names and file names, then the recipe text.
@@ -183,8 +265,8 @@ pub(super) fn set_id(
     for (k, v) in kvs {
         let v = v.as_ref();
         h.bytes(k.as_bytes());
-        h.u64(v.ty as u64);
-        h.bytes(v.raw);
+        h.u64(v.ty() as u64);
+        h.bytes(v.raw());
     }
     for t in tensors {
         h.bytes(t.info.name.as_bytes());

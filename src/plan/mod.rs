@@ -6,10 +6,11 @@
 //!
 //! Passes: parents and hyperparameters checked; each base tensor's owners walked from the
 //! rules ([`owners`], pure); each tensor's pieces found in its owners, converting layouts
-//! where a parent stores routed experts fused and the base separate or back ([`tensors`]);
+//! where a parent stores routed experts fused and the base separate or back (`tensors`);
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
-//! ([`metadata`]); output shards and offsets ([`shards`]).
+//! (`metadata`); output shards and offsets (`shards`).
 
+mod loaders;
 mod metadata;
 pub mod owners;
 mod shards;
@@ -24,6 +25,7 @@ use crate::recipe::Recipe;
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
+pub use loaders::Loaders;
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
 pub use shards::{MAX_SHARDS, parse_size};
@@ -37,116 +39,253 @@ pub struct Parent {
 }
 
 /// Why a plan cannot be made. Every variant names what the user can change.
-#[allow(missing_docs)]
+///
+/// `origin` fields name the rule or option that asked for the thing (`--take #1`,
+/// `recipe.toml rule #2`, `metadata.from`), so the message points at the line to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// A rule, the recipe's base or its metadata names a parent that was not given.
     #[error("{origin}: no parent named '{name}' (parents given: {known})")]
     UnknownParent {
+        /// What named it.
         origin: String,
+        /// The name it used.
         name: String,
+        /// The parent names that were given, comma-separated.
         known: String,
     },
+    /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
     #[error("the recipe expects a parent named '{name}'; give it with --parent {name}=PATH")]
-    MissingParent { name: String },
+    MissingParent {
+        /// The parent's name.
+        name: String,
+    },
+    /// No parent at all.
     #[error("no parents given; use --parent NAME=PATH (at least one)")]
     NoParents,
+    /// Two parents share a name, so rules could not say which one they mean.
     #[error("parent name '{name}' is given twice")]
-    DuplicateParent { name: String },
+    DuplicateParent {
+        /// The repeated name.
+        name: String,
+    },
+    /// A parent's `general.architecture` differs from the base's: its tensors mean other things.
     #[error(
         "architectures differ: base '{base}' ({base_path}) is '{base_arch}', parent '{parent}' ({path}) is '{arch}'"
     )]
     ArchitectureMismatch {
+        /// The base parent's name.
         base: String,
+        /// The base's (first) file.
         base_path: PathBuf,
+        /// The base's architecture.
         base_arch: String,
+        /// The other parent's name.
         parent: String,
+        /// Its (first) file.
         path: PathBuf,
+        /// Its architecture.
         arch: String,
     },
+    /// A parent differs from the base in a key that decides tensor shapes.
     #[error(
         "hyperparameter '{key}' differs: base '{base}' has {base_value}, parent '{parent}' has {value}; tensors of different models cannot be combined"
     )]
     HyperparameterMismatch {
+        /// The key, with its architecture prefix.
         key: String,
+        /// The base parent's name.
         base: String,
+        /// The base's value, as shown in reports (or "no such key").
         base_value: String,
+        /// The other parent's name.
         parent: String,
+        /// Its value, as shown in reports (or "no such key").
         value: String,
     },
+    /// A tensor of the base is to come from a parent that lacks it in any layout.
     #[error("{origin}: tensor '{tensor}' is not in parent '{parent}' ({path}){hint}")]
     TensorMissing {
+        /// The rule that chose the parent.
         origin: String,
+        /// The tensor's name in the base.
         tensor: String,
+        /// The parent's name.
         parent: String,
+        /// Its (first) file.
         path: PathBuf,
+        /// Extra advice appended to the message; empty when there is none.
         hint: String,
     },
+    /// A parent has the tensor, but with another shape than the base's.
     #[error(
         "tensor '{tensor}': shape {shape:?} in parent '{parent}' differs from {base_shape:?} in base '{base}'{hint}"
     )]
     ShapeMismatch {
+        /// The tensor's name.
         tensor: String,
+        /// The base parent's name.
         base: String,
+        /// Its shape in the base.
         base_shape: Vec<u64>,
+        /// The other parent's name.
         parent: String,
+        /// Its shape there.
         shape: Vec<u64>,
+        /// Extra advice appended to the message; empty when there is none.
         hint: String,
     },
+    /// Experts of one tensor would come from parents that quantized it to different types;
+    /// a tensor has one type, so its experts cannot be mixed.
     #[error(
         "tensor '{tensor}': experts cannot be mixed across types: '{first}' has {first_type}, '{second}' has {second_type}; take the whole tensor from one parent instead (a rule without `experts`)"
     )]
     ExpertTypeMismatch {
+        /// The tensor's name.
         tensor: String,
+        /// One contributing parent.
         first: String,
+        /// Its type for the tensor.
         first_type: String,
+        /// Another contributing parent.
         second: String,
+        /// Its type, which differs.
         second_type: String,
     },
+    /// A rule names experts past the tensor's expert count.
     #[error("{origin}: experts {experts} out of range for '{tensor}', which has {count}")]
     ExpertsOutOfRange {
+        /// The rule.
         origin: String,
+        /// The tensor it matched.
         tensor: String,
+        /// Its `experts` as written.
         experts: String,
+        /// Experts the tensor has.
         count: u64,
     },
+    /// A rule with `experts` matched a tensor that is not cut by expert.
     #[error(
         "{origin}: a rule with `experts` matched '{tensor}', which is not a stacked expert tensor (ffn_*_exps) or a router; narrow the regex, e.g. to '_exps'"
     )]
-    ExpertsOnPlainTensor { origin: String, tensor: String },
+    ExpertsOnPlainTensor {
+        /// The rule.
+        origin: String,
+        /// The tensor it matched.
+        tensor: String,
+    },
+    /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
     #[error(
         "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`"
     )]
     RuleMatchedNothing {
+        /// The rule.
         origin: String,
+        /// What it selects, as [`RuleReport::pattern`] shows it.
         pattern: String,
+        /// Why it may match nothing in this model (a tied output head), or empty.
         note: String,
     },
+    /// The recipe's chat template cannot be had (a parent without one, an unreadable file).
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// The recipe's chat template file could not be read, or is too large or not UTF-8.
+    #[error("chat template: {0}")]
+    ChatTemplateFile(#[source] crate::input::InputError),
+    /// A rule took nothing and its `layers` name blocks the base does not have.
+    #[error(
+        "{origin}: layers {layers} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        block_count.saturating_sub(1)
+    )]
+    LayersBeyondModel {
+        /// Where the rule was written.
+        origin: String,
+        /// Its `layers`, as written.
+        layers: String,
+        /// Blocks the base has.
+        block_count: u64,
+    },
+    /// The child's header would be larger than the reader accepts.
+    #[error(
+        "{path}: the header (metadata and tensor infos) would be {len} bytes, over the {} MiB ({max} bytes) that gguf-splice reads back; drop large keys with metadata.remove",
+        max >> 20
+    )]
+    HeaderTooLarge {
+        /// The output file.
+        path: PathBuf,
+        /// Its header's size.
+        len: u64,
+        /// The reader's limit.
+        max: u64,
+    },
+    /// A rule with `experts` matched an expert tensor whose shape cannot be cut into whole
+    /// expert slices.
     #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
     CannotSplit {
+        /// The rule.
         origin: String,
+        /// The tensor.
         tensor: String,
+        /// What is wrong with its shape.
         reason: String,
     },
+    /// The split options would make more shards than `split.count` (a u16) can number.
     #[error("the split options make {count} shards; at most {max} can be named")]
-    TooManyShards { count: usize, max: usize },
+    TooManyShards {
+        /// Shards the options would make.
+        count: usize,
+        /// [`MAX_SHARDS`].
+        max: usize,
+    },
+    /// A size or offset does not fit in 64 bits.
     #[error("tensor '{tensor}': size overflows")]
-    Overflow { tensor: String },
+    Overflow {
+        /// The tensor (or `<data section>`).
+        tensor: String,
+    },
+    /// A parent stores the tensor in another converter layout (fused vs separate gate/up
+    /// experts) that cannot be turned into the base's.
     #[error(
         "{origin}: tensor '{tensor}' cannot be taken from parent '{parent}' ({path}): {reason}"
     )]
     LayoutNotConvertible {
+        /// The rule that chose the parent.
         origin: String,
+        /// The tensor, as the base names it.
         tensor: String,
+        /// The parent's name.
         parent: String,
+        /// Its (first) file.
         path: PathBuf,
+        /// Why the layouts do not convert.
         reason: String,
     },
+    /// The gate, up and down matrices of one layer's experts would come from different
+    /// parents, making experts that are part one model and part another.
     #[error(
         "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
     )]
-    ExpertsTornApart { layer: u64, detail: String },
+    ExpertsTornApart {
+        /// The block number.
+        layer: u64,
+        /// Which matrix would come from which parent.
+        detail: String,
+    },
+    /// The child would hold types only ik_llama.cpp defines and types only mainline
+    /// llama.cpp defines, so neither program would load it.
+    #[error(
+        "no program would load the child: '{ik_tensor}' would be {ik_type}, which only ik_llama.cpp defines, and '{mainline_tensor}' {mainline_type}, which only mainline llama.cpp defines; take one of them from another parent"
+    )]
+    FlavoursMixed {
+        /// A tensor of an ik-only type.
+        ik_tensor: String,
+        /// Its type.
+        ik_type: String,
+        /// A tensor of a mainline-only type.
+        mainline_tensor: String,
+        /// Its type.
+        mainline_type: String,
+    },
 }
 
 /// A metadata value of the child: borrowed raw from a parent, or made here.
@@ -291,6 +430,8 @@ pub struct Plan<'p> {
     pub rules: Vec<RuleReport>,
     /// Things the user should know that do not stop the run.
     pub warnings: Vec<String>,
+    /// Which programs load the child (from its tensor types).
+    pub loaders: Loaders,
 }
 
 /// Keys whose values decide tensor shapes; parents that differ in them are different models.
@@ -366,7 +507,7 @@ pub fn build<'p>(
         .collect::<Result<_, _>>()?;
 
     let mut warnings = Vec::new();
-    check_compatible(parents, base, &mut warnings)?;
+    check_compatible(parents, base, recipe, &mut warnings)?;
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -402,7 +543,7 @@ pub fn build<'p>(
             let cut = expert_cut(t.info);
             let wants_experts = candidates.iter().find(|c| c.experts.is_some());
             let n_experts = match (&cut, wants_experts) {
-                (Ok(c), _) => c.map(|c| c.count),
+                (Ok(c), _) => c.map(|c| c.count()),
                 (Err(reason), Some(c)) => {
                     return Err(PlanError::CannotSplit {
                         origin: recipe.rules[c.rule].origin.clone(),
@@ -443,7 +584,7 @@ pub fn build<'p>(
                     expert_owners
                         .entry(l)
                         .or_default()
-                        .push((name.clone(), a.owners.per_expert(c.count)));
+                        .push((name.clone(), a.owners.per_expert(c.count())));
                 }
             }
             let origin = |p: usize| {
@@ -488,6 +629,18 @@ pub fn build<'p>(
             .then(|| roles::tied_output_note(base_model))
             .flatten();
         if !rule.optional {
+            let blocks = base_model
+                .tensors()
+                .filter_map(|t| roles::layer_of(&t.info.name))
+                .max()
+                .map_or(0, |l| l + 1);
+            if let Some(layers) = rule.layers_beyond(blocks) {
+                return Err(PlanError::LayersBeyondModel {
+                    origin: rule.origin.clone(),
+                    layers,
+                    block_count: blocks,
+                });
+            }
             return Err(PlanError::RuleMatchedNothing {
                 origin: rule.origin.clone(),
                 pattern: report.pattern.clone(),
@@ -498,16 +651,21 @@ pub fn build<'p>(
             warnings.push(format!("{}: matched nothing: {n}", rule.origin));
         }
     }
-    for (i, p) in parents.iter().enumerate() {
-        if !tensors
-            .iter()
-            .any(|t| t.pieces.iter().any(|pc| pc.parent == i))
-        {
+    let contributes: Vec<bool> = (0..parents.len())
+        .map(|i| {
+            tensors
+                .iter()
+                .any(|t| t.pieces.iter().any(|pc| pc.parent == i))
+        })
+        .collect();
+    for (p, c) in parents.iter().zip(&contributes) {
+        if !c {
             warnings.push(format!("parent '{}' contributes no tensor", p.name));
         }
     }
 
-    let kvs = metadata::plan_metadata(parents, base, recipe, &mut warnings)?;
+    let loaders = loaders::loaders(&tensors, &mut warnings)?;
+    let kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
     Ok(Plan {
@@ -519,6 +677,7 @@ pub fn build<'p>(
         set_id,
         rules,
         warnings,
+        loaders,
     })
 }
 
@@ -563,6 +722,7 @@ fn check_experts_together(
 fn check_compatible(
     parents: &[Parent],
     base: usize,
+    recipe: &Recipe,
     warnings: &mut Vec<String>,
 ) -> Result<(), PlanError> {
     let b = &parents[base];
@@ -618,7 +778,10 @@ fn check_compatible(
                 differing.join(", ")
             ));
         }
-        if b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE) {
+        // Only worth saying when the recipe leaves the template to the metadata parent.
+        if recipe.metadata.chat_template.is_none()
+            && b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE)
+        {
             warnings.push(format!(
                 "chat template differs between '{}' and '{}'; the child keeps the metadata parent's unless the recipe says otherwise",
                 b.name, p.name

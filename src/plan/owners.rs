@@ -50,9 +50,17 @@ impl Owners {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OwnerError {
     /// An expert rule selected a tensor that is not cut by expert.
-    NotExpertIndexed { rule: usize },
+    NotExpertIndexed {
+        /// The rule's index in the recipe.
+        rule: usize,
+    },
     /// An expert rule names experts the tensor does not have.
-    OutOfRange { rule: usize, count: u64 },
+    OutOfRange {
+        /// The rule's index in the recipe.
+        rule: usize,
+        /// Experts the tensor has.
+        count: u64,
+    },
 }
 
 /// The result of the walk.

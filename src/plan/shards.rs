@@ -7,6 +7,7 @@ use super::metadata::shard_kvs;
 use super::{OutShard, PlanError, PlanValue, PlannedTensor, SplitOptions};
 use crate::gguf::TensorInfo;
 use crate::gguf::model::shard_path;
+use crate::gguf::read::MAX_HEADER_BYTES;
 use crate::gguf::write::{assign_offsets, declared_alignment, encoded_header_len};
 use crate::layout::{self, DEFAULT_ALIGNMENT};
 
@@ -96,6 +97,13 @@ pub(super) fn assign_shards(
         } else {
             output.to_path_buf()
         };
+        if header_len > MAX_HEADER_BYTES {
+            return Err(PlanError::HeaderTooLarge {
+                path,
+                len: header_len,
+                max: MAX_HEADER_BYTES,
+            });
+        }
         shards.push(OutShard {
             path,
             tensors: range,

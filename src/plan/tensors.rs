@@ -49,28 +49,28 @@ pub(super) fn plan_tensor(
         found.push((p, v));
     }
 
-    let ty: GgmlType = found[0].1.ty;
+    let ty: GgmlType = found[0].1.ty();
     for (p, v) in &found[1..] {
-        if v.ty != ty {
+        if v.ty() != ty {
             return Err(PlanError::ExpertTypeMismatch {
                 tensor: name.clone(),
                 first: parents[found[0].0].name.clone(),
                 first_type: ty.to_string(),
                 second: parents[*p].name.clone(),
-                second_type: v.ty.to_string(),
+                second_type: v.ty().to_string(),
             });
         }
     }
     let view_of = |p: usize| &found.iter().find(|(q, _)| *q == p).expect("owner").1;
     let conversion = found
         .iter()
-        .map(|(_, v)| v.conversion)
+        .map(|(_, v)| v.conversion())
         .find(|c| *c != Conversion::Same)
         .unwrap_or(Conversion::Same);
 
     let mut pieces: Vec<Piece> = Vec::new();
     let mut push = |parent: usize, view: &View, experts: std::ops::Range<u64>, cut: bool| {
-        let converted = view.conversion != Conversion::Same;
+        let converted = view.conversion() != Conversion::Same;
         for (shard, src_offset, len) in view.ranges(experts.clone()) {
             pieces.push(Piece {
                 parent,
@@ -83,10 +83,10 @@ pub(super) fn plan_tensor(
         }
     };
     match owners {
-        Owners::Whole(p) if view_of(*p).conversion == Conversion::Same => {
+        Owners::Whole(p) if view_of(*p).conversion() == Conversion::Same => {
             // One piece for the whole tensor, however it is cut.
             let v = view_of(*p);
-            let src = v.parts[0].source;
+            let src = v.parts()[0].source;
             pieces.push(Piece {
                 parent: *p,
                 shard: src.shard,
@@ -99,7 +99,7 @@ pub(super) fn plan_tensor(
         Owners::Whole(p) => {
             // Converted: pieces per expert part, each saying its expert.
             let v = view_of(*p);
-            for e in 0..v.count {
+            for e in 0..v.count() {
                 push(*p, v, e..e + 1, true);
             }
         }
@@ -111,7 +111,7 @@ pub(super) fn plan_tensor(
                     .find(|&i| per_expert[i] != p)
                     .unwrap_or(per_expert.len());
                 let v = view_of(p);
-                if v.conversion == Conversion::Same {
+                if v.conversion() == Conversion::Same {
                     push(p, v, e as u64..run_end as u64, true);
                 } else {
                     for x in e..run_end {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{compact_text, ranges_json, ranges_text, shape};
+use super::{compact_text, plural_count, ranges_json, ranges_text, shape};
 use crate::compare::{DiffReport, KeyStatus, TensorStatus, ValueDiff};
 
 impl TensorStatus {
@@ -39,6 +39,9 @@ impl TensorStatus {
     }
 }
 
+/// `diff`'s text report: counts by status, tensors grouped compactly (the identical ones
+/// folded into one line), totals by group, differing keys, and the verdict. For people;
+/// scripts should read [`diff_json`].
 pub fn diff_text(r: &DiffReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "A: {}", r.a.text());
@@ -98,9 +101,9 @@ pub fn diff_text(r: &DiffReport) -> String {
     } else {
         let _ = writeln!(
             out,
-            "\nmetadata: {} key{} differ (split.* keys ignored)",
-            r.keys.len(),
-            if r.keys.len() == 1 { "" } else { "s" }
+            "\nmetadata: {} differ{} (split.* keys ignored)",
+            plural_count(r.keys.len(), "key"),
+            if r.keys.len() == 1 { "s" } else { "" }
         );
         for k in &r.keys {
             let _ = match &k.status {
@@ -125,6 +128,8 @@ pub fn diff_text(r: &DiffReport) -> String {
     out
 }
 
+/// `diff --json`: every tensor with its status (and first differing byte or experts), every
+/// differing key, and totals by group. Scripts depend on its field names: add, never rename.
 pub fn diff_json(r: &DiffReport) -> Value {
     let tensors: Vec<Value> = r
         .tensors

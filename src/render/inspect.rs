@@ -4,8 +4,11 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
+use super::{
+    Totals, human_bytes, plural_count, table_row, tensor_row, totals, totals_json, totals_text,
+};
 use crate::ftype;
+use crate::ggml_type::Origin;
 use crate::gguf::{Model, ValueRef};
 use crate::roles;
 
@@ -32,6 +35,12 @@ fn value_text(key: &str, v: ValueRef<'_>) -> String {
     }
 }
 
+/// Which programs load the model, from its tensor types' origins.
+fn loaded_by(model: &Model) -> Origin {
+    let mut origins = model.tensors().map(|t| t.info.ty.origin());
+    origins.find(|&o| o != Origin::Both).unwrap_or(Origin::Both)
+}
+
 /// A model's tensor bytes totalled by type and by group.
 fn model_totals(model: &Model) -> (Totals, Totals) {
     let by_type = totals(
@@ -47,6 +56,8 @@ fn model_totals(model: &Model) -> (Totals, Totals) {
     (by_type, by_group)
 }
 
+/// `inspect --json`: files, architecture, hyperparameters, every key (arrays summarised),
+/// every tensor with its absolute offset, and totals by type and group.
 pub fn inspect_json(model: &Model) -> Value {
     let first = model.first();
     let kvs: Vec<Value> = first
@@ -60,8 +71,9 @@ pub fn inspect_json(model: &Model) -> Value {
         .tensors()
         .map(|t| {
             json!({
-                "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
-                "bytes": t.info.n_bytes, "shard": t.shard + 1, "offset": t.file_offset,
+                "name": t.info.name, "type": t.info.ty.name(), "type_id": t.info.ty.id(),
+                "shape": t.info.dims, "bytes": t.info.n_bytes, "shard": t.shard + 1,
+                "offset": t.file_offset,
                 "group": roles::role_of(&t.info.name).label(),
             })
         })
@@ -73,6 +85,9 @@ pub fn inspect_json(model: &Model) -> Value {
             "alignment": s.alignment, "data_offset": s.data_offset,
         })).collect::<Vec<_>>(),
         "architecture": model.architecture(),
+        "flavour": model.flavour().arg(),
+        "flavour_basis": model.flavour_basis().to_string(),
+        "loadable_by": loaded_by(model).loaded_by(),
         // Typed, as the metadata list: numbers stay numbers.
         "hyperparameters": hyperparameters(model)
             .into_iter()
@@ -91,23 +106,31 @@ pub fn inspect_json(model: &Model) -> Value {
     })
 }
 
+/// `inspect`'s text report: files, hyperparameters, metadata, the tensor table and totals.
 pub fn inspect_text(model: &Model) -> String {
     let mut out = String::new();
     let first = model.first();
     for s in model.shards() {
         let _ = writeln!(
             out,
-            "file: {} (GGUF v{}, {}, {} tensors)",
+            "file: {} (GGUF v{}, {}, {})",
             s.path.display(),
             s.version,
             human_bytes(s.file_len),
-            s.tensors().len()
+            plural_count(s.tensors().len(), "tensor")
         );
     }
     let _ = writeln!(
         out,
         "architecture: {}",
         model.architecture().unwrap_or("(none)")
+    );
+    let _ = writeln!(
+        out,
+        "flavour: {} ({}); loadable by {}",
+        model.flavour().arg(),
+        model.flavour_basis(),
+        loaded_by(model).loaded_by()
     );
     for (k, v) in hyperparameters(model) {
         let _ = writeln!(out, "  {k} = {}", v.summary(4));

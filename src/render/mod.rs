@@ -105,6 +105,11 @@ pub(crate) fn totals_text(out: &mut String, title: &str, m: &Totals) {
     }
 }
 
+/// `1 file`, `3 files`.
+pub fn plural_count(n: usize, word: &str) -> String {
+    format!("{n} {}", plural(n, word))
+}
+
 /// `tensor` or `tensors` for `n`.
 pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
@@ -196,7 +201,9 @@ pub(crate) fn merge_names(names: &[&str]) -> String {
 pub struct CompactLine {
     /// `blk.1-2 ffn_{gate,up,down}_exps.weight`, or plain names.
     pub tensors: String,
+    /// Tensors the line stands for.
     pub count: usize,
+    /// What is said of all of them.
     pub label: String,
 }
 
@@ -312,14 +319,26 @@ impl ModelSummary {
             format!(" + {} more shards", self.paths.len() - 1)
         };
         format!(
-            "{}{files} ({} tensors, {} keys)",
+            "{}{files} ({}, {})",
             self.paths[0].display(),
-            self.tensors,
-            self.keys
+            plural_count(self.tensors, "tensor"),
+            plural_count(self.keys, "key")
         )
     }
 
     pub(crate) fn to_json(&self) -> Value {
         json!({"files": self.paths, "tensors": self.tensors, "keys": self.keys})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural_count(1, "tensor"), "1 tensor");
+        assert_eq!(plural_count(0, "key"), "0 keys");
+        assert_eq!(plural_count(2, "file"), "2 files");
     }
 }

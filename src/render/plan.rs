@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
+use super::{
+    Totals, human_bytes, plural_count, table_row, tensor_row, totals, totals_json, totals_text,
+};
 use crate::plan::{Plan, PlannedTensor};
 use crate::roles::views::Conversion;
 
@@ -43,6 +45,8 @@ fn plan_totals(plan: &Plan) -> (Totals, Totals) {
     (by_parent, by_type)
 }
 
+/// `splice --dry-run --json`: the plan in full, every piece with its parent, source offset
+/// and experts, so a script can check where each output byte will come from.
 pub fn plan_json(plan: &Plan) -> Value {
     let tensors: Vec<Value> = plan
         .tensors
@@ -79,13 +83,17 @@ pub fn plan_json(plan: &Plan) -> Value {
         "totals_by_parent": totals_json(&by_parent),
         "totals_by_type": totals_json(&by_type),
         "metadata": plan.kvs.iter().map(|(k, v)| json!({
-            "key": k, "type": v.as_ref().ty.name(), "value": v.as_ref().to_json(false),
+            "key": k, "type": v.as_ref().ty().name(), "value": v.as_ref().to_json(false),
         })).collect::<Vec<_>>(),
         "warnings": plan.warnings,
         "output_bytes": plan.output_bytes(),
+        "loadable_by": plan.loaders.origin.loaded_by(),
+        "flavour_types": plan.loaders.own_types,
     })
 }
 
+/// `splice --dry-run`: parents, rules and what they matched, every tensor with its output
+/// offset and sources, totals, output files and warnings.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     for p in plan.parents {
@@ -112,8 +120,12 @@ pub fn plan_text(plan: &Plan) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {:<28} /{}/ -> {}{}: {} tensors",
-            r.origin, r.pattern, r.from, experts, r.matched
+            "  {:<28} {} -> {}{}: {}",
+            r.origin,
+            r.pattern,
+            r.from,
+            experts,
+            plural_count(r.matched, "tensor")
         );
     }
     let _ = writeln!(
@@ -132,13 +144,14 @@ pub fn plan_text(plan: &Plan) -> String {
     let (by_parent, by_type) = plan_totals(plan);
     totals_text(&mut out, "bytes by parent (pieces)", &by_parent);
     totals_text(&mut out, "bytes by type", &by_type);
+    let _ = writeln!(out, "\nloadable by: {}", plan.loaders.describe());
     let _ = writeln!(out, "\noutput:");
     for s in &plan.shards {
         let _ = writeln!(
             out,
-            "  {} ({} tensors, {})",
+            "  {} ({}, {})",
             s.path.display(),
-            s.tensors.len(),
+            plural_count(s.tensors.len(), "tensor"),
             human_bytes(s.file_len())
         );
     }

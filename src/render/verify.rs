@@ -169,6 +169,9 @@ impl fmt::Display for Mismatch {
     }
 }
 
+/// `verify`'s text report: each tensor's sources grouped compactly, the tensors that match
+/// no parent, with a recipe the first mismatches (the JSON has them all), then OK or
+/// MISMATCH.
 pub fn verify_text(r: &VerifyReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "child: {}", r.child.text());
@@ -246,14 +249,19 @@ pub fn verify_text(r: &VerifyReport) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nverify: {}",
-        if r.passed() { "OK" } else { "MISMATCH" }
-    );
+    let verdict = match (r.passed(), &r.recipe) {
+        (true, Some(_)) => "OK",
+        // Without a recipe only the tensors were compared: say so, never a bare OK.
+        (true, None) => {
+            "tensors OK (metadata and tensor order not checked without --recipe or --take)"
+        }
+        (false, _) => "MISMATCH",
+    };
+    let _ = writeln!(out, "\nverify: {verdict}");
     out
 }
 
+/// `verify --json`: every tensor's sources and every mismatch, with `passed`.
 pub fn verify_json(r: &VerifyReport) -> Value {
     let entries: Vec<(&str, String)> = r
         .tensors
@@ -277,5 +285,6 @@ pub fn verify_json(r: &VerifyReport) -> Value {
             "mismatches": c.mismatches.iter().map(Mismatch::to_json).collect::<Vec<_>>(),
         })),
         "passed": r.passed(),
+        "checked": if r.recipe.is_some() { "tensors and metadata" } else { "tensors only" },
     })
 }

@@ -12,12 +12,27 @@ use crate::layout;
 pub const MAX_EXPERTS: u64 = 1 << 16;
 
 /// A tensor cut into `count` equal, contiguous expert slices of `slice_bytes` bytes each.
+///
+/// Only [`expert_cut`] makes one, having checked that `count` is at most [`MAX_EXPERTS`] and
+/// that the slices are non-empty, whole blocks and tile the tensor exactly; callers size
+/// per-expert tables by `count` and address bytes by `slice_bytes` on the strength of it, so
+/// the fields are private.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExpertCut {
-    /// Number of experts (the outermost dimension).
-    pub count: u64,
-    /// Bytes of one expert's slice.
-    pub slice_bytes: u64,
+    count: u64,
+    slice_bytes: u64,
+}
+
+impl ExpertCut {
+    /// Number of experts (the outermost dimension), at most [`MAX_EXPERTS`].
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Bytes of one expert's slice; never 0.
+    pub fn slice_bytes(&self) -> u64 {
+        self.slice_bytes
+    }
 }
 
 /// Whether tensors of this name are cut by expert at all: routed experts and the router.
@@ -92,9 +107,9 @@ mod tests {
             }))
         );
         let r = info("blk.3.ffn_gate_inp.weight", &[256, 8], GgmlType::F32);
-        assert_eq!(expert_cut(&r).unwrap().unwrap().slice_bytes, 1024);
+        assert_eq!(expert_cut(&r).unwrap().unwrap().slice_bytes(), 1024);
         let b = info("blk.3.exp_probs_b.bias", &[8], GgmlType::F32);
-        assert_eq!(expert_cut(&b).unwrap().unwrap().slice_bytes, 4);
+        assert_eq!(expert_cut(&b).unwrap().unwrap().slice_bytes(), 4);
         let s = info("blk.3.ffn_up_shexp.weight", &[256, 4], q);
         assert_eq!(expert_cut(&s), Ok(None));
         let m = info("blk.3.ffn_up.2.weight", &[256, 4], q);

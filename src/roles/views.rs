@@ -14,7 +14,7 @@
 //! the child's expert slice come from the source tensor at `source_offset + e *
 //! source_stride`. A tensor that is not cut by expert is one slice.
 
-use super::cut::{ExpertCut, expert_cut};
+use super::cut::expert_cut;
 use super::{ExpertMatrix, classify};
 use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, TensorInfo, TensorLoc};
@@ -47,21 +47,45 @@ pub struct Part<'m> {
 }
 
 /// How to read one tensor of the child's layout out of a parent.
+///
+/// Only [`view`] makes one, from source shapes it has checked against the child's; its parts
+/// tile each slice exactly, which the planner and `verify` rely on when they turn it into
+/// file offsets. So the fields are private.
 #[derive(Clone, Debug)]
 pub struct View<'m> {
-    /// What was converted, if anything.
-    pub conversion: Conversion,
-    /// The type of the bytes (the parent's).
-    pub ty: GgmlType,
-    /// Slices: experts for a tensor cut by expert, else 1.
-    pub count: u64,
-    /// Bytes of one slice in the child's layout (the whole tensor when `count` is 1).
-    pub slice_bytes: u64,
-    /// The runs that make each slice, in child order; they tile the slice exactly.
-    pub parts: Vec<Part<'m>>,
+    conversion: Conversion,
+    ty: GgmlType,
+    count: u64,
+    slice_bytes: u64,
+    parts: Vec<Part<'m>>,
 }
 
-impl View<'_> {
+impl<'m> View<'m> {
+    /// What was converted, if anything.
+    pub fn conversion(&self) -> Conversion {
+        self.conversion
+    }
+
+    /// The type of the bytes (the parent's).
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Slices: experts for a tensor cut by expert, else 1.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Bytes of one slice in the child's layout (the whole tensor when `count` is 1).
+    pub fn slice_bytes(&self) -> u64 {
+        self.slice_bytes
+    }
+
+    /// The runs that make each slice, in child order; they tile the slice exactly.
+    pub fn parts(&self) -> &[Part<'m>] {
+        &self.parts
+    }
+
     /// Bytes of the whole tensor.
     pub fn n_bytes(&self) -> u64 {
         self.count * self.slice_bytes
@@ -141,7 +165,7 @@ impl std::fmt::Display for Unavailable {
 
 fn whole(info: &TensorInfo) -> (u64, u64) {
     match expert_cut(info) {
-        Ok(Some(ExpertCut { count, slice_bytes })) => (count, slice_bytes),
+        Ok(Some(c)) => (c.count(), c.slice_bytes()),
         _ => (1, info.n_bytes),
     }
 }
@@ -189,7 +213,10 @@ pub fn view<'m>(want: &TensorInfo, parent: &'m Model) -> Result<View<'m>, Unavai
                 && d[0] == want.dims[0]
                 && Some(d[1]) == want.dims[1].checked_mul(2)
                 && d[2] == want.dims[2];
-            let half = layout::tensor_bytes(fused.info.ty, &want.dims[..want.dims.len().min(2)]);
+            // The child's expert is n_ff whole rows of the parent's (row metadata included).
+            let half = fits
+                .then(|| layout::rows_bytes(fused.info.ty, want.dims[0], want.dims[1]))
+                .flatten();
             let (true, Some(half)) = (fits, half) else {
                 return Err(Unavailable::LayoutShape {
                     source: fused_name,
@@ -237,12 +264,11 @@ pub fn view<'m>(want: &TensorInfo, parent: &'m Model) -> Result<View<'m>, Unavai
                     });
                 }
             }
-            let half = layout::tensor_bytes(gate.info.ty, &gate.info.dims[..2]).ok_or(
-                Unavailable::LayoutShape {
+            let half = layout::rows_bytes(gate.info.ty, gate.info.dims[0], gate.info.dims[1])
+                .ok_or(Unavailable::LayoutShape {
                     source: gate.info.name.clone(),
                     found: gate.info.dims.clone(),
-                },
-            )?;
+                })?;
             let part = |source, child_offset| Part {
                 source,
                 child_offset,

@@ -115,10 +115,27 @@ pub enum Oracle {
     GgufPy,
     /// Real llama.cpp (and our probe), from fixtures/build-llama.sh.
     Llama,
+    /// Real ik_llama.cpp (and our ik probe and type-table oracle), from
+    /// fixtures/build-ik-llama.sh.
+    IkLlama,
     /// Slurm's daemons and clients and munge (Debian packages slurmctld, slurmd,
     /// slurm-client, munge; .ci/run installs them), and root to run them. Tests start their
     /// own single-node Slurm.
     Slurm,
+}
+
+/// The gguf-splice cache root, as the fixture build scripts compute it.
+fn cache_root() -> PathBuf {
+    std::env::var("GGUF_SPLICE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                })
+                .join("gguf-splice")
+        })
 }
 
 /// Programs the Slurm oracle needs.
@@ -151,20 +168,11 @@ fn oracle_path(o: Oracle) -> PathBuf {
         Oracle::Slurm => PathBuf::from("/usr/sbin"),
         Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
             Ok(d) => PathBuf::from(d),
-            Err(_) => {
-                let cache = std::env::var("GGUF_SPLICE_CACHE")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| {
-                        std::env::var("XDG_CACHE_HOME")
-                            .map(PathBuf::from)
-                            .unwrap_or_else(|_| {
-                                PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                                    .join(".cache")
-                            })
-                            .join("gguf-splice")
-                    });
-                cache.join("llama.cpp-11434/build/bin")
-            }
+            Err(_) => cache_root().join("llama.cpp-11434/build/bin"),
+        },
+        Oracle::IkLlama => match std::env::var("GGUF_SPLICE_IK_LLAMA_BIN") {
+            Ok(d) => PathBuf::from(d),
+            Err(_) => cache_root().join("ik_llama.cpp-0.1.5/build/bin"),
         },
     }
 }
@@ -182,6 +190,9 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
             match o {
                 Oracle::GgufPy => !p.exists(),
                 Oracle::Llama => !p.join("llama-splice-probe").exists(),
+                Oracle::IkLlama => {
+                    !p.join("ik-splice-probe").exists() || !p.join("ik-splice-types").exists()
+                }
                 // The test cluster runs its daemons and jobs as root (SlurmUser=root).
                 Oracle::Slurm => {
                     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -197,7 +208,7 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
     let how = if missing.contains(&Oracle::Slurm) {
         "install the Debian packages slurmctld slurmd slurm-client munge (as .ci/run does) and run as root"
     } else {
-        "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN"
+        "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN"
     };
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
@@ -220,6 +231,11 @@ pub fn oracle_python() -> PathBuf {
 /// The directory of real llama.cpp's binaries (see [`have`]).
 pub fn llama_bin() -> PathBuf {
     oracle_path(Oracle::Llama)
+}
+
+/// The directory of real ik_llama.cpp's binaries (see [`have`]).
+pub fn ik_llama_bin() -> PathBuf {
+    oracle_path(Oracle::IkLlama)
 }
 
 pub fn repo() -> &'static Path {

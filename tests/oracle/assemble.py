@@ -13,6 +13,17 @@ every matching 3-D tensor whose name contains "_exps" with those experts' bytes 
 (type and shape must equal the child's tensor). Any PATH may be the first shard
 `X-00001-of-0000N.gguf` of a split set. The child is one file.
 
+Gate and up experts in the other layout: a parent converted with `--fuse-gate-up-exps` has
+`blk.N.ffn_gate_up_exps.weight` ([n_embd, 2*n_ff, n_expert]; within expert e, its n_ff gate
+rows, then its n_ff up rows) where others have `blk.N.ffn_gate_exps.weight` and
+`blk.N.ffn_up_exps.weight` ([n_embd, n_ff, n_expert] each). The child keeps the base's
+layout. When a parent (for --take or --take-experts) lacks a child tensor of one layout but
+has the other layout's, the child's tensor is cut from, or joined out of, the parent's:
+  child ffn_gate_exps expert e = the first half of the parent's fused expert e,
+  child ffn_up_exps expert e   = its second half,
+  child ffn_gate_up_exps expert e = the parent's gate expert e, then its up expert e
+(gate and up must have the same type and shape). The result must have the base's shape.
+
 Only gguf-py (PyPI `gguf`), numpy and the standard library are used.
 """
 import argparse
@@ -50,6 +61,44 @@ class Model:
     def info(self, name):
         _, t = self.tensors[name]
         return int(t.tensor_type), [int(x) for x in t.shape], int(t.n_bytes)
+
+
+FUSED_RE = re.compile(r"^(?P<blk>blk\.\d+\.)ffn_gate_up_exps\.weight$")
+SEPARATE_RE = re.compile(r"^(?P<blk>blk\.\d+\.)ffn_(?P<half>gate|up)_exps\.weight$")
+
+
+def parent_tensor(m, name):
+    """(type, ne shape, raw bytes as a uint8 array) of child tensor `name` as parent m holds it,
+    cut from or joined out of m's other gate/up experts layout when m lacks `name` itself
+    (see the module doc). Exits with a message when m has neither."""
+    if name in m.tensors:
+        ttype, shape, _ = m.info(name)
+        return ttype, shape, np.asarray(m.raw(name), dtype=np.uint8)
+    sep = SEPARATE_RE.match(name)
+    if sep:
+        fused = f"{sep.group('blk')}ffn_gate_up_exps.weight"
+        if fused in m.tensors:
+            ttype, shape, n_bytes = m.info(fused)
+            if len(shape) != 3 or shape[1] % 2:
+                raise SystemExit(f"{m.path}: {fused}: shape {shape} is not [n_embd, 2*n_ff, n_expert]")
+            n_exp = shape[2]
+            # (expert, gate|up, bytes of n_ff rows): rows are contiguous, gate rows first
+            halves = np.asarray(m.raw(fused), dtype=np.uint8).reshape(n_exp, 2, n_bytes // n_exp // 2)
+            half = halves[:, 0 if sep.group("half") == "gate" else 1, :]
+            return ttype, [shape[0], shape[1] // 2, n_exp], half.reshape(-1).copy()
+    fus = FUSED_RE.match(name)
+    if fus:
+        gate, up = (f"{fus.group('blk')}ffn_{h}_exps.weight" for h in ("gate", "up"))
+        if gate in m.tensors and up in m.tensors:
+            (gt, gs, gn), (ut, us, un) = m.info(gate), m.info(up)
+            if (gt, gs) != (ut, us):
+                raise SystemExit(f"{m.path}: {gate} ({gt} {gs}) and {up} ({ut} {us}) cannot be fused: "
+                                 "type or shape differ")
+            n_exp = gs[2]
+            g = np.asarray(m.raw(gate), dtype=np.uint8).reshape(n_exp, gn // n_exp)
+            u = np.asarray(m.raw(up), dtype=np.uint8).reshape(n_exp, un // n_exp)
+            return gt, [gs[0], 2 * gs[1], n_exp], np.concatenate([g, u], axis=1).reshape(-1)
+    raise SystemExit(f"{m.path}: has no tensor {name}")
 
 
 def raw_field_value(field):
@@ -129,25 +178,27 @@ def main():
             if rx.search(name):
                 src = model(path)
                 break
-        if name not in src.tensors:
-            raise SystemExit(f"{src.path}: has no tensor {name}")
-        ttype, shape, n_bytes = src.info(name)
-        data = np.array(src.raw(name), dtype=np.uint8, copy=True)
+        ttype, shape, data = parent_tensor(src, name)
+        data = np.array(data, dtype=np.uint8, copy=True)
+        n_bytes = len(data)
+        if src is not base and name not in src.tensors:
+            # converted from the other gate/up layout: must fit the base's tensor
+            _, base_shape, _ = base.info(name)
+            if shape != base_shape:
+                raise SystemExit(f"{name}: shape {base_shape} in the base, {shape} from {src.path}")
 
         for rx, path, e0, e1 in a.take_experts:
             if not rx.search(name) or "_exps" not in name or len(shape) != 3:
                 continue
             donor = model(path)
-            if name not in donor.tensors:
-                raise SystemExit(f"{path}: has no tensor {name}")
-            dt, ds, dn = donor.info(name)
-            if (dt, ds, dn) != (ttype, shape, n_bytes):
+            dt, ds, ddata = parent_tensor(donor, name)
+            if (dt, ds, len(ddata)) != (ttype, shape, n_bytes):
                 raise SystemExit(f"{name}: type/shape differ: child {ttype} {shape}, {path} {dt} {ds}")
             n_exp = shape[2]
             if e1 >= n_exp:
                 raise SystemExit(f"{name}: expert {e1} out of range (n_expert {n_exp})")
             s = n_bytes // n_exp
-            data[e0 * s:(e1 + 1) * s] = donor.raw(name)[e0 * s:(e1 + 1) * s]
+            data[e0 * s:(e1 + 1) * s] = ddata[e0 * s:(e1 + 1) * s]
 
         qtype = GGMLQuantizationType(ttype)
         # numpy shape (outermost first) of the raw bytes: reversed ne with ne0 in bytes

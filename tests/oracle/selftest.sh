@@ -17,10 +17,27 @@ cmp "$T/id.gguf" "$FX/v3-q3mix.gguf"
 "$PY" "$O/assemble.py" --base "$FX/r1-iq2mix-split-00001-of-00003.gguf" --out "$T/id2.gguf"
 cmp "$T/id2.gguf" "$FX/r1-iq2mix.gguf"
 
+# 1b. layout conversion: the fused fixtures hold the same bytes as the separate ones, so taking
+#     every routed expert (or experts 1-2) of one layout into a base of the other gives the base
+R='ffn_(gate|up|gate_up|down)_exps\.weight$'
+for pair in "v3-q3mix v3-fused-q3mix" "v3-fused-q3mix v3-q3mix" "r1-q3mix r1-fused-q3mix" "r1-fused-q3mix r1-q3mix"; do
+    set -- $pair
+    "$PY" "$O/assemble.py" --base "$FX/$1.gguf" --out "$T/conv.gguf" --take "$R=$FX/$2.gguf"
+    cmp "$T/conv.gguf" "$FX/$1.gguf"
+    "$PY" "$O/assemble.py" --base "$FX/$1.gguf" --out "$T/conv.gguf" --take-experts "$R=$FX/$2.gguf:1-2"
+    cmp "$T/conv.gguf" "$FX/$1.gguf"
+done
+
 # 2. chimeras on a v3 base: all routed experts from r1-q3mix; experts 1-2 of blk.1.ffn_up_exps
 #    from r1-q3mix; all routed experts from the r1-iq2mix split set (other types than the base's);
 #    --take-experts across types must be refused.
 "$PY" "$O/assemble.py" --base "$FX/v3-q3mix.gguf" --out "$T/chim.gguf" --take "ffn_.*_exps=$FX/r1-q3mix.gguf"
+# the same chimera with the routed experts cut from the fused r1, and joined into the fused v3
+"$PY" "$O/assemble.py" --base "$FX/v3-q3mix.gguf" --out "$T/chim-f.gguf" --take "$R=$FX/r1-fused-q3mix.gguf"
+cmp "$T/chim-f.gguf" "$T/chim.gguf"
+"$PY" "$O/assemble.py" --base "$FX/v3-fused-q3mix.gguf" --out "$T/chim-f.gguf" --take "$R=$FX/r1-q3mix.gguf"
+"$PY" "$O/assemble.py" --base "$FX/v3-fused-q3mix.gguf" --out "$T/chim-ff.gguf" --take "$R=$FX/r1-fused-q3mix.gguf"
+cmp "$T/chim-f.gguf" "$T/chim-ff.gguf"
 "$PY" "$O/assemble.py" --base "$FX/v3-q3mix.gguf" --out "$T/chim-iq2.gguf" \
     --take "ffn_.*_exps=$FX/r1-iq2mix-split-00001-of-00003.gguf" \
     --take-experts "blk\.1\.ffn_up_exps=$FX/r1-q3mix.gguf:1-2" 2>/dev/null \

@@ -1,0 +1,169 @@
+//! The command line as a user meets it: presets by name from anywhere, generated shell
+//! completions and man page, the JSON summary of a real splice, and warnings under --quiet.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use gguf_splice::ggml_type::GgmlType;
+
+/// Run the binary in `dir` (not the repository), as an installed binary would be.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn presets_work_by_name_away_from_the_repository() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let args = [
+        "splice",
+        "--parent",
+        &v3,
+        "--parent",
+        &r1,
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "-o",
+        "child.gguf",
+        "-q",
+    ];
+    let o = run_in(s.dir.path(), &args);
+    assert_ok(&o);
+    let by_name = std::fs::read(s.dir.path().join("child.gguf")).unwrap();
+    // The same bytes as with the file from mappings/.
+    let o = run_in(
+        s.dir.path(),
+        &[
+            "splice",
+            "--parent",
+            &v3,
+            "--parent",
+            &r1,
+            "--recipe",
+            &chimera_preset(),
+            "-o",
+            "by-path.gguf",
+            "-q",
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(
+        by_name,
+        std::fs::read(s.dir.path().join("by-path.gguf")).unwrap()
+    );
+
+    let o = run_in(s.dir.path(), &["presets"]);
+    assert_ok(&o);
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        list.contains("deepseek-r1t-chimera  ")
+            && list.contains("routed experts from R1, everything else from V3-0324"),
+        "{list}"
+    );
+    let o = run_in(s.dir.path(), &["presets", "show", "deepseek-r1t-chimera"]);
+    assert_ok(&o);
+    let shown = std::fs::read_to_string(repo().join("mappings/deepseek-r1t-chimera.toml")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), shown);
+
+    let o = run_in(s.dir.path(), &["presets", "show", "nope"]);
+    assert_exit(&o, 2);
+    let o = run_in(
+        s.dir.path(),
+        &[
+            "splice",
+            "--parent",
+            &v3,
+            "--recipe",
+            "deepseek-r1t-chimer",
+            "-o",
+            "x.gguf",
+        ],
+    );
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("no preset of that name (presets: deepseek-r1t-chimera,"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_parser() {
+    for (shell, marker) in [
+        ("bash", "_gguf__splice()"),
+        ("zsh", "#compdef gguf-splice"),
+        ("fish", "complete -c gguf-splice"),
+    ] {
+        let o = run(&["completions", shell]);
+        assert_ok(&o);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..text.len().min(200)]
+        );
+        assert!(
+            text.contains("split-max-size"),
+            "{shell} lacks splice's options"
+        );
+    }
+    let o = run(&["man"]);
+    assert_ok(&o);
+    let man = String::from_utf8_lossy(&o.stdout);
+    assert!(man.contains(".TH gguf-splice 1"), "{man}");
+    assert!(man.contains("splice") && man.contains("verify"));
+}
+
+#[test]
+fn a_real_splice_reports_json_and_quiet_keeps_warnings() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    let o = s.splice(&[
+        "--recipe",
+        &chimera_preset(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]);
+    assert_ok(&o);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(j["files"][0]["path"], out.to_str().unwrap());
+    assert_eq!(j["files"][0]["bytes"], len);
+    assert_eq!(j["bytes"], len);
+    let child = gguf_splice::gguf::Model::open(&out).unwrap();
+    let from = |pred: fn(&str) -> bool| -> u64 {
+        child
+            .tensors()
+            .filter(|t| pred(&t.info.name))
+            .map(|t| t.info.n_bytes)
+            .sum()
+    };
+    assert_eq!(j["tensor_bytes_by_parent"]["r1"], from(is_routed_expert));
+    assert_eq!(
+        j["tensor_bytes_by_parent"]["v3"],
+        from(|n| !is_routed_expert(n))
+    );
+    assert!(j["seconds"].as_f64().unwrap() >= 0.0);
+    // The parents' chat templates differ: a warning, in the JSON and on stderr despite -q.
+    let w = j["warnings"].as_array().unwrap();
+    assert!(
+        w.iter()
+            .any(|w| w.as_str().unwrap().contains("chat template differs"))
+    );
+    assert!(
+        stderr(&o).contains("warning: chat template differs"),
+        "{}",
+        stderr(&o)
+    );
+}
