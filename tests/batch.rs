@@ -635,3 +635,27 @@ fn the_kubernetes_example_runs_jobs_as_its_pods_would() {
         stderr(&o)
     );
 }
+
+#[test]
+fn progress_json_also_reports_diff_and_verify() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let out = s.dir.path().join("c.gguf").display().to_string();
+    assert_ok(&s.splice(&["--recipe", &chimera_preset(), "-o", &out, "-q"]));
+    let v3 = s.v3.display().to_string();
+    let diff = run(&["diff", &v3, &out, "--progress", "json"]);
+    let verify = s.run(
+        "verify",
+        Some(&out),
+        &["--recipe", &chimera_preset(), "--progress", "json"],
+    );
+    for o in [diff, verify] {
+        assert_ok(&o);
+        let ev = events(&o);
+        assert_eq!(ev.first().unwrap()["event"], "start", "{}", stderr(&o));
+        let last = ev.last().unwrap();
+        assert_eq!(last["event"], "done");
+        assert_eq!(last["child"], out.as_str());
+        assert!(last["bytes_total"].as_u64().unwrap() > 0, "{last}");
+        assert_eq!(last["bytes_done"], last["bytes_total"]);
+    }
+}

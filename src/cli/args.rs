@@ -83,6 +83,9 @@ pub(crate) struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub(crate) progress: ProgressMode,
 }
 
 #[derive(Args)]

@@ -191,6 +191,13 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         JobEvent::Started { job, total } => progress.start(Task {
             job: Some(job.index),
             child: batch.children[job.child].spec.label.clone(),
+            message: format!(
+                "job {} {} {}/{}",
+                job.index,
+                batch.children[job.child].spec.label,
+                job.shard + 1,
+                job.shards
+            ),
             shard: Some((job.shard + 1, job.shards)),
             total,
         }),

@@ -85,6 +85,9 @@ enum Command {
         json: bool,
         #[command(flatten)]
         flavour: FlavourArg,
+        /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+        #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+        progress: progress::ProgressMode,
     },
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
@@ -224,7 +227,8 @@ pub fn main() -> i32 {
             b,
             json,
             flavour,
-        } => reports::diff(&a, &b, json, flavour),
+            progress,
+        } => reports::diff(&a, &b, json, flavour, progress),
         Command::Verify(args) => reports::verify(args),
         Command::Batch(args) => batch::run(args),
         Command::Presets { action } => help::presets(match &action {

@@ -1,14 +1,16 @@
-//! Progress on stderr for the commands that copy (`splice`, `batch`): a bar on a terminal,
-//! JSON lines for farm dashboards (`--progress json`), or nothing.
+//! Progress on stderr for the long commands (`splice`, `batch`, `diff`, `verify`): a bar on
+//! a terminal, JSON lines for farm dashboards (`--progress json`), or nothing.
 //!
 //! A JSON line is one object: `event` (`start`, `progress`, `done`, `skipped`), `job` (the
 //! batch job number, or null), `child`, `shard` and `shards` (1-based shard of the child,
-//! or null for a whole child), `bytes_done`, `bytes_total` (tensor bytes), `rate` (bytes
-//! per second since the start) and `elapsed` (seconds). `progress` lines come at most once
+//! or null for a whole child), `bytes_done`, `bytes_total` (tensor bytes copied, or compared
+//! for `diff` and `verify`), `rate` (bytes per second since the start) and `elapsed`
+//! (seconds). `progress` lines come at most once
 //! a second; `start` and `done` always.
 
-use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
@@ -31,8 +33,11 @@ pub enum ProgressMode {
 pub struct Task {
     /// The batch job number.
     pub job: Option<usize>,
-    /// The child (its label in a batch, its output path for `splice`).
+    /// The child (its label in a batch, its output path for `splice`, the model checked for
+    /// `diff` and `verify`).
     pub child: String,
+    /// Shown before the bar.
+    pub message: String,
     /// (shard, shards), 1-based, for a job of one shard.
     pub shard: Option<(usize, usize)>,
     /// Tensor bytes to copy.
@@ -46,13 +51,14 @@ struct Running {
     done: u64,
 }
 
-/// Reports the progress of one task at a time.
+/// Reports the progress of one task at a time; updates may come from several threads (the
+/// comparisons of `diff` and `verify` run in parallel).
 pub struct Progress {
     json: bool,
     bar: indicatif::ProgressBar,
-    running: RefCell<Option<Running>>,
+    running: Mutex<Option<Running>>,
     /// Lines written, for the throttle test.
-    lines: Cell<usize>,
+    lines: AtomicUsize,
 }
 
 /// Least time between two `progress` lines.
@@ -81,8 +87,8 @@ impl Progress {
         Progress {
             json: mode == ProgressMode::Json,
             bar,
-            running: RefCell::new(None),
-            lines: Cell::new(0),
+            running: Mutex::new(None),
+            lines: AtomicUsize::new(0),
         }
     }
 
@@ -90,12 +96,9 @@ impl Progress {
     pub fn start(&self, task: Task) {
         self.bar.reset();
         self.bar.set_length(task.total);
-        self.bar.set_message(match (task.job, task.shard) {
-            (Some(j), Some((s, n))) => format!("job {j} {} {s}/{n}", task.child),
-            _ => String::new(),
-        });
+        self.bar.set_message(task.message.clone());
         let now = Instant::now();
-        *self.running.borrow_mut() = Some(Running {
+        *self.lock() = Some(Running {
             task,
             started: now,
             last_line: now,
@@ -104,13 +107,33 @@ impl Progress {
         self.line("start");
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        // A panic elsewhere while holding the lock leaves the data usable for a display.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// `done` tensor bytes of the current task are copied.
     pub fn update(&self, done: u64) {
+        self.update_of(done, None);
+    }
+
+    /// `done` of `total` bytes, for work whose total is known only as it runs.
+    pub fn update_total(&self, done: u64, total: u64) {
+        self.update_of(done, Some(total));
+    }
+
+    fn update_of(&self, done: u64, total: Option<u64>) {
+        if let Some(t) = total {
+            self.bar.set_length(t);
+        }
         self.bar.set_position(done);
         let due = {
-            let mut r = self.running.borrow_mut();
+            let mut r = self.lock();
             let Some(r) = r.as_mut() else { return };
             r.done = done;
+            if let Some(t) = total {
+                r.task.total = t;
+            }
             let due = r.last_line.elapsed() >= JSON_INTERVAL;
             if due {
                 r.last_line = Instant::now();
@@ -125,20 +148,20 @@ impl Progress {
     /// The current task ended: `done` (written) or `skipped` (already complete).
     pub fn finish(&self, event: &str) {
         if event == "done"
-            && let Some(r) = self.running.borrow_mut().as_mut()
+            && let Some(r) = self.lock().as_mut()
         {
             r.done = r.task.total;
         }
         self.line(event);
         self.bar.finish_and_clear();
-        *self.running.borrow_mut() = None;
+        *self.lock() = None;
     }
 
     fn line(&self, event: &str) {
         if !self.json {
             return;
         }
-        let r = self.running.borrow();
+        let r = self.lock();
         let Some(r) = r.as_ref() else { return };
         let elapsed = r.started.elapsed().as_secs_f64();
         let v = json!({
@@ -156,7 +179,7 @@ impl Progress {
         let mut line = v.to_string();
         line.push('\n');
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        self.lines.set(self.lines.get() + 1);
+        self.lines.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -170,6 +193,7 @@ mod tests {
         p.start(Task {
             job: Some(3),
             child: "#1 (c.gguf)".into(),
+            message: String::new(),
             shard: Some((2, 3)),
             total: 100,
         });
@@ -177,6 +201,10 @@ mod tests {
             p.update(done);
         }
         p.finish("done");
-        assert_eq!(p.lines.get(), 2, "start and done within one second");
+        assert_eq!(
+            p.lines.load(Ordering::Relaxed),
+            2,
+            "start and done within one second"
+        );
     }
 }

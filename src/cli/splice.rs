@@ -44,6 +44,7 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     progress.start(Task {
         job: None,
         child: args.output.display().to_string(),
+        message: String::new(),
         shard: None,
         total: plan.tensors.iter().map(|t| t.info.n_bytes).sum(),
     });
@@ -104,6 +105,7 @@ fn splice_shard(
     progress.start(Task {
         job: None,
         child: args.output.display().to_string(),
+        message: format!("shard {k}/{count}"),
         shard: Some((k as usize, count)),
         total: plan.tensors[shard.tensors.clone()]
             .iter()
