@@ -15,6 +15,7 @@
 //! - [`assemble`]: parents x experts list -> the plan of an MoE (dense models stacked as
 //!   experts, MoE experts pruned, reordered or united);
 //! - [`execute`]: writes a plan to disk, deciding nothing;
+//! - [`batch`]: many children from one manifest, cut into independent shard jobs;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
 //! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
 //!
@@ -100,6 +101,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod assemble;
+pub mod batch;
 pub mod compare;
 pub mod execute;
 pub mod ftype;

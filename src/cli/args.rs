@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::CliError;
+use super::progress::ProgressMode;
 use gguf_splice::ggml_type::Flavour;
 use gguf_splice::gguf::Model;
-use gguf_splice::plan::SplitOptions;
+use gguf_splice::plan::{self, SplitOptions};
 use gguf_splice::presets::Preset;
 use gguf_splice::recipe::Recipe;
 use gguf_splice::source::Location;
@@ -91,6 +92,9 @@ pub(crate) struct VerifyArgs {
     pub(crate) assembled: bool,
     #[command(flatten)]
     pub(crate) assembly: super::assemble::AssemblySpec,
+    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub(crate) progress: ProgressMode,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -118,7 +122,7 @@ pub(crate) struct OutputArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// Shard the output: at most this much tensor data per shard (soft limit; M or G, decimal, as llama-gguf-split).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = plan::parse_size)]
     pub(crate) split_max_size: Option<u64>,
     /// Shard the output: at most N tensors per shard.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -138,6 +142,14 @@ pub(crate) struct OutputArgs {
     /// No progress bar and no summary (warnings are still printed).
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// Write only shard K (from 1, as in the file names) of the child, as one job of a farm;
+    /// skipped if that shard is already complete. The first shard is put in place only when
+    /// every other shard is complete (see `batch`).
+    #[arg(long, value_name = "K", conflicts_with = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) shard: Option<u64>,
+    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub(crate) progress: ProgressMode,
 }
 
 impl OutputArgs {
@@ -148,23 +160,6 @@ impl OutputArgs {
             max_tensors: self.split_max_tensors.map(|n| n as usize),
         }
     }
-}
-
-/// `48G`, `500M` (decimal units, as llama-gguf-split), or a plain byte count.
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'G') => (&s[..s.len() - 1], 1_000_000_000),
-        Some(b'M') => (&s[..s.len() - 1], 1_000_000),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size such as 48G or 500M"))?;
-    if n == 0 {
-        return Err("size must be positive".into());
-    }
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// A recipe file, or a built-in preset by name. A file of that name wins, as a path is
@@ -181,18 +176,4 @@ pub(crate) fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
         "--recipe '{name}': no such file, and no preset of that name (presets: {})",
         Preset::names()
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_are_decimal_like_gguf_split() {
-        assert_eq!(parse_size("48G"), Ok(48_000_000_000));
-        assert_eq!(parse_size("500M"), Ok(500_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0G").is_err());
-        assert!(parse_size("12T").is_err());
-    }
 }

@@ -3,7 +3,9 @@
 
 mod args;
 mod assemble;
+mod batch;
 mod help;
+mod progress;
 mod reports;
 mod splice;
 
@@ -13,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 use args::{FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
 use gguf_splice::assemble::AssembleError;
+use gguf_splice::batch::BatchError;
 use gguf_splice::compare::CompareError;
 use gguf_splice::execute::ExecError;
 use gguf_splice::gguf::GgufError;
@@ -86,6 +89,9 @@ enum Command {
         json: bool,
         #[command(flatten)]
         flavour: FlavourArg,
+        /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+        #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+        progress: progress::ProgressMode,
     },
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
@@ -96,6 +102,15 @@ enum Command {
     /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
+    /// Make many children from one manifest, or run one shard job of them (job arrays).
+    ///
+    /// The manifest names parents once (each header is read once) and lists children, each
+    /// with a recipe (a file or a preset name), --take-style rules, an output and split
+    /// options. Every plan is checked before anything is written. The work is one job per
+    /// output shard of every child (--list-jobs); --job K or --job-from-env runs one, so a
+    /// Slurm job array or a Kubernetes Indexed Job can spread them over nodes. A job whose
+    /// shard is already complete is skipped: re-running a failed array is safe.
+    Batch(batch::BatchArgs),
     /// List the built-in recipes (presets), or print one to copy and edit.
     Presets {
         #[command(subcommand)]
@@ -136,54 +151,79 @@ pub(crate) enum CliError {
     Assemble(#[from] AssembleError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
     Stdout(std::io::Error),
 }
 
+/// The exit code of an input-file error: content 3, I/O 4.
+pub(crate) fn input_code(e: &InputError) -> i32 {
+    if e.is_content() {
+        exit::BAD_INPUT
+    } else {
+        exit::IO
+    }
+}
+
+/// The exit code of a container error.
+pub(crate) fn gguf_code(e: &GgufError) -> i32 {
+    match e {
+        GgufError::Io { .. } | GgufError::Remote(_) => exit::IO,
+        GgufError::Input(e) => input_code(e),
+        _ => exit::BAD_INPUT,
+    }
+}
+
+/// The exit code of a planner error.
+pub(crate) fn plan_code(e: &PlanError) -> i32 {
+    match e {
+        PlanError::ChatTemplateFile(e) => input_code(e),
+        _ => exit::BAD_INPUT,
+    }
+}
+
+/// The exit code of a recipe error.
+pub(crate) fn recipe_code(e: &RecipeError) -> i32 {
+    match e {
+        RecipeError::Input(e) => input_code(e),
+        _ => exit::BAD_INPUT,
+    }
+}
+
+/// The exit code of a comparison error.
+pub(crate) fn compare_code(e: &CompareError) -> i32 {
+    match e {
+        CompareError::Gguf(e) => gguf_code(e),
+        CompareError::Plan(e) => plan_code(e),
+        CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. } => {
+            exit::IO
+        }
+        _ => exit::BAD_INPUT,
+    }
+}
+
 impl CliError {
     /// The exit code, by the rule in [`exit`]: content 3, I/O 4.
     fn exit_code(&self) -> i32 {
-        fn input(e: &InputError) -> i32 {
-            if e.is_content() {
-                exit::BAD_INPUT
-            } else {
-                exit::IO
-            }
-        }
-        fn gguf(e: &GgufError) -> i32 {
-            match e {
-                GgufError::Io { .. } | GgufError::Remote(_) => exit::IO,
-                GgufError::Input(e) => input(e),
-                _ => exit::BAD_INPUT,
-            }
-        }
-        fn plan(e: &PlanError) -> i32 {
-            match e {
-                PlanError::ChatTemplateFile(e) => input(e),
-                _ => exit::BAD_INPUT,
-            }
-        }
         match self {
             CliError::Usage(_) => exit::USAGE,
             CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
             CliError::Source(_) => exit::IO,
             CliError::Stdout(_) => exit::IO,
-            CliError::Gguf(e) | CliError::Compare(CompareError::Gguf(e)) => gguf(e),
-            CliError::Recipe(RecipeError::Input(e)) => input(e),
-            CliError::Recipe(_) => exit::BAD_INPUT,
-            CliError::Plan(e) | CliError::Compare(CompareError::Plan(e)) => plan(e),
+            CliError::Gguf(e) => gguf_code(e),
+            CliError::Recipe(e) => recipe_code(e),
+            CliError::Plan(e) => plan_code(e),
             CliError::Exec(e) if matches!(e.cause(), ExecError::Interrupted) => exit::INTERRUPTED,
             CliError::Exec(_) => exit::IO,
-            CliError::Compare(
-                CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. },
-            ) => exit::IO,
-            CliError::Compare(_) => exit::BAD_INPUT,
+            CliError::Compare(e) => compare_code(e),
             CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
             CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
-            CliError::Assemble(AssembleError::Plan(e)) => plan(e),
+            CliError::Assemble(AssembleError::Plan(e)) => plan_code(e),
             CliError::Assemble(_) => exit::BAD_INPUT,
+            CliError::Batch(e) => batch::exit_code(e),
         }
     }
 }
@@ -211,8 +251,10 @@ pub fn main() -> i32 {
             b,
             json,
             flavour,
-        } => reports::diff(&a, &b, json, flavour),
+            progress,
+        } => reports::diff(&a, &b, json, flavour, progress),
         Command::Verify(args) => reports::verify(args),
+        Command::Batch(args) => batch::run(args),
         Command::Presets { action } => help::presets(match &action {
             Some(PresetsAction::Show { name }) => Some(name.as_str()),
             None => None,
@@ -275,4 +317,15 @@ pub(crate) fn open_parent_specs(
             })
         })
         .collect()
+}
+
+/// A flag that Ctrl-C sets; the writer checks it between chunks and cleans up. If a handler
+/// cannot be installed, Ctrl-C still kills the process; temporary files are then left under
+/// hidden names, never at an output path.
+pub(crate) fn install_cancel() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&cancel);
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    cancel
 }

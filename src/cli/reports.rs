@@ -1,45 +1,33 @@
 //! The reporting commands: `inspect`, `diff` and `verify`.
 
-use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::args::{FlavourArg, VerifyArgs};
+use super::progress::{Progress, ProgressMode, Task};
 use super::{CliError, emit, exit, open_parents, print_json};
 use gguf_splice::compare::{self, CompareOptions};
 use gguf_splice::render;
 
-/// A progress bar on a terminal's stderr for the long comparisons; hidden otherwise.
-struct Bar(indicatif::ProgressBar);
-
-impl Bar {
-    fn new() -> Bar {
-        if !std::io::stderr().is_terminal() {
-            return Bar(indicatif::ProgressBar::hidden());
-        }
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "comparing {bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("static template"),
-        );
-        Bar(bar)
-    }
-
-    fn options(&self) -> CompareOptions {
-        let bar = self.0.clone();
-        CompareOptions {
-            progress: Some(Arc::new(move |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })),
-            ..CompareOptions::default()
-        }
-    }
-
-    fn done(self) {
-        self.0.finish_and_clear();
-    }
+/// Progress of a comparison (`--progress`): a bar on a terminal, JSON lines, or nothing. The
+/// total is known only once the comparison has planned its reads.
+fn compare_progress(mode: ProgressMode, checked: &Path) -> (Arc<Progress>, CompareOptions) {
+    let p = Arc::new(Progress::new(mode, false));
+    p.start(Task {
+        job: None,
+        child: checked.display().to_string(),
+        message: "comparing".into(),
+        shard: None,
+        total: 0,
+    });
+    let reporter = Arc::clone(&p);
+    let opts = CompareOptions {
+        progress: Some(Arc::new(move |done, total| {
+            reporter.update_total(done, total)
+        })),
+        ..CompareOptions::default()
+    };
+    (p, opts)
 }
 
 /// `inspect`.
@@ -63,11 +51,12 @@ pub(crate) fn diff(
     b: &std::path::Path,
     json: bool,
     flavour: FlavourArg,
+    progress: ProgressMode,
 ) -> Result<i32, CliError> {
-    let (a, b) = (flavour.open(a)?, flavour.open(b)?);
-    let bar = Bar::new();
-    let r = compare::diff(&a, &b, &bar.options())?;
-    bar.done();
+    let (ma, mb) = (flavour.open(a)?, flavour.open(b)?);
+    let (p, opts) = compare_progress(progress, b);
+    let r = compare::diff(&ma, &mb, &opts)?;
+    p.finish("done");
     if json {
         print_json(&render::diff_json(&r))?;
     } else {
@@ -80,8 +69,7 @@ pub(crate) fn diff(
 pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules)?;
     let child = args.rules.flavour.open(&args.child)?;
-    let bar = Bar::new();
-    let opts = bar.options();
+    let (p, opts) = compare_progress(args.progress, &args.child);
     let r = if args.assembled {
         let options = args.assembly.options()?;
         let plan = gguf_splice::assemble::plan(
@@ -100,7 +88,7 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
         let recipe = args.rules.recipe()?;
         compare::verify(&child, &parents, recipe.as_ref(), &opts)?
     };
-    bar.done();
+    p.finish("done");
     if args.json {
         print_json(&render::verify_json(&r))?;
     } else {

@@ -1,12 +1,10 @@
-//! `splice`: plan the child, print the plan (--dry-run) or write it with a progress bar.
-
-use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//! `splice` (and `assemble`'s writing): plan the child, print the plan (--dry-run) or write it
+//! with progress; `--shard K` writes one shard as a farm job.
 
 use super::args::{OutputArgs, SpliceArgs};
-use super::{CliError, emit, exit, open_parents, print_json};
-use gguf_splice::execute::{self, ExecOptions, RemoteOptions};
+use super::progress::{Progress, Task};
+use super::{CliError, emit, exit, install_cancel, open_parents, print_json};
+use gguf_splice::execute::{self, ExecOptions, RemoteOptions, ShardOutcome, ShardRun};
 use gguf_splice::plan::{self, Plan};
 use gguf_splice::render;
 
@@ -18,7 +16,7 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     write_plan(&plan, &args.out)
 }
 
-/// Print the plan (`--dry-run`) or write it, with a progress bar and a summary: shared by
+/// Print the plan (`--dry-run`) or write it, with progress and a summary: shared by
 /// `splice` and `assemble`.
 pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError> {
     if args.dry_run {
@@ -39,55 +37,50 @@ pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError
     }
 
     execute::ignore_file_size_signal();
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = Arc::clone(&cancel);
-        // If a handler cannot be installed, Ctrl-C still kills us; the temporary file is
-        // then left under a hidden name, never at the output path.
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    let cancel = install_cancel();
+    let progress = Progress::new(args.progress, args.quiet);
+    let started = std::time::Instant::now();
+    if let Some(k) = args.shard {
+        return splice_shard(args, plan, k, &progress, &cancel, started);
     }
+    // With remote parents, progress follows the network: bytes fetched, rate, ETA.
     let remote = plan
         .parents
         .iter()
         .any(|p| p.model.shards().iter().any(|s| s.remote.is_some()));
-    let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        // With remote parents the bar follows the network: bytes fetched, rate, ETA.
-        let bar = indicatif::ProgressBar::new(if remote { 0 } else { total });
-        let template = if remote {
-            "{bar:40} {bytes}/{total_bytes} fetched {binary_bytes_per_sec} ETA {eta}"
+    progress.start(Task {
+        job: None,
+        child: args.output.display().to_string(),
+        message: if remote {
+            "fetched".into()
         } else {
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
-        };
-        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("static template"));
-        bar
-    };
-    let started = std::time::Instant::now();
-    let progress = |done: u64| {
-        if !remote {
-            bar.set_position(done)
-        }
-    };
-    let net_progress = |fetched: u64, to_fetch: u64| {
-        bar.set_length(to_fetch);
-        bar.set_position(fetched);
-    };
+            String::new()
+        },
+        shard: None,
+        total: if remote {
+            0
+        } else {
+            plan.tensors.iter().map(|t| t.info.n_bytes).sum()
+        },
+    });
     let written = execute::execute_with(
         plan,
         &ExecOptions {
             force: args.force,
             cancel: &cancel,
-            progress: &progress,
+            progress: &|done| {
+                if !remote {
+                    progress.update(done)
+                }
+            },
         },
         &RemoteOptions {
             connections: args.connections,
             resume: args.resume,
-            progress: &net_progress,
+            progress: &|fetched, to_fetch| progress.update_total(fetched, to_fetch),
         },
     )?;
-    bar.finish_and_clear();
+    progress.finish("done");
     let secs = started.elapsed().as_secs_f64();
     for f in &written.removed {
         eprintln!(
@@ -103,4 +96,83 @@ pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError
         }
     }
     Ok(exit::OK)
+}
+
+/// `splice --shard K`: one shard job of this child (see `batch`).
+fn splice_shard(
+    args: &OutputArgs,
+    plan: &Plan,
+    k: u64,
+    progress: &Progress,
+    cancel: &std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
+) -> Result<i32, CliError> {
+    let count = plan.shards.len();
+    let i = k as usize - 1;
+    if i >= count {
+        return Err(CliError::Usage(format!(
+            "--shard {k}: the child has {}",
+            render::plural_count(count, "shard")
+        )));
+    }
+    let shard = &plan.shards[i];
+    progress.start(Task {
+        job: None,
+        child: args.output.display().to_string(),
+        message: format!("shard {k}/{count}"),
+        shard: Some((k as usize, count)),
+        total: plan.tensors[shard.tensors.clone()]
+            .iter()
+            .map(|t| t.info.n_bytes)
+            .sum(),
+    });
+    execute::check_shard_paths(plan)?;
+    let run = execute::execute_shard(
+        plan,
+        i,
+        &ExecOptions {
+            force: args.force,
+            cancel,
+            progress: &|done| progress.update(done),
+        },
+    )?;
+    let written = run.outcome == ShardOutcome::Written;
+    progress.finish(if written { "done" } else { "skipped" });
+    let secs = started.elapsed().as_secs_f64();
+    for f in &run.removed {
+        eprintln!("gguf-splice: removed {}", f.display());
+    }
+    if args.json {
+        print_json(&shard_json(&run, k, count, secs))?;
+    } else if !args.quiet {
+        eprintln!(
+            "gguf-splice: shard {k} of {count}: {} {} ({secs:.1} s); {}",
+            if written {
+                "wrote"
+            } else {
+                "already complete:"
+            },
+            run.path.display(),
+            if run.set_complete {
+                "the child is complete"
+            } else {
+                "the first shard is put in place when every shard is complete"
+            }
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// What `splice --shard K --json` prints.
+fn shard_json(run: &ShardRun, k: u64, count: usize, secs: f64) -> serde_json::Value {
+    serde_json::json!({
+        "shard": k,
+        "shards": count,
+        "path": run.path,
+        "bytes": run.bytes,
+        "written": run.outcome == ShardOutcome::Written,
+        "set_complete": run.set_complete,
+        "seconds": secs,
+        "removed": run.removed,
+    })
 }

@@ -9,6 +9,7 @@
 //!   their rollback;
 //! - [`remote`]: shards with remote pieces, fetched by parallel range requests;
 //! - [`journal`]: what `--resume` needs to continue an interrupted remote splice;
+//! - [`shard`]: one shard at a time, for jobs a scheduler runs independently;
 //! - [`hooks`]: fault injection for tests.
 
 use std::fs::File;
@@ -27,14 +28,23 @@ pub mod journal;
 mod outputs;
 mod publish;
 mod remote;
+mod shard;
 
 use hooks::{Hooks, Step};
 use outputs::{non_regular, parent_dir};
+pub use shard::{
+    ShardOutcome, ShardRun, ShardState, check_shard_paths, execute_shard, publish_if_complete,
+    shard_state, staged_path,
+};
 
 /// Why writing a plan failed. Nothing is left at the output path in any case (see
 /// [`ExecError::RollbackFailed`] for the one exception, which says where the files are).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    #[error(
+        "parent '{parent}' is remote ({url}); shard jobs (--shard, batch --job) read local parents only: download it, or splice the whole child in one run"
+    )]
+    RemoteShardJob { parent: String, url: String },
     #[error("output {output} is the input file {input}; parents are never written to")]
     OutputIsInput { output: PathBuf, input: PathBuf },
     #[error("{path} exists; pass --force to replace it")]
@@ -80,6 +90,21 @@ pub enum ExecError {
         when: &'static str,
         expected: FileIdentity,
         found: FileIdentity,
+    },
+    #[error(
+        "{path} exists but is not the planned shard ({what}: expected {expected}, found {found}); pass --force to replace it"
+    )]
+    ShardDiffers {
+        path: PathBuf,
+        what: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{output} has {count} shards (0 to {last}); there is no shard {shard}", last = .count - 1)]
+    NoSuchShard {
+        output: PathBuf,
+        shard: usize,
+        count: usize,
     },
     #[error("interrupted; no output was written")]
     Interrupted,
@@ -243,30 +268,8 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
     outputs::check_dir(dir)?;
     let leftovers = outputs::leftovers(plan, dir)?;
     for shard in &plan.shards {
-        let meta = match std::fs::symlink_metadata(&shard.path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&shard.path, "stat")(e)),
-        };
-        // Through symbolic links: a link to a parent is that parent.
-        if let Ok(target) = std::fs::metadata(&shard.path) {
-            let local = plan.parents.iter().flat_map(|p| p.model.shards());
-            for input in local.filter(|s| s.remote.is_none()) {
-                let in_meta =
-                    std::fs::metadata(&input.path).map_err(io_err(&input.path, "stat"))?;
-                if target.dev() == in_meta.dev() && target.ino() == in_meta.ino() {
-                    return Err(ExecError::OutputIsInput {
-                        output: shard.path.clone(),
-                        input: input.path.clone(),
-                    });
-                }
-            }
-        }
-        if let Some(found) = non_regular(meta.file_type()) {
-            return Err(ExecError::NotRegularFile {
-                path: shard.path.clone(),
-                found,
-            });
+        if !check_target(plan, &shard.path)? {
+            continue;
         }
         let is_leftover = leftovers
             .iter()
@@ -286,6 +289,43 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
             needed = needed.saturating_sub(m.blocks().saturating_mul(512));
         }
     }
+    check_space(dir, needed)?;
+    Ok(leftovers)
+}
+
+/// Whether an output path is taken (`false`: nothing is there). Fails if it is an input (by
+/// device and inode, through symbolic links: a link to a parent is that parent) or exists
+/// and is not a regular file (a directory, device, FIFO, socket or symbolic link), which is
+/// never replaced.
+fn check_target(plan: &Plan, path: &Path) -> Result<bool, ExecError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(path, "stat")(e)),
+    };
+    if let Ok(target) = std::fs::metadata(path) {
+        let local = plan.parents.iter().flat_map(|p| p.model.shards());
+        for input in local.filter(|s| s.remote.is_none()) {
+            let in_meta = std::fs::metadata(&input.path).map_err(io_err(&input.path, "stat"))?;
+            if target.dev() == in_meta.dev() && target.ino() == in_meta.ino() {
+                return Err(ExecError::OutputIsInput {
+                    output: path.to_path_buf(),
+                    input: input.path.clone(),
+                });
+            }
+        }
+    }
+    if let Some(found) = non_regular(meta.file_type()) {
+        return Err(ExecError::NotRegularFile {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(true)
+}
+
+/// Free space in `dir` must hold `needed` bytes.
+fn check_space(dir: &Path, needed: u64) -> Result<(), ExecError> {
     let available = available_space(dir).map_err(io_err(dir, "statvfs"))?;
     if available < needed {
         return Err(ExecError::NotEnoughSpace {
@@ -294,7 +334,7 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
             available,
         });
     }
-    Ok(leftovers)
+    Ok(())
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `dir`.
@@ -343,28 +383,47 @@ fn is_write_error(e: &std::io::Error) -> bool {
 /// only while it is written. A new file gets the mode the umask gives (0666 & !umask, as
 /// `cp` and llama.cpp's tools); a replaced file's mode is kept.
 fn create_temps(plan: &Plan) -> Result<Vec<tempfile::TempPath>, ExecError> {
-    let mut temps = Vec::with_capacity(plan.shards.len());
-    for shard in &plan.shards {
-        let dir = parent_dir(&shard.path);
-        let temp = tempfile::Builder::new()
-            .prefix(&outputs::temp_prefix(&shard.path))
-            .suffix(outputs::TEMP_SUFFIX)
-            .permissions(std::fs::Permissions::from_mode(0o666))
-            .tempfile_in(dir)
-            .map_err(|source| ExecError::OutputDirNotWritable {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        if let Ok(old) = std::fs::symlink_metadata(&shard.path)
-            && old.is_file()
-        {
-            temp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
-                .map_err(io_err(temp.path(), "chmod"))?;
-        }
-        temps.push(temp.into_temp_path());
+    plan.shards.iter().map(|s| create_temp(&s.path)).collect()
+}
+
+/// The hidden temporary file of the output at `path` (see [`create_temps`]).
+fn create_temp(path: &Path) -> Result<tempfile::TempPath, ExecError> {
+    let dir = parent_dir(path);
+    let temp = tempfile::Builder::new()
+        .prefix(&outputs::temp_prefix(path))
+        .suffix(outputs::TEMP_SUFFIX)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|source| ExecError::OutputDirNotWritable {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    if let Ok(old) = std::fs::symlink_metadata(path)
+        && old.is_file()
+    {
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+            .map_err(io_err(temp.path(), "chmod"))?;
     }
-    Ok(temps)
+    Ok(temp.into_temp_path())
+}
+
+/// The header bytes of output shard `i`, padding included, exactly as written.
+fn shard_header(plan: &Plan, i: usize) -> Vec<u8> {
+    let shard = &plan.shards[i];
+    let kvs = shard_kvs(
+        &plan.kvs,
+        &plan.set_id,
+        i,
+        plan.shards.len(),
+        plan.tensors.len(),
+    );
+    let kv_refs: Vec<_> = kvs.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+    let infos: Vec<_> = plan.tensors[shard.tensors.clone()]
+        .iter()
+        .map(|t| t.info.clone())
+        .collect();
+    encode_header(&kv_refs, &infos, shard.alignment)
 }
 
 /// Write output shard `i` into its temporary file `temp` and fsync it.
@@ -381,19 +440,7 @@ fn write_shard(
         .write(true)
         .open(temp)
         .map_err(io_err(temp, "open"))?;
-    let kvs = shard_kvs(
-        &plan.kvs,
-        &plan.set_id,
-        i,
-        plan.shards.len(),
-        plan.tensors.len(),
-    );
-    let kv_refs: Vec<_> = kvs.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
-    let infos: Vec<_> = plan.tensors[shard.tensors.clone()]
-        .iter()
-        .map(|t| t.info.clone())
-        .collect();
-    let header = encode_header(&kv_refs, &infos, shard.alignment);
+    let header = shard_header(plan, i);
     if header.len() as u64 != shard.header_len {
         return Err(ExecError::SizeMismatch {
             path: shard.path.clone(),

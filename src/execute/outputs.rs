@@ -2,8 +2,11 @@
 //! output paths, the files an interrupted run left there (which the next run removes), the
 //! hidden names of temporary and backup files, and the mode a new file gets.
 //!
-//! Hidden names carry the writer's process id (`.NAME.PID.XXXXXX.partial`,
-//! `.NAME.PID.backup`), so a later run removes only those of processes that are gone.
+//! Hidden names carry the writer's process id (`.NAME.PID.HOST~XXXXXX.partial`,
+//! `.NAME.PID.backup`), so a later run removes only those of processes that are gone. A
+//! temporary name also carries the writer's host: on a filesystem shared by the nodes of a
+//! farm, a process id says nothing about another node, so a temporary file of another host
+//! is never removed.
 
 use std::fs::{FileType, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -31,7 +34,39 @@ fn file_name(path: &Path) -> String {
 /// The start of the hidden temporary file name for `path` (tempfile adds random characters
 /// and the `.partial` suffix).
 pub(super) fn temp_prefix(path: &Path) -> String {
-    format!(".{}.{}.", file_name(path), std::process::id())
+    format!(
+        ".{}.{}.{}{HOST_MARK}",
+        file_name(path),
+        std::process::id(),
+        host_tag()
+    )
+}
+
+/// Ends the host part of a temporary file's random field.
+const HOST_MARK: char = '~';
+
+/// This host's name as it appears in temporary names: the short host name, letters, digits
+/// and `-` only (at most 32 of them), so that it holds no `.` or `~`.
+fn host_tag() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its whole length; gethostname writes at most that many
+    // bytes and the result is read only up to the first NUL within the buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let tag: String = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect();
+    if tag.is_empty() { "host".into() } else { tag }
 }
 
 /// The suffix of temporary files.
@@ -116,18 +151,62 @@ fn is_alive(pid: i32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// `.TARGET.PID.XXXXXX.partial` or `.TARGET.PID.backup` -> (TARGET, PID).
-fn parse_hidden(name: &str) -> Option<(&str, i32)> {
+/// A hidden file of a writer: `.TARGET.PID.HOST~XXXXXX.partial`, `.TARGET.PID.XXXXXX.partial`
+/// (no host: written by an earlier version, taken as this host's) or `.TARGET.PID.backup`.
+#[derive(Debug, PartialEq, Eq)]
+struct Hidden<'a> {
+    target: &'a str,
+    pid: i32,
+    host: Option<&'a str>,
+}
+
+impl Hidden<'_> {
+    /// Written by a process of this host that is gone: safe to remove.
+    fn is_stale(&self) -> bool {
+        self.host.is_none_or(|h| h == host_tag()) && !is_alive(self.pid)
+    }
+}
+
+fn parse_hidden(name: &str) -> Option<Hidden<'_>> {
     let rest = name.strip_prefix('.')?;
-    let body = match rest.strip_suffix(BACKUP_SUFFIX) {
-        Some(b) => b,
-        None => rest.strip_suffix(TEMP_SUFFIX)?.rsplit_once('.')?.0,
+    let (body, host) = match rest.strip_suffix(BACKUP_SUFFIX) {
+        Some(b) => (b, None),
+        None => {
+            let (body, random) = rest.strip_suffix(TEMP_SUFFIX)?.rsplit_once('.')?;
+            (body, random.split_once(HOST_MARK).map(|(h, _)| h))
+        }
     };
     let (target, pid) = body.rsplit_once('.')?;
     if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((target, pid.parse().ok()?))
+    Some(Hidden {
+        target,
+        pid: pid.parse().ok()?,
+        host,
+    })
+}
+
+/// Hidden temporary files of the output at `path` that writers on this host left and that
+/// are gone (killed jobs): the next writer of the same output removes them.
+pub(super) fn stale_temps(path: &Path) -> Result<Vec<PathBuf>, ExecError> {
+    let dir = parent_dir(path);
+    let name = file_name(path);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir, "read directory"))? {
+        let entry = entry.map_err(io_err(dir, "read directory"))?;
+        let Ok(entry_name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if entry_name.ends_with(TEMP_SUFFIX)
+            && parse_hidden(&entry_name).is_some_and(|h| h.target == name && h.is_stale())
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            found.push(dir.join(entry_name));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Files an interrupted run into this output left in `dir`, which the next run removes
@@ -153,8 +232,11 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        if let Some((target, pid)) = parse_hidden(&name) {
-            if ours(target) && !is_alive(pid) && entry.file_type().is_ok_and(|t| t.is_file()) {
+        if let Some(hidden) = parse_hidden(&name) {
+            if ours(hidden.target)
+                && hidden.is_stale()
+                && entry.file_type().is_ok_and(|t| t.is_file())
+            {
                 found.push(dir.join(&name));
             }
         } else if let Some((p, no, count)) = parse_shard_name(Path::new(&name))
@@ -195,15 +277,49 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
 mod tests {
     use super::*;
 
+    fn hidden<'a>(target: &'a str, pid: i32, host: Option<&'a str>) -> Option<Hidden<'a>> {
+        Some(Hidden { target, pid, host })
+    }
+
     #[test]
     fn hidden_names_parse() {
         assert_eq!(
             parse_hidden(".c-00001-of-00002.gguf.123.aB3xYz.partial"),
-            Some(("c-00001-of-00002.gguf", 123))
+            hidden("c-00001-of-00002.gguf", 123, None)
         );
-        assert_eq!(parse_hidden(".c.gguf.77.backup"), Some(("c.gguf", 77)));
+        assert_eq!(
+            parse_hidden(".c.gguf.123.node-7~aB3xYz.partial"),
+            hidden("c.gguf", 123, Some("node-7"))
+        );
+        assert_eq!(
+            parse_hidden(".c.gguf.77.backup"),
+            hidden("c.gguf", 77, None)
+        );
         assert_eq!(parse_hidden(".c.gguf.x7.backup"), None);
         assert_eq!(parse_hidden("c.gguf.7.backup"), None);
         assert_eq!(parse_hidden(".c.gguf.aB3xYz.partial"), None);
+    }
+
+    #[test]
+    fn temporary_names_carry_this_host_and_parse_back() {
+        let prefix = temp_prefix(Path::new("out/c.gguf"));
+        let name = format!("{prefix}aB3xYz{TEMP_SUFFIX}");
+        let h = parse_hidden(&name).unwrap();
+        assert_eq!(h.target, "c.gguf");
+        assert_eq!(h.pid, std::process::id() as i32);
+        assert_eq!(h.host, Some(host_tag().as_str()));
+        assert!(!h.is_stale(), "this process is alive");
+        // A process id of another host says nothing about this one: never stale here.
+        let other = Hidden {
+            host: Some("elsewhere-node"),
+            pid: i32::MAX,
+            ..h
+        };
+        assert!(!other.is_stale());
+        let gone = Hidden {
+            pid: i32::MAX,
+            ..parse_hidden(&name).unwrap()
+        };
+        assert!(gone.is_stale());
     }
 }

@@ -33,14 +33,14 @@ struct Journal {
     placed: Vec<PathBuf>,
 }
 
-fn rename(from: &Path, to: &Path, hooks: &Hooks) -> std::io::Result<()> {
+pub(super) fn rename(from: &Path, to: &Path, hooks: &Hooks) -> std::io::Result<()> {
     hooks.step(Step::Rename)?;
     std::fs::rename(from, to)
 }
 
 /// Make renames in `dir` durable. Best effort: some filesystems refuse fsync on a
 /// directory, and nothing already written is lost if it fails.
-fn sync_dir(dir: &Path) {
+pub(super) fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

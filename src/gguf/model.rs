@@ -82,7 +82,8 @@ pub struct TensorLoc<'m> {
     pub file_offset: u64,
 }
 
-#[derive(Debug)]
+/// Cloning is cheap: shards share their header bytes.
+#[derive(Clone, Debug)]
 pub struct Model {
     shards: Vec<GgufFile>,
     /// (shard, index within the shard) in model order: shard by shard, each in file order.

@@ -44,11 +44,14 @@ pub struct TensorInfo {
 }
 
 /// A parsed, validated GGUF file. Holds the header bytes (not the tensor data).
-#[derive(Debug)]
+///
+/// Cloning shares the header bytes (a DeepSeek vocabulary is several MB), so one parent read
+/// once can be handed to many plans (`batch`).
+#[derive(Clone, Debug)]
 pub struct GgufFile {
     pub path: PathBuf,
     pub version: u32,
-    header: Vec<u8>,
+    header: Arc<[u8]>,
     kvs: Vec<KeyValue>,
     kv_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
@@ -512,7 +515,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         path: path.to_path_buf(),
         version,
         // Filled in by the caller, which owns the buffer.
-        header: Vec::new(),
+        header: Arc::from(Vec::new()),
         kvs,
         kv_index,
         tensors,
@@ -714,7 +717,7 @@ impl GgufFile {
         // The prefix read may be up to four times the header (remote reads grow fourfold):
         // give the rest back before the next file is read.
         bytes.shrink_to_fit();
-        self.header = bytes;
+        self.header = Arc::from(bytes);
         self
     }
 

@@ -33,7 +33,7 @@ pub use loaders::Loaders;
 pub use metadata::shard_kvs;
 use owners::{Candidate, OwnerError};
 pub use piece::{Made, ParentBytes, Piece, PlannedTensor, RunSource, Source, SourceRun};
-pub use shards::MAX_SHARDS;
+pub use shards::{MAX_SHARDS, parse_size};
 
 /// A parent model and the name the recipe calls it by.
 pub struct Parent {

@@ -14,6 +14,24 @@ use crate::layout::{self, DEFAULT_ALIGNMENT};
 /// The most shards a child may have: `split.count` is a u16.
 pub const MAX_SHARDS: usize = u16::MAX as usize;
 
+/// A `--split-max-size` value: `48G`, `500M` (decimal units, as llama-gguf-split), or a
+/// plain byte count. The error says what was expected.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'G') => (&s[..s.len() - 1], 1_000_000_000),
+        Some(b'M') => (&s[..s.len() - 1], 1_000_000),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 48G or 500M"))?;
+    if n == 0 {
+        return Err("size must be positive".into());
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 /// Cut the tensor list into shards as llama-gguf-split does (a new shard when the next
 /// tensor would pass the size limit, or every N tensors), then give every tensor its offset.
 pub(super) fn assign_shards(
@@ -95,4 +113,19 @@ pub(super) fn assign_shards(
         });
     }
     Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_decimal_like_gguf_split() {
+        assert_eq!(parse_size("48G"), Ok(48_000_000_000));
+        assert_eq!(parse_size("500M"), Ok(500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0G").is_err());
+        assert!(parse_size("12T").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
 }

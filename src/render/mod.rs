@@ -1,7 +1,8 @@
-//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff`, `verify`
-//! and the summary of a splice. Only formatting: every number shown was computed by the
-//! container, the planner, the writer or the comparison.
+//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff`, `verify`,
+//! `batch` and the summary of a splice. Only formatting: every number shown was computed by
+//! the container, the planner, the writer, the comparison or the batch runner.
 
+mod batch;
 mod diff;
 mod inspect;
 mod plan;
@@ -18,6 +19,10 @@ use crate::compare::{ModelSummary, Shown, to_ranges};
 use crate::gguf::TensorInfo;
 use crate::roles;
 
+pub use batch::{
+    batch_complete, batch_summary_json, batch_summary_text, jobs_json, jobs_text, status_json,
+    status_text,
+};
 pub use diff::{diff_json, diff_text};
 pub use inspect::{inspect_json, inspect_text};
 pub use plan::{plan_json, plan_text};

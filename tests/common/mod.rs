@@ -120,6 +120,10 @@ pub enum Oracle {
     IkLlama,
     /// nginx, the HTTP server remote-parent tests read from (Debian: `nginx-light`).
     Nginx,
+    /// Slurm's daemons and clients and munge (Debian packages slurmctld, slurmd,
+    /// slurm-client, munge; .ci/run installs them), and root to run them. Tests start their
+    /// own single-node Slurm.
+    Slurm,
 }
 
 /// The gguf-splice cache root, as the fixture build scripts compute it.
@@ -136,6 +140,26 @@ fn cache_root() -> PathBuf {
         })
 }
 
+/// Programs the Slurm oracle needs.
+pub const SLURM_PROGRAMS: [&str; 7] = [
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "sbatch",
+    "sinfo",
+    "squeue",
+    "scancel",
+];
+
+/// A program on PATH, or in the sbin directories a non-root PATH may lack.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Where the oracle is, if it is installed.
 fn oracle_path(o: Oracle) -> PathBuf {
     match o {
@@ -143,6 +167,7 @@ fn oracle_path(o: Oracle) -> PathBuf {
             Ok(p) => PathBuf::from(p),
             Err(_) => repo().join("target/oracle-venv/bin/python"),
         },
+        Oracle::Slurm => PathBuf::from("/usr/sbin"),
         Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
             Ok(d) => PathBuf::from(d),
             Err(_) => cache_root().join("llama.cpp-11434/build/bin"),
@@ -180,13 +205,19 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
                 Oracle::IkLlama => {
                     !p.join("ik-splice-probe").exists() || !p.join("ik-splice-types").exists()
                 }
+                // The test cluster runs its daemons and jobs as root (SlurmUser=root).
+                Oracle::Slurm => {
+                    // SAFETY: geteuid has no preconditions and cannot fail.
+                    let root = unsafe { libc::geteuid() } == 0;
+                    !root || SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none())
+                }
             }
         })
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` (it installs nginx, gguf-py and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX";
+    let how = "run `bash scripts/test.sh` as root (it installs nginx and Slurm from Debian's packages, gguf-py, and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX";
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"

@@ -1,0 +1,295 @@
+//! Batches: many children from one manifest, for quant farms that make ladders of chimeras.
+//! Each parent's header is read once and shared by the plans of every child; every plan is
+//! built and checked before anything is written, so one bad child stops the batch before
+//! any output.
+//!
+//! The work is cut into independent jobs, one per output shard of every child, numbered
+//! 0..N-1 in manifest order, so that a scheduler (a Slurm job array, a Kubernetes Indexed
+//! Job) can run them anywhere, in any order, in parallel or twice: a shard's bytes are fully
+//! determined by the plan, and a job whose shard is already complete does nothing. How one
+//! shard is written, and what a set of independently written shards guarantees, is the
+//! writer's: see [`execute::execute_shard`].
+//!
+//! - [`manifest`]: the manifest file;
+//! - [`jobs`]: the job list, checks before writing, running jobs, status and summaries.
+
+pub mod jobs;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::compare::{self, CompareError, CompareOptions, VerifyReport};
+use crate::execute::ExecError;
+use crate::gguf::{GgufError, Model};
+use crate::input::InputError;
+use crate::plan::{self, Parent, Plan, PlanError};
+use crate::recipe::{Recipe, RecipeError};
+
+pub use jobs::{
+    ChildSummary, Job, JobEvent, JobReport, RunOptions, ShardStatus, check_all, check_paths, jobs,
+    run_all, run_job, status, summarize,
+};
+pub use manifest::{ChildSpec, Manifest, RecipeSource};
+
+/// Why a batch cannot be run. Messages name the manifest and the child (`#2 (OUT)`).
+#[allow(missing_docs)]
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The manifest could not be read, or is too large or not UTF-8.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{manifest}: no parents; add a [parents] table (NAME = \"PATH\")")]
+    NoParents { manifest: PathBuf },
+    #[error("{manifest}: no children; add [[children]] entries")]
+    NoChildren { manifest: PathBuf },
+    #[error("{manifest}: child {child}: {field}: expected {expected}, found {found}")]
+    BadField {
+        manifest: PathBuf,
+        child: String,
+        field: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{manifest}: child {child}: no parent '{name}' in [parents] (there: {known})")]
+    UnknownParent {
+        manifest: PathBuf,
+        child: String,
+        name: String,
+        known: String,
+    },
+    #[error(
+        "{manifest}: child {child}: recipe '{recipe}' is neither a file ({tried} does not exist) nor a preset ({presets})"
+    )]
+    RecipeNotFound {
+        manifest: PathBuf,
+        child: String,
+        recipe: String,
+        tried: PathBuf,
+        presets: String,
+    },
+    #[error("{manifest}: parent '{name}': {source}")]
+    Parent {
+        manifest: PathBuf,
+        name: String,
+        #[source]
+        source: GgufError,
+    },
+    #[error("{manifest}: child {child}: {source}")]
+    Recipe {
+        manifest: PathBuf,
+        child: String,
+        #[source]
+        source: RecipeError,
+    },
+    #[error("{manifest}: child {child}: {source}")]
+    Plan {
+        manifest: PathBuf,
+        child: String,
+        #[source]
+        source: PlanError,
+    },
+    #[error("{manifest}: children {first} and {second} both write {path}")]
+    SameOutput {
+        manifest: PathBuf,
+        first: String,
+        second: String,
+        path: PathBuf,
+    },
+    #[error("{manifest}: child {child}: {source}")]
+    Exec {
+        manifest: PathBuf,
+        child: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error(
+        "{manifest}: not enough free space for the children's outputs on the filesystem of {dir}: {needed} bytes needed, {available} available"
+    )]
+    NotEnoughSpace {
+        manifest: PathBuf,
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error("{manifest}: there is no job {job}: the manifest makes {count} jobs (0 to {last})", last = .count.saturating_sub(1))]
+    NoSuchJob {
+        manifest: PathBuf,
+        job: usize,
+        count: usize,
+    },
+    #[error("{manifest}: child {child}: {source}")]
+    Compare {
+        manifest: PathBuf,
+        child: String,
+        #[source]
+        source: CompareError,
+    },
+}
+
+/// One child, ready to plan: its parents (sharing the manifest parents' headers) and recipe.
+pub struct Child {
+    /// The manifest entry.
+    pub spec: ChildSpec,
+    /// Its parents, under the names its rules use, in order.
+    pub parents: Vec<Parent>,
+    /// The recipe with the `take` rules in front.
+    pub recipe: Recipe,
+}
+
+/// A manifest with every parent opened (each header read once) and every recipe parsed.
+pub struct Batch {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The children, in manifest order.
+    pub children: Vec<Child>,
+}
+
+impl Batch {
+    /// Open every parent the manifest names (each once) and parse every child's recipe.
+    pub fn open(manifest: Manifest) -> Result<Batch, BatchError> {
+        let mut models: HashMap<&str, Model> = HashMap::new();
+        for (name, path) in &manifest.parents {
+            let model = Model::open(path).map_err(|source| BatchError::Parent {
+                manifest: manifest.path.clone(),
+                name: name.clone(),
+                source,
+            })?;
+            models.insert(name, model);
+        }
+        let mut children = Vec::with_capacity(manifest.children.len());
+        for spec in &manifest.children {
+            let recipe_err = |source| BatchError::Recipe {
+                manifest: manifest.path.clone(),
+                child: spec.label.clone(),
+                source,
+            };
+            let mut recipe = match &spec.recipe {
+                None => Recipe::default(),
+                Some(RecipeSource::Preset(p)) => p.recipe().map_err(recipe_err)?,
+                Some(RecipeSource::File(f)) => Recipe::from_file(f).map_err(recipe_err)?,
+            };
+            recipe.prepend_takes(&spec.takes).map_err(recipe_err)?;
+            recipe.allow_partial_experts |= spec.allow_partial_experts;
+            let parents = spec
+                .parents
+                .iter()
+                .map(|(name, from)| Parent {
+                    name: name.clone(),
+                    // Checked when the manifest was read: every binding names a parent.
+                    model: models[from.as_str()].clone(),
+                })
+                .collect();
+            children.push(Child {
+                spec: spec.clone(),
+                parents,
+                recipe,
+            });
+        }
+        Ok(Batch { manifest, children })
+    }
+
+    /// Read a manifest file and [`open`](Batch::open) it.
+    pub fn from_file(path: &std::path::Path) -> Result<Batch, BatchError> {
+        Batch::open(Manifest::from_file(path)?)
+    }
+
+    /// Plan every child. Any plan error stops here, naming the child; so do two children
+    /// (or shards of them) that would write the same file.
+    pub fn plan(&self) -> Result<Vec<Plan<'_>>, BatchError> {
+        let mut plans = Vec::with_capacity(self.children.len());
+        for c in &self.children {
+            let p = plan::build(&c.parents, &c.recipe, &c.spec.output, c.spec.split).map_err(
+                |source| BatchError::Plan {
+                    manifest: self.manifest.path.clone(),
+                    child: c.spec.label.clone(),
+                    source,
+                },
+            )?;
+            plans.push(p);
+        }
+        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+        for (i, p) in plans.iter().enumerate() {
+            for s in &p.shards {
+                let key = normalize(&s.path);
+                if let Some(&first) = seen.get(&key) {
+                    return Err(BatchError::SameOutput {
+                        manifest: self.manifest.path.clone(),
+                        first: self.children[first].spec.label.clone(),
+                        second: self.children[i].spec.label.clone(),
+                        path: s.path.clone(),
+                    });
+                }
+                seen.insert(key, i);
+            }
+        }
+        Ok(plans)
+    }
+
+    /// Check every finished child against its parents and recipe, byte for byte
+    /// ([`compare::verify`]); a child's model is opened from its first shard, so a set with
+    /// a missing shard or shards of different plans is an error here.
+    pub fn verify(&self, plans: &[Plan]) -> Result<Vec<VerifyReport>, BatchError> {
+        self.children
+            .iter()
+            .zip(plans)
+            .map(|(c, p)| {
+                let err = |source| BatchError::Compare {
+                    manifest: self.manifest.path.clone(),
+                    child: c.spec.label.clone(),
+                    source,
+                };
+                let model = Model::open(&p.shards[0].path).map_err(|e| err(e.into()))?;
+                compare::verify(
+                    &model,
+                    &c.parents,
+                    Some(&c.recipe),
+                    &CompareOptions::default(),
+                )
+                .map_err(err)
+            })
+            .collect()
+    }
+}
+
+/// A path with `.` components dropped and `..` applied, for telling equal outputs apart
+/// without touching the filesystem (outputs need not exist yet).
+fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_paths_are_told_apart_without_the_filesystem() {
+        assert_eq!(
+            normalize("./a/../b/c.gguf".as_ref()),
+            normalize("b/c.gguf".as_ref())
+        );
+        assert_ne!(
+            normalize("a/c.gguf".as_ref()),
+            normalize("b/c.gguf".as_ref())
+        );
+    }
+}
