@@ -749,3 +749,28 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
     );
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_output_path_ending_in_a_slash_fails_before_any_byte_is_copied() {
+    let s = setup();
+    let parents = parents_of(&[("v3", &s.dir.path().join("v3.gguf"))]);
+    let copied = std::cell::Cell::new(0u64);
+    let progress = |n: u64| copied.set(n);
+    // The directory the path is in exists, so only the final rename could tell.
+    for name in ["missing_dir/", "child.gguf/"] {
+        let out = PathBuf::from(format!("{}/{name}", s.out.display()));
+        let e = execute_with(&parents, &out, false, &progress).unwrap_err();
+        assert!(
+            matches!(&e, ExecError::OutputNotAFileName { path } if *path == out),
+            "{e:?}"
+        );
+        assert_eq!(copied.get(), 0, "nothing was copied");
+        assert!(names(&s.out).is_empty(), "{:?}", names(&s.out));
+
+        let o = run(&["splice", "--parent", &s.v3, "-o", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(stderr(&o).contains("ends with '/'"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(names(&s.out).is_empty(), "{:?}", names(&s.out));
+    }
+}

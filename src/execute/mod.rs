@@ -36,6 +36,11 @@ pub enum ExecError {
     OutputExists { path: PathBuf },
     #[error("{path} is a {found}, not a regular file; it is never replaced, even with --force")]
     NotRegularFile { path: PathBuf, found: &'static str },
+    #[error(
+        "output {path} ends with '/', so it names a directory, not a file; give the file to write (e.g. {}child.gguf)",
+        .path.display()
+    )]
+    OutputNotAFileName { path: PathBuf },
     #[error("the output directory {dir} does not exist; create it first")]
     OutputDirMissing { dir: PathBuf },
     #[error("cannot create files in the output directory {dir}: {source}")]
@@ -141,6 +146,15 @@ pub fn check_outputs(plan: &Plan, force: bool) -> Result<(), ExecError> {
 
 /// [`check_outputs`], returning the leftovers of interrupted runs that may be removed.
 fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
+    // `-o missing_dir/` has a parent (`.`) that exists, and a temporary file can be made
+    // there: only the final rename would fail, after the whole copy.
+    for shard in &plan.shards {
+        if !outputs::names_a_file(&shard.path) {
+            return Err(ExecError::OutputNotAFileName {
+                path: shard.path.clone(),
+            });
+        }
+    }
     let dir = parent_dir(&plan.shards[0].path);
     outputs::check_dir(dir)?;
     let leftovers = outputs::leftovers(plan, dir)?;

@@ -22,6 +22,14 @@ pub(super) fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Whether `path` can name a file to create: it has a final name (not `/`, `.` or `..`)
+/// and does not end with `/` (which makes the kernel read it as a directory).
+pub(super) fn names_a_file(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    path.file_name().is_some() && !bytes.ends_with(b"/") && !bytes.ends_with(b"/.")
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -194,6 +202,16 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_paths_must_name_a_file() {
+        for ok in ["c.gguf", "dir/c.gguf", "/abs/c", "./c.gguf"] {
+            assert!(names_a_file(Path::new(ok)), "{ok}");
+        }
+        for bad in ["missing_dir/", "c.gguf/", "dir/.", ".", "..", "/", "dir/.."] {
+            assert!(!names_a_file(Path::new(bad)), "{bad}");
+        }
+    }
 
     #[test]
     fn hidden_names_parse() {
