@@ -100,7 +100,8 @@ impl Role {
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
+        // `pad`, not `write_str`: report tables align on `{:<16}`.
+        f.pad(self.label())
     }
 }
 
