@@ -511,3 +511,38 @@ fn a_bad_magic_is_shown_as_text_and_hex() {
     let err = one_line_error(&o, 3);
     assert!(err.contains("\"# gg\" (23 20 67 67)"), "{err}");
 }
+
+#[test]
+fn long_names_patterns_and_layers_are_shortened_in_plan_errors() {
+    let s = Setup::new();
+    let long = "z".repeat(200_000);
+    let layers: Vec<String> = (5..50_000).map(|l| l.to_string()).collect();
+    let recipes = [
+        // A valid regex that matches nothing.
+        format!("[[rules]]\nmatch = '{long}'\nfrom = 'r1'\n"),
+        // A parent that was not given, as a rule's and as the recipe's.
+        format!("[[rules]]\nmatch = 'exps'\nfrom = '{long}'\n"),
+        format!("[recipe]\nbase = '{long}'\n"),
+        format!("[recipe]\nparents = ['v3', '{long}']\n"),
+        // Layers the model does not have.
+        format!(
+            "[[rules]]\nmatch = 'exps'\nfrom = 'r1'\nlayers = '{}'\n",
+            layers.join(",")
+        ),
+    ];
+    let cmds: Vec<Vec<String>> = recipes
+        .iter()
+        .enumerate()
+        .map(|(i, text)| s.dry_run(&["--recipe", &s.recipe(&format!("r{i}.toml"), text)]))
+        .collect();
+    for (o, text) in run_all(&cmds).iter().zip(&recipes) {
+        let err = one_line_error(o, 3);
+        assert!(
+            err.len() < 600 && err.contains('…'),
+            "{} bytes for {}…: {}…",
+            err.len(),
+            &text[..40],
+            &err[..err.len().min(300)]
+        );
+    }
+}

@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::gguf::{Model, OwnedValue, TensorInfo, ValueRef};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, short_pattern};
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
@@ -45,7 +45,11 @@ pub struct Parent {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// A rule, the recipe's base or its metadata names a parent that was not given.
-    #[error("{origin}: no parent named '{name}' (parents given: {known})")]
+    #[error(
+        "{origin}: no parent named '{}' (parents given: {})",
+        short_pattern(.name),
+        short_pattern(.known)
+    )]
     UnknownParent {
         /// What named it.
         origin: String,
@@ -55,7 +59,10 @@ pub enum PlanError {
         known: String,
     },
     /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
-    #[error("the recipe expects a parent named '{name}'; give it with --parent {name}=PATH")]
+    #[error(
+        "the recipe expects a parent named '{0}'; give it with --parent {0}=PATH",
+        short_pattern(.name)
+    )]
     MissingParent {
         /// The parent's name.
         name: String,
@@ -64,7 +71,7 @@ pub enum PlanError {
     #[error("no parents given; use --parent NAME=PATH (at least one)")]
     NoParents,
     /// Two parents share a name, so rules could not say which one they mean.
-    #[error("parent name '{name}' is given twice")]
+    #[error("parent name '{}' is given twice", short_pattern(.name))]
     DuplicateParent {
         /// The repeated name.
         name: String,
@@ -176,7 +183,8 @@ pub enum PlanError {
     },
     /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
     #[error(
-        "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`"
+        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`",
+        short_pattern(.pattern)
     )]
     RuleMatchedNothing {
         /// The rule.
@@ -194,7 +202,8 @@ pub enum PlanError {
     ChatTemplateFile(#[source] crate::input::InputError),
     /// A rule took nothing and its `layers` name blocks the base does not have.
     #[error(
-        "{origin}: layers {layers} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        "{origin}: layers {} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        short_pattern(.layers),
         block_count.saturating_sub(1)
     )]
     LayersBeyondModel {
