@@ -41,6 +41,10 @@ pub enum ExecError {
         .path.display()
     )]
     OutputNotAFileName { path: PathBuf },
+    #[error(
+        "another gguf-splice run (process {pid}) is writing this output: {path} is its file; wait for it to end, or if no such run is going on (the process id was reused), remove that file"
+    )]
+    OutputBusy { path: PathBuf, pid: i32 },
     #[error("the output directory {dir} does not exist; create it first")]
     OutputDirMissing { dir: PathBuf },
     #[error("cannot create files in the output directory {dir}: {source}")]

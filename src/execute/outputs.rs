@@ -145,7 +145,9 @@ fn parse_hidden(name: &str) -> Option<(&str, i32)> {
 ///   (they carry `splice.set_id`), of a set whose first shard is missing: the part of a set
 ///   a killed run left while it published or unpublished it, which no reader can open.
 ///
-/// Never an input, a file of another name, or a set that has its first shard.
+/// Never an input, a file of another name, or a set that has its first shard. A hidden file
+/// of this output's names whose process is alive (another run writing the same output) is
+/// [`ExecError::OutputBusy`].
 pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecError> {
     let prefix = shard_prefix(plan);
     let out_names: Vec<String> = plan.shards.iter().map(|s| file_name(&s.path)).collect();
@@ -162,8 +164,19 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
             continue;
         };
         if let Some((target, pid)) = parse_hidden(&name) {
-            if ours(target) && !is_alive(pid) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            if !ours(target) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if !is_alive(pid) {
                 found.push(dir.join(&name));
+            } else if pid != std::process::id() as i32 {
+                // A run into the same output is going on. Its shards may be visible without
+                // their first shard while it publishes them: they are not leftovers, and
+                // whatever this run did would mix its files with that run's.
+                return Err(ExecError::OutputBusy {
+                    path: dir.join(&name),
+                    pid,
+                });
             }
         } else if let Some((p, no, count)) = parse_shard_name(Path::new(&name))
             && p == prefix
