@@ -278,6 +278,23 @@ fn exit_codes_follow_content_3_io_4() {
         .collect::<Vec<_>>());
     let err = one_line_error(&o, 4);
     assert!(err.contains("no-such-template.jinja"), "{err}");
+    // I/O: a recipe file that is not there, or cannot be looked at (here: a path through a
+    // file; permissions behave alike), is a file problem like any other, not a usage error,
+    // and the error says what stopped it.
+    let through_file = format!("{}/r.toml", s.v3.display());
+    let no_such = s.path("no-such-recipe.toml").display().to_string();
+    for (recipe, says) in [
+        (&no_such, "no such file, and no preset of that name"),
+        (&through_file, "Not a directory"),
+    ] {
+        let o = run(&s
+            .dry_run(&["--recipe", recipe])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>());
+        let err = one_line_error(&o, 4);
+        assert!(err.contains(recipe.as_str()) && err.contains(says), "{err}");
+    }
 }
 
 #[test]
