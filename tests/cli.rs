@@ -167,3 +167,37 @@ fn a_real_splice_reports_json_and_quiet_keeps_warnings() {
         stderr(&o)
     );
 }
+
+/// Run the binary with a stdout whose reader has already gone (`... | head -0`): every
+/// write to it fails with EPIPE, whatever the timing.
+fn run_into_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_pipe_ends_the_report_but_not_the_verdict() {
+    let s = setup(GgmlType::Q3_K);
+    let (v3, r1) = (s.v3.to_str().unwrap(), format!("r1={}", s.r1.display()));
+    // v3 checked against r1 alone: its tensors match no parent, so verify exits 1.
+    for json in [false, true] {
+        let mut args = vec!["verify", v3, "--parent", &r1];
+        if json {
+            args.push("--json");
+        }
+        assert_exit(&run(&args), 1);
+        let o = run_into_closed_pipe(&args);
+        assert_exit(&o, 1);
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+    // A report that only informs ends quietly with 0.
+    let o = run_into_closed_pipe(&["inspect", v3]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}

@@ -947,3 +947,22 @@ fn verify_without_a_recipe_says_metadata_was_not_checked() {
     assert_exit(&o, 1);
     assert!(String::from_utf8_lossy(&o.stdout).contains("key tokenizer.chat_template"));
 }
+
+#[test]
+fn diff_group_table_columns_line_up() {
+    let s = setup(GgmlType::Q3_K);
+    let text = gguf_splice::render::diff_text(&lib_diff(&s.v3, &s.r1));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("group "));
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("no group table in {text}"));
+    // Fixed-width, right-aligned columns: a row is as long as its heading line exactly
+    // when the group names are padded to their column.
+    let rows: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).collect();
+    assert!(rows.len() >= 5, "{text}");
+    for row in rows {
+        assert_eq!(row.len(), header.len(), "misaligned:\n{header}\n{row}");
+    }
+}

@@ -278,6 +278,23 @@ fn exit_codes_follow_content_3_io_4() {
         .collect::<Vec<_>>());
     let err = one_line_error(&o, 4);
     assert!(err.contains("no-such-template.jinja"), "{err}");
+    // I/O: a recipe file that is not there, or cannot be looked at (here: a path through a
+    // file; permissions behave alike), is a file problem like any other, not a usage error,
+    // and the error says what stopped it.
+    let through_file = format!("{}/r.toml", s.v3.display());
+    let no_such = s.path("no-such-recipe.toml").display().to_string();
+    for (recipe, says) in [
+        (&no_such, "no such file, and no preset of that name"),
+        (&through_file, "Not a directory"),
+    ] {
+        let o = run(&s
+            .dry_run(&["--recipe", recipe])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>());
+        let err = one_line_error(&o, 4);
+        assert!(err.contains(recipe.as_str()) && err.contains(says), "{err}");
+    }
 }
 
 #[test]
@@ -510,4 +527,39 @@ fn a_bad_magic_is_shown_as_text_and_hex() {
     let o = run(&["inspect", &notes]);
     let err = one_line_error(&o, 3);
     assert!(err.contains("\"# gg\" (23 20 67 67)"), "{err}");
+}
+
+#[test]
+fn long_names_patterns_and_layers_are_shortened_in_plan_errors() {
+    let s = Setup::new();
+    let long = "z".repeat(200_000);
+    let layers: Vec<String> = (5..50_000).map(|l| l.to_string()).collect();
+    let recipes = [
+        // A valid regex that matches nothing.
+        format!("[[rules]]\nmatch = '{long}'\nfrom = 'r1'\n"),
+        // A parent that was not given, as a rule's and as the recipe's.
+        format!("[[rules]]\nmatch = 'exps'\nfrom = '{long}'\n"),
+        format!("[recipe]\nbase = '{long}'\n"),
+        format!("[recipe]\nparents = ['v3', '{long}']\n"),
+        // Layers the model does not have.
+        format!(
+            "[[rules]]\nmatch = 'exps'\nfrom = 'r1'\nlayers = '{}'\n",
+            layers.join(",")
+        ),
+    ];
+    let cmds: Vec<Vec<String>> = recipes
+        .iter()
+        .enumerate()
+        .map(|(i, text)| s.dry_run(&["--recipe", &s.recipe(&format!("r{i}.toml"), text)]))
+        .collect();
+    for (o, text) in run_all(&cmds).iter().zip(&recipes) {
+        let err = one_line_error(o, 3);
+        assert!(
+            err.len() < 600 && err.contains('…'),
+            "{} bytes for {}…: {}…",
+            err.len(),
+            &text[..40],
+            &err[..err.len().min(300)]
+        );
+    }
 }

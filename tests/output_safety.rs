@@ -336,23 +336,18 @@ fn only_leftovers_of_this_output_are_removed() {
     let s = setup();
     let (_, new) = s.old_and_new();
     // A headless shard of the output's prefix that gguf-splice did not write (no set id),
-    // a shard of another prefix, a hidden file of a live process (this one), and the
-    // second shard of our own set, headless: only the last is a leftover.
+    // a shard of another prefix, and the second shard of our own set, headless: only the
+    // last is a leftover.
     s.reset_out(&BTreeMap::new());
     let foreign = s.out.join("child-00002-of-00005.gguf");
     std::fs::write(&foreign, parent(1, GgmlType::Q3_K).build()).unwrap();
     let other = s.out.join("childx-00002-of-00003.gguf");
     std::fs::write(&other, &new["child-00002-of-00003.gguf"].0).unwrap();
-    let live = s.out.join(format!(
-        ".child-00002-of-00003.gguf.{}.abcdef.partial",
-        std::process::id()
-    ));
-    std::fs::write(&live, b"x").unwrap();
     let ours = s.out.join("child-00002-of-00003.gguf");
     std::fs::write(&ours, &new["child-00002-of-00003.gguf"].0).unwrap();
     let o = run(&strs(&s.new_args(&s.out, false)));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(foreign.exists() && other.exists() && live.exists());
+    assert!(foreign.exists() && other.exists());
     assert_eq!(
         Bytes(std::fs::read(&ours).unwrap()),
         new["child-00002-of-00003.gguf"]
@@ -748,4 +743,81 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_output_path_ending_in_a_slash_fails_before_any_byte_is_copied() {
+    let s = setup();
+    let parents = parents_of(&[("v3", &s.dir.path().join("v3.gguf"))]);
+    let copied = std::cell::Cell::new(0u64);
+    let progress = |n: u64| copied.set(n);
+    // The directory the path is in exists, so only the final rename could tell.
+    for name in ["missing_dir/", "child.gguf/"] {
+        let out = PathBuf::from(format!("{}/{name}", s.out.display()));
+        let e = execute_with(&parents, &out, false, &progress).unwrap_err();
+        assert!(
+            matches!(&e, ExecError::OutputNotAFileName { path } if *path == out),
+            "{e:?}"
+        );
+        assert_eq!(copied.get(), 0, "nothing was copied");
+        assert!(names(&s.out).is_empty(), "{:?}", names(&s.out));
+
+        let o = run(&["splice", "--parent", &s.v3, "-o", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(stderr(&o).contains("ends with '/'"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(names(&s.out).is_empty(), "{:?}", names(&s.out));
+    }
+}
+
+#[test]
+fn shards_of_a_run_still_going_on_are_not_leftovers() {
+    let s = setup();
+    let (old, new) = s.old_and_new();
+    // Another run into the same output is publishing: its shards 2 and 3 are in place, its
+    // first shard is still under its hidden temporary name, and its process is alive (this
+    // test's process stands in for it).
+    let mut publishing: BTreeMap<String, Bytes> = new.clone();
+    let first = publishing.remove("child-00001-of-00003.gguf").unwrap();
+    publishing.insert(
+        format!(
+            ".child-00001-of-00003.gguf.{}.abcdef.partial",
+            std::process::id()
+        ),
+        first,
+    );
+    for force in [false, true] {
+        s.reset_out(&publishing);
+        // A run of the old recipe would remove the other run's shards as leftovers (or move
+        // them aside), and that run's first shard would then head a mixed set.
+        let mut args = s.old_args();
+        if force {
+            args.push("--force".into());
+        }
+        let o = run(&strs(&args));
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("another gguf-splice run")
+                && err.contains(&format!("process {}", std::process::id())),
+            "{err}"
+        );
+        assert_eq!(snapshot(&s.out), publishing, "--force {force}");
+    }
+    // Once that run is over (its hidden file gone or its process dead), the run goes ahead.
+    s.reset_out(&publishing);
+    let dead = s
+        .out
+        .join(".child-00001-of-00003.gguf.2147483646.abcdef.partial");
+    std::fs::rename(
+        s.out.join(format!(
+            ".child-00001-of-00003.gguf.{}.abcdef.partial",
+            std::process::id()
+        )),
+        &dead,
+    )
+    .unwrap();
+    let o = run(&strs(&s.old_args()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(snapshot(&s.out), old);
 }

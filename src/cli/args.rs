@@ -9,9 +9,10 @@ use super::CliError;
 use super::progress::ProgressMode;
 use gguf_splice::ggml_type::Flavour;
 use gguf_splice::gguf::Model;
+use gguf_splice::input::InputError;
 use gguf_splice::plan::{self, SplitOptions};
 use gguf_splice::presets::Preset;
-use gguf_splice::recipe::Recipe;
+use gguf_splice::recipe::{Recipe, RecipeError};
 use gguf_splice::source::Location;
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
@@ -165,15 +166,27 @@ impl OutputArgs {
 /// A recipe file, or a built-in preset by name. A file of that name wins, as a path is
 /// what the user typed; a name that is neither says which presets exist.
 pub(crate) fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
-    if path.exists() {
-        return Ok(Recipe::from_file(path)?);
+    // Anything but "not there" (a file, or one that cannot be looked at: permissions, a
+    // path through a file) is read, so the error says what stopped it (exit 4).
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => return Ok(Recipe::from_file(path)?),
     }
     let name = path.to_string_lossy();
     if let Some(p) = Preset::find(&name) {
         return Ok(p.recipe()?);
     }
-    Err(CliError::Usage(format!(
-        "--recipe '{name}': no such file, and no preset of that name (presets: {})",
+    let missing = format!(
+        "no such file, and no preset of that name (presets: {})",
         Preset::names()
-    )))
+    );
+    // A path (`dir/r.toml`, `r.toml`) that is not there is a missing input file, exit 4 as
+    // for any other; a bare word is a preset name that does not exist, a usage error.
+    if name.contains('/') || name.ends_with(".toml") {
+        return Err(CliError::Recipe(RecipeError::Input(InputError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, missing),
+        })));
+    }
+    Err(CliError::Usage(format!("--recipe '{name}': {missing}")))
 }

@@ -89,10 +89,17 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
         compare::verify(&child, &parents, recipe.as_ref(), &opts)?
     };
     p.finish("done");
-    if args.json {
-        print_json(&render::verify_json(&r))?;
+    let code = if r.passed() { exit::OK } else { exit::MISMATCH };
+    let shown = if args.json {
+        print_json(&render::verify_json(&r))
     } else {
-        emit(&render::verify_text(&r))?;
+        emit(&render::verify_text(&r))
+    };
+    match shown {
+        // A reader that stopped early (`verify ... | head`) ends the report, not the
+        // verdict: a mismatch still exits 1, so `set -o pipefail` scripts see it.
+        Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code),
+        Err(e) => Err(e),
+        Ok(()) => Ok(code),
     }
-    Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }

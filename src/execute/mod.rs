@@ -51,6 +51,15 @@ pub enum ExecError {
     OutputExists { path: PathBuf },
     #[error("{path} is a {found}, not a regular file; it is never replaced, even with --force")]
     NotRegularFile { path: PathBuf, found: &'static str },
+    #[error(
+        "output {path} ends with '/', so it names a directory, not a file; give the file to write (e.g. {}child.gguf)",
+        .path.display()
+    )]
+    OutputNotAFileName { path: PathBuf },
+    #[error(
+        "another gguf-splice run (process {pid}) is writing this output: {path} is its file; wait for it to end, or if no such run is going on (the process id was reused), remove that file"
+    )]
+    OutputBusy { path: PathBuf, pid: i32 },
     #[error("the output directory {dir} does not exist; create it first")]
     OutputDirMissing { dir: PathBuf },
     #[error("cannot create files in the output directory {dir}: {source}")]
@@ -264,6 +273,15 @@ pub fn check_outputs(plan: &Plan, force: bool) -> Result<(), ExecError> {
 
 /// [`check_outputs`], returning the leftovers of interrupted runs that may be removed.
 fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
+    // `-o missing_dir/` has a parent (`.`) that exists, and a temporary file can be made
+    // there: only the final rename would fail, after the whole copy.
+    for shard in &plan.shards {
+        if !outputs::names_a_file(&shard.path) {
+            return Err(ExecError::OutputNotAFileName {
+                path: shard.path.clone(),
+            });
+        }
+    }
     let dir = parent_dir(&plan.shards[0].path);
     outputs::check_dir(dir)?;
     let leftovers = outputs::leftovers(plan, dir)?;

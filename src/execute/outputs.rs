@@ -25,6 +25,14 @@ pub(super) fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Whether `path` can name a file to create: it has a final name (not `/`, `.` or `..`)
+/// and does not end with `/` (which makes the kernel read it as a directory).
+pub(super) fn names_a_file(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    path.file_name().is_some() && !bytes.ends_with(b"/") && !bytes.ends_with(b"/.")
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -216,7 +224,9 @@ pub(super) fn stale_temps(path: &Path) -> Result<Vec<PathBuf>, ExecError> {
 ///   (they carry `splice.set_id`), of a set whose first shard is missing: the part of a set
 ///   a killed run left while it published or unpublished it, which no reader can open.
 ///
-/// Never an input, a file of another name, or a set that has its first shard.
+/// Never an input, a file of another name, or a set that has its first shard. A hidden file
+/// of this output's names whose process is alive (another run writing the same output) is
+/// [`ExecError::OutputBusy`].
 pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecError> {
     let prefix = shard_prefix(plan);
     let out_names: Vec<String> = plan.shards.iter().map(|s| file_name(&s.path)).collect();
@@ -233,11 +243,21 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
             continue;
         };
         if let Some(hidden) = parse_hidden(&name) {
-            if ours(hidden.target)
-                && hidden.is_stale()
-                && entry.file_type().is_ok_and(|t| t.is_file())
-            {
+            if !ours(hidden.target) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if hidden.is_stale() {
                 found.push(dir.join(&name));
+            } else if hidden.host.is_none_or(|h| h == host_tag())
+                && hidden.pid != std::process::id() as i32
+            {
+                // A run into the same output is going on. Its shards may be visible without
+                // their first shard while it publishes them: they are not leftovers, and
+                // whatever this run did would mix its files with that run's.
+                return Err(ExecError::OutputBusy {
+                    path: dir.join(&name),
+                    pid: hidden.pid,
+                });
             }
         } else if let Some((p, no, count)) = parse_shard_name(Path::new(&name))
             && p == prefix
@@ -279,6 +299,16 @@ mod tests {
 
     fn hidden<'a>(target: &'a str, pid: i32, host: Option<&'a str>) -> Option<Hidden<'a>> {
         Some(Hidden { target, pid, host })
+    }
+
+    #[test]
+    fn output_paths_must_name_a_file() {
+        for ok in ["c.gguf", "dir/c.gguf", "/abs/c", "./c.gguf"] {
+            assert!(names_a_file(Path::new(ok)), "{ok}");
+        }
+        for bad in ["missing_dir/", "c.gguf/", "dir/.", ".", "..", "/", "dir/.."] {
+            assert!(!names_a_file(Path::new(bad)), "{bad}");
+        }
     }
 
     #[test]

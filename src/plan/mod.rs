@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::gguf::{Model, OwnedValue, ValueRef};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, short_pattern};
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::{self, Role};
 pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
@@ -50,7 +50,11 @@ pub struct Parent {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// A rule, the recipe's base or its metadata names a parent that was not given.
-    #[error("{origin}: no parent named '{name}' (parents given: {known})")]
+    #[error(
+        "{origin}: no parent named '{}' (parents given: {})",
+        short_pattern(.name),
+        short_pattern(.known)
+    )]
     UnknownParent {
         /// What named it.
         origin: String,
@@ -60,7 +64,10 @@ pub enum PlanError {
         known: String,
     },
     /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
-    #[error("the recipe expects a parent named '{name}'; give it with --parent {name}=PATH")]
+    #[error(
+        "the recipe expects a parent named '{0}'; give it with --parent {0}=PATH",
+        short_pattern(.name)
+    )]
     MissingParent {
         /// The parent's name.
         name: String,
@@ -69,7 +76,7 @@ pub enum PlanError {
     #[error("no parents given; use --parent NAME=PATH (at least one)")]
     NoParents,
     /// Two parents share a name, so rules could not say which one they mean.
-    #[error("parent name '{name}' is given twice")]
+    #[error("parent name '{}' is given twice", short_pattern(.name))]
     DuplicateParent {
         /// The repeated name.
         name: String,
@@ -181,7 +188,8 @@ pub enum PlanError {
     },
     /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
     #[error(
-        "{origin}: '{pattern}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`"
+        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`",
+        short_pattern(.pattern)
     )]
     RuleMatchedNothing {
         /// The rule.
@@ -199,7 +207,8 @@ pub enum PlanError {
     ChatTemplateFile(#[source] crate::input::InputError),
     /// A rule took nothing and its `layers` name blocks the base does not have.
     #[error(
-        "{origin}: layers {layers} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        "{origin}: layers {} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        short_pattern(.layers),
         block_count.saturating_sub(1)
     )]
     LayersBeyondModel {
