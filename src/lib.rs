@@ -9,6 +9,8 @@
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
 //! - [`presets`]: the recipes of `mappings/`, built in;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
+//! - [`ggml`]: ggml's own quantizers and dequantizers, linked with the `ggml` feature;
+//! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
 //! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
@@ -20,9 +22,11 @@
 pub mod compare;
 pub mod execute;
 pub mod ftype;
+pub mod ggml;
 pub mod ggml_type;
 pub mod gguf;
 pub mod layout;
+pub mod mix;
 pub mod plan;
 pub mod presets;
 pub mod recipe;
