@@ -11,6 +11,10 @@ use serde::Deserialize;
 use crate::gguf::{OwnedValue, ValueType};
 use crate::roles::{self, Role};
 
+pub mod mix;
+
+pub use mix::MixSpec;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
     #[error("{path}: {source}")]
@@ -45,6 +49,9 @@ pub enum RecipeError {
         key: String,
         message: String,
     },
+    /// A mix rule's `mix`, `threshold`, `type` or `imatrix` is wrong.
+    #[error("{origin}: {message}")]
+    BadMix { origin: String, message: String },
 }
 
 /// A set of indices (layers or experts) written as `"3-60"` or `"0-63,128-191"`.
@@ -87,7 +94,7 @@ impl IndexSet {
 }
 
 /// One rule: tensors whose name the regex finds (and whose role is `role`, if given) come
-/// from `from`.
+/// from `from`, or, for a mix rule, are computed from several parents (`mix`).
 #[derive(Clone, Debug)]
 pub struct Rule {
     /// Searched in the tensor name; `None` for a rule by role only.
@@ -95,8 +102,11 @@ pub struct Rule {
     /// Only tensors of this role (see [`roles`]): covers every layout of it, such as
     /// separate and fused routed experts.
     pub role: Option<Role>,
-    /// The parent the selected tensors (or experts) come from.
+    /// The parent the selected tensors (or experts) come from; empty for a mix rule.
     pub from: String,
+    /// A mix rule: the selected tensors (or experts) are the weighted sum of parents,
+    /// requantized (see [`crate::mix`]).
+    pub mix: Option<MixSpec>,
     /// Only tensors of blocks `blk.N.` with N in this set.
     pub layers: Option<IndexSet>,
     /// Only these experts of stacked expert tensors; the others fall through to later rules.
@@ -169,7 +179,12 @@ struct RuleFile {
     #[serde(rename = "match")]
     pattern: Option<String>,
     role: Option<String>,
-    from: String,
+    from: Option<String>,
+    mix: Option<mix::WeightTable>,
+    threshold: Option<f64>,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    imatrix: Option<PathBuf>,
     layers: Option<String>,
     experts: Option<String>,
     #[serde(default)]
@@ -253,6 +268,36 @@ impl Recipe {
                     message: format!("{origin}: a rule needs `match` (a regex), `role`, or both"),
                 });
             }
+            let mix = mix::parse(
+                &origin,
+                path,
+                mix::MixKeys {
+                    mix: r.mix,
+                    threshold: r.threshold,
+                    ty: r.ty,
+                    imatrix: r.imatrix,
+                    router: r.router,
+                },
+            )?;
+            let from = match (r.from, &mix) {
+                (Some(f), None) => f,
+                (None, Some(_)) => String::new(),
+                (Some(_), Some(_)) => {
+                    return Err(RecipeError::BadMix {
+                        origin,
+                        message: "a rule takes `from` one parent or a `mix` of several, not both"
+                            .into(),
+                    });
+                }
+                (None, None) => {
+                    return Err(RecipeError::Toml {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "{origin}: a rule needs `from` (a parent) or `mix` (parents and weights)"
+                        ),
+                    });
+                }
+            };
             let role = match &r.role {
                 None => None,
                 Some(k) => Some(Role::from_key(k).ok_or_else(|| RecipeError::Toml {
@@ -277,7 +322,8 @@ impl Recipe {
                     .transpose()?,
                 router: r.router,
                 optional: r.optional,
-                from: r.from,
+                from,
+                mix,
                 origin,
             });
         }
@@ -386,6 +432,7 @@ pub fn parse_take(text: &str, origin: &str) -> Result<Rule, RecipeError> {
         pattern: Some(compile(origin, &caps[1])?),
         role: None,
         from: caps[2].to_string(),
+        mix: None,
         layers: None,
         experts,
         router,
@@ -407,6 +454,14 @@ impl Rule {
         match &self.layers {
             None => true,
             Some(set) => class.layer.is_some_and(|l| set.contains(l)),
+        }
+    }
+
+    /// Where the rule takes from, for reports: the parent, or `mix r1 0.75 + v3 0.25`.
+    pub fn source_label(&self) -> String {
+        match &self.mix {
+            Some(m) => m.label(),
+            None => self.from.clone(),
         }
     }
 
