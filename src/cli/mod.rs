@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use gguf_splice::compare::{self, CompareError, CompareOptions};
 use gguf_splice::execute::{self, ExecError, ExecOptions};
 use gguf_splice::gguf::{GgufError, Model};
+use gguf_splice::mix::MixError;
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
 use gguf_splice::render;
@@ -197,15 +198,28 @@ impl CliError {
             CliError::Stdout(_) => exit::IO,
             CliError::Gguf(GgufError::Io { .. }) => exit::IO,
             CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
+            CliError::Plan(PlanError::Measure { source, .. }) if is_read(source) => exit::IO,
             CliError::Gguf(_) | CliError::Recipe(_) | CliError::Plan(_) => exit::BAD_INPUT,
             CliError::Exec(ExecError::Interrupted) => exit::INTERRUPTED,
+            // ggml refusing rows, or an unreadable importance matrix: the input's fault.
+            CliError::Exec(ExecError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Exec(_) => exit::IO,
+            CliError::Compare(CompareError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Compare(CompareError::Gguf(GgufError::Io { .. }))
             | CliError::Compare(CompareError::Open { .. })
+            | CliError::Compare(CompareError::Mix(_))
             | CliError::Compare(CompareError::Read { .. }) => exit::IO,
             CliError::Compare(_) => exit::BAD_INPUT,
         }
     }
+}
+
+/// A mixing error that is a failed read or write (exit code IO), not bad input.
+fn is_read(e: &MixError) -> bool {
+    matches!(
+        e,
+        MixError::Read { .. } | MixError::ReadChild { .. } | MixError::Write { .. }
+    )
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -341,14 +355,40 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
             )
             .expect("static template"),
         );
         bar
     };
     let started = std::time::Instant::now();
-    let progress = |done: u64| bar.set_position(done);
+    // Tensors are written in plan order: the bytes done say which tensor is being written.
+    let ends: Vec<u64> = plan
+        .tensors
+        .iter()
+        .scan(0u64, |acc, t| {
+            *acc += t.info.n_bytes;
+            Some(*acc)
+        })
+        .collect();
+    let shown = std::cell::Cell::new(usize::MAX);
+    let progress = |done: u64| {
+        bar.set_position(done);
+        if ends.is_empty() {
+            return;
+        }
+        let i = ends.partition_point(|&e| e <= done).min(ends.len() - 1);
+        if shown.replace(i) != i {
+            let t = &plan.tensors[i];
+            let mixing = if t.mix.is_some() { " (mixing)" } else { "" };
+            bar.set_message(format!(
+                "tensor {}/{} {}{mixing}",
+                i + 1,
+                ends.len(),
+                t.info.name
+            ));
+        }
+    };
     let written = execute::execute(
         &plan,
         &ExecOptions {

@@ -9,6 +9,7 @@
 
 mod diff;
 mod engine;
+mod mixed;
 mod verify;
 
 use std::ops::Range;
@@ -50,6 +51,9 @@ pub enum CompareError {
         #[source]
         source: std::io::Error,
     },
+    /// Recomputing a mixed tensor failed.
+    #[error("recomputing a mixed tensor: {0}")]
+    Mix(crate::mix::MixError),
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]
     Overflow {
         path: PathBuf,

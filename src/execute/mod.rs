@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::gguf::FileIdentity;
 use crate::gguf::write::{DataWriter, encode_header};
-use crate::plan::{Plan, shard_kvs};
+use crate::mix::{self, MixError};
+use crate::plan::{Plan, Source, shard_kvs};
 
 pub mod hooks;
 pub mod identity;
@@ -78,6 +79,10 @@ pub enum ExecError {
     },
     #[error("interrupted; no output was written")]
     Interrupted,
+    /// Computing a mixed tensor failed (a parent could not be read, ggml refused its rows,
+    /// the importance matrix could not be read).
+    #[error("{0}")]
+    Mix(MixError),
     #[error("{path}: wrote {found} bytes of {what}, the plan says {expected}")]
     SizeMismatch {
         path: PathBuf,
@@ -260,12 +265,19 @@ fn create_temps(plan: &Plan) -> Result<Vec<tempfile::TempPath>, ExecError> {
     Ok(temps)
 }
 
+/// The parents' open files, and their paths and names for messages.
+struct Sources {
+    files: Vec<Vec<File>>,
+    paths: Vec<Vec<PathBuf>>,
+    names: Vec<String>,
+}
+
 /// Write output shard `i` into its temporary file `temp` and fsync it.
 fn write_shard(
     plan: &Plan,
     i: usize,
     temp: &Path,
-    sources: &[Vec<File>],
+    sources: &Sources,
     done: &mut u64,
     opts: &ExecOptions,
 ) -> Result<(), ExecError> {
@@ -302,15 +314,47 @@ fn write_shard(
     for t in &plan.tensors[shard.tensors.clone()] {
         debug_assert_eq!(w.position(), t.info.offset);
         for piece in &t.pieces {
-            let src = &sources[piece.parent][piece.shard];
-            let src_path = &plan.parents[piece.parent].model.shards()[piece.shard].path;
+            let (parent, src_shard, src_offset) = match &piece.source {
+                Source::Copy {
+                    parent,
+                    shard,
+                    src_offset,
+                    ..
+                } => (*parent, *shard, *src_offset),
+                Source::Mix(job) => {
+                    let ctx = mix::Ctx {
+                        files: &sources.files,
+                        paths: &sources.paths,
+                        names: &sources.names,
+                        imatrices: &plan.imatrices,
+                        limits: mix::Limits::default(),
+                    };
+                    let before = *done;
+                    mix::run(
+                        job,
+                        &ctx,
+                        opts.cancel,
+                        &mut |bytes| w.write_bytes(bytes),
+                        &mut |n| (opts.progress)(before + n),
+                    )
+                    .map_err(|e| match e {
+                        MixError::Interrupted => ExecError::Interrupted,
+                        MixError::Write { source, .. } => io_err(&shard.path, "write")(source),
+                        e => ExecError::Mix(e),
+                    })?;
+                    *done = before + piece.len;
+                    continue;
+                }
+            };
+            let src = &sources.files[parent][src_shard];
+            let src_path = &sources.paths[parent][src_shard];
             let mut copied = 0;
             while copied < piece.len {
                 if opts.cancel.load(Ordering::Relaxed) {
                     return Err(ExecError::Interrupted);
                 }
                 let n = (piece.len - copied).min(COPY_CHUNK);
-                w.copy_from(src, piece.src_offset + copied, n)
+                w.copy_from(src, src_offset + copied, n)
                     .map_err(|e| match e.kind() {
                         _ if is_write_error(&e) => io_err(&shard.path, "write")(e),
                         std::io::ErrorKind::UnexpectedEof => io_err(src_path, "read")(e),
@@ -344,7 +388,15 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
     let hooks = Hooks::from_env();
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
-    let sources = identity::open_parents(plan)?;
+    let sources = Sources {
+        files: identity::open_parents(plan)?,
+        paths: plan
+            .parents
+            .iter()
+            .map(|p| p.model.shards().iter().map(|s| s.path.clone()).collect())
+            .collect(),
+        names: plan.parents.iter().map(|p| p.name.clone()).collect(),
+    };
 
     let mut removed = Vec::new();
     for path in leftovers {
@@ -366,7 +418,7 @@ pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
     }
     // A parent rewritten in place while it was read gives a child that matches neither
     // version; it must not be published.
-    identity::recheck(plan, &sources)?;
+    identity::recheck(plan, &sources.files)?;
 
     let staged = temps
         .into_iter()

@@ -165,6 +165,22 @@ impl Job {
         self.rows * self.out_row_bytes()
     }
 
+    /// `mix r1 0.75 + v3 0.25 -> Q4_K`, or `v3 requantized to Q4_K`, for reports.
+    pub fn label(&self, names: &[String]) -> String {
+        match self.inputs.as_slice() {
+            [i] if i.weight == 1.0 => {
+                format!("{} requantized to {}", names[i.parent], self.out_type)
+            }
+            inputs => {
+                let parts: Vec<String> = inputs
+                    .iter()
+                    .map(|i| format!("{} {}", names[i.parent], i.weight))
+                    .collect();
+                format!("mix {} -> {}", parts.join(" + "), self.out_type)
+            }
+        }
+    }
+
     /// The matrices the job's rows belong to.
     pub fn matrices(&self) -> Range<u64> {
         let m0 = self.first_row / self.rows_per_matrix;

@@ -3,7 +3,8 @@
 //! Also the split keys each output shard carries.
 
 use super::{
-    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, SplitOptions,
+    KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, Source,
+    SplitOptions,
 };
 use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
 use crate::gguf::{OwnedValue, ValueType};
@@ -162,6 +163,7 @@ pub(super) fn set_id(
     parents: &[Parent],
     kvs: &[(String, PlanValue<'_>)],
     tensors: &[PlannedTensor],
+    imatrices: &[crate::mix::Imatrix],
     split: SplitOptions,
 ) -> String {
     struct Fnv(u128);
@@ -191,15 +193,54 @@ pub(super) fn set_id(
         h.u64(t.info.ty.id() as u64);
         t.info.dims.iter().for_each(|&d| h.u64(d));
         for p in &t.pieces {
-            [p.parent as u64, p.shard as u64, p.src_offset, p.len]
-                .into_iter()
-                .for_each(|v| h.u64(v));
+            h.u64(p.len);
+            match &p.source {
+                Source::Copy {
+                    parent,
+                    shard,
+                    src_offset,
+                    ..
+                } => [*parent as u64, *shard as u64, *src_offset]
+                    .into_iter()
+                    .for_each(|v| h.u64(v)),
+                Source::Mix(job) => {
+                    // Everything that decides the computed bytes.
+                    h.bytes(b"mix");
+                    for i in &job.inputs {
+                        [i.parent as u64, i.weight.to_bits() as u64, i.ty.id() as u64]
+                            .into_iter()
+                            .for_each(|v| h.u64(v));
+                        for s in &i.spans {
+                            [s.shard as u64, s.offset, s.len]
+                                .into_iter()
+                                .for_each(|v| h.u64(v));
+                        }
+                    }
+                    [
+                        job.out_type.id() as u64,
+                        job.n_per_row,
+                        job.rows,
+                        job.first_row,
+                        job.rows_per_matrix,
+                    ]
+                    .into_iter()
+                    .for_each(|v| h.u64(v));
+                    if let Some(u) = &job.imatrix {
+                        h.u64(u.file as u64);
+                        h.bytes(u.entry.as_bytes());
+                    }
+                }
+            }
         }
     }
     h.u64(split.max_bytes.unwrap_or(0));
     h.u64(split.max_tensors.unwrap_or(0) as u64);
     for p in parents {
         p.model.shards().iter().for_each(|s| h.u64(s.file_len));
+    }
+    for m in imatrices {
+        h.bytes(m.path().as_os_str().as_encoded_bytes());
+        h.u64(std::fs::metadata(m.path()).map_or(0, |md| md.len()));
     }
     format!("{:032x}", h.0)
 }

@@ -8,9 +8,11 @@
 //! rules ([`owners`], pure); each tensor's pieces found in its owners, converting layouts
 //! where a parent stores routed experts fused and the base separate or back ([`tensors`]);
 //! routed-expert matrices of one layer checked to come from the same parents; metadata
-//! ([`metadata`]); output shards and offsets ([`shards`]).
+//! ([`metadata`]); output shards and offsets ([`shards`]). Tensors a mix rule selects are
+//! planned by [`mixed`]: their pieces are jobs for [`crate::mix`], not byte ranges to copy.
 
 mod metadata;
+pub mod mixed;
 pub mod owners;
 mod shards;
 mod tensors;
@@ -19,12 +21,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, OwnedValue, TensorInfo, ValueRef};
+use crate::mix::{Imatrix, ImatrixError, MixError};
 use crate::recipe::Recipe;
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::views::Conversion;
 use crate::roles::{self, Role};
 pub use metadata::shard_kvs;
+pub use mixed::{MixReport, SliceDecision};
 use owners::{Candidate, OwnerError};
 pub use shards::MAX_SHARDS;
 
@@ -143,6 +148,79 @@ pub enum PlanError {
         path: PathBuf,
         reason: String,
     },
+    /// The recipe mixes, and this build has no quantizers.
+    #[error(
+        "{origin}: a mix rule needs ggml's quantizers: {}",
+        crate::ggml::HOW_TO_ENABLE
+    )]
+    MixUnavailable { origin: String },
+    /// A mix parent stores the tensor in a type ggml cannot dequantize.
+    #[error(
+        "{origin}: tensor '{tensor}': parent '{parent}' stores it as {ty}, which ggml cannot dequantize; leave '{parent}' out of the mix for this tensor (narrow the rule)"
+    )]
+    MixInputType {
+        origin: String,
+        tensor: String,
+        parent: String,
+        ty: GgmlType,
+    },
+    /// The mix's output type cannot be made for this tensor.
+    #[error("{origin}: tensor '{tensor}': cannot write {ty}: {reason}")]
+    MixOutputType {
+        origin: String,
+        tensor: String,
+        ty: GgmlType,
+        reason: String,
+    },
+    /// The output type needs an importance matrix and none (or no entry) was given.
+    #[error(
+        "{origin}: tensor '{tensor}': ggml quantizes {ty} only with an importance matrix{found}; add `imatrix = \"FILE\"` (llama-imatrix's output) to the rule, or choose another `type`"
+    )]
+    MixNeedsImatrix {
+        origin: String,
+        tensor: String,
+        ty: GgmlType,
+        /// Why the given one does not serve, if one was given.
+        found: String,
+    },
+    /// An imatrix entry whose size does not fit the tensor.
+    #[error(
+        "{origin}: tensor '{tensor}': importance matrix {path} has {found} weights for it, expected {expected} (ne0 {ne0} x {matrices} matrices); was it made for another model?"
+    )]
+    MixImatrixSize {
+        origin: String,
+        tensor: String,
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+        ne0: u64,
+        matrices: u64,
+    },
+    /// Tensors of one tensor would be written in two types.
+    #[error(
+        "tensor '{tensor}': its experts would be written as {first_type} ({first}) and {second_type} ({second}); one tensor has one type: give the mix rule `type = \"{second_type}\"` or select the whole tensor with one rule"
+    )]
+    MixTypeMismatch {
+        tensor: String,
+        first: String,
+        first_type: GgmlType,
+        second: String,
+        second_type: GgmlType,
+    },
+    /// The importance matrix file cannot be read.
+    #[error("{origin}: {source}")]
+    Imatrix {
+        origin: String,
+        #[source]
+        source: ImatrixError,
+    },
+    /// Measuring distances for a threshold failed.
+    #[error("{origin}: measuring distances for the threshold: {source}")]
+    Measure {
+        origin: String,
+        #[source]
+        source: MixError,
+    },
     #[error(
         "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
     )]
@@ -169,22 +247,54 @@ impl PlanValue<'_> {
 }
 
 /// A byte range of one output tensor and where it comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Piece {
-    /// Index of the parent in [`Plan::parents`].
-    pub parent: usize,
-    /// Shard of the parent that holds the bytes.
-    pub shard: usize,
-    /// Absolute offset of the first byte in that shard file.
-    pub src_offset: u64,
-    /// Bytes copied.
+    /// Bytes of the output it makes.
     pub len: u64,
     /// The experts this piece belongs to, for tensors planned expert by expert (mixed
     /// parents, or a converted layout, where a piece may be part of one expert); `None`: the
     /// whole tensor.
     pub experts: Option<Range<u64>>,
-    /// The bytes come from a tensor of another layout (fused vs separate gate/up experts).
-    pub converted: bool,
+    /// Copied from a parent, or computed by mixing parents.
+    pub source: Source,
+}
+
+/// Where a piece's bytes come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// Copied, byte for byte, from a parent's file.
+    Copy {
+        /// Index of the parent in [`Plan::parents`].
+        parent: usize,
+        /// Shard of the parent that holds the bytes.
+        shard: usize,
+        /// Absolute offset of the first byte in that shard file.
+        src_offset: u64,
+        /// The bytes come from a tensor of another layout (fused vs separate gate/up experts).
+        converted: bool,
+    },
+    /// Computed from parents by a mix rule: dequantized, weighted, summed, quantized (see
+    /// [`crate::mix`]). The job says which rows of which parents, the weights, the output
+    /// type and the importance matrix.
+    Mix(Box<crate::mix::Job>),
+}
+
+impl Piece {
+    /// The parent a copied piece comes from; `None` for a mixed one.
+    pub fn copied_from(&self) -> Option<usize> {
+        match &self.source {
+            Source::Copy { parent, .. } => Some(*parent),
+            Source::Mix(_) => None,
+        }
+    }
+
+    /// Every parent whose bytes the piece reads.
+    pub fn reads(&self) -> Vec<usize> {
+        match &self.source {
+            Source::Copy { parent, .. } => vec![*parent],
+            Source::Mix(job) => job.inputs.iter().map(|i| i.parent).collect(),
+        }
+    }
 }
 
 /// One tensor of the child.
@@ -198,19 +308,33 @@ pub struct PlannedTensor {
     pub pieces: Vec<Piece>,
     /// Whether some piece was converted from another layout.
     pub conversion: Conversion,
+    /// For a tensor a mix rule selected: the rule, weights, output type and threshold
+    /// decisions (what `--dry-run` shows).
+    pub mix: Option<MixReport>,
+}
+
+/// Who made a run of a tensor's bytes, for reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Maker {
+    /// Copied from this parent.
+    Parent(usize),
+    /// Computed by mixing.
+    Mix,
 }
 
 impl PlannedTensor {
-    /// Who gave what: (parent, experts) runs in output order, pieces of consecutive experts
-    /// of one parent merged; experts `None` for a tensor taken whole.
-    pub fn sources(&self) -> Vec<(usize, Option<Range<u64>>)> {
-        let mut out: Vec<(usize, Option<Range<u64>>)> = Vec::new();
+    /// Who gave what: (maker, experts) runs in output order, pieces of consecutive experts
+    /// of one maker merged; experts `None` for a tensor taken whole.
+    pub fn sources(&self) -> Vec<(Maker, Option<Range<u64>>)> {
+        let mut out: Vec<(Maker, Option<Range<u64>>)> = Vec::new();
         for p in &self.pieces {
+            let m = p.copied_from().map_or(Maker::Mix, Maker::Parent);
             match (out.last_mut(), &p.experts) {
-                (Some((q, Some(r))), Some(e)) if *q == p.parent && e.start <= r.end => {
+                (Some((q, Some(r))), Some(e)) if *q == m && e.start <= r.end => {
                     r.end = r.end.max(e.end)
                 }
-                _ => out.push((p.parent, p.experts.clone())),
+                (Some((q, None)), None) if *q == m => {}
+                _ => out.push((m, p.experts.clone())),
             }
         }
         out
@@ -289,6 +413,8 @@ pub struct Plan<'p> {
     pub set_id: String,
     /// Each rule and what it matched.
     pub rules: Vec<RuleReport>,
+    /// The importance matrices mix jobs quantize with ([`crate::mix::ImatrixUse::file`]).
+    pub imatrices: Vec<Imatrix>,
     /// Things the user should know that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -359,14 +485,29 @@ pub fn build<'p>(
         Some(b) => find("recipe base", b)?,
         None => 0,
     };
-    let rule_parents: Vec<usize> = recipe
-        .rules
-        .iter()
-        .map(|r| find(&r.origin, &r.from))
-        .collect::<Result<_, _>>()?;
+    // What each rule takes from: a parent's index, or, for a mix rule, an id past the
+    // parents' (parents.len() + rule index) that the owner walk treats like any other.
+    let mut rule_parents: Vec<usize> = Vec::with_capacity(recipe.rules.len());
+    for (r, rule) in recipe.rules.iter().enumerate() {
+        rule_parents.push(match &rule.mix {
+            None => find(&rule.origin, &rule.from)?,
+            Some(m) => {
+                if !crate::ggml::AVAILABLE {
+                    return Err(PlanError::MixUnavailable {
+                        origin: rule.origin.clone(),
+                    });
+                }
+                for (p, _) in &m.weights {
+                    find(&rule.origin, p)?;
+                }
+                parents.len() + r
+            }
+        });
+    }
 
     let mut warnings = Vec::new();
     check_compatible(parents, base, &mut warnings)?;
+    let mut mixer = mixed::Mixer::new(parents, base, recipe)?;
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -453,9 +594,12 @@ pub fn build<'p>(
                     .map(|&r| recipe.rules[r].origin.clone())
                     .unwrap_or_else(|| format!("base '{}'", parents[p].name))
             };
-            planned[i] = Some(tensors::plan_tensor(
-                parents, base, t.info, &a.owners, &origin,
-            )?);
+            let mixes = a.owners.parents().iter().any(|&p| p >= parents.len());
+            planned[i] = Some(if mixes {
+                mixer.plan_tensor(t.info, &a.owners, &origin)?
+            } else {
+                tensors::plan_tensor(parents, base, t.info, &a.owners, &origin)?
+            });
         }
     }
     if let Err(e) = check_experts_together(parents, &expert_owners) {
@@ -473,7 +617,7 @@ pub fn build<'p>(
         .map(|(r, &matched)| RuleReport {
             origin: r.origin.clone(),
             pattern: r.describe(),
-            from: r.from.clone(),
+            from: r.source_label(),
             experts: r.experts.as_ref().map(|e| e.text.clone()),
             matched,
         })
@@ -501,14 +645,15 @@ pub fn build<'p>(
     for (i, p) in parents.iter().enumerate() {
         if !tensors
             .iter()
-            .any(|t| t.pieces.iter().any(|pc| pc.parent == i))
+            .any(|t| t.pieces.iter().any(|pc| pc.reads().contains(&i)))
         {
             warnings.push(format!("parent '{}' contributes no tensor", p.name));
         }
     }
 
+    let imatrices = mixer.finish(&mut warnings);
     let kvs = metadata::plan_metadata(parents, base, recipe, &mut warnings)?;
-    let set_id = metadata::set_id(parents, &kvs, &tensors, split);
+    let set_id = metadata::set_id(parents, &kvs, &tensors, &imatrices, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
     Ok(Plan {
         parents,
@@ -518,6 +663,7 @@ pub fn build<'p>(
         shards,
         set_id,
         rules,
+        imatrices,
         warnings,
     })
 }
@@ -634,8 +780,11 @@ impl Plan<'_> {
         self.shards.iter().map(|s| s.file_len()).sum()
     }
 
-    /// The name of a piece's parent.
+    /// The name of a copied piece's parent; `mix` for a mixed piece.
     pub fn parent_name(&self, piece: &Piece) -> &str {
-        &self.parents[piece.parent].name
+        match piece.copied_from() {
+            Some(p) => &self.parents[p].name,
+            None => "mix",
+        }
     }
 }

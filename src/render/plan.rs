@@ -5,12 +5,16 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{Totals, human_bytes, table_row, tensor_row, totals, totals_json, totals_text};
-use crate::plan::{Plan, PlannedTensor};
+use crate::mix::Job;
+use crate::plan::{Maker, MixReport, Plan, PlannedTensor, Source};
 use crate::roles::views::Conversion;
 
-/// `v3` or `r1[0-127] v3[128-255]` for a planned tensor.
+/// `v3`, `mix` or `r1[0-127] v3[128-255]` for a planned tensor.
 fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
-    let name = |p: usize| plan.parents[p].name.as_str();
+    let name = |m: Maker| match m {
+        Maker::Parent(p) => plan.parents[p].name.as_str(),
+        Maker::Mix => "mix",
+    };
     let parts: Vec<String> = t
         .sources()
         .into_iter()
@@ -53,12 +57,20 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "name": t.info.name, "type": t.info.ty.name(), "shape": t.info.dims,
                 "bytes": t.info.n_bytes, "shard": t.out_shard + 1,
                 "offset": shard.header_len + t.info.offset,
-                "sources": t.pieces.iter().map(|p| json!({
-                    "parent": plan.parent_name(p), "parent_shard": p.shard + 1,
-                    "src_offset": p.src_offset, "bytes": p.len,
-                    "experts": p.experts.as_ref().map(|s| [s.start, s.end - 1]),
-                    "converted": p.converted,
-                })).collect::<Vec<_>>(),
+                "sources": t.pieces.iter().map(|p| {
+                    let experts = p.experts.as_ref().map(|s| [s.start, s.end - 1]);
+                    match &p.source {
+                        Source::Copy { parent, shard, src_offset, converted } => json!({
+                            "parent": plan.parents[*parent].name, "parent_shard": shard + 1,
+                            "src_offset": src_offset, "bytes": p.len,
+                            "experts": experts, "converted": converted,
+                        }),
+                        Source::Mix(job) => json!({
+                            "mix": job_json(plan, job), "bytes": p.len, "experts": experts,
+                        }),
+                    }
+                }).collect::<Vec<_>>(),
+                "mix": t.mix.as_ref().map(|m| mix_json(plan, t, m)),
             })
         })
         .collect();
@@ -129,6 +141,7 @@ pub fn plan_text(plan: &Plan) -> String {
         let row = tensor_row(&t.info, t.out_shard, offset);
         let _ = writeln!(out, "{row}  {}", sources_text(plan, t));
     }
+    mixed_text(&mut out, plan);
     let (by_parent, by_type) = plan_totals(plan);
     totals_text(&mut out, "bytes by parent (pieces)", &by_parent);
     totals_text(&mut out, "bytes by type", &by_type);
@@ -146,4 +159,112 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(out, "warning: {w}");
     }
     out
+}
+
+fn job_json(plan: &Plan, job: &Job) -> Value {
+    json!({
+        "type": job.out_type.name(),
+        "rows": job.rows, "first_row": job.first_row,
+        "imatrix": job.imatrix.as_ref().map(|u| plan.imatrices[u.file].path()),
+        "inputs": job.inputs.iter().map(|i| json!({
+            "parent": plan.parents[i.parent].name, "weight": i.weight, "type": i.ty.name(),
+            "bytes": i.spans.iter().map(|s| s.len).sum::<u64>(), "converted": i.converted,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Bytes each parent's rows take in a tensor's mix jobs, in first-read order, and the
+/// bytes the jobs write.
+fn mix_bytes(plan: &Plan, t: &PlannedTensor) -> (Vec<(String, u64)>, u64) {
+    let mut reads: Vec<(String, u64)> = Vec::new();
+    let mut writes = 0;
+    for p in &t.pieces {
+        let Source::Mix(job) = &p.source else {
+            continue;
+        };
+        writes += p.len;
+        for i in &job.inputs {
+            let name = &plan.parents[i.parent].name;
+            let n: u64 = i.spans.iter().map(|s| s.len).sum();
+            match reads.iter_mut().find(|(q, _)| q == name) {
+                Some((_, b)) => *b += n,
+                None => reads.push((name.clone(), n)),
+            }
+        }
+    }
+    (reads, writes)
+}
+
+fn mix_json(plan: &Plan, t: &PlannedTensor, m: &MixReport) -> Value {
+    let (reads, writes) = mix_bytes(plan, t);
+    json!({
+        "type": m.out_type.name(),
+        "imatrix": m.imatrix,
+        "slices": m.slices.iter().map(|d| json!({
+            "experts": d.experts.as_ref().map(|s| [s.start, s.end - 1]),
+            "rule": plan.rules[d.rule].origin, "mix": plan.rules[d.rule].from,
+            "distance": d.distance.map(|x| if x.is_finite() { json!(x) } else { json!(x.to_string()) }),
+            "threshold": d.threshold, "mixed": d.mixed,
+        })).collect::<Vec<_>>(),
+        "reads": reads.iter().map(|(p, b)| json!({"parent": p, "bytes": b})).collect::<Vec<_>>(),
+        "writes": writes,
+    })
+}
+
+/// The section of the text plan on mixed tensors: per tensor the output type and imatrix,
+/// each slice's rule and threshold decision, and the bytes read and written.
+fn mixed_text(out: &mut String, plan: &Plan) {
+    let mixed: Vec<(&PlannedTensor, &MixReport)> = plan
+        .tensors
+        .iter()
+        .filter_map(|t| t.mix.as_ref().map(|m| (t, m)))
+        .collect();
+    if mixed.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nmixed tensors ({}):", mixed.len());
+    for (t, m) in mixed {
+        let imatrix = m
+            .imatrix
+            .as_ref()
+            .map(|i| format!(", imatrix {i}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {} -> {}{imatrix}", t.info.name, m.out_type);
+        for d in &m.slices {
+            let what = d
+                .experts
+                .as_ref()
+                .map(|e| match e.end - e.start {
+                    1 => format!("expert {}", e.start),
+                    _ => format!("experts {}-{}", e.start, e.end - 1),
+                })
+                .unwrap_or_else(|| "whole tensor".into());
+            let decision = match (d.distance, d.threshold) {
+                (Some(x), Some(th)) if d.mixed => format!("distance {x:.6} >= {th}: mixed"),
+                (Some(x), Some(th)) => format!(
+                    "distance {x:.6} < {th}: kept from {}",
+                    plan.parents[plan.base].name
+                ),
+                _ => "mixed".into(),
+            };
+            let _ = writeln!(
+                out,
+                "    {what}: {} ({}): {decision}",
+                plan.rules[d.rule].from, plan.rules[d.rule].origin
+            );
+        }
+        let (reads, writes) = mix_bytes(plan, t);
+        if writes > 0 {
+            let reads: Vec<String> = reads
+                .iter()
+                .map(|(p, b)| format!("{} of {p}", human_bytes(*b)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    reads {}; writes {} requantized",
+                reads.join(", "),
+                human_bytes(writes)
+            );
+        }
+    }
 }
