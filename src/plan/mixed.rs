@@ -192,7 +192,11 @@ impl<'p, 'r> Mixer<'p, 'r> {
                 } else {
                     Action::Keep(rule)
                 };
-                actions.push((a, d.experts.clone()));
+                // Consecutive experts with the same fate make one piece.
+                match (actions.last_mut(), &d.experts) {
+                    (Some((b, Some(r))), Some(e)) if *b == a && r.end == e.start => r.end = e.end,
+                    _ => actions.push((a, d.experts.clone())),
+                }
                 slices.push(d);
             }
         }

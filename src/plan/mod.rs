@@ -602,7 +602,12 @@ pub fn build<'p>(
             });
         }
     }
-    if let Err(e) = check_experts_together(parents, &expert_owners) {
+    // Owners are parents, or mix rules past them (see rule_parents).
+    let owner_name = |id: usize| match parents.get(id) {
+        Some(p) => p.name.clone(),
+        None => recipe.rules[id - parents.len()].source_label(),
+    };
+    if let Err(e) = check_experts_together(&owner_name, &expert_owners) {
         if !recipe.allow_partial_experts {
             return Err(e);
         }
@@ -672,7 +677,7 @@ pub fn build<'p>(
 /// routed-expert tensor must take each expert from the same parent. A regex that matches
 /// `ffn_down_exps` but not a fused `ffn_gate_up_exps` would otherwise make chimeric experts.
 fn check_experts_together(
-    parents: &[Parent],
+    owner_name: &dyn Fn(usize) -> String,
     by_layer: &BTreeMap<u64, Vec<(String, Vec<usize>)>>,
 ) -> Result<(), PlanError> {
     for (&layer, tensors) in by_layer {
@@ -683,10 +688,10 @@ fn check_experts_together(
             continue;
         }
         let describe = |owners: &[usize]| {
-            let mut names: Vec<&str> = owners.iter().map(|&p| parents[p].name.as_str()).collect();
+            let mut names: Vec<String> = owners.iter().map(|&p| owner_name(p)).collect();
             names.dedup();
             if names.len() == 1 {
-                names[0].to_string()
+                names[0].clone()
             } else {
                 format!("experts of {}", names.join("/"))
             }
