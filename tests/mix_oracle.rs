@@ -334,7 +334,8 @@ fn mixed_children_generate_in_llama_cpp_like_the_reference() {
     let base_logits = probe(&v3)["logits"].clone();
     // Two parents, requantized to Q4_K; three parents (one stored as IQ2_XXS), written in
     // the base's Q3_K.
-    let cases: [(&str, Vec<(&str, &Path, f32)>, &str); 2] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a Path, f32)>, &'a str);
+    let cases: [Case; 2] = [
         ("two", vec![("r1", &r1, 0.75), ("v3", &v3, 0.25)], "Q4_K"),
         (
             "three",

@@ -90,7 +90,7 @@ pub(super) fn check(
             if let Some(d) = diff {
                 mismatches.push(Mismatch::BytesDiffer {
                     tensor: pt.info.name.clone(),
-                    experts: piece.experts.clone().map(|e| to_ranges(e)),
+                    experts: piece.experts.clone().map(to_ranges),
                     expected: job.label(&names),
                     found: found(&pt.info.name),
                     first_offset: Some(offset + d),

@@ -248,14 +248,12 @@ impl Ctx<'_> {
     }
 }
 
+/// Receives each computed chunk: its byte offset in the job, and its bytes.
+type Sink<'a> = dyn FnMut(u64, &[u8]) -> Result<(), MixError> + 'a;
+
 /// Compute the job chunk by chunk (in parallel, a bounded number at once) and hand each
 /// chunk's bytes, in order, to `sink` with the chunk's byte offset in the job.
-fn stream(
-    job: &Job,
-    ctx: &Ctx,
-    cancel: &AtomicBool,
-    sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), MixError>,
-) -> Result<(), MixError> {
+fn stream(job: &Job, ctx: &Ctx, cancel: &AtomicBool, sink: &mut Sink) -> Result<(), MixError> {
     let weights = ctx.weights(job)?;
     let per = ctx.rows_per_chunk(job.n_per_row);
     let chunks: Vec<Range<u64>> = (0..job.rows.div_ceil(per))

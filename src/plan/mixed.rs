@@ -63,6 +63,9 @@ enum Action {
     Mix(usize),
 }
 
+/// The parents' shard files, open for reading, and their paths: by parent, then shard.
+type OpenParents = (Vec<Vec<File>>, Vec<Vec<PathBuf>>);
+
 /// Plans mixed tensors for one plan: holds the importance matrices and the files the
 /// threshold measurements read.
 pub(super) struct Mixer<'p, 'r> {
@@ -73,7 +76,7 @@ pub(super) struct Mixer<'p, 'r> {
     imatrix_of: Vec<Option<usize>>,
     imatrices: Vec<Imatrix>,
     /// Opened on the first measurement.
-    files: Option<(Vec<Vec<File>>, Vec<Vec<PathBuf>>)>,
+    files: Option<OpenParents>,
     names: Vec<String>,
     warnings: Vec<String>,
 }
@@ -167,8 +170,8 @@ impl<'p, 'r> Mixer<'p, 'r> {
         let mut views: HashMap<usize, View<'p>> = HashMap::new();
         let (parents, base) = (self.parents, self.base);
         let view = |p: usize, views: &mut HashMap<usize, View<'p>>| -> Result<(), PlanError> {
-            if !views.contains_key(&p) {
-                views.insert(p, parent_view(parents, base, info, p, origin)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = views.entry(p) {
+                e.insert(parent_view(parents, base, info, p, origin)?);
             }
             Ok(())
         };
@@ -431,7 +434,7 @@ impl<'p, 'r> Mixer<'p, 'r> {
                 distance: Some(d),
                 threshold: Some(threshold),
                 // NaN (a parent holds NaN) is never "close enough".
-                mixed: !(d < threshold),
+                mixed: d.partial_cmp(&threshold) != Some(std::cmp::Ordering::Less),
             })
             .collect())
     }
