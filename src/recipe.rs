@@ -279,25 +279,7 @@ impl Recipe {
                     router: r.router,
                 },
             )?;
-            let from = match (r.from, &mix) {
-                (Some(f), None) => f,
-                (None, Some(_)) => String::new(),
-                (Some(_), Some(_)) => {
-                    return Err(RecipeError::BadMix {
-                        origin,
-                        message: "a rule takes `from` one parent or a `mix` of several, not both"
-                            .into(),
-                    });
-                }
-                (None, None) => {
-                    return Err(RecipeError::Toml {
-                        path: path.to_path_buf(),
-                        message: format!(
-                            "{origin}: a rule needs `from` (a parent) or `mix` (parents and weights)"
-                        ),
-                    });
-                }
-            };
+            let from = mix::source(&origin, path, r.from, mix.as_ref())?;
             let role = match &r.role {
                 None => None,
                 Some(k) => Some(Role::from_key(k).ok_or_else(|| RecipeError::Toml {

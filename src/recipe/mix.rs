@@ -81,6 +81,29 @@ pub(super) struct MixKeys {
     pub router: bool,
 }
 
+/// The `from` of a rule that has `from` (a pick) or `mix`: exactly one of the two.
+pub(super) fn source(
+    origin: &str,
+    recipe: &Path,
+    from: Option<String>,
+    mix: Option<&MixSpec>,
+) -> Result<String, RecipeError> {
+    match (from, mix) {
+        (Some(f), None) => Ok(f),
+        (None, Some(_)) => Ok(String::new()),
+        (Some(_), Some(_)) => Err(RecipeError::BadMix {
+            origin: origin.to_string(),
+            message: "a rule takes `from` one parent or a `mix` of several, not both".into(),
+        }),
+        (None, None) => Err(RecipeError::Toml {
+            path: recipe.to_path_buf(),
+            message: format!(
+                "{origin}: a rule needs `from` (a parent) or `mix` (parents and weights)"
+            ),
+        }),
+    }
+}
+
 /// Check a rule's mix keys. `Ok(None)`: not a mix rule (and no mix-only key is set).
 pub(super) fn parse(
     origin: &str,
