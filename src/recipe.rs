@@ -51,7 +51,12 @@ pub enum RecipeError {
     },
     /// A mix rule's `mix`, `threshold`, `type` or `imatrix` is wrong.
     #[error("{origin}: {message}")]
-    BadMix { origin: String, message: String },
+    BadMix {
+        /// The rule (`recipe.toml rule #2`).
+        origin: String,
+        /// What is wrong, with the value and the fix.
+        message: String,
+    },
 }
 
 /// A set of indices (layers or experts) written as `"3-60"` or `"0-63,128-191"`.
