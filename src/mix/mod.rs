@@ -194,7 +194,7 @@ impl Job {
 pub struct Limits {
     /// Floats of one chunk (rounded to whole rows; at least one row).
     pub chunk_elements: u64,
-    /// Chunks computed at once (at most the thread count).
+    /// Chunks in flight at once (at most four per thread).
     pub chunks_in_flight: usize,
 }
 
@@ -228,8 +228,10 @@ impl Ctx<'_> {
         (self.limits.chunk_elements / n_per_row.max(1)).max(1)
     }
 
+    /// Chunks computed per round: a few per thread, so that a thread that finishes early
+    /// takes another chunk instead of waiting for the round's slowest.
     fn in_flight(&self) -> usize {
-        rayon::current_num_threads()
+        (4 * rayon::current_num_threads())
             .min(self.limits.chunks_in_flight)
             .max(1)
     }
