@@ -115,6 +115,8 @@ pub enum Oracle {
     GgufPy,
     /// Real llama.cpp (and our probe), from fixtures/build-llama.sh.
     Llama,
+    /// ggml's quantizers, linked into this build by `--features ggml` (mixing).
+    Ggml,
 }
 
 /// Where the oracle is, if it is installed.
@@ -124,7 +126,7 @@ fn oracle_path(o: Oracle) -> PathBuf {
             Ok(p) => PathBuf::from(p),
             Err(_) => repo().join("target/oracle-venv/bin/python"),
         },
-        Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
+        Oracle::Llama | Oracle::Ggml => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
             Ok(d) => PathBuf::from(d),
             Err(_) => {
                 let cache = std::env::var("GGUF_SPLICE_CACHE")
@@ -157,13 +159,14 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
             match o {
                 Oracle::GgufPy => !p.exists(),
                 Oracle::Llama => !p.join("llama-splice-probe").exists(),
+                Oracle::Ggml => !gguf_splice::ggml::AVAILABLE,
             }
         })
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` (it installs gguf-py and builds llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN";
+    let how = "run `bash scripts/test.sh` (it installs gguf-py, builds llama.cpp and tests with --features ggml), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN and build with --features ggml";
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"
