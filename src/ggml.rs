@@ -212,6 +212,8 @@ mod imp {
         from_float_ref: Option<FromFloat>,
     }
 
+    // The declarations copy ggml.h (llama.cpp 11434): `enum ggml_type` is passed as a C int,
+    // `bool` is C's `_Bool`. Calling any of them is unsafe; each call below says why it holds.
     unsafe extern "C" {
         fn ggml_get_type_traits(ty: c_int) -> *const TypeTraits;
         fn ggml_quantize_requires_imatrix(ty: c_int) -> bool;
