@@ -46,6 +46,8 @@ pub struct SliceDecision {
 pub struct MixReport {
     /// The type written.
     pub out_type: GgmlType,
+    /// The base's type of the tensor: kept slices of another output type are requantized.
+    pub base_type: GgmlType,
     /// Each slice a mix rule selected, in order.
     pub slices: Vec<SliceDecision>,
     /// The importance matrix used: its path, or why none is.
@@ -306,6 +308,7 @@ impl<'p, 'r> Mixer<'p, 'r> {
             conversion,
             mix: Some(MixReport {
                 out_type: out_ty,
+                base_type: base_ty,
                 slices,
                 imatrix,
             }),

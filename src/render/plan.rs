@@ -242,8 +242,16 @@ fn mixed_text(out: &mut String, plan: &Plan) {
             let decision = match (d.distance, d.threshold) {
                 (Some(x), Some(th)) if d.mixed => format!("distance {x:.6} >= {th}: mixed"),
                 (Some(x), Some(th)) => format!(
-                    "distance {x:.6} < {th}: kept from {}",
-                    plan.parents[plan.base].name
+                    "distance {x:.6} < {th}: kept from {}{}",
+                    plan.parents[plan.base].name,
+                    if m.base_type == m.out_type {
+                        String::new()
+                    } else {
+                        format!(
+                            " (its values, requantized from {} to {})",
+                            m.base_type, m.out_type
+                        )
+                    }
                 ),
                 _ => "mixed".into(),
             };
