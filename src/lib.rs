@@ -14,6 +14,8 @@
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`assemble`]: parents x experts list -> the plan of an MoE (dense models stacked as
 //!   experts, MoE experts pruned, reordered or united);
+//! - [`ggml`]: ggml's own quantizers and dequantizers, linked with the `ggml` feature;
+//! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`batch`]: many children from one manifest, cut into independent shard jobs;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
@@ -105,10 +107,12 @@ pub mod batch;
 pub mod compare;
 pub mod execute;
 pub mod ftype;
+pub mod ggml;
 pub mod ggml_type;
 pub mod gguf;
 pub mod input;
 pub mod layout;
+pub mod mix;
 pub mod plan;
 pub mod presets;
 pub mod recipe;

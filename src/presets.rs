@@ -28,6 +28,7 @@ pub const PRESETS: &[Preset] = &[
     preset!("deepseek-r1t-chimera"),
     preset!("deepseek-r1t-chimera-reverse"),
     preset!("embeddings-output-from-donor"),
+    preset!("r1t-mix-75"),
 ];
 
 impl Preset {

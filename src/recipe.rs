@@ -12,6 +12,10 @@ use crate::gguf::{OwnedValue, ValueType};
 use crate::input::{self, InputError};
 use crate::roles::{self, Role};
 
+pub mod mix;
+
+pub use mix::MixSpec;
+
 /// The largest recipe file read: real recipes are a few KB, so anything near this is the
 /// wrong file.
 pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
@@ -142,6 +146,14 @@ pub enum RecipeError {
     BadValue {
         origin: String,
         key: String,
+        message: String,
+    },
+    /// A mix rule's `mix`, `threshold`, `type` or `imatrix` is wrong.
+    #[error("{origin}: {message}")]
+    BadMix {
+        /// The rule (`recipe.toml rule #2`).
+        origin: String,
+        /// What is wrong, with the value and the fix.
         message: String,
     },
 }
@@ -282,7 +294,7 @@ impl IndexSet {
 }
 
 /// One rule: tensors whose name the regex finds (and whose role is `role`, if given) come
-/// from `from`.
+/// from `from`, or, for a mix rule, are computed from several parents (`mix`).
 #[derive(Clone, Debug)]
 pub struct Rule {
     /// Searched in the tensor name (not anchored), as llama.cpp's `--override-tensor`;
@@ -291,8 +303,11 @@ pub struct Rule {
     /// Only tensors of this role (see [`roles`]): covers every layout of it, such as
     /// separate and fused routed experts.
     pub role: Option<Role>,
-    /// The name of the parent the tensors (or experts) come from.
+    /// The name of the parent the tensors (or experts) come from; empty for a mix rule.
     pub from: String,
+    /// A mix rule: the selected tensors (or experts) are the weighted sum of parents,
+    /// requantized (see [`crate::mix`]).
+    pub mix: Option<MixSpec>,
     /// Only tensors of blocks `blk.N.` with N in this set.
     pub layers: Option<IndexSet>,
     /// Only these experts of stacked expert tensors; the others fall through to later rules.
@@ -376,7 +391,12 @@ struct RuleFile {
     #[serde(rename = "match")]
     pattern: Option<String>,
     role: Option<String>,
-    from: String,
+    from: Option<String>,
+    mix: Option<mix::WeightTable>,
+    threshold: Option<f64>,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    imatrix: Option<PathBuf>,
     layers: Option<String>,
     experts: Option<String>,
     #[serde(default)]
@@ -558,6 +578,18 @@ impl Recipe {
             if r.pattern.is_none() && r.role.is_none() {
                 return Err(RecipeError::RuleSelectsNothing { origin });
             }
+            let mix = mix::parse(
+                &origin,
+                path,
+                mix::MixKeys {
+                    mix: r.mix,
+                    threshold: r.threshold,
+                    ty: r.ty,
+                    imatrix: r.imatrix,
+                    router: r.router,
+                },
+            )?;
+            let from = mix::source(&origin, r.from, mix.as_ref())?;
             let role = match &r.role {
                 None => None,
                 Some(k) => Some(Role::from_key(k).ok_or_else(|| RecipeError::UnknownRole {
@@ -583,7 +615,8 @@ impl Recipe {
                     .transpose()?,
                 router: r.router,
                 optional: r.optional,
-                from: r.from,
+                from,
+                mix,
                 origin,
             });
         }
@@ -749,6 +782,7 @@ pub fn parse_take(text: &str, origin: &str) -> Result<Rule, RecipeError> {
         pattern: Some(compile(origin, &text[..eq])?),
         role: None,
         from: text[eq + 1..name_end].to_string(),
+        mix: None,
         layers,
         experts,
         router,
@@ -777,6 +811,14 @@ impl Rule {
         match &self.layers {
             None => true,
             Some(set) => class.layer.is_some_and(|l| set.contains(l)),
+        }
+    }
+
+    /// Where the rule takes from, for reports: the parent, or `mix r1 0.75 + v3 0.25`.
+    pub fn source_label(&self) -> String {
+        match &self.mix {
+            Some(m) => m.label(),
+            None => self.from.clone(),
         }
     }
 
@@ -1091,7 +1133,7 @@ mod tests {
         let e = toml_err("[[rules]]\nmatch = 'x'\nfrom = 'a'\nzzz = 1");
         assert!(
             e.to_string()
-                .ends_with("(valid fields: match, role, from, layers, experts, router, optional)"),
+                .ends_with("(valid fields: match, role, from, mix, threshold, type, imatrix, layers, experts, router, optional)"),
             "{e}"
         );
         // A regex in double quotes: TOML refuses the backslash; say how to write it.

@@ -367,6 +367,7 @@ pub fn plan<'p>(
             router: router_text,
             layers,
         }),
+        imatrices: Vec::new(),
     };
     Ok(plan::finish(parts, output, split)?)
 }

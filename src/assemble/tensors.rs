@@ -90,6 +90,7 @@ fn whole(parent: usize, t: TensorLoc) -> PlannedTensor {
             converted: false,
         }],
         conversion: Conversion::Same,
+        mix: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn made_router(inp: &Inputs, li: usize, ffn: &TensorInfo) -> Result<PlannedTenso
             converted: false,
         }],
         conversion: Conversion::Same,
+        mix: None,
     })
 }
 
@@ -195,6 +197,7 @@ fn stack_dense(inp: &Inputs, li: usize, t: TensorLoc) -> Result<PlannedTensor, A
         out_shard: 0,
         pieces,
         conversion: Conversion::Same,
+        mix: None,
     })
 }
 
@@ -301,5 +304,6 @@ fn stack_experts(
         out_shard: 0,
         pieces,
         conversion,
+        mix: None,
     })
 }

@@ -20,6 +20,7 @@ use gguf_splice::compare::CompareError;
 use gguf_splice::execute::ExecError;
 use gguf_splice::gguf::GgufError;
 use gguf_splice::input::InputError;
+use gguf_splice::mix::MixError;
 use gguf_splice::plan::{Parent, PlanError};
 use gguf_splice::recipe::RecipeError;
 use gguf_splice::source::{Http, SourceError};
@@ -181,6 +182,7 @@ pub(crate) fn gguf_code(e: &GgufError) -> i32 {
 pub(crate) fn plan_code(e: &PlanError) -> i32 {
     match e {
         PlanError::ChatTemplateFile(e) => input_code(e),
+        PlanError::Measure { source, .. } if is_read(source) => exit::IO,
         _ => exit::BAD_INPUT,
     }
 }
@@ -198,6 +200,9 @@ pub(crate) fn compare_code(e: &CompareError) -> i32 {
     match e {
         CompareError::Gguf(e) => gguf_code(e),
         CompareError::Plan(e) => plan_code(e),
+        // ggml refusing rows, or an unreadable importance matrix: the input's fault.
+        CompareError::Mix(e) if !is_read(e) => exit::BAD_INPUT,
+        CompareError::Mix(_) => exit::IO,
         CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. } => {
             exit::IO
         }
@@ -217,6 +222,8 @@ impl CliError {
             CliError::Recipe(e) => recipe_code(e),
             CliError::Plan(e) => plan_code(e),
             CliError::Exec(e) if matches!(e.cause(), ExecError::Interrupted) => exit::INTERRUPTED,
+            // ggml refusing rows, or an unreadable importance matrix: the input's fault.
+            CliError::Exec(ExecError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Exec(_) => exit::IO,
             CliError::Compare(e) => compare_code(e),
             CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
@@ -233,6 +240,14 @@ impl CliError {
 pub(crate) fn http() -> &'static std::sync::Arc<Http> {
     static HTTP: std::sync::OnceLock<std::sync::Arc<Http>> = std::sync::OnceLock::new();
     HTTP.get_or_init(|| std::sync::Arc::new(Http::from_env()))
+}
+
+/// A mixing error that is a failed read or write (exit code IO), not bad input.
+fn is_read(e: &MixError) -> bool {
+    matches!(
+        e,
+        MixError::Read { .. } | MixError::ReadChild { .. } | MixError::Write { .. }
+    )
 }
 
 /// Parses the command line, runs the command and returns the process exit code.

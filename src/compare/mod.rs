@@ -9,6 +9,7 @@
 
 mod diff;
 mod engine;
+mod mixed;
 mod pieces;
 mod remap;
 mod verify;
@@ -65,6 +66,9 @@ pub enum CompareError {
         #[source]
         source: std::io::Error,
     },
+    /// Recomputing a mixed tensor failed.
+    #[error("recomputing a mixed tensor: {0}")]
+    Mix(crate::mix::MixError),
     /// Reading a tensor from a remote file failed.
     #[error("tensor '{tensor}': {source}")]
     Remote {

@@ -78,6 +78,9 @@ pub(crate) fn check_tensor(
             stride: slice_bytes,
         };
         match &p.source {
+            // A mixed piece has no parent bytes to compare with: `compare::mixed` recomputes
+            // the mix and compares the child's bytes with that.
+            Source::Mix(_) => {}
             Source::Parent(b) => {
                 work.push(Work {
                     tensor: t.info.name.clone(),
@@ -194,7 +197,7 @@ pub(crate) fn mismatches(
         }
         let piece = &pt.pieces[c.piece];
         let expected = match &piece.source {
-            Source::Made(_) => names[c.source].clone(),
+            Source::Made(_) | Source::Mix(_) => names[c.source].clone(),
             Source::Parent(b) => {
                 let experts = b
                     .experts

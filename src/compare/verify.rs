@@ -7,11 +7,14 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
+use super::mixed;
 use super::pieces::{self, PieceCheck, is_direct};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use crate::ggml_type::GgmlType;
 use crate::gguf::Model;
-use crate::plan::{self, KEY_SPLICE_RECIPE, Parent, Plan, PlanError, PlannedTensor, SplitOptions};
+use crate::plan::{
+    self, KEY_SPLICE_RECIPE, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions,
+};
 use crate::recipe::Recipe;
 use crate::roles::views;
 use crate::roles::{self, Role};
@@ -92,6 +95,10 @@ pub struct TensorSources {
     pub compared: Vec<String>,
     /// Which of them match, whole or expert by expert.
     pub sources: Sources,
+    /// A mix rule makes this tensor (of the recipe given, or, without one, of the recipe
+    /// the child records in `splice.recipe`), so bytes that match no parent are expected.
+    /// With a recipe they are computed again and compared; without one they cannot be.
+    pub mixed: bool,
 }
 
 /// One way the child differs from what the recipe makes.
@@ -224,11 +231,19 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// Tensors with some byte range that matches no parent.
+    /// Tensors with some byte range that matches no parent and that no mix rule makes.
     pub fn unmatched(&self) -> impl Iterator<Item = &TensorSources> {
         self.tensors
             .iter()
-            .filter(|t| t.sources.matches_no_parent())
+            .filter(|t| t.sources.matches_no_parent() && !t.mixed)
+    }
+
+    /// Tensors with bytes that match no parent, which a mix rule makes: checked byte for
+    /// byte against a recomputation with a recipe, unchecked without one.
+    pub fn mixed(&self) -> impl Iterator<Item = &TensorSources> {
+        self.tensors
+            .iter()
+            .filter(|t| t.sources.matches_no_parent() && t.mixed)
     }
 
     /// The entry for the child's tensor of this name.
@@ -404,12 +419,34 @@ fn run(
                 group: roles::role_of(&t.info.name),
                 compared: cands[i].iter().map(|&p| names[p].clone()).collect(),
                 sources,
+                mixed: false,
             }
         })
         .collect();
 
+    // Which tensors a mix rule makes: the plan's, or those the recorded recipe selects.
+    let recorded = if plan.is_none() {
+        mixed::recorded_mix(child)
+    } else {
+        None
+    };
+    let tensors: Vec<TensorSources> = tensors
+        .into_iter()
+        .map(|mut t| {
+            t.mixed = match (&plan, &recorded) {
+                (Some(p), _) => p.tensors.iter().any(|pt| {
+                    pt.info.name == t.name
+                        && pt.pieces.iter().any(|x| matches!(x.source, Source::Mix(_)))
+                }),
+                (None, Some(r)) => mixed::mixes(r, &t.name),
+                (None, None) => false,
+            };
+            t
+        })
+        .collect();
+
     let slicings: Vec<Slicing> = targets.iter().map(|t| t.slicing).collect();
-    let recipe = plan.map(|plan| {
+    let mut recipe = plan.map(|plan| {
         check_plan(
             child,
             plan,
@@ -423,6 +460,15 @@ fn run(
             },
         )
     });
+    if let (Some(plan), Some(check)) = (plan, &mut recipe) {
+        let found = |name: &str| {
+            tensors
+                .iter()
+                .find(|t| t.name == name)
+                .map_or(Sources::Whole(Vec::new()), |t| t.sources.clone())
+        };
+        mixed::check(child, plan, parents, &found, &mut check.mismatches)?;
+    }
 
     Ok(VerifyReport {
         child: ModelSummary::of(child),
@@ -534,6 +580,7 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
         }
         // Each piece says which experts it makes (all of them: `None`); a converted piece is
         // part of one expert, checked through the parent's view of the whole expert.
+        // Mixed pieces are computed again by `mixed::check`.
         let mut seen: Vec<(usize, Range<u64>)> = Vec::new();
         for piece in &pt.pieces {
             let Some(parent) = piece.parent() else {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::gguf::FileIdentity;
 use crate::gguf::write::{DataWriter, encode_header};
+use crate::mix::{self, MixError};
 use crate::plan::{Plan, Source as PieceSource, shard_kvs};
 use crate::source::{Source, SourceError};
 
@@ -45,6 +46,14 @@ pub enum ExecError {
         "parent '{parent}' is remote ({url}); shard jobs (--shard, batch --job) read local parents only: download it, or splice the whole child in one run"
     )]
     RemoteShardJob { parent: String, url: String },
+    #[error(
+        "tensor '{tensor}' mixes parent '{parent}', which is remote ({url}); mixes read local parents only: download it (or pick that tensor `from` one parent)"
+    )]
+    RemoteMix {
+        tensor: String,
+        parent: String,
+        url: String,
+    },
     #[error("output {output} is the input file {input}; parents are never written to")]
     OutputIsInput { output: PathBuf, input: PathBuf },
     #[error("{path} exists; pass --force to replace it")]
@@ -153,6 +162,10 @@ pub enum ExecError {
         journal: PathBuf,
         bytes: u64,
     },
+    /// Computing a mixed tensor failed (a parent could not be read, ggml refused its rows,
+    /// the importance matrix could not be read).
+    #[error("{0}")]
+    Mix(MixError),
     #[error("{path}: wrote {found} bytes of {what}, the plan says {expected}")]
     SizeMismatch {
         path: PathBuf,
@@ -483,6 +496,36 @@ fn write_shard(
                     (opts.progress)(*done);
                     continue;
                 }
+                PieceSource::Mix(job) => {
+                    let names: Vec<String> = plan.parents.iter().map(|p| p.name.clone()).collect();
+                    let paths: Vec<Vec<PathBuf>> = plan
+                        .parents
+                        .iter()
+                        .map(|p| p.model.shards().iter().map(|s| s.path.clone()).collect())
+                        .collect();
+                    let ctx = mix::Ctx {
+                        files: sources,
+                        paths: &paths,
+                        names: &names,
+                        imatrices: &plan.imatrices,
+                        limits: mix::Limits::default(),
+                    };
+                    let before = *done;
+                    mix::run(
+                        job,
+                        &ctx,
+                        opts.cancel,
+                        &mut |bytes| w.write_bytes(bytes),
+                        &mut |n| (opts.progress)(before + n),
+                    )
+                    .map_err(|e| match e {
+                        MixError::Interrupted => ExecError::Interrupted,
+                        MixError::Write { source, .. } => io_err(&shard.path, "write")(source),
+                        e => ExecError::Mix(e),
+                    })?;
+                    *done = before + piece.len;
+                    continue;
+                }
             };
             let src = sources[from.parent][from.shard]
                 .as_local()
@@ -522,6 +565,30 @@ fn write_shard(
     out.sync_all().map_err(io_err(&shard.path, "fsync"))
 }
 
+/// Mixing reads every row of its inputs several times over (once per measure, once to mix);
+/// over HTTP that would be slow and the remote writer has no kernel for it. Refused before
+/// anything is written, naming the first mixed tensor with a remote input.
+fn refuse_remote_mix(plan: &Plan) -> Result<(), ExecError> {
+    for t in &plan.tensors {
+        for p in &t.pieces {
+            let PieceSource::Mix(job) = &p.source else {
+                continue;
+            };
+            for i in &job.inputs {
+                let parent = &plan.parents[i.parent];
+                if let Some(s) = parent.model.shards().iter().find(|s| s.remote.is_some()) {
+                    return Err(ExecError::RemoteMix {
+                        tensor: t.info.name.clone(),
+                        parent: parent.name.clone(),
+                        url: s.path.display().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Write the plan's output files. On success every shard is in place; on any error nothing
 /// of this run is left at the output paths and files replaced with `force` are back.
 pub fn execute(plan: &Plan, opts: &ExecOptions) -> Result<Written, ExecError> {
@@ -538,6 +605,7 @@ pub fn execute_with(
     remote: &RemoteOptions,
 ) -> Result<Written, ExecError> {
     let hooks = Hooks::from_env();
+    refuse_remote_mix(plan)?;
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
     let sources = identity::open_parents(plan)?;

@@ -80,6 +80,11 @@ pub(super) fn shard_jobs<'p>(
                     dest += p.len;
                     continue;
                 }
+                // `execute_with` refuses mixes from remote parents before it gets here.
+                PieceSource::Mix(_) => {
+                    dest += p.len;
+                    continue;
+                }
             };
             let j = Job {
                 parent: from.parent,

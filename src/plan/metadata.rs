@@ -264,6 +264,7 @@ pub(super) fn set_id(
     parents: &[Parent],
     kvs: &[(String, PlanValue<'_>)],
     tensors: &[PlannedTensor],
+    imatrices: &[crate::mix::Imatrix],
     split: SplitOptions,
 ) -> String {
     struct Fnv(u128);
@@ -298,6 +299,34 @@ pub(super) fn set_id(
                     .into_iter()
                     .for_each(|v| h.u64(v)),
                 Source::Made(m) => h.bytes(&m.bytes),
+                Source::Mix(job) => {
+                    // Everything that decides the computed bytes.
+                    h.u64(p.len);
+                    h.bytes(b"mix");
+                    for i in &job.inputs {
+                        [i.parent as u64, i.weight.to_bits() as u64, i.ty.id() as u64]
+                            .into_iter()
+                            .for_each(|v| h.u64(v));
+                        for s in &i.spans {
+                            [s.shard as u64, s.offset, s.len]
+                                .into_iter()
+                                .for_each(|v| h.u64(v));
+                        }
+                    }
+                    [
+                        job.out_type.id() as u64,
+                        job.n_per_row,
+                        job.rows,
+                        job.first_row,
+                        job.rows_per_matrix,
+                    ]
+                    .into_iter()
+                    .for_each(|v| h.u64(v));
+                    if let Some(u) = &job.imatrix {
+                        h.u64(u.file as u64);
+                        h.bytes(u.entry.as_bytes());
+                    }
+                }
             }
         }
     }
@@ -305,6 +334,10 @@ pub(super) fn set_id(
     h.u64(split.max_tensors.unwrap_or(0) as u64);
     for p in parents {
         p.model.shards().iter().for_each(|s| h.u64(s.file_len));
+    }
+    for m in imatrices {
+        h.bytes(m.path().as_os_str().as_encoded_bytes());
+        h.u64(std::fs::metadata(m.path()).map_or(0, |md| md.len()));
     }
     format!("{:032x}", h.0)
 }

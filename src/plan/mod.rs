@@ -14,6 +14,7 @@ mod assembly;
 mod compat;
 mod loaders;
 pub(crate) mod metadata;
+pub mod mixed;
 pub mod owners;
 mod piece;
 mod shards;
@@ -23,7 +24,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, OwnedValue, ValueRef};
+use crate::mix::{ImatrixError, MixError};
 use crate::recipe::{Recipe, short_pattern};
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::{self, Role};
@@ -31,6 +34,7 @@ pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
 pub(crate) use compat::STRUCTURAL_KEYS;
 pub use loaders::Loaders;
 pub use metadata::shard_kvs;
+pub use mixed::{MixReport, SliceDecision};
 use owners::{Candidate, OwnerError};
 pub use piece::{Made, ParentBytes, Piece, PlannedTensor, RunSource, Source, SourceRun};
 pub use shards::{MAX_SHARDS, parse_size};
@@ -274,6 +278,79 @@ pub enum PlanError {
         /// Why the layouts do not convert.
         reason: String,
     },
+    /// The recipe mixes, and this build has no quantizers.
+    #[error(
+        "{origin}: a mix rule needs ggml's quantizers: {}",
+        crate::ggml::HOW_TO_ENABLE
+    )]
+    MixUnavailable { origin: String },
+    /// A mix parent stores the tensor in a type ggml cannot dequantize.
+    #[error(
+        "{origin}: tensor '{tensor}': parent '{parent}' stores it as {ty}, which ggml cannot dequantize; leave '{parent}' out of the mix for this tensor (narrow the rule)"
+    )]
+    MixInputType {
+        origin: String,
+        tensor: String,
+        parent: String,
+        ty: GgmlType,
+    },
+    /// The mix's output type cannot be made for this tensor.
+    #[error("{origin}: tensor '{tensor}': cannot write {ty}: {reason}")]
+    MixOutputType {
+        origin: String,
+        tensor: String,
+        ty: GgmlType,
+        reason: String,
+    },
+    /// The output type needs an importance matrix and none (or no entry) was given.
+    #[error(
+        "{origin}: tensor '{tensor}': ggml quantizes {ty} only with an importance matrix{found}; add `imatrix = \"FILE\"` (llama-imatrix's output) to the rule, or choose another `type`"
+    )]
+    MixNeedsImatrix {
+        origin: String,
+        tensor: String,
+        ty: GgmlType,
+        /// Why the given one does not serve, if one was given.
+        found: String,
+    },
+    /// An imatrix entry whose size does not fit the tensor.
+    #[error(
+        "{origin}: tensor '{tensor}': importance matrix {path} has {found} weights for it, expected {expected} (ne0 {ne0} x {matrices} matrices); was it made for another model?"
+    )]
+    MixImatrixSize {
+        origin: String,
+        tensor: String,
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+        ne0: u64,
+        matrices: u64,
+    },
+    /// Tensors of one tensor would be written in two types.
+    #[error(
+        "tensor '{tensor}': its experts would be written as {first_type} ({first}) and {second_type} ({second}); one tensor has one type: give the mix rule `type = \"{second_type}\"` or select the whole tensor with one rule"
+    )]
+    MixTypeMismatch {
+        tensor: String,
+        first: String,
+        first_type: GgmlType,
+        second: String,
+        second_type: GgmlType,
+    },
+    /// The importance matrix file cannot be read.
+    #[error("{origin}: {source}")]
+    Imatrix {
+        origin: String,
+        #[source]
+        source: ImatrixError,
+    },
+    /// Measuring distances for a threshold failed.
+    #[error("{origin}: measuring distances for the threshold: {source}")]
+    Measure {
+        origin: String,
+        #[source]
+        source: MixError,
+    },
     /// The gate, up and down matrices of one layer's experts would come from different
     /// parents, making experts that are part one model and part another.
     #[error(
@@ -399,6 +476,8 @@ pub struct Plan<'p> {
     pub loaders: Loaders,
     /// For an assembled MoE: its experts, their sources and the router's origin.
     pub assembly: Option<AssemblyReport>,
+    /// The importance matrices mix pieces quantize with (indexed by their jobs).
+    pub imatrices: Vec<crate::mix::Imatrix>,
 }
 
 /// Everything a plan says before its output files are laid out: what [`finish`] turns into a
@@ -418,6 +497,8 @@ pub struct PlanParts<'p> {
     pub warnings: Vec<String>,
     /// For an assembled MoE, its summary.
     pub assembly: Option<AssemblyReport>,
+    /// The importance matrices mix pieces quantize with (indexed by their jobs).
+    pub imatrices: Vec<crate::mix::Imatrix>,
 }
 
 /// Lay out `parts` as the output `output` (the first shard's path when split): the set
@@ -435,9 +516,10 @@ pub fn finish<'p>(
         rules,
         mut warnings,
         assembly,
+        imatrices,
     } = parts;
     let loaders = loaders::loaders(&tensors, &mut warnings)?;
-    let set_id = metadata::set_id(parents, &kvs, &tensors, split);
+    let set_id = metadata::set_id(parents, &kvs, &tensors, &imatrices, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
     Ok(Plan {
         parents,
@@ -450,6 +532,7 @@ pub fn finish<'p>(
         warnings,
         loaders,
         assembly,
+        imatrices,
     })
 }
 
@@ -497,11 +580,25 @@ pub fn build<'p>(
         Some(b) => find("recipe base", b)?,
         None => 0,
     };
-    let rule_parents: Vec<usize> = recipe
-        .rules
-        .iter()
-        .map(|r| find(&r.origin, &r.from))
-        .collect::<Result<_, _>>()?;
+    // What each rule takes from: a parent's index, or, for a mix rule, an id past the
+    // parents' (parents.len() + rule index) that the owner walk treats like any other.
+    let mut rule_parents: Vec<usize> = Vec::with_capacity(recipe.rules.len());
+    for (r, rule) in recipe.rules.iter().enumerate() {
+        rule_parents.push(match &rule.mix {
+            None => find(&rule.origin, &rule.from)?,
+            Some(m) => {
+                if !crate::ggml::AVAILABLE {
+                    return Err(PlanError::MixUnavailable {
+                        origin: rule.origin.clone(),
+                    });
+                }
+                for (p, _) in &m.weights {
+                    find(&rule.origin, p)?;
+                }
+                parents.len() + r
+            }
+        });
+    }
 
     let mut warnings = Vec::new();
     compat::check_compatible(
@@ -510,6 +607,7 @@ pub fn build<'p>(
         recipe.metadata.chat_template.is_some(),
         &mut warnings,
     )?;
+    let mut mixer = mixed::Mixer::new(parents, base, recipe)?;
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -596,12 +694,20 @@ pub fn build<'p>(
                     .map(|&r| recipe.rules[r].origin.clone())
                     .unwrap_or_else(|| format!("base '{}'", parents[p].name))
             };
-            planned[i] = Some(tensors::plan_tensor(
-                parents, base, t.info, &a.owners, &origin,
-            )?);
+            let mixes = a.owners.parents().iter().any(|&p| p >= parents.len());
+            planned[i] = Some(if mixes {
+                mixer.plan_tensor(t.info, &a.owners, &origin)?
+            } else {
+                tensors::plan_tensor(parents, base, t.info, &a.owners, &origin)?
+            });
         }
     }
-    if let Err(e) = check_experts_together(parents, &expert_owners) {
+    // Owners are parents, or mix rules past them (see rule_parents).
+    let owner_name = |id: usize| match parents.get(id) {
+        Some(p) => p.name.clone(),
+        None => recipe.rules[id - parents.len()].source_label(),
+    };
+    if let Err(e) = check_experts_together(&owner_name, &expert_owners) {
         if !recipe.allow_partial_experts {
             return Err(e);
         }
@@ -616,7 +722,7 @@ pub fn build<'p>(
         .map(|(r, &matched)| RuleReport {
             origin: r.origin.clone(),
             pattern: r.describe(),
-            from: r.from.clone(),
+            from: r.source_label(),
             experts: r.experts.as_ref().map(|e| e.text.clone()),
             matched,
         })
@@ -657,7 +763,7 @@ pub fn build<'p>(
         .map(|i| {
             tensors
                 .iter()
-                .any(|t| t.pieces.iter().any(|pc| pc.parent() == Some(i)))
+                .any(|t| t.pieces.iter().any(|pc| pc.reads().contains(&i)))
         })
         .collect();
     for (p, c) in parents.iter().zip(&contributes) {
@@ -666,6 +772,7 @@ pub fn build<'p>(
         }
     }
 
+    let imatrices = mixer.finish(&mut warnings);
     let kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
     let parts = PlanParts {
         parents,
@@ -675,6 +782,7 @@ pub fn build<'p>(
         rules,
         warnings,
         assembly: None,
+        imatrices,
     };
     finish(parts, output, split)
 }
@@ -683,7 +791,7 @@ pub fn build<'p>(
 /// routed-expert tensor must take each expert from the same parent. A regex that matches
 /// `ffn_down_exps` but not a fused `ffn_gate_up_exps` would otherwise make chimeric experts.
 fn check_experts_together(
-    parents: &[Parent],
+    owner_name: &dyn Fn(usize) -> String,
     by_layer: &BTreeMap<u64, Vec<(String, Vec<usize>)>>,
 ) -> Result<(), PlanError> {
     for (&layer, tensors) in by_layer {
@@ -694,10 +802,10 @@ fn check_experts_together(
             continue;
         }
         let describe = |owners: &[usize]| {
-            let mut names: Vec<&str> = owners.iter().map(|&p| parents[p].name.as_str()).collect();
+            let mut names: Vec<String> = owners.iter().map(|&p| owner_name(p)).collect();
             names.dedup();
             if names.len() == 1 {
-                names[0].to_string()
+                names[0].clone()
             } else {
                 format!("experts of {}", names.join("/"))
             }

@@ -38,16 +38,19 @@ pub struct Made {
 }
 
 /// Where a piece's bytes come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     /// A byte range of a parent's file.
     Parent(ParentBytes),
     /// Bytes held in the plan.
     Made(Made),
+    /// Bytes computed by mixing parents' dequantized rows and quantizing the sum with ggml
+    /// (`mix` rules); the job says everything that decides them.
+    Mix(Box<crate::mix::Job>),
 }
 
 /// A byte range of one output tensor and where it comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Piece {
     /// Where the bytes come from.
     pub source: Source,
@@ -66,7 +69,17 @@ impl Piece {
     pub fn parent_bytes(&self) -> Option<&ParentBytes> {
         match &self.source {
             Source::Parent(p) => Some(p),
-            Source::Made(_) => None,
+            Source::Made(_) | Source::Mix(_) => None,
+        }
+    }
+
+    /// The parents whose bytes this piece reads: the one it copies from, every parent of a
+    /// mix, none for made bytes.
+    pub fn reads(&self) -> Vec<usize> {
+        match &self.source {
+            Source::Parent(p) => vec![p.parent],
+            Source::Made(_) => Vec::new(),
+            Source::Mix(job) => job.inputs.iter().map(|i| i.parent).collect(),
         }
     }
 
@@ -81,7 +94,7 @@ impl Piece {
     /// parent, or a dense parent's `ffn_up`); `verify` checks them range by range.
     pub fn is_relocated(&self, name: &str) -> bool {
         match &self.source {
-            Source::Made(_) => false,
+            Source::Made(_) | Source::Mix(_) => false,
             Source::Parent(p) => {
                 (!self.converted && p.tensor != name)
                     || (p.experts.is_some() && p.experts != self.experts)
@@ -114,6 +127,8 @@ pub enum RunSource {
     },
     /// Made by the planner (the origin, such as `router random:7`).
     Made(String),
+    /// Computed by a mix rule.
+    Mix,
 }
 
 /// One tensor of the child.
@@ -127,6 +142,8 @@ pub struct PlannedTensor {
     pub pieces: Vec<Piece>,
     /// Whether some piece was converted from another layout.
     pub conversion: Conversion,
+    /// For a tensor a mix rule selected: its weights, output type, distances and decisions.
+    pub mix: Option<super::MixReport>,
 }
 
 impl PlannedTensor {
@@ -138,6 +155,7 @@ impl PlannedTensor {
         for p in &self.pieces {
             let from = match &p.source {
                 Source::Made(m) => RunSource::Made(m.origin.clone()),
+                Source::Mix(_) => RunSource::Mix,
                 Source::Parent(b) => RunSource::Parent {
                     parent: b.parent,
                     tensor: (!p.converted && b.tensor != self.info.name).then(|| b.tensor.clone()),
@@ -195,6 +213,7 @@ fn extends(last: &RunSource, next: &RunSource, run_len: u64, overlap: bool) -> b
                 }
         }
         (RunSource::Made(a), RunSource::Made(b)) => a == b,
+        (RunSource::Mix, RunSource::Mix) => true,
         _ => false,
     }
 }
@@ -231,6 +250,7 @@ mod tests {
             out_shard: 0,
             pieces,
             conversion: Conversion::Same,
+            mix: None,
         }
     }
 

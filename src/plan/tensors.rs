@@ -2,11 +2,100 @@
 //! each owning parent, where its bytes are in that parent ([`views`]), possibly in another
 //! converter layout; then the byte pieces that make the tensor, in output order.
 
+use std::ops::Range;
+
 use super::owners::Owners;
 use super::{Parent, ParentBytes, Piece, PlanError, PlannedTensor, Source};
 use crate::ggml_type::GgmlType;
 use crate::gguf::TensorInfo;
 use crate::roles::views::{self, Conversion, Unavailable, View};
+
+/// Parent `p`'s view of the child's tensor `base_info`, or the error that names why it has
+/// none. `origin` names what asked for the parent (the rule), for messages.
+pub(super) fn parent_view<'p>(
+    parents: &'p [Parent],
+    base: usize,
+    base_info: &TensorInfo,
+    p: usize,
+    origin: &dyn Fn(usize) -> String,
+) -> Result<View<'p>, PlanError> {
+    let name = &base_info.name;
+    let parent = &parents[p];
+    views::view(base_info, &parent.model).map_err(|why| match why {
+        Unavailable::Missing => PlanError::TensorMissing {
+            origin: origin(p),
+            tensor: name.clone(),
+            parent: parent.name.clone(),
+            path: parent.model.path().to_path_buf(),
+            hint: String::new(),
+        },
+        Unavailable::Shape { found } => PlanError::ShapeMismatch {
+            tensor: name.clone(),
+            base: parents[base].name.clone(),
+            base_shape: base_info.dims.clone(),
+            parent: parent.name.clone(),
+            shape: found,
+            hint: String::new(),
+        },
+        why => PlanError::LayoutNotConvertible {
+            origin: origin(p),
+            tensor: name.clone(),
+            parent: parent.name.clone(),
+            path: parent.model.path().to_path_buf(),
+            reason: why.to_string(),
+        },
+    })
+}
+
+/// The pieces that copy `experts` of `view` (parent `parent`): one whole-tensor piece for
+/// an unconverted tensor taken whole (`experts` `None`), else pieces per run of experts
+/// (per expert when converted), each saying its experts.
+pub(super) fn copy_pieces(
+    parent: usize,
+    view: &View,
+    experts: Option<Range<u64>>,
+    pieces: &mut Vec<Piece>,
+) {
+    let converted = view.conversion() != Conversion::Same;
+    let mut push = |experts: Range<u64>| {
+        for (part, shard, offset, len) in view.parts_of(experts.clone()) {
+            pieces.push(Piece {
+                source: Source::Parent(ParentBytes {
+                    parent,
+                    shard,
+                    offset,
+                    tensor: part.source.info.name.clone(),
+                    experts: Some(experts.clone()),
+                }),
+                len,
+                experts: Some(experts.clone()),
+                converted,
+            });
+        }
+    };
+    match experts {
+        None if !converted => {
+            // One piece for the whole tensor, however it is cut.
+            let src = view.parts()[0].source;
+            pieces.push(Piece {
+                source: Source::Parent(ParentBytes {
+                    parent,
+                    shard: src.shard,
+                    offset: src.file_offset,
+                    tensor: src.info.name.clone(),
+                    experts: None,
+                }),
+                len: view.n_bytes(),
+                experts: None,
+                converted: false,
+            });
+        }
+        // Converted: pieces per expert part, each saying its expert.
+        None => (0..view.count()).for_each(|e| push(e..e + 1)),
+        Some(r) if !converted => push(r),
+        Some(r) => r.for_each(|e| push(e..e + 1)),
+    }
+}
 
 /// Plan the tensor `base_info` (the base's name and shape) from `owners`. `origin` names
 /// what asked for the parents (the rule), for messages.
@@ -21,32 +110,7 @@ pub(super) fn plan_tensor(
     let contributors = owners.parents();
     let mut found: Vec<(usize, View)> = Vec::with_capacity(contributors.len());
     for &p in &contributors {
-        let parent = &parents[p];
-        let v = views::view(base_info, &parent.model).map_err(|why| match why {
-            Unavailable::Missing => PlanError::TensorMissing {
-                origin: origin(p),
-                tensor: name.clone(),
-                parent: parent.name.clone(),
-                path: parent.model.path().to_path_buf(),
-                hint: String::new(),
-            },
-            Unavailable::Shape { found } => PlanError::ShapeMismatch {
-                tensor: name.clone(),
-                base: parents[base].name.clone(),
-                base_shape: base_info.dims.clone(),
-                parent: parent.name.clone(),
-                shape: found,
-                hint: String::new(),
-            },
-            why => PlanError::LayoutNotConvertible {
-                origin: origin(p),
-                tensor: name.clone(),
-                parent: parent.name.clone(),
-                path: parent.model.path().to_path_buf(),
-                reason: why.to_string(),
-            },
-        })?;
-        found.push((p, v));
+        found.push((p, parent_view(parents, base, base_info, p, origin)?));
     }
 
     let ty: GgmlType = found[0].1.ty();
@@ -69,48 +133,8 @@ pub(super) fn plan_tensor(
         .unwrap_or(Conversion::Same);
 
     let mut pieces: Vec<Piece> = Vec::new();
-    let mut push = |parent: usize, view: &View, experts: std::ops::Range<u64>, cut: bool| {
-        let converted = view.conversion() != Conversion::Same;
-        for (part, shard, offset, len) in view.parts_of(experts.clone()) {
-            pieces.push(Piece {
-                source: Source::Parent(ParentBytes {
-                    parent,
-                    shard,
-                    offset,
-                    tensor: part.source.info.name.clone(),
-                    experts: cut.then(|| experts.clone()),
-                }),
-                len,
-                experts: cut.then(|| experts.clone()),
-                converted,
-            });
-        }
-    };
     match owners {
-        Owners::Whole(p) if view_of(*p).conversion() == Conversion::Same => {
-            // One piece for the whole tensor, however it is cut.
-            let v = view_of(*p);
-            let src = v.parts()[0].source;
-            pieces.push(Piece {
-                source: Source::Parent(ParentBytes {
-                    parent: *p,
-                    shard: src.shard,
-                    offset: src.file_offset,
-                    tensor: src.info.name.clone(),
-                    experts: None,
-                }),
-                len: v.n_bytes(),
-                experts: None,
-                converted: false,
-            });
-        }
-        Owners::Whole(p) => {
-            // Converted: pieces per expert part, each saying its expert.
-            let v = view_of(*p);
-            for e in 0..v.count() {
-                push(*p, v, e..e + 1, true);
-            }
-        }
+        Owners::Whole(p) => copy_pieces(*p, view_of(*p), None, &mut pieces),
         Owners::Experts(per_expert) => {
             let mut e = 0usize;
             while e < per_expert.len() {
@@ -118,14 +142,7 @@ pub(super) fn plan_tensor(
                 let run_end = (e..per_expert.len())
                     .find(|&i| per_expert[i] != p)
                     .unwrap_or(per_expert.len());
-                let v = view_of(p);
-                if v.conversion() == Conversion::Same {
-                    push(p, v, e as u64..run_end as u64, true);
-                } else {
-                    for x in e..run_end {
-                        push(p, v, x as u64..x as u64 + 1, true);
-                    }
-                }
+                copy_pieces(p, view_of(p), Some(e as u64..run_end as u64), &mut pieces);
                 e = run_end;
             }
         }
@@ -143,5 +160,6 @@ pub(super) fn plan_tensor(
         out_shard: 0,
         pieces,
         conversion,
+        mix: None,
     })
 }

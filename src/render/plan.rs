@@ -9,7 +9,10 @@ use super::{
     Totals, human_bytes, plural_count, ranges_text, table_row, tensor_row, totals, totals_json,
     totals_text,
 };
-use crate::plan::{AssemblyReport, ExpertSource, Piece, Plan, PlannedTensor, RunSource, Source};
+use crate::mix::Job;
+use crate::plan::{
+    AssemblyReport, ExpertSource, MixReport, Piece, Plan, PlannedTensor, RunSource, Source,
+};
 use crate::roles;
 use crate::roles::views::Conversion;
 
@@ -25,6 +28,7 @@ fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
         .into_iter()
         .map(|run| match (&run.from, &run.experts) {
             (RunSource::Made(origin), _) => format!("made:{origin}"),
+            (RunSource::Mix, _) => "mix".into(),
             (
                 RunSource::Parent {
                     parent,
@@ -95,6 +99,9 @@ fn piece_json(plan: &Plan, p: &Piece) -> Value {
         Source::Made(m) => {
             o.insert("made".into(), json!(m.origin));
         }
+        Source::Mix(job) => {
+            o.insert("mix".into(), job_json(plan, job));
+        }
     }
     v
 }
@@ -112,6 +119,7 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "bytes": t.info.n_bytes, "shard": t.out_shard + 1,
                 "offset": shard.header_len + t.info.offset,
                 "sources": t.pieces.iter().map(|p| piece_json(plan, p)).collect::<Vec<_>>(),
+                "mix": t.mix.as_ref().map(|m| mix_json(plan, t, m)),
             })
         })
         .collect();
@@ -174,6 +182,7 @@ pub fn plan_text(plan: &Plan) -> String {
         let row = tensor_row(&t.info, t.out_shard, offset);
         let _ = writeln!(out, "{row}  {}", sources_text(plan, t));
     }
+    mixed_text(&mut out, plan);
     let (by_parent, by_type) = plan_totals(plan);
     totals_text(&mut out, "bytes by parent (pieces)", &by_parent);
     totals_text(&mut out, "bytes by type", &by_type);
@@ -289,4 +298,120 @@ fn assembly_json(plan: &Plan, a: &AssemblyReport) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+fn job_json(plan: &Plan, job: &Job) -> Value {
+    json!({
+        "type": job.out_type.name(),
+        "rows": job.rows, "first_row": job.first_row,
+        "imatrix": job.imatrix.as_ref().map(|u| plan.imatrices[u.file].path()),
+        "inputs": job.inputs.iter().map(|i| json!({
+            "parent": plan.parents[i.parent].name, "weight": i.weight, "type": i.ty.name(),
+            "bytes": i.spans.iter().map(|s| s.len).sum::<u64>(), "converted": i.converted,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Bytes each parent's rows take in a tensor's mix jobs, in first-read order, and the
+/// bytes the jobs write.
+fn mix_bytes(plan: &Plan, t: &PlannedTensor) -> (Vec<(String, u64)>, u64) {
+    let mut reads: Vec<(String, u64)> = Vec::new();
+    let mut writes = 0;
+    for p in &t.pieces {
+        let Source::Mix(job) = &p.source else {
+            continue;
+        };
+        writes += p.len;
+        for i in &job.inputs {
+            let name = &plan.parents[i.parent].name;
+            let n: u64 = i.spans.iter().map(|s| s.len).sum();
+            match reads.iter_mut().find(|(q, _)| q == name) {
+                Some((_, b)) => *b += n,
+                None => reads.push((name.clone(), n)),
+            }
+        }
+    }
+    (reads, writes)
+}
+
+fn mix_json(plan: &Plan, t: &PlannedTensor, m: &MixReport) -> Value {
+    let (reads, writes) = mix_bytes(plan, t);
+    json!({
+        "type": m.out_type.name(),
+        "imatrix": m.imatrix,
+        "slices": m.slices.iter().map(|d| json!({
+            "experts": d.experts.as_ref().map(|s| [s.start, s.end - 1]),
+            "rule": plan.rules[d.rule].origin, "mix": plan.rules[d.rule].from,
+            "distance": d.distance.map(|x| if x.is_finite() { json!(x) } else { json!(x.to_string()) }),
+            "threshold": d.threshold, "mixed": d.mixed,
+        })).collect::<Vec<_>>(),
+        "reads": reads.iter().map(|(p, b)| json!({"parent": p, "bytes": b})).collect::<Vec<_>>(),
+        "writes": writes,
+    })
+}
+
+/// The section of the text plan on mixed tensors: per tensor the output type and imatrix,
+/// each slice's rule and threshold decision, and the bytes read and written.
+fn mixed_text(out: &mut String, plan: &Plan) {
+    let mixed: Vec<(&PlannedTensor, &MixReport)> = plan
+        .tensors
+        .iter()
+        .filter_map(|t| t.mix.as_ref().map(|m| (t, m)))
+        .collect();
+    if mixed.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nmixed tensors ({}):", mixed.len());
+    for (t, m) in mixed {
+        let imatrix = m
+            .imatrix
+            .as_ref()
+            .map(|i| format!(", imatrix {i}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {} -> {}{imatrix}", t.info.name, m.out_type);
+        for d in &m.slices {
+            let what = d
+                .experts
+                .as_ref()
+                .map(|e| match e.end - e.start {
+                    1 => format!("expert {}", e.start),
+                    _ => format!("experts {}-{}", e.start, e.end - 1),
+                })
+                .unwrap_or_else(|| "whole tensor".into());
+            let decision = match (d.distance, d.threshold) {
+                (Some(x), Some(th)) if d.mixed => format!("distance {x:.6} >= {th}: mixed"),
+                (Some(x), Some(th)) => format!(
+                    "distance {x:.6} < {th}: kept from {}{}",
+                    plan.parents[plan.base].name,
+                    if m.base_type == m.out_type {
+                        String::new()
+                    } else {
+                        format!(
+                            " (its values, requantized from {} to {})",
+                            m.base_type, m.out_type
+                        )
+                    }
+                ),
+                _ => "mixed".into(),
+            };
+            let _ = writeln!(
+                out,
+                "    {what}: {} ({}): {decision}",
+                plan.rules[d.rule].from, plan.rules[d.rule].origin
+            );
+        }
+        let (reads, writes) = mix_bytes(plan, t);
+        if writes > 0 {
+            let reads: Vec<String> = reads
+                .iter()
+                .map(|(p, b)| format!("{} of {p}", human_bytes(*b)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    reads {}; writes {} requantized",
+                reads.join(", "),
+                human_bytes(writes)
+            );
+        }
+    }
 }

@@ -228,6 +228,24 @@ pub fn verify_text(r: &VerifyReport) -> String {
         }
     }
 
+    let mixed: Vec<&TensorSources> = r.mixed().collect();
+    if !mixed.is_empty() {
+        let how = if r.recipe.is_some() {
+            "computed again from the parents by the recipe's mix rules and compared below"
+        } else {
+            "the recipe the child records (splice.recipe) mixes them; give --recipe to compute them again and compare"
+        };
+        let _ = writeln!(out, "\nmixed ({}): {how}:", mixed.len());
+        for t in mixed {
+            let _ = writeln!(
+                out,
+                "  {}: matches no parent (mixed{})",
+                t.name,
+                if r.recipe.is_some() { "" } else { "?" }
+            );
+        }
+    }
+
     match &r.recipe {
         None => {}
         Some(c) if c.mismatches.is_empty() => {
@@ -292,12 +310,13 @@ pub fn verify_json(r: &VerifyReport) -> Value {
         "tensors": r.tensors.iter().map(|t| json!({
             "name": t.name, "type": t.ty.name(), "shape": t.dims, "group": t.group.label(),
             "compared": t.compared, "sources": t.sources.to_json(),
-            "matches_no_parent": t.sources.matches_no_parent(),
+            "matches_no_parent": t.sources.matches_no_parent(), "mixed": t.mixed,
         })).collect::<Vec<_>>(),
         "summary": compact(&entries).iter().map(|l| json!({
             "tensors": l.tensors, "count": l.count, "sources": l.label,
         })).collect::<Vec<_>>(),
         "unmatched": r.unmatched().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        "mixed": r.mixed().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         "recipe": r.recipe.as_ref().map(|c| json!({
             "assembled": c.assembled, "tensors": c.tensors, "keys": c.keys,
             "mismatches": c.mismatches.iter().map(Mismatch::to_json).collect::<Vec<_>>(),

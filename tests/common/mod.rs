@@ -124,6 +124,8 @@ pub enum Oracle {
     /// slurm-client, munge; .ci/run installs them), and root to run them. Tests start their
     /// own single-node Slurm.
     Slurm,
+    /// ggml's quantizers, linked into this build by `--features ggml` (mixing).
+    Ggml,
 }
 
 /// The gguf-splice cache root, as the fixture build scripts compute it.
@@ -168,7 +170,7 @@ fn oracle_path(o: Oracle) -> PathBuf {
             Err(_) => repo().join("target/oracle-venv/bin/python"),
         },
         Oracle::Slurm => PathBuf::from("/usr/sbin"),
-        Oracle::Llama => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
+        Oracle::Llama | Oracle::Ggml => match std::env::var("GGUF_SPLICE_LLAMA_BIN") {
             Ok(d) => PathBuf::from(d),
             Err(_) => cache_root().join("llama.cpp-11434/build/bin"),
         },
@@ -211,13 +213,14 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
                     let root = unsafe { libc::geteuid() } == 0;
                     !root || SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none())
                 }
+                Oracle::Ggml => !gguf_splice::ggml::AVAILABLE,
             }
         })
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` as root (it installs nginx and Slurm from Debian's packages, gguf-py, and builds llama.cpp and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX";
+    let how = "run `bash scripts/test.sh` as root (it installs nginx and Slurm from Debian's packages, gguf-py, builds llama.cpp and ik_llama.cpp, and tests with --features ggml), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX and build with --features ggml";
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"

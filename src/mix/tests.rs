@@ -1,0 +1,268 @@
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use super::*;
+
+/// Parents as F32 files: one file per parent holding `rows * n` floats.
+struct Parents {
+    _dir: tempfile::TempDir,
+    files: Vec<Vec<crate::source::Source>>,
+    paths: Vec<Vec<PathBuf>>,
+    names: Vec<String>,
+}
+
+fn parents(data: &[Vec<f32>]) -> Parents {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut paths = Vec::new();
+    for (i, d) in data.iter().enumerate() {
+        let p = dir.path().join(format!("p{i}.bin"));
+        // 8 bytes of something else first: spans use absolute offsets.
+        let mut bytes = vec![0xAAu8; 8];
+        bytes.extend(d.iter().flat_map(|x| x.to_le_bytes()));
+        std::fs::write(&p, bytes).unwrap();
+        files.push(vec![crate::source::Source::Local {
+            file: File::open(&p).unwrap(),
+            path: p.clone(),
+        }]);
+        paths.push(vec![p]);
+    }
+    Parents {
+        _dir: dir,
+        files,
+        paths,
+        names: (0..data.len()).map(|i| format!("p{i}")).collect(),
+    }
+}
+
+fn input(parent: usize, weight: f32, floats: u64) -> Input {
+    // Two spans, to cross a span boundary mid-chunk.
+    let half = floats / 2 * 4;
+    Input {
+        parent,
+        weight,
+        ty: GgmlType::F32,
+        spans: vec![
+            Span {
+                shard: 0,
+                offset: 8,
+                len: half,
+            },
+            Span {
+                shard: 0,
+                offset: 8 + half,
+                len: floats * 4 - half,
+            },
+        ],
+        converted: false,
+    }
+}
+
+fn ctx<'a>(p: &'a Parents, limits: Limits) -> Ctx<'a> {
+    Ctx {
+        files: &p.files,
+        paths: &p.paths,
+        names: &p.names,
+        imatrices: &[],
+        limits,
+    }
+}
+
+fn data(seed: u32, n: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) - 0.5
+        })
+        .collect()
+}
+
+#[test]
+fn distances_are_relative_frobenius_norms() {
+    let (n, rows) = (4u64, 6u64);
+    let b: Vec<f32> = vec![1.0; 24];
+    let mut p = b.clone();
+    // slice 1 (rows 2-3) differs by 0.5 in every element: ‖P−B‖/‖B‖ = 0.5
+    for x in &mut p[8..16] {
+        *x += 0.5;
+    }
+    let ps = parents(&[b, p, vec![0.0; 24]]);
+    let c = ctx(&ps, Limits::default());
+    let base = input(0, 1.0, n * rows);
+    let others = [input(1, 1.0, n * rows)];
+    let m = Measure {
+        tensor: "t",
+        base: &base,
+        others: &others,
+        n_per_row: n,
+        rows,
+        slices: 3,
+    };
+    assert_eq!(distances(&m, &c).unwrap(), vec![0.0, 0.5, 0.0]);
+    // Chunks of one row give the same sums.
+    let small = ctx(
+        &ps,
+        Limits {
+            chunk_elements: 1,
+            chunks_in_flight: 2,
+        },
+    );
+    assert_eq!(distances(&m, &small).unwrap(), vec![0.0, 0.5, 0.0]);
+    // An all-zero base: infinitely far from anything else, 0 from itself.
+    let zero = input(2, 1.0, n * rows);
+    let m = Measure {
+        base: &zero,
+        others: &others,
+        slices: 1,
+        ..m
+    };
+    assert_eq!(distances(&m, &c).unwrap(), vec![f64::INFINITY]);
+}
+
+#[cfg(feature = "ggml")]
+fn job(inputs: Vec<Input>, out_type: GgmlType, n: u64, rows: u64) -> Job {
+    Job {
+        tensor: "t".into(),
+        inputs,
+        out_type,
+        n_per_row: n,
+        rows,
+        first_row: 0,
+        rows_per_matrix: rows,
+        imatrix: None,
+    }
+}
+
+#[cfg(feature = "ggml")]
+fn run_to_vec(job: &Job, c: &Ctx) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut last = 0;
+    run(
+        job,
+        c,
+        &AtomicBool::new(false),
+        &mut |b| {
+            out.extend_from_slice(b);
+            Ok(())
+        },
+        &mut |done| last = done,
+    )
+    .unwrap();
+    assert_eq!(last, job.out_bytes());
+    out
+}
+
+#[cfg(feature = "ggml")]
+#[test]
+fn f32_mix_is_weighted_sum_in_order() {
+    let (n, rows) = (64u64, 10u64);
+    let (a, b, d) = (data(1, 640), data(2, 640), data(3, 640));
+    let ps = parents(&[a.clone(), b.clone(), d.clone()]);
+    let c = ctx(&ps, Limits::default());
+    let inputs = vec![
+        input(0, 0.3, n * rows),
+        input(1, 0.5, n * rows),
+        input(2, 0.2, n * rows),
+    ];
+    let got = run_to_vec(&job(inputs, GgmlType::F32, n, rows), &c);
+    let want: Vec<u8> = (0..640)
+        .flat_map(|i| {
+            let s = 0.3f32 * a[i] + 0.5f32 * b[i];
+            (s + 0.2f32 * d[i]).to_le_bytes()
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[cfg(feature = "ggml")]
+#[test]
+fn bytes_do_not_depend_on_chunks_or_threads() {
+    let (n, rows) = (256u64, 12u64);
+    let ps = parents(&[data(4, 3072), data(5, 3072)]);
+    let inputs = vec![input(0, 0.75, n * rows), input(1, 0.25, n * rows)];
+    for ty in ["Q4_K", "Q8_0", "IQ4_XS"] {
+        let mut j = job(inputs.clone(), GgmlType::from_name(ty).unwrap(), n, rows);
+        j.rows_per_matrix = 4;
+        let whole = run_to_vec(&j, &ctx(&ps, Limits::default()));
+        assert_eq!(whole.len() as u64, j.out_bytes());
+        for (chunk_elements, chunks_in_flight) in [(1, 1), (256 * 5, 3), (256 * 7, 16)] {
+            let c = ctx(
+                &ps,
+                Limits {
+                    chunk_elements,
+                    chunks_in_flight,
+                },
+            );
+            assert_eq!(run_to_vec(&j, &c), whole, "{ty} {chunk_elements}");
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let one = pool.install(|| run_to_vec(&j, &ctx(&ps, Limits::default())));
+        assert_eq!(one, whole, "{ty}: one thread");
+    }
+}
+
+#[cfg(feature = "ggml")]
+#[test]
+fn comparison_finds_the_first_differing_byte() {
+    let (n, rows) = (32u64, 4u64);
+    let ps = parents(&[data(6, 128), data(7, 128)]);
+    let c = ctx(&ps, Limits::default());
+    let j = job(
+        vec![input(0, 0.5, n * rows), input(1, 0.5, n * rows)],
+        GgmlType::from_name("Q8_0").unwrap(),
+        n,
+        rows,
+    );
+    let mut bytes = run_to_vec(&j, &c);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("child");
+    let mut with_prefix = vec![0u8; 5];
+    with_prefix.extend_from_slice(&bytes);
+    std::fs::write(&p, &with_prefix).unwrap();
+    let f = File::open(&p).unwrap();
+    assert_eq!(first_difference(&j, &c, &f, &p, 5).unwrap(), None);
+    bytes[40] ^= 1;
+    let mut with_prefix = vec![0u8; 5];
+    with_prefix.extend_from_slice(&bytes);
+    std::fs::write(&p, &with_prefix).unwrap();
+    let f = File::open(&p).unwrap();
+    assert_eq!(first_difference(&j, &c, &f, &p, 5).unwrap(), Some(40));
+}
+
+#[cfg(not(feature = "ggml"))]
+#[test]
+fn without_ggml_a_job_is_refused() {
+    let ps = parents(&[data(1, 32)]);
+    let j = Job {
+        tensor: "t".into(),
+        inputs: vec![input(0, 1.0, 32)],
+        out_type: GgmlType::Q8_0,
+        n_per_row: 32,
+        rows: 1,
+        first_row: 0,
+        rows_per_matrix: 1,
+        imatrix: None,
+    };
+    let e = run(
+        &j,
+        &ctx(&ps, Limits::default()),
+        &AtomicBool::new(false),
+        &mut |_| Ok(()),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        MixError::Ggml {
+            source: crate::ggml::GgmlError::Unavailable,
+            ..
+        }
+    ));
+}
