@@ -222,6 +222,15 @@ impl CliError {
             CliError::Recipe(e) => recipe_code(e),
             CliError::Plan(e) => plan_code(e),
             CliError::Exec(e) if matches!(e.cause(), ExecError::Interrupted) => exit::INTERRUPTED,
+            // A remote parent where only local ones can be read: change the command line.
+            CliError::Exec(e)
+                if matches!(
+                    e.cause(),
+                    ExecError::RemoteShardJob { .. } | ExecError::RemoteMix { .. }
+                ) =>
+            {
+                exit::USAGE
+            }
             // ggml refusing rows, or an unreadable importance matrix: the input's fault.
             CliError::Exec(ExecError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Exec(_) => exit::IO,
