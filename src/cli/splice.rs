@@ -31,6 +31,9 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         }
         return Ok(exit::OK);
     }
+    // An output that cannot be written ends the run before the plan's warnings, which would
+    // only bury the error that matters (execute checks again, just before writing).
+    execute::check_outputs(&plan, args.force)?;
     // Warnings are not progress: --quiet does not hide them.
     for w in &plan.warnings {
         eprintln!("gguf-splice: warning: {w}");
