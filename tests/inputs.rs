@@ -455,6 +455,18 @@ fn take_rules_name_their_mistakes() {
         e.err()
     );
 
+    // Options where the parent should be: the error says how the rule was read.
+    let outs = run_all(&[take(":experts=0..2"), take("exps=r1 :experts=0-1")]);
+    for (o, regex) in outs.iter().zip([":experts", "exps=r1 :experts"]) {
+        let err = one_line_error(o, 3);
+        assert!(
+            err.contains("no parent named")
+                && err.contains(&format!("read as regex '{regex}'"))
+                && err.contains("REGEX=PARENT:experts=RANGES"),
+            "{err}"
+        );
+    }
+
     // `layers` works on the command line as in recipes.
     let o = &run_all(&[take("ffn_(gate|up|down)_exps=r1:layers=2:experts=1")])[0];
     assert!(o.status.success(), "{}", stderr(o));

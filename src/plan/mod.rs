@@ -46,7 +46,7 @@ pub struct Parent {
 pub enum PlanError {
     /// A rule, the recipe's base or its metadata names a parent that was not given.
     #[error(
-        "{origin}: no parent named '{}' (parents given: {})",
+        "{origin}: no parent named '{}' (parents given: {}){hint}",
         short_pattern(.name),
         short_pattern(.known)
     )]
@@ -57,6 +57,9 @@ pub enum PlanError {
         name: String,
         /// The parent names that were given, comma-separated.
         known: String,
+        /// For a `--take` rule whose regex holds a `:`, how the rule was split (the
+        /// options were probably misplaced, as in `:experts=0-2`); otherwise empty.
+        hint: String,
     },
     /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
     #[error(
@@ -469,6 +472,20 @@ const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 /// The key that records how the child was made (parents and recipe text).
 pub const KEY_SPLICE_RECIPE: &str = "splice.recipe";
 
+/// How a `--take` rule whose regex holds a `:` was split, for an unknown parent: tensor
+/// names hold no `:`, so `:experts=0..2` or `exps=r1 :experts=0-1` most likely put the
+/// options where the parent should be.
+fn take_split_hint(rule: &crate::recipe::Rule) -> String {
+    match &rule.pattern {
+        Some(p) if rule.origin.starts_with("--take") && p.as_str().contains(':') => format!(
+            "; it was read as regex '{}' taking from '{}': write REGEX=PARENT, then the options (REGEX=PARENT:experts=RANGES)",
+            short_pattern(p.as_str()),
+            short_pattern(&rule.from)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Plan the child of `parents` by `recipe`, written to `output` (the first shard's path when
 /// split).
 pub fn build<'p>(
@@ -495,7 +512,7 @@ pub fn build<'p>(
             });
         }
     }
-    let find = |origin: &str, name: &str| {
+    let find = |origin: &str, name: &str, hint: String| {
         names
             .iter()
             .position(|n| *n == name)
@@ -503,16 +520,17 @@ pub fn build<'p>(
                 origin: origin.to_string(),
                 name: name.to_string(),
                 known: names.join(", "),
+                hint,
             })
     };
     let base = match &recipe.base {
-        Some(b) => find("recipe base", b)?,
+        Some(b) => find("recipe base", b, String::new())?,
         None => 0,
     };
     let rule_parents: Vec<usize> = recipe
         .rules
         .iter()
-        .map(|r| find(&r.origin, &r.from))
+        .map(|r| find(&r.origin, &r.from, take_split_hint(r)))
         .collect::<Result<_, _>>()?;
 
     let mut warnings = Vec::new();
