@@ -697,3 +697,41 @@ fn the_chat_template_warning_only_when_the_recipe_leaves_it_to_the_base() {
     let all = stderr(&o) + &String::from_utf8_lossy(&o.stdout);
     assert!(all.contains("chat template differs"), "{all}");
 }
+
+/// `split.count` and `split.no` are u16: 65 535 shards is the format's limit. A base of
+/// `n` one-tensor blocks, cut one tensor per shard.
+#[allow(clippy::result_large_err)] // the error is matched once
+fn plan_one_tensor_per_shard(n: usize) -> Result<usize, PlanError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = gguf_splice::testkit::GgufBuilder::new().kv_str("general.architecture", "llama");
+    for i in 0..n {
+        b = b.tensor(&format!("blk.{i}.attn_norm.weight"), &[1], GgmlType::F32, 1);
+    }
+    let path = write(dir.path(), "many.gguf", &b.build());
+    let parents = vec![Parent {
+        name: "a".into(),
+        model: Model::open(&path).unwrap(),
+    }];
+    let split = SplitOptions {
+        max_tensors: Some(1),
+        ..SplitOptions::default()
+    };
+    plan::build(
+        &parents,
+        &Recipe::default(),
+        &dir.path().join("c.gguf"),
+        split,
+    )
+    .map(|p| p.shards.len())
+}
+
+#[test]
+fn more_shards_than_split_count_can_hold_are_refused() {
+    assert_eq!(plan_one_tensor_per_shard(65_535).unwrap(), 65_535);
+    match plan_one_tensor_per_shard(65_536) {
+        Err(PlanError::TooManyShards { count, max }) => {
+            assert_eq!((count, max), (65_536, 65_535));
+        }
+        other => panic!("{:?}", other.map_err(|e| e.to_string())),
+    }
+}
