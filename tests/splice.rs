@@ -668,33 +668,26 @@ fn metadata_records_each_parents_quant_and_imatrix_and_claims_nothing_false() {
 fn the_chat_template_warning_only_when_the_recipe_leaves_it_to_the_base() {
     let s = setup(GgmlType::Q3_K);
     let out = s.dir.path().join("child.gguf");
-    let recipe = write(
-        s.dir.path(),
-        "r.toml",
-        b"[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\n[metadata]\nchat_template = { from = 'r1' }\n",
-    );
-    let o = s.splice(&[
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dry-run",
-    ]);
-    assert_ok(&o);
-    assert!(
-        !stderr(&o).contains("chat template differs"),
-        "{}",
-        stderr(&o)
-    );
-    let o = s.splice(&[
-        "--take",
-        "_exps=r1",
-        "-o",
-        out.to_str().unwrap(),
-        "--dry-run",
-    ]);
-    assert_ok(&o);
-    let all = stderr(&o) + &String::from_utf8_lossy(&o.stdout);
+    // Everything the dry run says: the plan (with its warnings) on stdout, errors on stderr.
+    let said = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", out.to_str().unwrap(), "--dry-run"]);
+        let o = s.splice(&all);
+        assert_ok(&o);
+        stderr(&o) + &String::from_utf8_lossy(&o.stdout)
+    };
+    // The recipe decides the template: by parent, by setting the key, or by removing it.
+    for metadata in [
+        "[metadata]\nchat_template = { from = 'r1' }\n",
+        "[[metadata.set]]\nkey = 'tokenizer.chat_template'\ntype = 'string'\nvalue = 'mine'\n",
+        "[metadata]\nremove = ['tokenizer.chat_template']\n",
+    ] {
+        let text = format!("[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\n{metadata}");
+        let recipe = write(s.dir.path(), "r.toml", text.as_bytes());
+        let all = said(&["--recipe", recipe.to_str().unwrap()]);
+        assert!(!all.contains("chat template differs"), "{metadata}: {all}");
+    }
+    let all = said(&["--take", "_exps=r1"]);
     assert!(all.contains("chat template differs"), "{all}");
 }
 

@@ -805,10 +805,20 @@ fn check_compatible(
                 differing.join(", ")
             ));
         }
-        // Only worth saying when the recipe leaves the template to the metadata parent.
-        if recipe.metadata.chat_template.is_none()
-            && b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE)
-        {
+        // Only worth saying when the recipe leaves the template to the metadata parent: not
+        // when it picks one (`chat_template`), sets the key or removes it.
+        let recipe_decides = recipe.metadata.chat_template.is_some()
+            || recipe
+                .metadata
+                .set
+                .iter()
+                .any(|(k, _)| k == KEY_CHAT_TEMPLATE)
+            || recipe
+                .metadata
+                .remove
+                .iter()
+                .any(|k| k == KEY_CHAT_TEMPLATE);
+        if !recipe_decides && b.model.get(KEY_CHAT_TEMPLATE) != p.model.get(KEY_CHAT_TEMPLATE) {
             warnings.push(format!(
                 "chat template differs between '{}' and '{}'; the child keeps the metadata parent's unless the recipe says otherwise",
                 b.name, p.name
