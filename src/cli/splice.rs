@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::args::SpliceArgs;
-use super::{CliError, emit, exit, open_parents, print_json};
+use super::{CliError, emit, exit, open_parents, print_json, say};
 use gguf_splice::execute::{self, ExecOptions, Written};
 use gguf_splice::plan::{self, Plan, SplitOptions};
 use gguf_splice::render;
@@ -22,7 +22,7 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     if args.dry_run {
         // Say now what would stop the real run at the output.
         if let Err(e) = execute::check_outputs(&plan, args.force) {
-            eprintln!("gguf-splice: warning: writing would fail: {e}");
+            say(format_args!("warning: writing would fail: {e}"));
         }
         if args.json {
             print_json(&render::plan_json(&plan))?;
@@ -36,7 +36,7 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     execute::check_outputs(&plan, args.force)?;
     // Warnings are not progress: --quiet does not hide them.
     for w in &plan.warnings {
-        eprintln!("gguf-splice: warning: {w}");
+        say(format_args!("warning: {w}"));
     }
 
     execute::ignore_file_size_signal();
@@ -73,10 +73,10 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     for f in &written.removed {
-        eprintln!(
-            "gguf-splice: removed {}, left by an interrupted run",
+        say(format_args!(
+            "removed {}, left by an interrupted run",
             f.display()
-        );
+        ));
     }
     if args.json {
         print_json(&summary_json(&plan, &written, secs))?;
@@ -86,14 +86,14 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
             .iter()
             .map(|f| f.display().to_string())
             .collect();
-        eprintln!(
-            "gguf-splice: wrote {} in {} ({:.1} s, {}/s): {}",
+        say(format_args!(
+            "wrote {} in {} ({:.1} s, {}/s): {}",
             render::human_bytes(written.bytes),
             render::plural_count(written.files.len(), "file"),
             secs,
             render::human_bytes((written.bytes as f64 / secs.max(1e-9)) as u64),
             names.join(", ")
-        );
+        ));
     }
     Ok(exit::OK)
 }
