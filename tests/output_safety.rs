@@ -743,6 +743,26 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    // With --json, the warning is in the plan's warnings too.
+    let o = run(&[
+        "splice",
+        "--parent",
+        &s.v3,
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = plan["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.starts_with("writing would fail") && w.contains("does not exist")
+        }),
+        "{warnings:?}"
+    );
 }
 
 #[test]

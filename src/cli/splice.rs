@@ -18,11 +18,14 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         max_bytes: args.split_max_size,
         max_tensors: args.split_max_tensors.map(|n| n as usize),
     };
-    let plan = plan::build(&parents, &recipe, &args.output, split)?;
+    let mut plan = plan::build(&parents, &recipe, &args.output, split)?;
     if args.dry_run {
-        // Say now what would stop the real run at the output.
+        // Say now what would stop the real run at the output: on stderr, and with the
+        // plan's other warnings (so in --json too).
         if let Err(e) = execute::check_outputs(&plan, args.force) {
-            say(format_args!("warning: writing would fail: {e}"));
+            let w = format!("writing would fail: {e}");
+            say(format_args!("warning: {w}"));
+            plan.warnings.push(w);
         }
         if args.json {
             print_json(&render::plan_json(&plan))?;
