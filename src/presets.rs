@@ -89,6 +89,14 @@ mod tests {
             let r = p.recipe().unwrap_or_else(|e| panic!("{}: {e}", p.name));
             assert!(!r.rules.is_empty(), "{}", p.name);
             assert!(!p.description().is_empty(), "{} has no description", p.name);
+            // `presets show` prints the usage comment for an installed binary, which has
+            // no mappings/ directory beside it.
+            assert!(
+                !p.text.contains("--recipe mappings/")
+                    && p.text.contains(&format!("--recipe {}", p.name)),
+                "{}: its usage must call it by name",
+                p.name
+            );
         }
     }
 

@@ -663,6 +663,14 @@ impl Recipe {
                     "split.* keys are written by --split-max-size / --split-max-tensors".into(),
                 ));
             }
+            // The writer adds its own to every shard of a set: two in the first shard would
+            // make a file every reader refuses (duplicate key).
+            if s.key == crate::gguf::model::KEY_SET_ID {
+                return Err(bad(format!(
+                    "{} is written by gguf-splice, to every shard of a set",
+                    s.key
+                )));
+            }
             if s.key == "general.alignment"
                 && !(ty == ValueType::U32
                     && value.as_ref().as_u64().is_some_and(u64::is_power_of_two))
@@ -1069,6 +1077,7 @@ mod tests {
             "key='k'\ntype='u8'\nvalue=300",
             "key=''\ntype='u8'\nvalue=3",
             "key='split.count'\ntype='u16'\nvalue=3",
+            "key='splice.set_id'\ntype='string'\nvalue='x'",
             "key='general.alignment'\ntype='u16'\nvalue=32",
             "key='general.alignment'\ntype='u32'\nvalue=48",
         ] {

@@ -201,3 +201,53 @@ fn a_closed_pipe_ends_the_report_but_not_the_verdict() {
     assert_exit(&o, 0);
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
+
+#[test]
+fn an_output_error_is_not_buried_under_warnings() {
+    let s = setup(GgmlType::Q3_K);
+    let recipe = chimera_preset();
+    // The parents' chat templates differ, so a run that can write warns of it...
+    let ok = s.dir.path().join("child.gguf");
+    let o = s.splice(&["--recipe", &recipe, "-o", ok.to_str().unwrap()]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("warning: chat template differs"));
+    // ...but a run that cannot write says only why.
+    let missing = s.dir.path().join("missing").join("child.gguf");
+    let exists = ok.to_str().unwrap();
+    for out in [missing.to_str().unwrap(), exists] {
+        let o = s.splice(&["--recipe", &recipe, "-o", out]);
+        assert_exit(&o, 4);
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_a_splice_or_change_its_exit_code() {
+    let s = setup(GgmlType::Q3_K);
+    let out = s.dir.path().join("child.gguf");
+    // `splice ... 2>&1 | head -0`: the warnings (the chat templates differ) and the summary
+    // go to a stderr nobody reads.
+    let run_closed_stderr = |extra: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut args = s.parent_args();
+        args.extend(
+            ["--recipe", &chimera_preset(), "-o", out.to_str().unwrap()]
+                .iter()
+                .chain(extra)
+                .map(|a| a.to_string()),
+        );
+        Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+            .arg("splice")
+            .args(&args)
+            .stderr(writer)
+            .output()
+            .unwrap()
+    };
+    let o = run_closed_stderr(&[]);
+    assert_exit(&o, 0);
+    assert!(out.exists());
+    // An error keeps its exit code (here: the output exists).
+    assert_exit(&run_closed_stderr(&[]), 4);
+}

@@ -455,6 +455,18 @@ fn take_rules_name_their_mistakes() {
         e.err()
     );
 
+    // Options where the parent should be: the error says how the rule was read.
+    let outs = run_all(&[take(":experts=0..2"), take("exps=r1 :experts=0-1")]);
+    for (o, regex) in outs.iter().zip([":experts", "exps=r1 :experts"]) {
+        let err = one_line_error(o, 3);
+        assert!(
+            err.contains("no parent named")
+                && err.contains(&format!("read as regex '{regex}'"))
+                && err.contains("REGEX=PARENT:experts=RANGES"),
+            "{err}"
+        );
+    }
+
     // `layers` works on the command line as in recipes.
     let o = &run_all(&[take("ffn_(gate|up|down)_exps=r1:layers=2:experts=1")])[0];
     assert!(o.status.success(), "{}", stderr(o));
@@ -561,5 +573,52 @@ fn long_names_patterns_and_layers_are_shortened_in_plan_errors() {
             &text[..40],
             &err[..err.len().min(300)]
         );
+    }
+}
+
+/// Issue 8 item 7: a sparse child (a few KB on disk) whose stacked expert tensor claims
+/// 2^31 experts. Its per-expert tables must be bounded like the plan's: `verify` and `diff`
+/// end at once, under a 1 GB address-space limit, where a table of 2^31 entries (tens of
+/// GB) would abort the process.
+#[test]
+fn a_child_claiming_billions_of_experts_is_checked_in_bounded_memory() {
+    use gguf_splice::testkit::GgufBuilder;
+    let s = Setup::new();
+    let experts: u64 = 1 << 31;
+    let model = |n: u64| {
+        GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .tensor_declared(
+                "blk.0.ffn_gate_exps.weight",
+                &[1, 1, n],
+                GgmlType::F32.id(),
+                4 * n,
+            )
+    };
+    let sparse = |name: &str, n: u64| {
+        let (bytes, map) = model(n).build_with_map();
+        let path = s.path(name);
+        let f = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &f, &bytes).unwrap();
+        f.set_len(map.data_offset as u64 + 4 * n).unwrap();
+        path.display().to_string()
+    };
+    let child = sparse("child.gguf", experts);
+    // A parent of another shape: nothing is compared byte for byte, so the run is quick.
+    let parent = sparse("parent.gguf", 4);
+    for cmd in [
+        vec!["verify", &child, "--parent", &format!("a={parent}")],
+        vec!["diff", &child, &parent],
+    ] {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg("ulimit -v 1000000; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_gguf-splice"))
+            .args(&cmd)
+            .output()
+            .unwrap();
+        let code = if cmd[0] == "verify" { 1 } else { 0 };
+        assert_eq!(o.status.code(), Some(code), "{cmd:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("memory allocation"), "{}", stderr(&o));
     }
 }

@@ -743,6 +743,26 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    // With --json, the warning is in the plan's warnings too.
+    let o = run(&[
+        "splice",
+        "--parent",
+        &s.v3,
+        "-o",
+        out.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = plan["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.starts_with("writing would fail") && w.contains("does not exist")
+        }),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -820,4 +840,39 @@ fn shards_of_a_run_still_going_on_are_not_leftovers() {
     let o = run(&strs(&s.old_args()));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(snapshot(&s.out), old);
+}
+
+#[test]
+fn a_leftover_given_as_a_parent_is_never_removed() {
+    let s = setup();
+    // The hidden files a killed run leaves (a temporary file, the backup of a replaced
+    // file), of a process that is gone: leftovers of `out/child.gguf`, unless they are
+    // inputs, as when a user recovers from a backup by splicing from it.
+    let v3 = std::fs::read(s.dir.path().join("v3.gguf")).unwrap();
+    let r1 = std::fs::read(s.dir.path().join("r1.gguf")).unwrap();
+    let backup = s.out.join(".child.gguf.2147483646.backup");
+    let partial = s.out.join(".child.gguf.2147483645.aBcDeF.partial");
+    std::fs::write(&backup, &v3).unwrap();
+    std::fs::write(&partial, &r1).unwrap();
+    let out = s.out.join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", backup.display()),
+        "--parent",
+        &format!("r1={}", partial.display()),
+        "--take",
+        "_exps=r1",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("removed"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&backup).unwrap(), v3);
+    assert_eq!(std::fs::read(&partial).unwrap(), r1);
+    // Not inputs, the same files are removed.
+    std::fs::remove_file(&out).unwrap();
+    let o = run(&["splice", "--parent", &s.v3, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!backup.exists() && !partial.exists());
 }

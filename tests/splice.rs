@@ -668,32 +668,63 @@ fn metadata_records_each_parents_quant_and_imatrix_and_claims_nothing_false() {
 fn the_chat_template_warning_only_when_the_recipe_leaves_it_to_the_base() {
     let s = setup(GgmlType::Q3_K);
     let out = s.dir.path().join("child.gguf");
-    let recipe = write(
-        s.dir.path(),
-        "r.toml",
-        b"[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\n[metadata]\nchat_template = { from = 'r1' }\n",
-    );
-    let o = s.splice(&[
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dry-run",
-    ]);
-    assert_ok(&o);
-    assert!(
-        !stderr(&o).contains("chat template differs"),
-        "{}",
-        stderr(&o)
-    );
-    let o = s.splice(&[
-        "--take",
-        "_exps=r1",
-        "-o",
-        out.to_str().unwrap(),
-        "--dry-run",
-    ]);
-    assert_ok(&o);
-    let all = stderr(&o) + &String::from_utf8_lossy(&o.stdout);
+    // Everything the dry run says: the plan (with its warnings) on stdout, errors on stderr.
+    let said = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", out.to_str().unwrap(), "--dry-run"]);
+        let o = s.splice(&all);
+        assert_ok(&o);
+        stderr(&o) + &String::from_utf8_lossy(&o.stdout)
+    };
+    // The recipe decides the template: by parent, by setting the key, or by removing it.
+    for metadata in [
+        "[metadata]\nchat_template = { from = 'r1' }\n",
+        "[[metadata.set]]\nkey = 'tokenizer.chat_template'\ntype = 'string'\nvalue = 'mine'\n",
+        "[metadata]\nremove = ['tokenizer.chat_template']\n",
+    ] {
+        let text = format!("[[rules]]\nrole = 'routed_experts'\nfrom = 'r1'\n{metadata}");
+        let recipe = write(s.dir.path(), "r.toml", text.as_bytes());
+        let all = said(&["--recipe", recipe.to_str().unwrap()]);
+        assert!(!all.contains("chat template differs"), "{metadata}: {all}");
+    }
+    let all = said(&["--take", "_exps=r1"]);
     assert!(all.contains("chat template differs"), "{all}");
+}
+
+/// `split.count` and `split.no` are u16: 65 535 shards is the format's limit. A base of
+/// `n` one-tensor blocks, cut one tensor per shard.
+#[allow(clippy::result_large_err)] // the error is matched once
+fn plan_one_tensor_per_shard(n: usize) -> Result<usize, PlanError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = gguf_splice::testkit::GgufBuilder::new().kv_str("general.architecture", "llama");
+    for i in 0..n {
+        b = b.tensor(&format!("blk.{i}.attn_norm.weight"), &[1], GgmlType::F32, 1);
+    }
+    let path = write(dir.path(), "many.gguf", &b.build());
+    let parents = vec![Parent {
+        name: "a".into(),
+        model: Model::open(&path).unwrap(),
+    }];
+    let split = SplitOptions {
+        max_tensors: Some(1),
+        ..SplitOptions::default()
+    };
+    plan::build(
+        &parents,
+        &Recipe::default(),
+        &dir.path().join("c.gguf"),
+        split,
+    )
+    .map(|p| p.shards.len())
+}
+
+#[test]
+fn more_shards_than_split_count_can_hold_are_refused() {
+    assert_eq!(plan_one_tensor_per_shard(65_535).unwrap(), 65_535);
+    match plan_one_tensor_per_shard(65_536) {
+        Err(PlanError::TooManyShards { count, max }) => {
+            assert_eq!((count, max), (65_536, 65_535));
+        }
+        other => panic!("{:?}", other.map_err(|e| e.to_string())),
+    }
 }

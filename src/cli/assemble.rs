@@ -117,6 +117,6 @@ impl AssemblySpec {
 pub(super) fn run(args: AssembleArgs) -> Result<i32, CliError> {
     let parents = open_parent_specs(&args.parents, args.flavour)?;
     let options = args.spec.options()?;
-    let plan = assemble::plan(&parents, &options, &args.out.output, args.out.split())?;
-    write_plan(&plan, &args.out)
+    let mut plan = assemble::plan(&parents, &options, &args.out.output, args.out.split())?;
+    write_plan(&mut plan, &args.out)
 }

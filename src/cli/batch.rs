@@ -12,7 +12,7 @@ use gguf_splice::render;
 use super::progress::{Progress, ProgressMode, Task};
 use super::{
     CliError, compare_code, emit, exit, gguf_code, input_code, install_cancel, plan_code,
-    print_json, recipe_code,
+    print_json, recipe_code, say,
 };
 
 /// Environment variables that name the job of an array task, in the order they are read.
@@ -168,12 +168,12 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
             continue;
         }
         for w in &p.warnings {
-            eprintln!("gguf-splice: warning: child {}: {w}", c.spec.label);
+            say(format_args!("warning: child {}: {w}", c.spec.label));
         }
     }
     if args.dry_run {
         if let Err(e) = batch::check_all(&batch, &plans, args.force) {
-            eprintln!("gguf-splice: warning: writing would fail: {e}");
+            say(format_args!("warning: writing would fail: {e}"));
         }
         let rows = batch::summarize(&batch, &plans, &[]);
         if args.json {
@@ -218,7 +218,7 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
     };
     if !args.quiet {
         for f in reports.iter().flat_map(|r| &r.run.removed) {
-            eprintln!("gguf-splice: removed {}", f.display());
+            say(format_args!("removed {}", f.display()));
         }
     }
     let rows = batch::summarize(&batch, &plans, &reports);

@@ -290,10 +290,18 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            eprintln!("gguf-splice: error: {e}");
+            say(format_args!("error: {e}"));
             e.exit_code()
         }
     }
+}
+
+/// Writes `gguf-splice: MSG` on a line of stderr. A stderr nobody reads any more
+/// (`splice ... 2>&1 | head -1`) loses the message, but never ends the run: `eprintln!`
+/// would panic there (exit 101), before the child was written or after it was published.
+pub(crate) fn say(msg: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "gguf-splice: {msg}");
 }
 
 /// Writes a report to stdout. A closed pipe (`gguf-splice inspect BIG.gguf | head -1`) is a

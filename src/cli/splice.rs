@@ -3,7 +3,7 @@
 
 use super::args::{OutputArgs, SpliceArgs};
 use super::progress::{Progress, Task};
-use super::{CliError, emit, exit, install_cancel, open_parents, print_json};
+use super::{CliError, emit, exit, install_cancel, open_parents, print_json, say};
 use gguf_splice::execute::{self, ExecOptions, RemoteOptions, ShardOutcome, ShardRun};
 use gguf_splice::plan::{self, Plan};
 use gguf_splice::render;
@@ -12,17 +12,20 @@ use gguf_splice::render;
 pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
-    let plan = plan::build(&parents, &recipe, &args.out.output, args.out.split())?;
-    write_plan(&plan, &args.out)
+    let mut plan = plan::build(&parents, &recipe, &args.out.output, args.out.split())?;
+    write_plan(&mut plan, &args.out)
 }
 
 /// Print the plan (`--dry-run`) or write it, with progress and a summary: shared by
 /// `splice` and `assemble`.
-pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError> {
+pub(crate) fn write_plan(plan: &mut Plan, args: &OutputArgs) -> Result<i32, CliError> {
     if args.dry_run {
-        // Say now what would stop the real run at the output.
+        // Say now what would stop the real run at the output: on stderr, and with the
+        // plan's other warnings (so in --json too).
         if let Err(e) = execute::check_outputs(plan, args.force) {
-            eprintln!("gguf-splice: warning: writing would fail: {e}");
+            let w = format!("writing would fail: {e}");
+            say(format_args!("warning: {w}"));
+            plan.warnings.push(w);
         }
         if args.json {
             print_json(&render::plan_json(plan))?;
@@ -31,9 +34,12 @@ pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError
         }
         return Ok(exit::OK);
     }
+    // An output that cannot be written ends the run before the plan's warnings, which would
+    // only bury the error that matters (execute checks again, just before writing).
+    execute::check_outputs(plan, args.force)?;
     // Warnings are not progress: --quiet does not hide them.
     for w in &plan.warnings {
-        eprintln!("gguf-splice: warning: {w}");
+        say(format_args!("warning: {w}"));
     }
 
     execute::ignore_file_size_signal();
@@ -83,16 +89,16 @@ pub(crate) fn write_plan(plan: &Plan, args: &OutputArgs) -> Result<i32, CliError
     progress.finish("done");
     let secs = started.elapsed().as_secs_f64();
     for f in &written.removed {
-        eprintln!(
-            "gguf-splice: removed {}, left by an interrupted run",
+        say(format_args!(
+            "removed {}, left by an interrupted run",
             f.display()
-        );
+        ));
     }
     if args.json {
         print_json(&render::written_json(plan, &written, secs))?;
     } else if !args.quiet {
         for line in render::written_text(&written, secs).lines() {
-            eprintln!("gguf-splice: {line}");
+            say(format_args!("{line}"));
         }
     }
     Ok(exit::OK)
@@ -140,13 +146,13 @@ fn splice_shard(
     progress.finish(if written { "done" } else { "skipped" });
     let secs = started.elapsed().as_secs_f64();
     for f in &run.removed {
-        eprintln!("gguf-splice: removed {}", f.display());
+        say(format_args!("removed {}", f.display()));
     }
     if args.json {
         print_json(&shard_json(&run, k, count, secs))?;
     } else if !args.quiet {
-        eprintln!(
-            "gguf-splice: shard {k} of {count}: {} {} ({secs:.1} s); {}",
+        say(format_args!(
+            "shard {k} of {count}: {} {} ({secs:.1} s); {}",
             if written {
                 "wrote"
             } else {
@@ -158,7 +164,7 @@ fn splice_shard(
             } else {
                 "the first shard is put in place when every shard is complete"
             }
-        );
+        ));
     }
     Ok(exit::OK)
 }

@@ -234,6 +234,17 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
         out_names.iter().any(|n| n == target)
             || parse_shard_name(Path::new(target)).is_some_and(|(p, _, _)| p == prefix)
     };
+    // Every parent file, by device and inode: as planned from, and as its path is now.
+    let inputs: Vec<(u64, u64)> = plan
+        .parents
+        .iter()
+        .flat_map(|p| p.model.shards())
+        .flat_map(|s| {
+            let now = std::fs::metadata(&s.path).ok().map(|m| (m.dev(), m.ino()));
+            s.identity.map(|i| (i.dev, i.ino)).into_iter().chain(now)
+        })
+        .collect();
+    let is_input = |m: &Metadata| inputs.contains(&(m.dev(), m.ino()));
     let mut found = Vec::new();
     // (count, no, name) of shards of this prefix.
     let mut shards: Vec<(u64, u64, String)> = Vec::new();
@@ -243,7 +254,11 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
             continue;
         };
         if let Some(hidden) = parse_hidden(&name) {
-            if !ours(hidden.target) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            // A hidden file may be given as a parent (a backup, to recover from): inputs
+            // are never removed.
+            let is_file_not_input =
+                std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_file() && !is_input(&m));
+            if !ours(hidden.target) || !is_file_not_input {
                 continue;
             }
             if hidden.is_stale() {
@@ -265,12 +280,6 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
             shards.push((count, no, name));
         }
     }
-    let inputs: Vec<Metadata> = plan
-        .parents
-        .iter()
-        .flat_map(|p| p.model.shards())
-        .filter_map(|s| std::fs::metadata(&s.path).ok())
-        .collect();
     for (count, _, name) in &shards {
         if shards.iter().any(|(c, no, _)| c == count && *no == 1) {
             continue;
@@ -279,11 +288,8 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let is_input = inputs
-            .iter()
-            .any(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
         if meta.is_file()
-            && !is_input
+            && !is_input(&meta)
             && GgufFile::open(&path).is_ok_and(|f| f.get(KEY_SET_ID).is_some())
         {
             found.push(path);

@@ -36,6 +36,7 @@ pub(super) fn plan_metadata<'p>(
                 origin: "metadata.from".into(),
                 name: m.clone(),
                 known: names.join(", "),
+                hint: String::new(),
             })?,
         None => base,
     };
@@ -65,6 +66,7 @@ pub(super) fn plan_metadata<'p>(
                     origin: "metadata.chat_template".into(),
                     name: p.clone(),
                     known: names.join(", "),
+                    hint: String::new(),
                 })?;
             let v = parents[i].model.get(KEY_CHAT_TEMPLATE).ok_or_else(|| {
                 PlanError::ChatTemplate(format!("parent '{p}' has no {KEY_CHAT_TEMPLATE}"))

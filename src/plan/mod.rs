@@ -55,7 +55,7 @@ pub struct Parent {
 pub enum PlanError {
     /// A rule, the recipe's base or its metadata names a parent that was not given.
     #[error(
-        "{origin}: no parent named '{}' (parents given: {})",
+        "{origin}: no parent named '{}' (parents given: {}){hint}",
         short_pattern(.name),
         short_pattern(.known)
     )]
@@ -66,6 +66,9 @@ pub enum PlanError {
         name: String,
         /// The parent names that were given, comma-separated.
         known: String,
+        /// For a `--take` rule whose regex holds a `:`, how the rule was split (the
+        /// options were probably misplaced, as in `:experts=0-2`); otherwise empty.
+        hint: String,
     },
     /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
     #[error(
@@ -540,6 +543,20 @@ const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 /// The key that records how the child was made (parents and recipe text).
 pub const KEY_SPLICE_RECIPE: &str = "splice.recipe";
 
+/// How a `--take` rule whose regex holds a `:` was split, for an unknown parent: tensor
+/// names hold no `:`, so `:experts=0..2` or `exps=r1 :experts=0-1` most likely put the
+/// options where the parent should be.
+fn take_split_hint(rule: &crate::recipe::Rule) -> String {
+    match &rule.pattern {
+        Some(p) if rule.origin.starts_with("--take") && p.as_str().contains(':') => format!(
+            "; it was read as regex '{}' taking from '{}': write REGEX=PARENT, then the options (REGEX=PARENT:experts=RANGES)",
+            short_pattern(p.as_str()),
+            short_pattern(&rule.from)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Plan the child of `parents` by `recipe`, written to `output` (the first shard's path when
 /// split).
 pub fn build<'p>(
@@ -566,7 +583,7 @@ pub fn build<'p>(
             });
         }
     }
-    let find = |origin: &str, name: &str| {
+    let find = |origin: &str, name: &str, hint: String| {
         names
             .iter()
             .position(|n| *n == name)
@@ -574,10 +591,11 @@ pub fn build<'p>(
                 origin: origin.to_string(),
                 name: name.to_string(),
                 known: names.join(", "),
+                hint,
             })
     };
     let base = match &recipe.base {
-        Some(b) => find("recipe base", b)?,
+        Some(b) => find("recipe base", b, String::new())?,
         None => 0,
     };
     // What each rule takes from: a parent's index, or, for a mix rule, an id past the
@@ -585,7 +603,7 @@ pub fn build<'p>(
     let mut rule_parents: Vec<usize> = Vec::with_capacity(recipe.rules.len());
     for (r, rule) in recipe.rules.iter().enumerate() {
         rule_parents.push(match &rule.mix {
-            None => find(&rule.origin, &rule.from)?,
+            None => find(&rule.origin, &rule.from, take_split_hint(rule))?,
             Some(m) => {
                 if !crate::ggml::AVAILABLE {
                     return Err(PlanError::MixUnavailable {
@@ -593,7 +611,7 @@ pub fn build<'p>(
                     });
                 }
                 for (p, _) in &m.weights {
-                    find(&rule.origin, p)?;
+                    find(&rule.origin, p, String::new())?;
                 }
                 parents.len() + r
             }
@@ -601,12 +619,20 @@ pub fn build<'p>(
     }
 
     let mut warnings = Vec::new();
-    compat::check_compatible(
-        parents,
-        base,
-        recipe.metadata.chat_template.is_some(),
-        &mut warnings,
-    )?;
+    // The recipe decides the chat template itself when it picks one, sets the key or
+    // removes it: then differing templates are not worth a warning.
+    let template_set = recipe.metadata.chat_template.is_some()
+        || recipe
+            .metadata
+            .set
+            .iter()
+            .any(|(k, _)| k == KEY_CHAT_TEMPLATE)
+        || recipe
+            .metadata
+            .remove
+            .iter()
+            .any(|k| k == KEY_CHAT_TEMPLATE);
+    compat::check_compatible(parents, base, template_set, &mut warnings)?;
     let mut mixer = mixed::Mixer::new(parents, base, recipe)?;
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
