@@ -1,0 +1,343 @@
+//! Why a plan cannot be made: every error names the rule, tensor or parent at fault, what
+//! was expected and found, and how to fix it.
+
+use std::path::PathBuf;
+
+use crate::ggml_type::GgmlType;
+use crate::mix::{ImatrixError, MixError};
+use crate::recipe::short_pattern;
+
+/// Why a plan cannot be made. Every variant names what the user can change.
+///
+/// `origin` fields name the rule or option that asked for the thing (`--take #1`,
+/// `recipe.toml rule #2`, `metadata.from`), so the message points at the line to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A rule, the recipe's base or its metadata names a parent that was not given.
+    #[error(
+        "{origin}: no parent named '{}' (parents given: {}){hint}",
+        short_pattern(.name),
+        short_pattern(.known)
+    )]
+    UnknownParent {
+        /// What named it.
+        origin: String,
+        /// The name it used.
+        name: String,
+        /// The parent names that were given, comma-separated.
+        known: String,
+        /// For a `--take` rule whose regex holds a `:`, how the rule was split (the
+        /// options were probably misplaced, as in `:experts=0-2`); otherwise empty.
+        hint: String,
+    },
+    /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
+    #[error(
+        "the recipe expects a parent named '{0}'; give it with --parent {0}=PATH",
+        short_pattern(.name)
+    )]
+    MissingParent {
+        /// The parent's name.
+        name: String,
+    },
+    /// No parent at all.
+    #[error("no parents given; use --parent NAME=PATH (at least one)")]
+    NoParents,
+    /// Two parents share a name, so rules could not say which one they mean.
+    #[error("parent name '{}' is given twice", short_pattern(.name))]
+    DuplicateParent {
+        /// The repeated name.
+        name: String,
+    },
+    /// A parent's `general.architecture` differs from the base's: its tensors mean other things.
+    #[error(
+        "architectures differ: base '{base}' ({base_path}) is '{base_arch}', parent '{parent}' ({path}) is '{arch}'"
+    )]
+    ArchitectureMismatch {
+        /// The base parent's name.
+        base: String,
+        /// The base's (first) file.
+        base_path: PathBuf,
+        /// The base's architecture.
+        base_arch: String,
+        /// The other parent's name.
+        parent: String,
+        /// Its (first) file.
+        path: PathBuf,
+        /// Its architecture.
+        arch: String,
+    },
+    /// A parent differs from the base in a key that decides tensor shapes.
+    #[error(
+        "hyperparameter '{key}' differs: base '{base}' has {base_value}, parent '{parent}' has {value}; tensors of different models cannot be combined"
+    )]
+    HyperparameterMismatch {
+        /// The key, with its architecture prefix.
+        key: String,
+        /// The base parent's name.
+        base: String,
+        /// The base's value, as shown in reports (or "no such key").
+        base_value: String,
+        /// The other parent's name.
+        parent: String,
+        /// Its value, as shown in reports (or "no such key").
+        value: String,
+    },
+    /// A tensor of the base is to come from a parent that lacks it in any layout.
+    #[error("{origin}: tensor '{tensor}' is not in parent '{parent}' ({path}){hint}")]
+    TensorMissing {
+        /// The rule that chose the parent.
+        origin: String,
+        /// The tensor's name in the base.
+        tensor: String,
+        /// The parent's name.
+        parent: String,
+        /// Its (first) file.
+        path: PathBuf,
+        /// Extra advice appended to the message; empty when there is none.
+        hint: String,
+    },
+    /// A parent has the tensor, but with another shape than the base's.
+    #[error(
+        "tensor '{tensor}': shape {shape:?} in parent '{parent}' differs from {base_shape:?} in base '{base}'{hint}"
+    )]
+    ShapeMismatch {
+        /// The tensor's name.
+        tensor: String,
+        /// The base parent's name.
+        base: String,
+        /// Its shape in the base.
+        base_shape: Vec<u64>,
+        /// The other parent's name.
+        parent: String,
+        /// Its shape there.
+        shape: Vec<u64>,
+        /// Extra advice appended to the message; empty when there is none.
+        hint: String,
+    },
+    /// Experts of one tensor would come from parents that quantized it to different types;
+    /// a tensor has one type, so its experts cannot be mixed.
+    #[error(
+        "tensor '{tensor}': experts cannot be mixed across types: '{first}' has {first_type}, '{second}' has {second_type}; take the whole tensor from one parent instead (a rule without `experts`)"
+    )]
+    ExpertTypeMismatch {
+        /// The tensor's name.
+        tensor: String,
+        /// One contributing parent.
+        first: String,
+        /// Its type for the tensor.
+        first_type: String,
+        /// Another contributing parent.
+        second: String,
+        /// Its type, which differs.
+        second_type: String,
+    },
+    /// A rule names experts past the tensor's expert count.
+    #[error("{origin}: experts {experts} out of range for '{tensor}', which has {count}")]
+    ExpertsOutOfRange {
+        /// The rule.
+        origin: String,
+        /// The tensor it matched.
+        tensor: String,
+        /// Its `experts` as written.
+        experts: String,
+        /// Experts the tensor has.
+        count: u64,
+    },
+    /// A rule with `experts` matched a tensor that is not cut by expert.
+    #[error(
+        "{origin}: a rule with `experts` matched '{tensor}', which is not a stacked expert tensor (ffn_*_exps) or a router; narrow the regex, e.g. to '_exps'"
+    )]
+    ExpertsOnPlainTensor {
+        /// The rule.
+        origin: String,
+        /// The tensor it matched.
+        tensor: String,
+    },
+    /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
+    #[error(
+        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`",
+        short_pattern(.pattern)
+    )]
+    RuleMatchedNothing {
+        /// The rule.
+        origin: String,
+        /// What it selects, as [`RuleReport::pattern`] shows it.
+        pattern: String,
+        /// Why it may match nothing in this model (a tied output head), or empty.
+        note: String,
+    },
+    /// The recipe's chat template cannot be had (a parent without one, an unreadable file).
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    /// The recipe's chat template file could not be read, or is too large or not UTF-8.
+    #[error("chat template: {0}")]
+    ChatTemplateFile(#[source] crate::input::InputError),
+    /// A rule took nothing and its `layers` name blocks the base does not have.
+    #[error(
+        "{origin}: layers {} are past the model's last block (it has {block_count} blocks, blk.0 to blk.{}); fix `layers`",
+        short_pattern(.layers),
+        block_count.saturating_sub(1)
+    )]
+    LayersBeyondModel {
+        /// Where the rule was written.
+        origin: String,
+        /// Its `layers`, as written.
+        layers: String,
+        /// Blocks the base has.
+        block_count: u64,
+    },
+    /// The child's header would be larger than the reader accepts.
+    #[error(
+        "{path}: the header (metadata and tensor infos) would be {len} bytes, over the {} MiB ({max} bytes) that gguf-splice reads back; drop large keys with metadata.remove",
+        max >> 20
+    )]
+    HeaderTooLarge {
+        /// The output file.
+        path: PathBuf,
+        /// Its header's size.
+        len: u64,
+        /// The reader's limit.
+        max: u64,
+    },
+    /// A rule with `experts` matched an expert tensor whose shape cannot be cut into whole
+    /// expert slices.
+    #[error("{origin}: tensor '{tensor}' cannot be split by expert: {reason}")]
+    CannotSplit {
+        /// The rule.
+        origin: String,
+        /// The tensor.
+        tensor: String,
+        /// What is wrong with its shape.
+        reason: String,
+    },
+    /// The split options would make more shards than `split.count` (a u16) can number.
+    #[error("the split options make {count} shards; at most {max} can be named")]
+    TooManyShards {
+        /// Shards the options would make.
+        count: usize,
+        /// [`MAX_SHARDS`].
+        max: usize,
+    },
+    /// A size or offset does not fit in 64 bits.
+    #[error("tensor '{tensor}': size overflows")]
+    Overflow {
+        /// The tensor (or `<data section>`).
+        tensor: String,
+    },
+    /// A parent stores the tensor in another converter layout (fused vs separate gate/up
+    /// experts) that cannot be turned into the base's.
+    #[error(
+        "{origin}: tensor '{tensor}' cannot be taken from parent '{parent}' ({path}): {reason}"
+    )]
+    LayoutNotConvertible {
+        /// The rule that chose the parent.
+        origin: String,
+        /// The tensor, as the base names it.
+        tensor: String,
+        /// The parent's name.
+        parent: String,
+        /// Its (first) file.
+        path: PathBuf,
+        /// Why the layouts do not convert.
+        reason: String,
+    },
+    /// The recipe mixes, and this build has no quantizers.
+    #[error(
+        "{origin}: a mix rule needs ggml's quantizers: {}",
+        crate::ggml::HOW_TO_ENABLE
+    )]
+    MixUnavailable { origin: String },
+    /// A mix parent stores the tensor in a type ggml cannot dequantize.
+    #[error(
+        "{origin}: tensor '{tensor}': parent '{parent}' stores it as {ty}, which ggml cannot dequantize; leave '{parent}' out of the mix for this tensor (narrow the rule)"
+    )]
+    MixInputType {
+        origin: String,
+        tensor: String,
+        parent: String,
+        ty: GgmlType,
+    },
+    /// The mix's output type cannot be made for this tensor.
+    #[error("{origin}: tensor '{tensor}': cannot write {ty}: {reason}")]
+    MixOutputType {
+        origin: String,
+        tensor: String,
+        ty: GgmlType,
+        reason: String,
+    },
+    /// The output type needs an importance matrix and none (or no entry) was given.
+    #[error(
+        "{origin}: tensor '{tensor}': ggml quantizes {ty} only with an importance matrix{found}; add `imatrix = \"FILE\"` (llama-imatrix's output) to the rule, or choose another `type`"
+    )]
+    MixNeedsImatrix {
+        origin: String,
+        tensor: String,
+        ty: GgmlType,
+        /// Why the given one does not serve, if one was given.
+        found: String,
+    },
+    /// An imatrix entry whose size does not fit the tensor.
+    #[error(
+        "{origin}: tensor '{tensor}': importance matrix {path} has {found} weights for it, expected {expected} (ne0 {ne0} x {matrices} matrices); was it made for another model?"
+    )]
+    MixImatrixSize {
+        origin: String,
+        tensor: String,
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+        ne0: u64,
+        matrices: u64,
+    },
+    /// Tensors of one tensor would be written in two types.
+    #[error(
+        "tensor '{tensor}': its experts would be written as {first_type} ({first}) and {second_type} ({second}); one tensor has one type: give the mix rule `type = \"{second_type}\"` or select the whole tensor with one rule"
+    )]
+    MixTypeMismatch {
+        tensor: String,
+        first: String,
+        first_type: GgmlType,
+        second: String,
+        second_type: GgmlType,
+    },
+    /// The importance matrix file cannot be read.
+    #[error("{origin}: {source}")]
+    Imatrix {
+        origin: String,
+        #[source]
+        source: ImatrixError,
+    },
+    /// Measuring distances for a threshold failed.
+    #[error("{origin}: measuring distances for the threshold: {source}")]
+    Measure {
+        origin: String,
+        #[source]
+        source: MixError,
+    },
+    /// The gate, up and down matrices of one layer's experts would come from different
+    /// parents, making experts that are part one model and part another.
+    #[error(
+        "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
+    )]
+    ExpertsTornApart {
+        /// The block number.
+        layer: u64,
+        /// Which matrix would come from which parent.
+        detail: String,
+    },
+    /// The child would hold types only ik_llama.cpp defines and types only mainline
+    /// llama.cpp defines, so neither program would load it.
+    #[error(
+        "no program would load the child: '{ik_tensor}' would be {ik_type}, which only ik_llama.cpp defines, and '{mainline_tensor}' {mainline_type}, which only mainline llama.cpp defines; take one of them from another parent"
+    )]
+    FlavoursMixed {
+        /// A tensor of an ik-only type.
+        ik_tensor: String,
+        /// Its type.
+        ik_type: String,
+        /// A tensor of a mainline-only type.
+        mainline_tensor: String,
+        /// Its type.
+        mainline_type: String,
+    },
+}
