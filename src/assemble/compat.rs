@@ -9,8 +9,8 @@ use std::fmt;
 
 use super::Kind;
 use crate::ggml_type::GgmlType;
-use crate::gguf::{Model, TensorInfo, ValueRef};
-use crate::plan::{Parent, STRUCTURAL_KEYS};
+use crate::gguf::{Model, TensorInfo};
+use crate::plan::{Parent, STRUCTURAL_KEYS, same_value, show_value};
 use crate::roles::{self, Role, cut};
 
 /// One reason parents cannot be assembled.
@@ -136,10 +136,6 @@ fn keys() -> impl Iterator<Item = &'static str> {
         .chain(["expert_gating_func"])
 }
 
-fn show(v: Option<ValueRef>) -> String {
-    v.map_or("no such key".into(), |v| v.summary(4))
-}
-
 fn shape(t: Option<&TensorInfo>) -> String {
     t.map_or("missing".into(), |t| format!("{:?}", t.dims))
 }
@@ -170,21 +166,13 @@ pub(crate) fn check(parents: &[Parent], base: usize, kind: Kind) -> Vec<Incompat
         for suffix in keys() {
             let key = format!("{base_arch}.{suffix}");
             let (bv, pv) = (b.model.get(&key), p.model.get(&key));
-            let same = match (bv, pv) {
-                (None, None) => true,
-                (Some(x), Some(y)) => match (x.as_u64(), y.as_u64()) {
-                    (Some(a), Some(c)) => a == c,
-                    _ => x == y,
-                },
-                _ => false,
-            };
-            if !same {
+            if !same_value(bv, pv) {
                 out.push(Incompatibility::Hyperparameter {
                     parent: p.name.clone(),
                     key,
-                    value: show(pv),
+                    value: show_value(pv),
                     base: b.name.clone(),
-                    base_value: show(bv),
+                    base_value: show_value(bv),
                 });
             }
         }

@@ -35,8 +35,11 @@ pub(crate) fn write_plan(plan: &mut Plan, args: &OutputArgs) -> Result<i32, CliE
         return Ok(exit::OK);
     }
     // An output that cannot be written ends the run before the plan's warnings, which would
-    // only bury the error that matters (execute checks again, just before writing).
-    execute::check_outputs(plan, args.force)?;
+    // only bury the error that matters (execute checks again, just before writing). Not for
+    // a shard job: its shard may rightly exist already (a job run twice says so and exits 0).
+    if args.shard.is_none() {
+        execute::check_outputs(plan, args.force)?;
+    }
     // Warnings are not progress: --quiet does not hide them.
     for w in &plan.warnings {
         say(format_args!("warning: {w}"));

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use super::hooks::{Hooks, Step};
 use super::journal::{Resume, subtract};
 use super::{COPY_CHUNK, ExecError, ExecOptions, RemoteOptions, io_err, is_write_error};
-use crate::gguf::write::encode_header;
-use crate::plan::{Plan, Source as PieceSource, shard_kvs};
+use crate::plan::{Plan, Source as PieceSource};
 use crate::source::{FetchError, Source};
 
 /// The most bytes one job (one ranged GET, one journal record) covers.
@@ -180,19 +179,7 @@ pub(super) fn write_shard(ctx: &Ctx, i: usize, state: &mut Resume) -> Result<(),
         .write(true)
         .open(&part)
         .map_err(io_err(&part, "open"))?;
-    let kvs = shard_kvs(
-        &plan.kvs,
-        &plan.set_id,
-        i,
-        plan.shards.len(),
-        plan.tensors.len(),
-    );
-    let kv_refs: Vec<_> = kvs.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
-    let infos: Vec<_> = plan.tensors[shard.tensors.clone()]
-        .iter()
-        .map(|t| t.info.clone())
-        .collect();
-    let header = encode_header(&kv_refs, &infos, shard.alignment);
+    let header = super::shard_header(plan, i);
     if header.len() as u64 != shard.header_len {
         return Err(ExecError::SizeMismatch {
             path: shard.path.clone(),

@@ -26,6 +26,24 @@ pub const STRUCTURAL_KEYS: &[&str] = &[
     "vocab_size",
 ];
 
+/// Whether two parents agree on a hyperparameter: both lack it, or both hold it, equal as
+/// integers whatever their widths (a u32 and a u64 of one value agree) or else equal.
+pub(crate) fn same_value(a: Option<ValueRef>, b: Option<ValueRef>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (x.as_u64(), y.as_u64()) {
+            (Some(m), Some(n)) => m == n,
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
+/// A hyperparameter's value for an error message ("no such key" when absent).
+pub(crate) fn show_value(v: Option<ValueRef>) -> String {
+    v.map_or("no such key".into(), |v| v.summary(4))
+}
+
 /// `template_set`: the recipe chooses the chat template itself, so differing templates are
 /// not worth a warning.
 pub(super) fn check_compatible(
@@ -51,22 +69,13 @@ pub(super) fn check_compatible(
         for suffix in STRUCTURAL_KEYS {
             let key = format!("{base_arch}.{suffix}");
             let (bv, pv) = (b.model.get(&key), p.model.get(&key));
-            let same = match (bv, pv) {
-                (None, None) => true,
-                (Some(x), Some(y)) => match (x.as_u64(), y.as_u64()) {
-                    (Some(a), Some(c)) => a == c,
-                    _ => x == y,
-                },
-                _ => false,
-            };
-            if !same {
-                let show = |v: Option<ValueRef>| v.map_or("no such key".into(), |v| v.summary(4));
+            if !same_value(bv, pv) {
                 return Err(PlanError::HyperparameterMismatch {
                     key,
                     base: b.name.clone(),
-                    base_value: show(bv),
+                    base_value: show_value(bv),
                     parent: p.name.clone(),
-                    value: show(pv),
+                    value: show_value(pv),
                 });
             }
         }

@@ -30,7 +30,7 @@ use crate::recipe::{Recipe, short_pattern};
 use crate::roles::cut::{expert_cut, is_stacked_experts};
 use crate::roles::{self, Role};
 pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
-pub(crate) use compat::STRUCTURAL_KEYS;
+pub(crate) use compat::{STRUCTURAL_KEYS, same_value, show_value};
 pub use error::PlanError;
 pub use loaders::Loaders;
 pub use metadata::shard_kvs;
