@@ -18,21 +18,31 @@ pub enum InputError {
     /// Opening, inspecting or reading the file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file being opened or read.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
     /// The path names a FIFO, a device, a directory or a socket.
     #[error("{path}: is a {kind}, not a regular file; give the path of a file")]
-    NotRegular { path: PathBuf, kind: &'static str },
+    NotRegular {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is (`directory`, `named pipe (FIFO)`, `character device`, ...).
+        kind: &'static str,
+    },
     /// A text input is longer than the cap for its kind.
     #[error(
         "{path}: {what} of {found}{more} bytes is over the {} cap for a {what}; is this the right file?",
         show_cap(*.max)
     )]
     TooLarge {
+        /// The text file being read.
         path: PathBuf,
+        /// The kind of input (`recipe`, `chat template`, `manifest`).
         what: &'static str,
+        /// The cap for that kind, in bytes.
         max: u64,
         /// Bytes the file has (or, when its size is not known in advance, bytes read).
         found: u64,
@@ -42,8 +52,11 @@ pub enum InputError {
     /// A text input is not UTF-8.
     #[error("{path}: {what} is not valid UTF-8 (at byte {offset}); save it as UTF-8")]
     NotUtf8 {
+        /// The text file being read.
         path: PathBuf,
+        /// The kind of input (`recipe`, `chat template`, `manifest`).
         what: &'static str,
+        /// Byte offset in the file of the first byte that is not valid UTF-8.
         offset: u64,
     },
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! gguf-splice: build a child GGUF model whose tensors (or single experts) come from two or
 //! more quantized parents, without dequantizing anything.
 //!

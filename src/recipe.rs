@@ -50,9 +50,13 @@ pub enum RecipeError {
     /// the parser gave no position).
     #[error("{}: {message}{hint}", at(.path, *.line, *.col))]
     Toml {
+        /// The recipe file.
         path: PathBuf,
+        /// Line of the error.
         line: usize,
+        /// Column of the error, in characters.
         col: usize,
+        /// The parser's message, on one line.
         message: String,
         /// How to fix a common cause, or empty.
         hint: &'static str,
@@ -65,30 +69,46 @@ pub enum RecipeError {
         did_you_mean(.suggestion.as_deref(), .valid)
     )]
     UnknownField {
+        /// The recipe file.
         path: PathBuf,
+        /// Line of the field (1-based; 0 when the parser gave no position).
         line: usize,
+        /// Column of the field, in characters (1-based; 0 when the parser gave no position).
         col: usize,
+        /// The field as written.
         field: String,
+        /// The table it is in (`[[rules]]`, `[recipe]`, ...).
         table: &'static str,
+        /// The fields that table has.
         valid: Vec<String>,
+        /// The valid field closest to the one written, if one is close enough.
         suggestion: Option<String>,
     },
     /// `router` without `experts`, in a recipe or a `--take` rule.
     #[error(
         "{origin}: router needs experts: the router rows and bias that follow are those of the experts the rule takes; add experts (experts = \"0-63\", or :experts=0-63 in --take)"
     )]
-    RouterWithoutExperts { origin: String },
+    RouterWithoutExperts {
+        /// Where the rule was written.
+        origin: String,
+    },
     /// `chat_template` with both or neither of `from` and `file`.
     #[error(
         "{path}: metadata.chat_template takes exactly one of `from` (a parent) or `file` (a path)"
     )]
-    ChatTemplateSource { path: PathBuf },
+    ChatTemplateSource {
+        /// The recipe file.
+        path: PathBuf,
+    },
     /// A regex that does not compile; `message` is one line, and the pattern is shown cut
     /// to its first 80 characters.
     #[error("{origin}: bad regex '{}': {message}", short_pattern(.pattern))]
     BadRegex {
+        /// Where the rule was written.
         origin: String,
+        /// The regex as written.
         pattern: String,
+        /// What is wrong, and where in the pattern.
         message: String,
     },
     /// A `layers` or `experts` value that is not a list of numbers and ranges.
@@ -97,8 +117,11 @@ pub enum RecipeError {
         short_pattern(.text)
     )]
     BadRange {
+        /// Where the rule was written.
         origin: String,
+        /// Which value: `layers` or `experts`.
         what: &'static str,
+        /// The value as written.
         text: String,
     },
     /// A `--take` rule with no `=PARENT` where the split rule finds one.
@@ -106,7 +129,12 @@ pub enum RecipeError {
         "{origin}: '{}' is not of the form {TAKE_FORM} (PARENT: letters, digits, '_', '.', '-')",
         short_pattern(.text)
     )]
-    BadTake { origin: String, text: String },
+    BadTake {
+        /// Which `--take` it is (`--take #N`).
+        origin: String,
+        /// The argument as given.
+        text: String,
+    },
     /// A `--take` option that does not exist.
     #[error(
         "{origin}: unknown option '{}'{}; the options are {TAKE_OPTIONS}",
@@ -114,8 +142,11 @@ pub enum RecipeError {
         .suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default()
     )]
     UnknownTakeOption {
+        /// Which `--take` it is (`--take #N`).
         origin: String,
+        /// The option's name as written.
         option: String,
+        /// The valid option closest to it, if one is close enough.
         suggestion: Option<String>,
     },
     /// A known `--take` option used wrongly: without its value, with a value it does not
@@ -125,8 +156,11 @@ pub enum RecipeError {
         short_pattern(.option)
     )]
     BadTakeOption {
+        /// Which `--take` it is (`--take #N`).
         origin: String,
+        /// The option as written.
         option: String,
+        /// What is wrong with it, with an example where one helps.
         problem: &'static str,
     },
     /// A `metadata.set` type that does not exist.
@@ -137,15 +171,21 @@ pub enum RecipeError {
         SET_TYPES.join(" ")
     )]
     UnknownType {
+        /// The recipe's `[metadata]` table.
         origin: String,
+        /// The key being set.
         key: String,
+        /// The type as written.
         found: String,
     },
     /// A `metadata.set` value that does not fit its type, or a key the writer owns.
     #[error("{origin}: metadata.set '{}': {message}", short_pattern(.key))]
     BadValue {
+        /// The recipe's `[metadata]` table.
         origin: String,
+        /// The key being set.
         key: String,
+        /// What is wrong with the value or the key.
         message: String,
     },
     /// A mix rule's `mix`, `threshold`, `type` or `imatrix` is wrong.

@@ -14,50 +14,79 @@ use crate::plan::{Parent, STRUCTURAL_KEYS, same_value, show_value};
 use crate::roles::{self, Role, cut};
 
 /// One reason parents cannot be assembled.
-#[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incompatibility {
     /// Another architecture (model family).
     Architecture {
+        /// The parent's name.
         parent: String,
+        /// Its `general.architecture`.
         arch: String,
+        /// The base parent's name.
         base: String,
+        /// The base's `general.architecture`.
         base_arch: String,
     },
     /// A hyperparameter that decides tensor shapes or routing differs.
     Hyperparameter {
+        /// The parent's name.
         parent: String,
+        /// The key, with its architecture prefix.
         key: String,
+        /// The parent's value, as shown in reports (or `no such key`).
         value: String,
+        /// The base parent's name.
         base: String,
+        /// The base's value, as shown in reports (or `no such key`).
         base_value: String,
     },
     /// Tokenizer keys differ: token ids would mean different things in different experts.
-    Tokenizer { parent: String, keys: Vec<String> },
+    Tokenizer {
+        /// The parent's name.
+        parent: String,
+        /// The tokenizer keys whose values differ from the base's.
+        keys: Vec<String>,
+    },
     /// The attention tensors differ in name or shape.
     AttentionLayout {
+        /// The parent's name.
         parent: String,
+        /// The first attention tensor that differs.
         tensor: String,
+        /// Its shape in the parent, or `missing`.
         found: String,
+        /// The base parent's name.
         base: String,
+        /// Its shape in the base, or `missing`.
         expected: String,
     },
     /// A tensor that is stacked into the MoE is missing, or has another shape.
     FfnTensor {
+        /// The parent's name.
         parent: String,
+        /// The tensor, as the base names it.
         tensor: String,
+        /// Its shape in the parent, or `missing`.
         found: String,
+        /// The base parent's name.
         base: String,
+        /// The shape the base calls for (for an MoE parent, with the parent's expert
+        /// count).
         expected: String,
     },
     /// FFN (or router) tensors of another type: they cannot be stacked into one tensor.
     FfnType {
+        /// The parent's name.
         parent: String,
         /// The tensor without its block: `ffn_down.weight`.
         tensor: String,
+        /// The blocks where the types differ, as runs (`0-3,7`).
         layers: String,
+        /// The tensor's type in the parent.
         found: GgmlType,
+        /// The base parent's name.
         base: String,
+        /// Its type in the base.
         expected: GgmlType,
     },
 }

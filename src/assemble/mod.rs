@@ -72,142 +72,262 @@ pub struct AssembleOptions {
 }
 
 /// Why an MoE cannot be assembled. Each names the parent, tensor or option, and what to do.
-#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
+    /// No parent at all.
     #[error("no parents given; use --parent NAME=PATH (at least one)")]
     NoParents,
+    /// Two parents share a name.
     #[error("parent name '{name}' is given twice")]
-    DuplicateParent { name: String },
+    DuplicateParent {
+        /// The repeated name.
+        name: String,
+    },
+    /// An option names a parent that was not given.
     #[error("{what}: no parent named '{name}' (parents given: {known})")]
     UnknownParent {
+        /// The option that named it (`--base`, `--experts`, `--keep`).
         what: &'static str,
+        /// The name it used.
         name: String,
+        /// The parent names that were given, comma-separated.
         known: String,
     },
+    /// A parent has neither stacked routed experts nor a dense FFN.
     #[error(
         "parent '{parent}' has neither stacked routed experts (ffn_*_exps) nor a dense FFN (ffn_gate/ffn_up/ffn_down): nothing to assemble experts from"
     )]
-    NoFfn { parent: String },
+    NoFfn {
+        /// The parent's name.
+        parent: String,
+    },
+    /// Some parents are dense and others MoE.
     #[error(
         "dense parents ({dense}) and MoE parents ({moe}) cannot be mixed: assemble an MoE from dense models, or from MoE models"
     )]
-    MixedKinds { dense: String, moe: String },
+    MixedKinds {
+        /// The dense parents' names, comma-separated.
+        dense: String,
+        /// The MoE parents' names, comma-separated.
+        moe: String,
+    },
+    /// The dense base's architecture has no MoE counterpart that gguf-splice knows.
     #[error(
         "parent '{parent}' is '{arch}', which gguf-splice cannot turn into an MoE; supported: {supported}"
     )]
     UnsupportedArchitecture {
+        /// The base parent's name.
         parent: String,
+        /// Its `general.architecture` (empty when it has none).
         arch: String,
+        /// The architectures that can be, as `dense -> moe` pairs, comma-separated.
         supported: String,
     },
+    /// The parents differ in ways that make one MoE of them meaningless.
     #[error("the parents cannot be assembled into one MoE:\n{}", .reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
-    Incompatible { reasons: Vec<Incompatibility> },
+    Incompatible {
+        /// Every difference found.
+        reasons: Vec<Incompatibility>,
+    },
+    /// An option's value cannot be parsed.
     #[error("{option} '{text}': {reason}")]
     BadOption {
+        /// The option (`--experts`, `--keep`, `--router`).
         option: &'static str,
+        /// Its value as given.
         text: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// An experts list names an expert past a parent's expert count in some layer.
     #[error(
         "{option}: parent '{parent}' has {count} expert{} in blk.{layer}; expert {expert} does not exist", if *.count == 1 { "" } else { "s" }
     )]
     ExpertOutOfRange {
+        /// The option with the list (`--experts`, `--keep`).
         option: &'static str,
+        /// The parent's name.
         parent: String,
+        /// The block number.
         layer: u64,
+        /// The expert asked for (0-based).
         expert: u64,
+        /// Experts the parent has in that block.
         count: u64,
     },
+    /// The selection leaves no expert in the output.
     #[error("the experts list selects no expert")]
     NoExperts,
+    /// `--keep` or `--keep-top` was given with other than one parent.
     #[error(
         "{option} prunes one MoE parent: give exactly one --parent (parents given: {given}); to take experts from several, use --experts"
     )]
-    PruneNeedsOneParent { option: &'static str, given: String },
+    PruneNeedsOneParent {
+        /// The option (`--keep`, `--keep-top`).
+        option: &'static str,
+        /// The parent names that were given, comma-separated.
+        given: String,
+    },
+    /// `--keep-top` asks for more experts than the parent has in a block.
     #[error(
         "--keep-top {n}: blk.{layer} of parent '{parent}' has only {count} experts; keep at most {count}"
     )]
     KeepTooMany {
+        /// Experts to keep per block, as given.
         n: u64,
+        /// The parent's name.
         parent: String,
+        /// The block number.
         layer: u64,
+        /// Experts the parent has in that block.
         count: u64,
     },
+    /// A pruning option (the one named) was given with a dense parent.
     #[error(
         "{0} needs MoE parents: dense parents have one expert each, so there is nothing to rank or pick among"
     )]
     NeedsMoe(&'static str),
+    /// `--router` was given with MoE parents, whose routers are taken, not made.
     #[error(
         "--router is for dense parents, whose routers are made; MoE parents' router rows follow their experts"
     )]
     RouterForMoe,
+    /// The experts used per token is 0, or more than the experts a token can reach.
     #[error(
         "expert_used_count {used} does not fit {count} experts per layer: it must be 1 to {max}{why}; set --experts-used"
     )]
     ExpertsUsed {
+        /// Experts used per token: `--experts-used`, else the base's, else 2 (at most `count`).
         used: u64,
+        /// Experts per layer in the output.
         count: u64,
+        /// The most experts a token can use.
         max: u64,
+        /// With grouped routing, how `max` follows from the groups; otherwise empty.
         why: String,
     },
+    /// The base routes by groups of experts, and the output's expert count does not divide
+    /// into more than one group each.
     #[error(
         "grouped routing: the base routes in {groups} groups of experts (expert_group_count), {group_used} used (expert_group_used_count); {count} experts per layer {reason}. Keep a number of experts that is a multiple of {groups} and more than {groups}"
     )]
     ExpertGroups {
+        /// Experts per layer in the output.
         count: u64,
+        /// The base's `expert_group_count`.
         groups: u64,
+        /// The base's `expert_group_used_count` (0 when absent).
         group_used: u64,
+        /// What is wrong with `count`.
         reason: String,
     },
+    /// The importance matrix file for `--keep-top` is not one llama-imatrix writes.
     #[error("importance matrix {path}: {reason}")]
-    Imatrix { path: PathBuf, reason: String },
+    Imatrix {
+        /// The importance matrix file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The importance matrix has no per-expert counts for a block of the parent.
     #[error(
         "importance matrix {path} has no per-expert counts for blk.{layer}'s experts: it was made for another model, or that layer saw no tokens"
     )]
-    ImatrixMissing { path: PathBuf, layer: u64 },
+    ImatrixMissing {
+        /// The importance matrix file.
+        path: PathBuf,
+        /// The block number.
+        layer: u64,
+    },
+    /// The `--router` file cannot be used (its format, names or shapes).
     #[error("router file {path}: {reason}")]
-    RouterFile { path: PathBuf, reason: String },
+    RouterFile {
+        /// The router file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A layer's router (made, or read from the `--router` file) does not have the size the
+    /// layer needs (F32 `[n_embd, experts]`).
     #[error("{tensor}: the router is {found} bytes, the layer needs {expected}")]
     RouterSize {
+        /// The router tensor's name.
         tensor: String,
+        /// Bytes the layer needs.
         expected: u64,
+        /// Bytes the router has.
         found: u64,
     },
+    /// A dense base has FFN biases, which an MoE llama.cpp loads cannot hold.
     #[error(
         "parent '{parent}' has {tensor}: dense FFN biases have no place in the MoE llama.cpp loads (experts have no biases)"
     )]
-    DenseFfnBias { parent: String, tensor: String },
+    DenseFfnBias {
+        /// The base parent's name.
+        parent: String,
+        /// The bias tensor.
+        tensor: String,
+    },
+    /// An MoE base stores each expert in its own tensor (the old Mixtral layout).
     #[error(
         "parent '{parent}' stores experts one tensor each ({tensor}, the old Mixtral layout), which llama.cpp no longer loads; reconvert it to stacked ffn_*_exps"
     )]
-    PerExpertLayout { parent: String, tensor: String },
+    PerExpertLayout {
+        /// The base parent's name.
+        parent: String,
+        /// The first per-expert tensor found.
+        tensor: String,
+    },
+    /// A dense parent lacks an FFN tensor the base has.
     #[error("tensor '{tensor}' is not in parent '{parent}'")]
-    TensorMissing { parent: String, tensor: String },
+    TensorMissing {
+        /// The parent's name.
+        parent: String,
+        /// The tensor, as the base names it.
+        tensor: String,
+    },
+    /// An MoE parent's expert tensor cannot be read in the base's layout.
     #[error("tensor '{tensor}' cannot be read from parent '{parent}': {reason}")]
     Unavailable {
+        /// The parent's name.
         parent: String,
+        /// The tensor, as the base names it.
         tensor: String,
+        /// Why its layout cannot be read as the base's.
         reason: String,
     },
+    /// Experts stacked into one tensor come from parents that store it in different types.
     #[error(
         "tensor '{tensor}': experts of '{first}' are {first_type}, of '{second}' {second_type}; one tensor has one type: requantize one parent to the other's type with llama-quantize"
     )]
     TypesDiffer {
+        /// The tensor's name.
         tensor: String,
+        /// One contributing parent.
         first: String,
+        /// Its type for the tensor.
         first_type: GgmlType,
+        /// Another contributing parent.
         second: String,
+        /// Its type, which differs.
         second_type: GgmlType,
     },
+    /// A size or offset does not fit in 64 bits.
     #[error("tensor '{tensor}': size overflows")]
-    Overflow { tensor: String },
+    Overflow {
+        /// The tensor.
+        tensor: String,
+    },
+    /// Reading the importance matrix or router file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file being read.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The assembled plan failed the checks every plan gets before writing.
     #[error(transparent)]
     Plan(#[from] PlanError),
 }

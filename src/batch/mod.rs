@@ -33,103 +33,171 @@ pub use jobs::{
 pub use manifest::{ChildSpec, Manifest, RecipeSource};
 
 /// Why a batch cannot be run. Messages name the manifest and the child (`#2 (OUT)`).
-#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// The manifest could not be read, or is too large or not UTF-8.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The free space of an output directory could not be had.
     #[error("{path}: {source}")]
     Io {
+        /// The output directory.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The manifest is not valid TOML, or has a field of the wrong type or an unknown one.
     #[error("{path}: {message}")]
-    Toml { path: PathBuf, message: String },
+    Toml {
+        /// The manifest file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The manifest's `[parents]` table is missing or empty.
     #[error("{manifest}: no parents; add a [parents] table (NAME = \"PATH\")")]
-    NoParents { manifest: PathBuf },
+    NoParents {
+        /// The manifest file.
+        manifest: PathBuf,
+    },
+    /// The manifest has no `[[children]]`.
     #[error("{manifest}: no children; add [[children]] entries")]
-    NoChildren { manifest: PathBuf },
+    NoChildren {
+        /// The manifest file.
+        manifest: PathBuf,
+    },
+    /// A field of a child (or a parent's name) has a value the manifest format does not allow.
     #[error("{manifest}: child {child}: {field}: expected {expected}, found {found}")]
     BadField {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`), or `[parents]`.
         child: String,
+        /// The field.
         field: String,
+        /// What the field must hold.
         expected: String,
+        /// What it holds.
         found: String,
     },
+    /// A child names a parent that `[parents]` does not have.
     #[error("{manifest}: child {child}: no parent '{name}' in [parents] (there: {known})")]
     UnknownParent {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`).
         child: String,
+        /// The name it used.
         name: String,
+        /// The names in `[parents]`, comma-separated.
         known: String,
     },
+    /// A child's `recipe` is neither an existing file nor a preset's name.
     #[error(
         "{manifest}: child {child}: recipe '{recipe}' is neither a file ({tried} does not exist) nor a preset ({presets})"
     )]
     RecipeNotFound {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`).
         child: String,
+        /// The `recipe` value as written.
         recipe: String,
+        /// The path it was looked for at (relative to the manifest's directory).
         tried: PathBuf,
+        /// The presets' names.
         presets: String,
     },
+    /// A parent could not be opened or is not a valid GGUF model.
     #[error("{manifest}: parent '{name}': {source}")]
     Parent {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The parent's name in `[parents]`.
         name: String,
+        /// Why it could not be opened.
         #[source]
         source: GgufError,
     },
+    /// A child's recipe could not be read or parsed.
     #[error("{manifest}: child {child}: {source}")]
     Recipe {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`).
         child: String,
+        /// What is wrong with the recipe.
         #[source]
         source: RecipeError,
     },
+    /// A child's plan could not be made.
     #[error("{manifest}: child {child}: {source}")]
     Plan {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`).
         child: String,
+        /// Why the plan cannot be made.
         #[source]
         source: PlanError,
     },
+    /// Two children would write the same output file.
     #[error("{manifest}: children {first} and {second} both write {path}")]
     SameOutput {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The earlier child (`#2 (OUT)`).
         first: String,
+        /// The later child.
         second: String,
+        /// The output file both would write.
         path: PathBuf,
     },
+    /// Checking or writing a child's output failed.
     #[error("{manifest}: child {child}: {source}")]
     Exec {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`).
         child: String,
+        /// Why it failed.
         #[source]
         source: ExecError,
     },
+    /// A filesystem has less free space than the children's outputs on it need together.
     #[error(
         "{manifest}: not enough free space for the children's outputs on the filesystem of {dir}: {needed} bytes needed, {available} available"
     )]
     NotEnoughSpace {
+        /// The manifest file.
         manifest: PathBuf,
+        /// An output directory on that filesystem.
         dir: PathBuf,
+        /// Bytes the outputs on it need.
         needed: u64,
+        /// Bytes free to an unprivileged writer.
         available: u64,
     },
+    /// A job number past the manifest's jobs.
     #[error("{manifest}: there is no job {job}: the manifest makes {count} jobs (0 to {last})", last = .count.saturating_sub(1))]
     NoSuchJob {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The job asked for (0-based).
         job: usize,
+        /// Jobs the manifest makes.
         count: usize,
     },
+    /// Verifying a finished child against its parents and recipe could not run (a model
+    /// could not be read, or the plan to check against could not be made).
     #[error("{manifest}: child {child}: {source}")]
     Compare {
+        /// The manifest file.
         manifest: PathBuf,
+        /// The child (`#2 (OUT)`).
         child: String,
+        /// Why verification could not run.
         #[source]
         source: CompareError,
     },

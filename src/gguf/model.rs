@@ -21,8 +21,12 @@ use crate::source::{Http, Location};
 /// Opens one shard (local or remote) with a flavour, or the detected one.
 type OpenShard<'a> = dyn Fn(&Path, Option<Flavour>) -> Result<GgufFile, GgufError> + 'a;
 
+/// The key that holds a shard's number in its set, counted from 0 (the file name counts
+/// from 1).
 pub const KEY_SPLIT_NO: &str = "split.no";
+/// The key that holds the number of shards in the set.
 pub const KEY_SPLIT_COUNT: &str = "split.count";
+/// The key, in the first shard, that holds the number of tensors in the whole set.
 pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
 /// Written by gguf-splice into every shard of a sharded output: shards of one run carry the
 /// same value, so a set mixed from two runs is refused instead of read as one model.
@@ -76,7 +80,9 @@ fn one_flavour(
 /// Where one tensor of a model lives.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorLoc<'m> {
+    /// Index of the shard that holds it in [`Model::shards`] (0 for the first).
     pub shard: usize,
+    /// Its tensor info in that shard.
     pub info: &'m TensorInfo,
     /// Absolute offset of the first data byte in the shard file.
     pub file_offset: u64,
@@ -278,6 +284,7 @@ impl Model {
         &self.shards[0]
     }
 
+    /// The first shard's file (or URL).
     pub fn path(&self) -> &Path {
         &self.shards[0].path
     }
@@ -287,10 +294,12 @@ impl Model {
         self.first().get(key)
     }
 
+    /// `general.architecture` (`llama`, `deepseek2`, ...), if present and a string.
     pub fn architecture(&self) -> Option<&str> {
         self.get("general.architecture").and_then(|v| v.as_str())
     }
 
+    /// Tensors in all shards together.
     pub fn tensor_count(&self) -> usize {
         self.order.len()
     }
@@ -310,6 +319,7 @@ impl Model {
         self.order.iter().map(|&st| self.loc(st))
     }
 
+    /// Where the tensor named `name` lives, if the model has it.
     pub fn tensor(&self, name: &str) -> Option<TensorLoc<'_>> {
         self.index.get(name).map(|&i| self.loc(self.order[i]))
     }

@@ -27,7 +27,9 @@ pub const MAX_ARRAY_DEPTH: usize = 4;
 /// One key/value pair: its key, and the value's raw bytes as a range of the header buffer.
 #[derive(Clone, Debug)]
 pub struct KeyValue {
+    /// The key, unique within its file.
     pub key: String,
+    /// The value's type (for an array, `Array`; its element type is in the raw bytes).
     pub ty: ValueType,
     raw: Range<usize>,
 }
@@ -35,11 +37,15 @@ pub struct KeyValue {
 /// One tensor info: name, shape (`dims[0]` innermost), type, and where its bytes are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// The tensor's name, unique within its file (at most 63 bytes).
     pub name: String,
+    /// The shape in elements, innermost dimension first (at most 4 dimensions).
     pub dims: Vec<u64>,
+    /// The element type, resolved with the file's type table.
     pub ty: GgmlType,
     /// Offset relative to the start of the data section, as stored in the file.
     pub offset: u64,
+    /// Size of the tensor's data in bytes, without padding.
     pub n_bytes: u64,
 }
 
@@ -49,16 +55,21 @@ pub struct TensorInfo {
 /// once can be handed to many plans (`batch`).
 #[derive(Clone, Debug)]
 pub struct GgufFile {
+    /// The file (or, for a remote file, its URL).
     pub path: PathBuf,
+    /// The GGUF version in the header: 2 or 3.
     pub version: u32,
     header: Arc<[u8]>,
     kvs: Vec<KeyValue>,
     kv_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// Alignment of the data section and of each tensor in it, in bytes: a power of two
+    /// (`general.alignment`, or 32 when the key is absent).
     pub alignment: u64,
     /// Absolute offset of the data section.
     pub data_offset: u64,
+    /// The file's length in bytes.
     pub file_len: u64,
     /// The type table the tensor types were read with.
     pub flavour: Flavour,
@@ -75,8 +86,11 @@ pub struct GgufFile {
 /// What tells a file apart from a rewritten or replaced one, as `fstat` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileIdentity {
+    /// The device that holds the file.
     pub dev: u64,
+    /// The file's inode number on that device.
     pub ino: u64,
+    /// The file's length in bytes.
     pub len: u64,
     /// Modification time (seconds, nanoseconds); users can set it back (`touch -d`).
     pub mtime: (i64, i64),
@@ -721,14 +735,17 @@ impl GgufFile {
         self
     }
 
+    /// Every key/value pair, in file order.
     pub fn kvs(&self) -> &[KeyValue] {
         &self.kvs
     }
 
+    /// Every tensor info, in file order.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
 
+    /// The value of a key/value pair of this file, borrowing the header's bytes.
     pub fn value(&self, kv: &KeyValue) -> ValueRef<'_> {
         ValueRef {
             ty: kv.ty,
@@ -736,10 +753,12 @@ impl GgufFile {
         }
     }
 
+    /// The value of `key`, if the file has it.
     pub fn get(&self, key: &str) -> Option<ValueRef<'_>> {
         self.kv_index.get(key).map(|&i| self.value(&self.kvs[i]))
     }
 
+    /// The info of the tensor named `name`, if the file has it.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }

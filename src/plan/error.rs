@@ -161,7 +161,7 @@ pub enum PlanError {
     RuleMatchedNothing {
         /// The rule.
         origin: String,
-        /// What it selects, as [`RuleReport::pattern`] shows it.
+        /// What it selects, as [`RuleReport::pattern`](super::RuleReport::pattern) shows it.
         pattern: String,
         /// Why it may match nothing in this model (a tied output head), or empty.
         note: String,
@@ -215,7 +215,7 @@ pub enum PlanError {
     TooManyShards {
         /// Shards the options would make.
         count: usize,
-        /// [`MAX_SHARDS`].
+        /// [`MAX_SHARDS`](super::MAX_SHARDS).
         max: usize,
     },
     /// A size or offset does not fit in 64 bits.
@@ -246,23 +246,34 @@ pub enum PlanError {
         "{origin}: a mix rule needs ggml's quantizers: {}",
         crate::ggml::HOW_TO_ENABLE
     )]
-    MixUnavailable { origin: String },
+    MixUnavailable {
+        /// The mix rule.
+        origin: String,
+    },
     /// A mix parent stores the tensor in a type ggml cannot dequantize.
     #[error(
         "{origin}: tensor '{tensor}': parent '{parent}' stores it as {ty}, which ggml cannot dequantize; leave '{parent}' out of the mix for this tensor (narrow the rule)"
     )]
     MixInputType {
+        /// The mix rule.
         origin: String,
+        /// The tensor it matched.
         tensor: String,
+        /// The mix parent's name.
         parent: String,
+        /// The tensor's type in that parent.
         ty: GgmlType,
     },
     /// The mix's output type cannot be made for this tensor.
     #[error("{origin}: tensor '{tensor}': cannot write {ty}: {reason}")]
     MixOutputType {
+        /// The mix rule.
         origin: String,
+        /// The tensor it matched.
         tensor: String,
+        /// The output type asked for (the rule's `type`, else the base's).
         ty: GgmlType,
+        /// Why: ggml cannot quantize to it, or the rows are not a whole number of its blocks.
         reason: String,
     },
     /// The output type needs an importance matrix and none (or no entry) was given.
@@ -270,8 +281,11 @@ pub enum PlanError {
         "{origin}: tensor '{tensor}': ggml quantizes {ty} only with an importance matrix{found}; add `imatrix = \"FILE\"` (llama-imatrix's output) to the rule, or choose another `type`"
     )]
     MixNeedsImatrix {
+        /// The mix rule.
         origin: String,
+        /// The tensor it matched.
         tensor: String,
+        /// The output type.
         ty: GgmlType,
         /// Why the given one does not serve, if one was given.
         found: String,
@@ -281,36 +295,52 @@ pub enum PlanError {
         "{origin}: tensor '{tensor}': importance matrix {path} has {found} weights for it, expected {expected} (ne0 {ne0} x {matrices} matrices); was it made for another model?"
     )]
     MixImatrixSize {
+        /// The mix rule.
         origin: String,
+        /// The tensor it matched.
         tensor: String,
+        /// The importance matrix file.
         path: PathBuf,
+        /// Weights the tensor needs: `ne0` times `matrices`.
         expected: u64,
+        /// Weights the file's entry for the tensor has.
         found: u64,
+        /// The tensor's row length, in elements.
         ne0: u64,
+        /// Matrices in the tensor (experts, for a stacked expert tensor).
         matrices: u64,
     },
-    /// Tensors of one tensor would be written in two types.
+    /// Experts of one tensor would be written in two types.
     #[error(
         "tensor '{tensor}': its experts would be written as {first_type} ({first}) and {second_type} ({second}); one tensor has one type: give the mix rule `type = \"{second_type}\"` or select the whole tensor with one rule"
     )]
     MixTypeMismatch {
+        /// The tensor's name.
         tensor: String,
+        /// Where some of its experts come from: a mix's label or a parent's name.
         first: String,
+        /// The type they would be written in.
         first_type: GgmlType,
+        /// Where other experts come from.
         second: String,
+        /// Their type, which differs.
         second_type: GgmlType,
     },
     /// The importance matrix file cannot be read.
     #[error("{origin}: {source}")]
     Imatrix {
+        /// The mix rule that names the file.
         origin: String,
+        /// Why the file cannot be read.
         #[source]
         source: ImatrixError,
     },
     /// Measuring distances for a threshold failed.
     #[error("{origin}: measuring distances for the threshold: {source}")]
     Measure {
+        /// The mix rule with the threshold.
         origin: String,
+        /// Why measuring failed (a parent could not be read, ggml refused its rows).
         #[source]
         source: MixError,
     },

@@ -136,66 +136,117 @@ fn show(r: &Range<u64>) -> String {
 
 /// Why bytes could not be had from a source. Remote variants name the URL and, where there
 /// is one, the byte range (inclusive, as HTTP writes it).
-#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A `hf://` or `http(s)://` argument is not a URL that can be read.
     #[error("'{url}': {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The argument as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading (or opening) a local file failed.
     #[error("{path}: reading bytes {}: {source}", show(.range))]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The bytes asked for (empty when opening the file failed).
         range: Range<u64>,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The server answered 404.
     #[error("{url}: not found (HTTP 404); check the organisation, repository, path and revision")]
-    NotFound { url: String },
+    NotFound {
+        /// The URL asked for (after redirects).
+        url: String,
+    },
+    /// The server answered 401 or 403.
     #[error("{url}: access denied (HTTP {status}); {fix}")]
     Denied {
+        /// The URL asked for (after redirects).
         url: String,
+        /// The HTTP status: 401 or 403.
         status: u16,
+        /// What to do about `HF_TOKEN`, depending on whether one was sent.
         fix: &'static str,
     },
+    /// The server sent the whole file instead of the range asked for.
     #[error(
         "{url}: answered {status} with the whole file to a request for bytes {}: the server ignores Range requests, and reading in place would download everything; download the file and give its local path", show(.range)
     )]
     RangeIgnored {
+        /// The URL asked for (after redirects).
         url: String,
+        /// The bytes asked for.
         range: Range<u64>,
+        /// The HTTP status of the answer (200).
         status: u16,
     },
+    /// The remote file's size, ETag or Last-Modified differ from when it was first opened.
     #[error(
         "{url}: changed on the server since it was planned from ({what} {expected} -> {found}); nothing was written; run the command again to plan from the new file"
     )]
     Changed {
+        /// The file's URL.
         url: String,
+        /// What differs: `size`, `ETag` or `Last-Modified`.
         what: &'static str,
+        /// Its value when the file was first opened.
         expected: String,
+        /// Its value now.
         found: String,
     },
+    /// Network failures went on through every retry of a range.
     #[error(
         "{url}: bytes {}: gave up after {attempts} attempts, the last failed with: {last}; check the network and run the command again", show(.range)
     )]
     GaveUp {
+        /// The file's URL.
         url: String,
+        /// The bytes not yet received.
         range: Range<u64>,
+        /// Attempts in a row that received nothing.
         attempts: u32,
+        /// The last failure's message.
         last: String,
     },
+    /// An answer that breaks HTTP's rules for range requests (wrong status, bad or missing
+    /// `Content-Range`, a redirect without a usable `Location`), or a range past the file.
     #[error(
         "{url}: bytes {}: unexpected {what}: expected {expected}, found {found}; the server does not answer range requests as HTTP says", show(.range)
     )]
     BadResponse {
+        /// The URL asked for.
         url: String,
+        /// The bytes asked for.
         range: Range<u64>,
+        /// The part of the answer at fault: `status`, `Content-Range`, `redirect` or `range`.
         what: &'static str,
+        /// What it should have been.
         expected: String,
+        /// What it was (`none` when missing).
         found: String,
     },
+    /// The server redirected more than [`MAX_REDIRECTS`](http::MAX_REDIRECTS) times for one
+    /// request.
     #[error("{url}: more than {max} redirects; check the URL")]
-    TooManyRedirects { url: String, max: u32 },
+    TooManyRedirects {
+        /// The file's URL.
+        url: String,
+        /// The most redirects followed.
+        max: u32,
+    },
+    /// An HTTP error that retrying will not cure (an unknown host, a TLS failure, a malformed URL).
     #[error("{url}: {message}; check the URL (and HF_ENDPOINT)")]
-    Http { url: String, message: String },
+    Http {
+        /// The URL asked for.
+        url: String,
+        /// The HTTP client's message.
+        message: String,
+    },
 }
 
 impl SourceError {
