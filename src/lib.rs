@@ -9,6 +9,8 @@
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
 //! - [`presets`]: the recipes of `mappings/`, built in;
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
+//! - [`distance`]: how far apart two tensors' values are (`diff --values`, maps, mix
+//!   thresholds);
 //! - [`ggml`]: ggml's own quantizers and dequantizers, linked with the `ggml` feature;
 //! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
@@ -20,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compare;
+pub mod distance;
 pub mod execute;
 pub mod ftype;
 pub mod ggml;
