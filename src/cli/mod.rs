@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use gguf_splice::compare::{self, CompareError, CompareOptions};
+use gguf_splice::compare::{self, CompareError, CompareOptions, ValueOptions};
 use gguf_splice::execute::{self, ExecError, ExecOptions};
 use gguf_splice::gguf::{GgufError, Model};
 use gguf_splice::mix::MixError;
@@ -58,15 +58,9 @@ enum Command {
     /// Compares the quantized bytes, without dequantizing; stacked experts (and router rows)
     /// expert by expert. `split.*` keys are ignored: sharding is not a model difference.
     /// Like `inspect`, it reports: the exit code is 0 whether or not the models differ.
-    Diff {
-        /// Any shard of the first model.
-        a: PathBuf,
-        /// Any shard of the second model.
-        b: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// With --values, compares the dequantized values instead (any quant types): the
+    /// relative distance ‖A − B‖ / ‖B‖ and the cosine of every tensor and expert.
+    Diff(DiffArgs),
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
     /// Compares the child's bytes with each parent's tensor of the same name, type and
@@ -123,6 +117,23 @@ struct VerifyArgs {
     /// The parents, recipe and --take rules the child was made with.
     #[command(flatten)]
     rules: RecipeArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// Any shard of the first model.
+    a: PathBuf,
+    /// Any shard of the second model (the reference: distances are relative to its norm,
+    /// as a mix threshold is relative to the base's).
+    b: PathBuf,
+    /// Compare dequantized values (ggml's to_float): per tensor and per expert, the
+    /// relative distance ‖A − B‖ / ‖B‖ and the cosine similarity, with summaries by role
+    /// and layer. Needs a build with `--features ggml`.
+    #[arg(long)]
+    values: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -205,6 +216,8 @@ impl CliError {
             CliError::Exec(ExecError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Exec(_) => exit::IO,
             CliError::Compare(CompareError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
+            // --values in a build that cannot dequantize: the command line asks too much.
+            CliError::Compare(CompareError::ValuesUnavailable) => exit::USAGE,
             CliError::Compare(CompareError::Gguf(GgufError::Io { .. }))
             | CliError::Compare(CompareError::Open { .. })
             | CliError::Compare(CompareError::Mix(_))
@@ -228,7 +241,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Splice(args) => splice(args),
-        Command::Diff { a, b, json } => diff(&a, &b, json),
+        Command::Diff(args) => diff(args),
         Command::Verify(args) => verify(args),
     };
     match result {
@@ -267,15 +280,45 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
     Ok(exit::OK)
 }
 
-fn diff(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<i32, CliError> {
-    let (a, b) = (Model::open(a)?, Model::open(b)?);
+fn diff(args: DiffArgs) -> Result<i32, CliError> {
+    let (a, b) = (Model::open(&args.a)?, Model::open(&args.b)?);
+    if args.values {
+        let bar = progress_bar(false);
+        let progress = |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
+        let r = compare::diff_values(&a, &b, &ValueOptions::default(), &progress)?;
+        bar.finish_and_clear();
+        if args.json {
+            print_json(&render::values_json(&r))?;
+        } else {
+            emit(&render::values_text(&r))?;
+        }
+        return Ok(exit::OK);
+    }
     let r = compare::diff(&a, &b, &CompareOptions::default())?;
-    if json {
+    if args.json {
         print_json(&render::diff_json(&r))?;
     } else {
         emit(&render::diff_text(&r))?;
     }
     Ok(exit::OK)
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal or `quiet`.
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("static template"),
+    );
+    bar
 }
 
 fn verify(args: VerifyArgs) -> Result<i32, CliError> {
@@ -349,18 +392,8 @@ fn splice(args: SpliceArgs) -> Result<i32, CliError> {
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
     let total: u64 = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-            )
-            .expect("static template"),
-        );
-        bar
-    };
+    let bar = progress_bar(args.quiet);
+    bar.set_length(total);
     let started = std::time::Instant::now();
     // Tensors are written in plan order: the bytes done say which tensor is being written.
     let ends: Vec<u64> = plan

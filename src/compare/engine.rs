@@ -45,7 +45,7 @@ impl FileSet {
         Ok(base)
     }
 
-    fn read(
+    pub(crate) fn read(
         &self,
         file: usize,
         offset: u64,

@@ -1,15 +1,18 @@
-//! Byte-level comparison of models: `diff` (two models, tensor by tensor and key by key) and
-//! `verify` (which parent each tensor and expert of a child came from, and, given a recipe,
-//! whether the child is exactly what the recipe makes). Nothing is dequantized or hashed.
+//! Comparison of models: `diff` (two models, tensor by tensor and key by key) and `verify`
+//! (which parent each tensor and expert of a child came from, and, given a recipe, whether
+//! the child is exactly what the recipe makes) compare bytes, without dequantizing or
+//! hashing; `diff --values` ([`diff_values`]) compares dequantized values.
 //! The reports are data; [`render`](crate::render) turns them into text and JSON.
 //!
 //! - [`engine`]: chunked, parallel, positional-read comparison of byte ranges;
 //! - [`diff`]: two models;
-//! - [`verify`]: a child against its parents (and its recipe).
+//! - [`verify`]: a child against its parents (and its recipe);
+//! - [`values`]: `diff --values`, two models' dequantized values (needs the `ggml` feature).
 
 mod diff;
 mod engine;
 mod mixed;
+mod values;
 mod verify;
 
 use std::ops::Range;
@@ -23,6 +26,9 @@ use crate::plan::PlanError;
 pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
+};
+pub use values::{
+    NotCompared, Pooled, TensorValues, ValueOptions, ValueStatus, ValuesReport, diff_values,
 };
 pub use verify::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify};
 
@@ -54,6 +60,19 @@ pub enum CompareError {
     /// Recomputing a mixed tensor failed.
     #[error("recomputing a mixed tensor: {0}")]
     Mix(crate::mix::MixError),
+    /// `diff --values` in a build without ggml's dequantizers.
+    #[error(
+        "--values compares dequantized values, which needs ggml's dequantizers: {}",
+        crate::ggml::HOW_TO_ENABLE
+    )]
+    ValuesUnavailable,
+    /// ggml refused to dequantize a tensor's rows.
+    #[error("tensor '{tensor}': dequantizing: {source}")]
+    Dequantize {
+        tensor: String,
+        #[source]
+        source: crate::ggml::GgmlError,
+    },
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]
     Overflow {
         path: PathBuf,

@@ -1,10 +1,11 @@
-//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff` and
-//! `verify`. Only formatting: every number shown was computed by the container, the planner
-//! or the comparison.
+//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff` (and
+//! `diff --values`) and `verify`. Only formatting: every number shown was computed by the
+//! container, the planner or the comparison.
 
 mod diff;
 mod inspect;
 mod plan;
+mod values;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use crate::roles;
 pub use diff::{diff_json, diff_text};
 pub use inspect::{inspect_json, inspect_text};
 pub use plan::{plan_json, plan_text};
+pub use values::{number, values_json, values_text};
 pub use verify::{verify_json, verify_text};
 
 /// Expert runs shown per tensor in a text label.
