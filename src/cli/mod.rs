@@ -14,7 +14,7 @@ use gguf_splice::gguf::{GgufError, Model};
 use gguf_splice::mix::MixError;
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::{Recipe, RecipeError};
-use gguf_splice::render;
+use gguf_splice::render::{self, map::Map};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -120,6 +120,14 @@ struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Draw where each expert (and each other tensor) came from as a picture: FILE.svg,
+    /// FILE.png, or FILE.json (the data behind the picture).
+    #[arg(long, value_name = "FILE", value_parser = parse_map_path)]
+    map: Option<MapPath>,
+    /// Print the same grid in the terminal after the report (colors when stdout is a
+    /// terminal and NO_COLOR is unset).
+    #[arg(long, conflicts_with = "json")]
+    grid: bool,
 }
 
 #[derive(Args)]
@@ -137,6 +145,47 @@ struct DiffArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Draw the distances as a picture: layers x experts for each expert tensor, layers x
+    /// roles for the others. FILE.svg, FILE.png, or FILE.json (the data behind the
+    /// picture). Implies --values.
+    #[arg(long, value_name = "FILE", value_parser = parse_map_path)]
+    map: Option<MapPath>,
+    /// Print the same grid in the terminal after the report (colors when stdout is a
+    /// terminal and NO_COLOR is unset). Implies --values.
+    #[arg(long, conflicts_with = "json")]
+    grid: bool,
+}
+
+/// Where to draw a map, and in which format (by the file's extension).
+#[derive(Clone, Debug)]
+struct MapPath {
+    path: PathBuf,
+    format: MapFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MapFormat {
+    Svg,
+    Png,
+    Json,
+}
+
+fn parse_map_path(s: &str) -> Result<MapPath, String> {
+    let path = PathBuf::from(s);
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let format = match ext.as_deref() {
+        Some("svg") => MapFormat::Svg,
+        Some("png") => MapFormat::Png,
+        Some("json") => MapFormat::Json,
+        _ => {
+            return Err(format!(
+                "'{s}': a map is written as .svg, .png or .json (for the terminal, use --grid)"
+            ));
+        }
+    };
+    Ok(MapPath { path, format })
 }
 
 #[derive(Args)]
@@ -200,13 +249,18 @@ enum CliError {
     Usage(String),
     #[error("writing to standard output: {0}")]
     Stdout(std::io::Error),
+    #[error("writing the map {path}: {source}")]
+    Map {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
-            CliError::Stdout(_) => exit::IO,
+            CliError::Stdout(_) | CliError::Map { .. } => exit::IO,
             CliError::Gguf(GgufError::Io { .. }) => exit::IO,
             CliError::Recipe(RecipeError::Io { .. }) => exit::IO,
             CliError::Plan(PlanError::Measure { source, .. }) if is_read(source) => exit::IO,
@@ -282,7 +336,7 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32, CliError> {
 
 fn diff(args: DiffArgs) -> Result<i32, CliError> {
     let (a, b) = (Model::open(&args.a)?, Model::open(&args.b)?);
-    if args.values {
+    if args.values || args.map.is_some() || args.grid {
         let bar = progress_bar(false);
         let progress = |done: u64, total: u64| {
             bar.set_length(total);
@@ -290,10 +344,17 @@ fn diff(args: DiffArgs) -> Result<i32, CliError> {
         };
         let r = compare::diff_values(&a, &b, &ValueOptions::default(), &progress)?;
         bar.finish_and_clear();
+        let map = Map::from_values(&r);
+        if let Some(m) = &args.map {
+            write_map(m, &map)?;
+        }
         if args.json {
             print_json(&render::values_json(&r))?;
         } else {
             emit(&render::values_text(&r))?;
+        }
+        if args.grid {
+            emit(&format!("\n{}", grid(&map)))?;
         }
         return Ok(exit::OK);
     }
@@ -304,6 +365,63 @@ fn diff(args: DiffArgs) -> Result<i32, CliError> {
         emit(&render::diff_text(&r))?;
     }
     Ok(exit::OK)
+}
+
+/// Write a map to its file: to a temporary file beside it, then renamed into place.
+fn write_map(to: &MapPath, map: &Map) -> Result<(), CliError> {
+    let err = |source| CliError::Map {
+        path: to.path.clone(),
+        source,
+    };
+    let bytes = match to.format {
+        MapFormat::Svg => render::map::map_svg(map).into_bytes(),
+        MapFormat::Png => render::map::map_png(map).map_err(err)?,
+        MapFormat::Json => {
+            let mut t =
+                serde_json::to_string_pretty(&map.to_json()).expect("JSON values serialise");
+            t.push('\n');
+            t.into_bytes()
+        }
+    };
+    let dir = match to.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".gguf-splice-map")
+        // A new file's usual mode (0666 & ~umask), not a temporary file's 0600.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    use std::io::Write;
+    tmp.write_all(&bytes).map_err(err)?;
+    tmp.persist(&to.path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// The terminal grid of a map, sized to the terminal (or `COLUMNS`, else 160 columns).
+fn grid(map: &Map) -> String {
+    let tty = std::io::stdout().is_terminal();
+    let width = terminal_width()
+        .filter(|_| tty)
+        .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        .unwrap_or(160);
+    let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    render::map::map_term(map, &render::map::TermOptions { width, color })
+}
+
+/// The width of the terminal on stdout.
+fn terminal_width() -> Option<usize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which points to
+    // one; on failure (not a terminal) it writes nothing and returns -1.
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal or `quiet`.
@@ -331,10 +449,17 @@ fn verify(args: VerifyArgs) -> Result<i32, CliError> {
         recipe.as_ref(),
         &CompareOptions::default(),
     )?;
+    let map = Map::from_verify(&r);
+    if let Some(m) = &args.map {
+        write_map(m, &map)?;
+    }
     if args.json {
         print_json(&render::verify_json(&r))?;
     } else {
         emit(&render::verify_text(&r))?;
+    }
+    if args.grid {
+        emit(&format!("\n{}", grid(&map)))?;
     }
     Ok(if r.passed() { exit::OK } else { exit::MISMATCH })
 }

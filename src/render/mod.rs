@@ -1,9 +1,10 @@
 //! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff` (and
-//! `diff --values`) and `verify`. Only formatting: every number shown was computed by the
+//! `diff --values`) and `verify`, and the maps of both ([`map`]). Only formatting: every number shown was computed by the
 //! container, the planner or the comparison.
 
 mod diff;
 mod inspect;
+pub mod map;
 mod plan;
 mod values;
 mod verify;
