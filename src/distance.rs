@@ -84,7 +84,12 @@ impl Sums {
     /// `⟨A, B⟩ / (‖A‖ ‖B‖)`, clamped to [-1, 1]. Two all-zero runs are alike (1); a zero
     /// run against a non-zero one is orthogonal (0). NaN if a value is NaN.
     pub fn cosine(&self) -> f64 {
-        let norms = self.a2.sqrt() * self.b2.sqrt();
+        // sqrt(a2 b2), not sqrt(a2) sqrt(b2): when A = B, sqrt(x²) is exactly x, so the
+        // cosine of equal runs is exactly 1.
+        let mut norms = (self.a2 * self.b2).sqrt();
+        if norms.is_infinite() {
+            norms = self.a2.sqrt() * self.b2.sqrt();
+        }
         if self.ab.is_nan() || norms.is_nan() {
             f64::NAN
         } else if norms == 0.0 {
@@ -163,6 +168,8 @@ mod tests {
         // A = B: distance 0, cosine 1.
         let s = Sums::row(&b, &b);
         assert_eq!((s.distance(), s.cosine()), (0.0, 1.0));
+        let x: Vec<f32> = data(7, 1000);
+        assert_eq!(Sums::row(&x, &x).cosine(), 1.0);
         // A = B/2: ‖A − B‖ = 2.5, ‖B‖ = 5; same direction.
         let s = Sums::row(&[1.5, 2.0], &b);
         assert_eq!(s.distance(), 0.5);
