@@ -7,8 +7,9 @@
 //! sums ([`Sums`]) taken in f64 over f32 values, row by row:
 //!
 //! - within a row, element i goes to accumulator `i % LANES` (in increasing i), and the
-//!   lanes are added in a fixed tree ([`Sums::row`]): the loop vectorizes, and the result
-//!   is a function of the row alone;
+//!   lanes are added in a fixed tree ([`Sums::row`]): the loop vectorizes (with AVX2 or
+//!   AVX-512 where the processor has them), and the result is a function of the row alone,
+//!   the same on every processor;
 //! - rows are added one after another in row order ([`Sums::add`]), so a tensor's (or an
 //!   expert's) sums do not depend on how rows are chunked or on the number of threads.
 
@@ -35,37 +36,124 @@ fn reduce(l: [f64; LANES]) -> f64 {
     ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
 }
 
+/// Add the values past the last whole group of LANES into their lanes, and the lanes in
+/// their fixed tree: the end of every version of the kernel.
+fn finish(mut acc: [[f64; LANES]; 4], ra: &[f32], rb: &[f32]) -> Sums {
+    for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        let (x, y) = (x as f64, y as f64);
+        let d = x - y;
+        acc[0][l] += x * x;
+        acc[1][l] += y * y;
+        acc[2][l] += x * y;
+        acc[3][l] += d * d;
+    }
+    Sums {
+        a2: reduce(acc[0]),
+        b2: reduce(acc[1]),
+        ab: reduce(acc[2]),
+        d2: reduce(acc[3]),
+    }
+}
+
+/// The kernel in plain Rust: lane l of each sum takes elements l, l + LANES, ...
+fn row_lanes(a: &[f32], b: &[f32]) -> Sums {
+    let mut acc = [[0f64; LANES]; 4];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            let (x, y) = (x[l] as f64, y[l] as f64);
+            let d = x - y;
+            acc[0][l] += x * x;
+            acc[1][l] += y * y;
+            acc[2][l] += x * y;
+            acc[3][l] += d * d;
+        }
+    }
+    finish(acc, ra, rb)
+}
+
+/// The same kernel with AVX-512: one register holds the 8 lanes of a sum. The same
+/// operations on the same lanes in the same order (a multiply, then an add: no fused
+/// multiply-add), so the same bits as [`row_lanes`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn row_avx512(a: &[f32], b: &[f32]) -> Sums {
+    use std::arch::x86_64::*;
+    let n = a.len() / LANES * LANES;
+    let mut v = [_mm512_setzero_pd(); 4];
+    for i in (0..n).step_by(LANES) {
+        // SAFETY: i + 8 <= n <= a.len() == b.len(): 8 floats are readable at both.
+        let (x, y) = unsafe {
+            (
+                _mm512_cvtps_pd(_mm256_loadu_ps(a.as_ptr().add(i))),
+                _mm512_cvtps_pd(_mm256_loadu_ps(b.as_ptr().add(i))),
+            )
+        };
+        let d = _mm512_sub_pd(x, y);
+        v[0] = _mm512_add_pd(v[0], _mm512_mul_pd(x, x));
+        v[1] = _mm512_add_pd(v[1], _mm512_mul_pd(y, y));
+        v[2] = _mm512_add_pd(v[2], _mm512_mul_pd(x, y));
+        v[3] = _mm512_add_pd(v[3], _mm512_mul_pd(d, d));
+    }
+    let mut acc = [[0f64; LANES]; 4];
+    for (lanes, reg) in acc.iter_mut().zip(v) {
+        // SAFETY: `lanes` holds 8 f64, which the store writes.
+        unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), reg) };
+    }
+    finish(acc, &a[n..], &b[n..])
+}
+
+/// The same kernel with AVX2: two registers hold lanes 0-3 and 4-7 of a sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn row_avx2(a: &[f32], b: &[f32]) -> Sums {
+    use std::arch::x86_64::*;
+    let n = a.len() / LANES * LANES;
+    let mut v = [[_mm256_setzero_pd(); 2]; 4];
+    for i in (0..n).step_by(LANES) {
+        for half in 0..2 {
+            // SAFETY: i + 4 * half + 4 <= n <= a.len() == b.len(): 4 floats readable.
+            let (x, y) = unsafe {
+                (
+                    _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(i + 4 * half))),
+                    _mm256_cvtps_pd(_mm_loadu_ps(b.as_ptr().add(i + 4 * half))),
+                )
+            };
+            let d = _mm256_sub_pd(x, y);
+            v[0][half] = _mm256_add_pd(v[0][half], _mm256_mul_pd(x, x));
+            v[1][half] = _mm256_add_pd(v[1][half], _mm256_mul_pd(y, y));
+            v[2][half] = _mm256_add_pd(v[2][half], _mm256_mul_pd(x, y));
+            v[3][half] = _mm256_add_pd(v[3][half], _mm256_mul_pd(d, d));
+        }
+    }
+    let mut acc = [[0f64; LANES]; 4];
+    for (lanes, regs) in acc.iter_mut().zip(v) {
+        for (half, reg) in regs.into_iter().enumerate() {
+            // SAFETY: lanes[4 * half..] holds 4 f64, which the store writes.
+            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(4 * half), reg) };
+        }
+    }
+    finish(acc, &a[n..], &b[n..])
+}
+
 impl Sums {
     /// The sums of one row: `a` and `b` hold the same number of values (a row of A and the
     /// same row of B). Panics if their lengths differ.
     pub fn row(a: &[f32], b: &[f32]) -> Sums {
         assert_eq!(a.len(), b.len(), "rows of one length");
-        let mut acc = [[0f64; LANES]; 4];
-        let mut step = |l: usize, x: f32, y: f32| {
-            let (x, y) = (x as f64, y as f64);
-            let d = x - y;
-            // Separate multiply and add: Rust never fuses them, so every platform agrees.
-            acc[0][l] += x * x;
-            acc[1][l] += y * y;
-            acc[2][l] += x * y;
-            acc[3][l] += d * d;
-        };
-        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let (ra, rb) = (ca.remainder(), cb.remainder());
-        for (x, y) in ca.zip(cb) {
-            for l in 0..LANES {
-                step(l, x[l], y[l]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the processor has AVX-512F (checked just above).
+                return unsafe { row_avx512(a, b) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2 (checked just above).
+                return unsafe { row_avx2(a, b) };
             }
         }
-        for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
-            step(l, x, y);
-        }
-        Sums {
-            a2: reduce(acc[0]),
-            b2: reduce(acc[1]),
-            ab: reduce(acc[2]),
-            d2: reduce(acc[3]),
-        }
+        row_lanes(a, b)
     }
 
     /// Add the sums of the next rows.
@@ -159,6 +247,26 @@ mod tests {
         for n in [0, 1, 7, 8, 9, 31, 256, 1000] {
             let (a, b) = (data(1, n), data(2, n));
             assert_eq!(Sums::row(&a, &b), naive(&a, &b), "{n}");
+        }
+    }
+
+    #[test]
+    fn every_version_of_the_kernel_gives_the_same_bits() {
+        for n in [0, 5, 8, 13, 7168] {
+            let (a, b) = (data(5, n), data(6, n));
+            let want = row_lanes(&a, &b);
+            assert_eq!(naive(&a, &b), want, "{n}");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: AVX-512F is there.
+                    assert_eq!(unsafe { row_avx512(&a, &b) }, want, "{n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is there.
+                    assert_eq!(unsafe { row_avx2(&a, &b) }, want, "{n}");
+                }
+            }
         }
     }
 
