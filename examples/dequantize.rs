@@ -32,7 +32,10 @@ fn rows(files: &[std::fs::File], t: &TensorLoc, rows: std::ops::Range<u64>) -> f
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     assert!(args.len() == 2, "usage: dequantize A.gguf B.gguf");
-    assert!(ggml::AVAILABLE, "{}", ggml::HOW_TO_ENABLE);
+    if !ggml::AVAILABLE {
+        eprintln!("dequantize: {}", ggml::HOW_TO_ENABLE);
+        std::process::exit(2);
+    }
     let models: Vec<Model> = args
         .iter()
         .map(|p| Model::open(std::path::Path::new(p)).expect("open"))

@@ -231,7 +231,7 @@ fn side(view: &View, first_file: usize, by_expert: bool, n_per_row: u64) -> Resu
     let ranges: Vec<Range<u64>> = if by_expert {
         (0..view.count).map(|e| e..e + 1).collect()
     } else {
-        vec![0..view.count]
+        std::iter::once(0..view.count).collect()
     };
     let slices: Vec<Vec<(usize, u64, u64)>> = ranges
         .into_iter()
