@@ -6,8 +6,8 @@
 //! row: the relative distance `‖A − B‖ / ‖B‖` and the cosine similarity follow.
 //!
 //! Rows are read in chunks of about [`ValueOptions::chunk_elements`] values with positional
-//! reads, a bounded number of chunks at once in parallel (rayon), and their sums are added
-//! in row order: memory does not grow with the model, and the numbers do not depend on the
+//! reads, a bounded number of chunks a round in parallel (rayon, each thread reusing its
+//! buffers), and their sums are added in row order: memory does not grow with the model, and the numbers do not depend on the
 //! chunk size or the number of threads. They equal, to the bit, the distances a mix rule's
 //! `threshold` is compared with (B being the rule's base).
 
@@ -36,8 +36,8 @@ pub struct ValueOptions {
 }
 
 impl Default for ValueOptions {
-    /// 1 Mi values a chunk (8 MB of f32 for both sides, plus the quantized bytes), at most
-    /// 16 in flight: about 150 MB of buffers at most, whatever the model.
+    /// 1 Mi values a chunk, at most 16 chunks a round. Each thread keeps one chunk's
+    /// buffers (8 MB of f32 for both sides, plus the quantized bytes), whatever the model.
     fn default() -> Self {
         ValueOptions {
             chunk_elements: 1 << 20,
