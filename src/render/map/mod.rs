@@ -408,6 +408,73 @@ mod tests {
         assert_eq!(combine(p(&[]), Various), p(&[]));
     }
 
+    /// A DeepSeek-V3-sized map: 61 blocks (3 dense), 256 experts, three panels.
+    pub(crate) fn deepseek_map() -> Map {
+        let rows: Vec<Option<u64>> = std::iter::once(None).chain((0..61).map(Some)).collect();
+        let panels = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]
+            .iter()
+            .map(|n| Panel {
+                name: n.to_string(),
+                experts: 256,
+                cells: rows
+                    .iter()
+                    .map(|r| match r {
+                        Some(l) if *l >= 3 => (0..256)
+                            .map(|e| Cell::Distance {
+                                distance: (l * 256 + e) as f64 / 16000.0,
+                                cosine: 0.9,
+                            })
+                            .collect(),
+                        _ => vec![Cell::Empty; 256],
+                    })
+                    .collect(),
+            })
+            .collect();
+        let roles = vec![Role::Embeddings, Role::Attention, Role::Norms, Role::Router];
+        let strip = rows
+            .iter()
+            .map(|_| {
+                vec![
+                    Cell::Distance {
+                        distance: 0.0,
+                        cosine: 1.0
+                    };
+                    4
+                ]
+            })
+            .collect();
+        Map {
+            kind: MapKind::Distance {
+                a: "a.gguf".into(),
+                b: "b.gguf".into(),
+            },
+            rows,
+            panels,
+            roles,
+            strip,
+        }
+    }
+
+    #[test]
+    fn a_deepseek_sized_map_fits_a_screen_or_two() {
+        let map = deepseek_map();
+        let svg = map_svg(&map);
+        // A tooltip per cell: 58 layers x 256 experts x 3 panels, and the strip's.
+        assert_eq!(svg.matches("<title>").count(), 58 * 256 * 3 + 62 * 4);
+        let png = map_png(&map).unwrap();
+        let size = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!((1000..3200).contains(&size), "width {size}");
+        let grid = map_term(
+            &map,
+            &TermOptions {
+                width: 120,
+                color: false,
+            },
+        );
+        assert!(grid.lines().all(|l| l.chars().count() <= 120), "{grid}");
+        assert!(grid.contains("up to 16 experts"), "{grid}");
+    }
+
     #[test]
     fn panels_are_ordered_gate_up_down() {
         let mut names = vec!["ffn_down_exps", "ffn_up_exps", "ffn_gate_exps"];

@@ -311,7 +311,7 @@ pub(crate) fn layout(map: &Map) -> Scene {
         // Expert ticks: 0 and multiples of a power of two far enough apart for labels.
         let step = (0..)
             .map(|k| 1u64 << k)
-            .find(|s| *s as u32 * cell_w >= 24)
+            .find(|s| *s as u32 * cell_w >= 32)
             .unwrap_or(1);
         let ty = y0 + grid_h + 12;
         for e in (0..p.experts).step_by(step as usize) {
@@ -408,7 +408,7 @@ pub(crate) fn layout(map: &Map) -> Scene {
             y += LINE + 4;
         }
     }
-    y += 20;
+    y += 32;
     let note = "row -: tensors outside blocks; strip: emb embeddings, attn attention, norm norms, ffn dense FFN, rtr router, shx shared experts, exp routed experts, out output";
     items.push(text(MARGIN, y, note, Size::Small, Anchor::Start));
     width = width.max(lx).max(MARGIN + width_of(note, Size::Small)) + MARGIN;

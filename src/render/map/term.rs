@@ -135,7 +135,13 @@ pub fn map_term(map: &Map, opts: &TermOptions) -> String {
     let bins: Vec<usize> = map
         .panels
         .iter()
-        .map(|p| (p.experts as usize).div_ceil(per_panel.max(1)).max(1))
+        // A power of two, so a column's experts are a round range (0-7, 8-15, ...).
+        .map(|p| {
+            (p.experts as usize)
+                .div_ceil(per_panel.max(1))
+                .max(1)
+                .next_power_of_two()
+        })
         .collect();
     let widths: Vec<usize> = map
         .panels
