@@ -13,6 +13,8 @@
 //! - rows are added one after another in row order ([`Sums::add`]), so a tensor's (or an
 //!   expert's) sums do not depend on how rows are chunked or on the number of threads.
 
+#![warn(missing_docs)]
+
 /// Accumulators per sum within a row (see the module comment).
 pub const LANES: usize = 8;
 

@@ -11,6 +11,8 @@
 //! chunk size or the number of threads. They equal, to the bit, the distances a mix rule's
 //! `threshold` is compared with (B being the rule's base).
 
+#![warn(missing_docs)]
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,5 +1,7 @@
 //! `diff --values` reports as text and JSON.
 
+#![warn(missing_docs)]
+
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};

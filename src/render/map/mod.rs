@@ -4,8 +4,11 @@
 //! (`ffn_gate_exps`, `ffn_up_exps`, `ffn_down_exps`, or fused `ffn_gate_up_exps`), a grid of
 //! layers x experts, and a strip of layers x roles for every other tensor. Each cell is a
 //! distance (`diff --values`, [`Map::from_values`]) or the parents an expert matches byte
-//! for byte (`verify`, [`Map::from_verify`]). It is drawn as SVG ([`svg`]), PNG ([`png`]) or
-//! terminal block characters ([`term`]), and written as JSON ([`Map::to_json`]).
+//! for byte (`verify`, [`Map::from_verify`]). It is drawn as SVG ([`map_svg`]), PNG
+//! ([`map_png`]) or terminal block characters ([`map_term`]), and written as JSON
+//! ([`Map::to_json`]).
+
+#![warn(missing_docs)]
 
 mod png;
 mod scene;
