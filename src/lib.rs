@@ -15,6 +15,8 @@
 //! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
 //! - [`assemble`]: parents x experts list -> the plan of an MoE (dense models stacked as
 //!   experts, MoE experts pruned, reordered or united);
+//! - [`distance`]: how far apart two tensors' values are (`diff --values`, maps, mix
+//!   thresholds);
 //! - [`ggml`]: ggml's own quantizers and dequantizers, linked with the `ggml` feature;
 //! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
@@ -106,6 +108,7 @@
 pub mod assemble;
 pub mod batch;
 pub mod compare;
+pub mod distance;
 pub mod execute;
 pub mod ftype;
 pub mod ggml;

@@ -99,6 +99,46 @@ pub(crate) struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Draw where each expert (and each other tensor) came from as a picture: FILE.svg,
+    /// FILE.png, or FILE.json (the data behind the picture).
+    #[arg(long, value_name = "FILE", value_parser = super::maps::parse_map_path)]
+    pub(crate) map: Option<super::maps::MapPath>,
+    /// Print the same grid in the terminal after the report (colors when stdout is a
+    /// terminal and NO_COLOR is unset).
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) grid: bool,
+}
+
+/// `diff`: two models, and whether to compare bytes or dequantized values.
+#[derive(Args)]
+pub(crate) struct DiffArgs {
+    /// Any shard of the first model.
+    pub(crate) a: PathBuf,
+    /// Any shard of the second model (the reference: distances are relative to its norm,
+    /// as a mix threshold is relative to the base's).
+    pub(crate) b: PathBuf,
+    /// Compare dequantized values (ggml's to_float): per tensor and per expert, the
+    /// relative distance ‖A − B‖ / ‖B‖ and the cosine similarity, with summaries by role
+    /// and layer. Needs a build with `--features ggml`.
+    #[arg(long)]
+    pub(crate) values: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Draw the distances as a picture: layers x experts for each expert tensor, layers x
+    /// roles for the others. FILE.svg, FILE.png, or FILE.json (the data behind the
+    /// picture). Implies --values.
+    #[arg(long, value_name = "FILE", value_parser = super::maps::parse_map_path)]
+    pub(crate) map: Option<super::maps::MapPath>,
+    /// Print the same grid in the terminal after the report (colors when stdout is a
+    /// terminal and NO_COLOR is unset). Implies --values.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) grid: bool,
+    #[command(flatten)]
+    pub(crate) flavour: FlavourArg,
+    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub(crate) progress: ProgressMode,
 }
 
 #[derive(Args)]

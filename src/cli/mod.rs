@@ -5,6 +5,7 @@ mod args;
 mod assemble;
 mod batch;
 mod help;
+mod maps;
 mod progress;
 mod reports;
 mod splice;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use args::{FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
+use args::{DiffArgs, FlavourArg, RecipeArgs, SpliceArgs, VerifyArgs};
 use gguf_splice::assemble::AssembleError;
 use gguf_splice::batch::BatchError;
 use gguf_splice::compare::CompareError;
@@ -80,20 +81,9 @@ enum Command {
     /// Compares the quantized bytes, without dequantizing; stacked experts (and router rows)
     /// expert by expert. `split.*` keys are ignored: sharding is not a model difference.
     /// Like `inspect`, it reports: the exit code is 0 whether or not the models differ.
-    Diff {
-        /// Any shard of the first model.
-        a: PathBuf,
-        /// Any shard of the second model.
-        b: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        flavour: FlavourArg,
-        /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
-        #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
-        progress: progress::ProgressMode,
-    },
+    /// With --values, compares the dequantized values instead (any quant types): the
+    /// relative distance ‖A − B‖ / ‖B‖ and the cosine of every tensor and expert.
+    Diff(DiffArgs),
     /// Tell which parent each tensor and expert of a child matches (exits 1 on a mismatch).
     ///
     /// Compares the child's bytes with each parent's tensor of the same name, type and
@@ -158,6 +148,11 @@ pub(crate) enum CliError {
     Usage(String),
     #[error("writing to standard output: {0}")]
     Stdout(std::io::Error),
+    #[error("writing the map {path}: {source}")]
+    Map {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The exit code of an input-file error: content 3, I/O 4.
@@ -203,6 +198,8 @@ pub(crate) fn compare_code(e: &CompareError) -> i32 {
         // ggml refusing rows, or an unreadable importance matrix: the input's fault.
         CompareError::Mix(e) if !is_read(e) => exit::BAD_INPUT,
         CompareError::Mix(_) => exit::IO,
+        // --values in a build that cannot dequantize: the command line asks too much.
+        CompareError::ValuesUnavailable => exit::USAGE,
         CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. } => {
             exit::IO
         }
@@ -217,7 +214,7 @@ impl CliError {
             CliError::Usage(_) => exit::USAGE,
             CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
             CliError::Source(_) => exit::IO,
-            CliError::Stdout(_) => exit::IO,
+            CliError::Stdout(_) | CliError::Map { .. } => exit::IO,
             CliError::Gguf(e) => gguf_code(e),
             CliError::Recipe(e) => recipe_code(e),
             CliError::Plan(e) => plan_code(e),
@@ -270,13 +267,7 @@ pub fn main() -> i32 {
         } => reports::inspect(&file, json, flavour),
         Command::Splice(args) => splice::splice(args),
         Command::Assemble(args) => assemble::run(args),
-        Command::Diff {
-            a,
-            b,
-            json,
-            flavour,
-            progress,
-        } => reports::diff(&a, &b, json, flavour, progress),
+        Command::Diff(args) => reports::diff(args),
         Command::Verify(args) => reports::verify(args),
         Command::Batch(args) => batch::run(args),
         Command::Presets { action } => help::presets(match &action {

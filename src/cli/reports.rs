@@ -1,13 +1,13 @@
-//! The reporting commands: `inspect`, `diff` and `verify`.
+//! The reporting commands: `inspect`, `diff` (bytes or `--values`) and `verify`, with their maps.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::args::{FlavourArg, VerifyArgs};
+use super::args::{DiffArgs, FlavourArg, VerifyArgs};
 use super::progress::{Progress, ProgressMode, Task};
-use super::{CliError, emit, exit, open_parents, print_json};
-use gguf_splice::compare::{self, CompareOptions};
-use gguf_splice::render;
+use super::{CliError, emit, exit, maps, open_parents, print_json};
+use gguf_splice::compare::{self, CompareOptions, ValueOptions};
+use gguf_splice::render::{self, map::Map};
 
 /// Progress of a comparison (`--progress`): a bar on a terminal, JSON lines, or nothing. The
 /// total is known only once the comparison has planned its reads.
@@ -45,19 +45,32 @@ pub(crate) fn inspect(
     Ok(exit::OK)
 }
 
-/// `diff`: reports only, exit 0 either way.
-pub(crate) fn diff(
-    a: &std::path::Path,
-    b: &std::path::Path,
-    json: bool,
-    flavour: FlavourArg,
-    progress: ProgressMode,
-) -> Result<i32, CliError> {
-    let (ma, mb) = (flavour.open(a)?, flavour.open(b)?);
-    let (p, opts) = compare_progress(progress, b);
+/// `diff`: reports only, exit 0 either way. `--values`, `--map` and `--grid` compare
+/// dequantized values instead of bytes.
+pub(crate) fn diff(args: DiffArgs) -> Result<i32, CliError> {
+    let (ma, mb) = (args.flavour.open(&args.a)?, args.flavour.open(&args.b)?);
+    let (p, opts) = compare_progress(args.progress, &args.b);
+    if args.values || args.map.is_some() || args.grid {
+        let progress = |done: u64, total: u64| p.update_total(done, total);
+        let r = compare::diff_values(&ma, &mb, &ValueOptions::default(), &progress)?;
+        p.finish("done");
+        let map = Map::from_values(&r);
+        if let Some(m) = &args.map {
+            maps::write_map(m, &map)?;
+        }
+        if args.json {
+            print_json(&render::values_json(&r))?;
+        } else {
+            emit(&render::values_text(&r))?;
+        }
+        if args.grid {
+            emit(&format!("\n{}", maps::grid(&map)))?;
+        }
+        return Ok(exit::OK);
+    }
     let r = compare::diff(&ma, &mb, &opts)?;
     p.finish("done");
-    if json {
+    if args.json {
         print_json(&render::diff_json(&r))?;
     } else {
         emit(&render::diff_text(&r))?;
@@ -90,11 +103,19 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     };
     p.finish("done");
     let code = if r.passed() { exit::OK } else { exit::MISMATCH };
+    let map = Map::from_verify(&r);
+    if let Some(m) = &args.map {
+        maps::write_map(m, &map)?;
+    }
     let shown = if args.json {
         print_json(&render::verify_json(&r))
     } else {
         emit(&render::verify_text(&r))
-    };
+    }
+    .and_then(|()| match args.grid {
+        true => emit(&format!("\n{}", maps::grid(&map))),
+        false => Ok(()),
+    });
     match shown {
         // A reader that stopped early (`verify ... | head`) ends the report, not the
         // verdict: a mismatch still exits 1, so `set -o pipefail` scripts see it.

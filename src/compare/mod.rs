@@ -1,17 +1,20 @@
-//! Byte-level comparison of models: `diff` (two models, tensor by tensor and key by key) and
-//! `verify` (which parent each tensor and expert of a child came from, and, given a recipe,
-//! whether the child is exactly what the recipe makes). Nothing is dequantized or hashed.
+//! Comparison of models: `diff` (two models, tensor by tensor and key by key) and `verify`
+//! (which parent each tensor and expert of a child came from, and, given a recipe, whether
+//! the child is exactly what the recipe makes) compare bytes, without dequantizing or
+//! hashing; `diff --values` ([`diff_values`]) compares dequantized values.
 //! The reports are data; [`render`](crate::render) turns them into text and JSON.
 //!
 //! - `engine`: chunked, parallel, positional-read comparison of byte ranges;
 //! - [`diff`]: two models;
-//! - [`verify`]: a child against its parents (and its recipe).
+//! - [`verify`]: a child against its parents (and its recipe);
+//! - `values`: `diff --values`, two models' dequantized values (needs the `ggml` feature).
 
 mod diff;
 mod engine;
 mod mixed;
 mod pieces;
 mod remap;
+mod values;
 mod verify;
 
 use std::ops::Range;
@@ -25,6 +28,9 @@ use crate::plan::PlanError;
 pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
+};
+pub use values::{
+    NotCompared, Pooled, TensorValues, ValueOptions, ValueStatus, ValuesReport, diff_values,
 };
 pub use verify::{
     ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify, verify_plan,
@@ -77,6 +83,21 @@ pub enum CompareError {
         /// What went wrong.
         #[source]
         source: crate::source::SourceError,
+    },
+    /// `diff --values` in a build without ggml's dequantizers.
+    #[error(
+        "--values compares dequantized values, which needs ggml's dequantizers: {}",
+        crate::ggml::HOW_TO_ENABLE
+    )]
+    ValuesUnavailable,
+    /// ggml refused to dequantize a tensor's rows.
+    #[error("tensor '{tensor}': dequantizing: {source}")]
+    Dequantize {
+        /// The tensor whose rows were refused.
+        tensor: String,
+        /// ggml's refusal.
+        #[source]
+        source: crate::ggml::GgmlError,
     },
     /// A byte range of a tensor does not fit in 64 bits.
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]

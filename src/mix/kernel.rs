@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{Ctx, Input, Job, Measure, MixError};
-use crate::ggml;
+use crate::{distance, ggml};
 
 /// Read rows `rows` of `input` (whole rows of `row_bytes` bytes, concatenated across its
 /// spans) into `buf`.
@@ -124,7 +124,8 @@ pub(super) fn mix_rows(
 }
 
 /// Per row of `rows`: the sum of the base's squares, then for each other parent the sum of
-/// its squared differences from the base, in f64.
+/// its squared differences from the base, in f64, as [`distance::Sums::row`] sums them (the
+/// definition `diff --values` and the maps use too).
 pub(super) fn row_sums(
     m: &Measure,
     ctx: &Ctx,
@@ -148,7 +149,7 @@ pub(super) fn row_sums(
         .chunks_exact(n)
         .map(|row| {
             let mut v = vec![0f64; m.others.len() + 1];
-            v[0] = row.iter().map(|&x| x as f64 * x as f64).sum();
+            v[0] = distance::Sums::row(row, row).b2;
             v
         })
         .collect();
@@ -163,14 +164,7 @@ pub(super) fn row_sums(
             &mut other,
         )?;
         for (i, (b, p)) in base.chunks_exact(n).zip(other.chunks_exact(n)).enumerate() {
-            out[i][k + 1] = b
-                .iter()
-                .zip(p)
-                .map(|(&b, &p)| {
-                    let d = p as f64 - b as f64;
-                    d * d
-                })
-                .sum();
+            out[i][k + 1] = distance::Sums::row(p, b).d2;
         }
     }
     Ok(out)

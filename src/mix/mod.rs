@@ -347,10 +347,11 @@ pub struct Measure<'a> {
 }
 
 /// For each slice, the largest relative distance `‖P − B‖ / ‖B‖` (Frobenius norms of the
-/// dequantized values, B the base) over the other parents P: sums of squares in f64, row
-/// by row in order, so the result does not depend on chunking or threads. A slice where B
-/// is all zeros has distance 0 if P is too, else infinity. This reads and dequantizes every
-/// compared parent's rows once.
+/// dequantized values, B the base) over the other parents P, as [`crate::distance`] defines
+/// it (the same numbers `diff --values` shows): sums of squares in f64, row by row in order,
+/// so the result does not depend on chunking or threads. A slice where B is all zeros has
+/// distance 0 if P is too, else infinity. This reads and dequantizes every compared
+/// parent's rows once.
 pub fn distances(m: &Measure, ctx: &Ctx) -> Result<Vec<f64>, MixError> {
     let per = ctx.rows_per_chunk(m.n_per_row);
     let chunks: Vec<Range<u64>> = (0..m.rows.div_ceil(per))
@@ -377,19 +378,9 @@ pub fn distances(m: &Measure, ctx: &Ctx) -> Result<Vec<f64>, MixError> {
                     *s += v;
                 }
             }
-            let base = sums[0].sqrt();
             sums[1..]
                 .iter()
-                .map(|d| {
-                    let d = d.sqrt();
-                    if d == 0.0 {
-                        0.0
-                    } else if base == 0.0 {
-                        f64::INFINITY
-                    } else {
-                        d / base
-                    }
-                })
+                .map(|&d| crate::distance::relative_distance(d, sums[0]))
                 // NaN (a parent holds NaN) wins: such a slice is never "close enough".
                 .fold(0.0, |a: f64, b: f64| {
                     if a.is_nan() || b.is_nan() {

@@ -1,11 +1,14 @@
-//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff`, `verify`,
-//! `batch` and the summary of a splice. Only formatting: every number shown was computed by
-//! the container, the planner, the writer, the comparison or the batch runner.
+//! Every text and JSON rendering: `inspect`, the `splice --dry-run` plan, `diff` (and
+//! `diff --values`), `verify` and the maps of both ([`map`]), `batch` and the summary of a
+//! splice. Only formatting: every number shown was computed by the container, the planner,
+//! the writer, the comparison or the batch runner.
 
 mod batch;
 mod diff;
 mod inspect;
+pub mod map;
 mod plan;
+mod values;
 mod verify;
 mod written;
 
@@ -26,6 +29,7 @@ pub use batch::{
 pub use diff::{diff_json, diff_text};
 pub use inspect::{inspect_json, inspect_text};
 pub use plan::{plan_json, plan_text};
+pub use values::{number, values_json, values_text};
 pub use verify::{verify_json, verify_text};
 pub use written::{written_json, written_text};
 

@@ -1,0 +1,104 @@
+//! `--map FILE` and `--grid` of `diff` and `verify`: where a map is written (format by
+//! extension, through a temporary file renamed into place) and the terminal grid.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use super::CliError;
+use gguf_splice::render::{self, map::Map};
+
+/// Where to draw a map, and in which format (by the file's extension).
+#[derive(Clone, Debug)]
+pub(crate) struct MapPath {
+    /// The file to write.
+    pub(crate) path: PathBuf,
+    /// Its format, from its extension.
+    format: MapFormat,
+}
+
+/// The formats a map is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MapFormat {
+    /// A picture to view in a browser (hover shows each cell's numbers).
+    Svg,
+    /// A picture to view anywhere.
+    Png,
+    /// The numbers behind the picture.
+    Json,
+}
+
+/// `--map FILE`: the format by the file's extension.
+pub(crate) fn parse_map_path(s: &str) -> Result<MapPath, String> {
+    let path = PathBuf::from(s);
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let format = match ext.as_deref() {
+        Some("svg") => MapFormat::Svg,
+        Some("png") => MapFormat::Png,
+        Some("json") => MapFormat::Json,
+        _ => {
+            return Err(format!(
+                "'{s}': a map is written as .svg, .png or .json (for the terminal, use --grid)"
+            ));
+        }
+    };
+    Ok(MapPath { path, format })
+}
+
+/// Write a map to its file: to a temporary file beside it, then renamed into place.
+pub(crate) fn write_map(to: &MapPath, map: &Map) -> Result<(), CliError> {
+    let err = |source| CliError::Map {
+        path: to.path.clone(),
+        source,
+    };
+    let bytes = match to.format {
+        MapFormat::Svg => render::map::map_svg(map).into_bytes(),
+        MapFormat::Png => render::map::map_png(map).map_err(err)?,
+        MapFormat::Json => {
+            let mut t =
+                serde_json::to_string_pretty(&map.to_json()).expect("JSON values serialise");
+            t.push('\n');
+            t.into_bytes()
+        }
+    };
+    let dir = match to.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".gguf-splice-map")
+        // A new file's usual mode (0666 & ~umask), not a temporary file's 0600.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    use std::io::Write;
+    tmp.write_all(&bytes).map_err(err)?;
+    tmp.persist(&to.path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// The terminal grid of a map, sized to the terminal (or `COLUMNS`, else 160 columns).
+pub(crate) fn grid(map: &Map) -> String {
+    let tty = std::io::stdout().is_terminal();
+    let width = terminal_width()
+        .filter(|_| tty)
+        .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        .unwrap_or(160);
+    let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    render::map::map_term(map, &render::map::TermOptions { width, color })
+}
+
+/// The width of the terminal on stdout.
+fn terminal_width() -> Option<usize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which points to
+    // one; on failure (not a terminal) it writes nothing and returns -1.
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
