@@ -75,7 +75,7 @@ enum Command {
     Splice(SpliceArgs),
     /// Build an MoE from the experts of parents: dense models as experts, union, reorder or
     /// prune of MoE parents' experts, on quantized bytes.
-    Assemble(assemble::AssembleArgs),
+    Assemble(args::AssembleArgs),
     /// Compare two models tensor by tensor and key by key (reports only: exits 0 either way).
     ///
     /// Compares the quantized bytes, without dequantizing; stacked experts (and router rows)

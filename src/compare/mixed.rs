@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::verify::{Mismatch, Sources};
+use super::report::{Mismatch, Sources};
 use super::{CompareError, to_ranges};
 use crate::gguf::Model;
 use crate::mix::{self, Ctx, Limits};

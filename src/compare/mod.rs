@@ -14,6 +14,7 @@ mod engine;
 mod mixed;
 mod pieces;
 mod remap;
+mod report;
 mod values;
 mod verify;
 
@@ -29,12 +30,11 @@ pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
 };
+pub use report::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport};
 pub use values::{
     NotCompared, Pooled, TensorValues, ValueOptions, ValueStatus, ValuesReport, diff_values,
 };
-pub use verify::{
-    ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, verify, verify_plan,
-};
+pub use verify::{verify, verify_plan};
 
 /// Why a comparison could not be made (as opposed to a comparison that found differences,
 /// which is a report).

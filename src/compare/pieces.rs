@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::engine::{FileSet, Slicing, Src, Work, compare_all};
-use super::verify::{ExpertRun, Mismatch, Sources};
+use super::report::{ExpertRun, Mismatch, Sources};
 use super::{CompareError, to_ranges};
 use crate::gguf::Model;
 use crate::plan::{Plan, PlannedTensor, Source};
