@@ -8,10 +8,10 @@
 //! Job) can run them anywhere, in any order, in parallel or twice: a shard's bytes are fully
 //! determined by the plan, and a job whose shard is already complete does nothing. How one
 //! shard is written, and what a set of independently written shards guarantees, is the
-//! writer's: see [`execute::execute_shard`].
+//! writer's: see [`execute_shard`](crate::execute::execute_shard).
 //!
 //! - [`manifest`]: the manifest file;
-//! - [`jobs`]: the job list, checks before writing, running jobs, status and summaries.
+//! - [`jobs`](mod@jobs): the job list, checks before writing, running jobs, status and summaries.
 
 pub mod jobs;
 pub mod manifest;

@@ -206,7 +206,7 @@ pub struct RecipeCheck {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// What [`verify`] found: where each tensor of the child came from and, with a recipe,
+/// What [`verify`](super::verify()) found: where each tensor of the child came from and, with a recipe,
 /// whether the child is what it makes. Data only; [`render`](crate::render) formats it.
 #[derive(Clone, Debug)]
 pub struct VerifyReport {

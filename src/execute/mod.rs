@@ -3,13 +3,13 @@
 //! parents did not change, and publishes the set only when every shard is complete. It
 //! decides nothing: what goes where is the plan's.
 //!
-//! - [`outputs`]: the output directory, existing files, leftovers of interrupted runs;
+//! - `outputs`: the output directory, existing files, leftovers of interrupted runs;
 //! - [`identity`]: parents must stay the files that were planned from;
-//! - [`publish`]: the renames into place, in an order that never shows a mixed set, and
+//! - `publish`: the renames into place, in an order that never shows a mixed set, and
 //!   their rollback;
-//! - [`remote`]: shards with remote pieces, fetched by parallel range requests;
+//! - `remote`: shards with remote pieces, fetched by parallel range requests;
 //! - [`journal`]: what `--resume` needs to continue an interrupted remote splice;
-//! - [`shard`]: one shard at a time, for jobs a scheduler runs independently;
+//! - `shard`: one shard at a time, for jobs a scheduler runs independently;
 //! - [`hooks`]: fault injection for tests.
 
 use std::fs::File;
