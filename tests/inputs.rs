@@ -606,9 +606,19 @@ fn a_child_claiming_billions_of_experts_is_checked_in_bounded_memory() {
     let child = sparse("child.gguf", experts);
     // A parent of another shape: nothing is compared byte for byte, so the run is quick.
     let parent = sparse("parent.gguf", 4);
+    let map = s.path("m.json").display().to_string();
     for cmd in [
         vec!["verify", &child, "--parent", &format!("a={parent}")],
         vec!["diff", &child, &parent],
+        // A map would hold a cell per expert: refused, not allocated.
+        vec![
+            "verify",
+            &child,
+            "--parent",
+            &format!("a={parent}"),
+            "--map",
+            &map,
+        ],
     ] {
         let o = Command::new("bash")
             .arg("-c")
@@ -617,8 +627,20 @@ fn a_child_claiming_billions_of_experts_is_checked_in_bounded_memory() {
             .args(&cmd)
             .output()
             .unwrap();
-        let code = if cmd[0] == "verify" { 1 } else { 0 };
+        let code = match (cmd[0], cmd.contains(&"--map")) {
+            ("verify", true) => 2,
+            ("verify", false) => 1,
+            _ => 0,
+        };
         assert_eq!(o.status.code(), Some(code), "{cmd:?}: {}", stderr(&o));
+        if code == 2 {
+            assert!(
+                stderr(&o).contains("a map draws at most 65536"),
+                "{}",
+                stderr(&o)
+            );
+            assert!(!std::path::Path::new(&map).exists());
+        }
         assert!(!stderr(&o).contains("memory allocation"), "{}", stderr(&o));
     }
 }

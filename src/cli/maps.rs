@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use super::CliError;
+use gguf_splice::compare::VerifyReport;
 use gguf_splice::render::{self, map::Map};
+use gguf_splice::roles::cut::is_stacked_experts;
 
 /// Where to draw a map, and in which format (by the file's extension).
 #[derive(Clone, Debug)]
@@ -101,4 +103,24 @@ fn terminal_width() -> Option<usize> {
     // one; on failure (not a terminal) it writes nothing and returns -1.
     let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
     (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+/// The most experts one tensor of a map may have: DeepSeek has 256, and no picture shows
+/// more than a few thousand columns.
+pub(crate) const MAX_MAP_EXPERTS: u64 = 1 << 16;
+
+/// Refuse to draw a child whose stacked expert tensors claim more experts than
+/// [`MAX_MAP_EXPERTS`]: the map would hold a cell for each.
+pub(crate) fn check_drawable(r: &VerifyReport) -> Result<(), CliError> {
+    let too_many = r.tensors.iter().find(|t| {
+        is_stacked_experts(&t.name) && t.dims.last().is_some_and(|&n| n > MAX_MAP_EXPERTS)
+    });
+    match too_many {
+        Some(t) => Err(CliError::Usage(format!(
+            "tensor '{}' has {} experts; a map draws at most {MAX_MAP_EXPERTS} per tensor (the report is complete without --map and --grid)",
+            t.name,
+            t.dims.last().copied().unwrap_or(0)
+        ))),
+        None => Ok(()),
+    }
 }

@@ -103,18 +103,25 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
     };
     p.finish("done");
     let code = if r.passed() { exit::OK } else { exit::MISMATCH };
-    let map = Map::from_verify(&r);
-    if let Some(m) = &args.map {
-        maps::write_map(m, &map)?;
+    // A map has a cell per expert: built only when asked for, and refused for a child
+    // claiming more experts than a picture can show (a damaged or hostile header).
+    let map = if args.map.is_some() || args.grid {
+        maps::check_drawable(&r)?;
+        Some(Map::from_verify(&r))
+    } else {
+        None
+    };
+    if let (Some(m), Some(map)) = (&args.map, &map) {
+        maps::write_map(m, map)?;
     }
     let shown = if args.json {
         print_json(&render::verify_json(&r))
     } else {
         emit(&render::verify_text(&r))
     }
-    .and_then(|()| match args.grid {
-        true => emit(&format!("\n{}", maps::grid(&map))),
-        false => Ok(()),
+    .and_then(|()| match (&map, args.grid) {
+        (Some(map), true) => emit(&format!("\n{}", maps::grid(map))),
+        _ => Ok(()),
     });
     match shown {
         // A reader that stopped early (`verify ... | head`) ends the report, not the
