@@ -395,14 +395,19 @@ fn shard_jobs_and_mixes_refuse_remote_parents_before_writing() {
             "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\n",
         )
         .unwrap();
-        let o = run(&["--recipe", recipe.to_str().unwrap()]);
-        assert_exit(&o, 2);
-        let e = stderr(&o);
-        assert!(
-            e.contains("mixes parent 'v3', which is remote") && e.contains("download it"),
-            "{e}"
-        );
-        assert!(!out.exists());
+        // Refused when planned, so a dry run says it too.
+        for dry in [&[][..], &["--dry-run"][..]] {
+            let mut args = vec!["--recipe", recipe.to_str().unwrap()];
+            args.extend_from_slice(dry);
+            let o = run(&args);
+            assert_exit(&o, 2);
+            let e = stderr(&o);
+            assert!(
+                e.contains("mixes parent 'v3', which is remote") && e.contains("download it"),
+                "{e}"
+            );
+            assert!(!out.exists());
+        }
         assert_eq!(
             s.proxy.served("v3-q3mix.gguf", true),
             0,

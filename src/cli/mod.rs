@@ -178,6 +178,8 @@ pub(crate) fn plan_code(e: &PlanError) -> i32 {
     match e {
         PlanError::ChatTemplateFile(e) => input_code(e),
         PlanError::Measure { source, .. } if is_read(source) => exit::IO,
+        // A remote parent where only local ones can be read: change the command line.
+        PlanError::RemoteMix { .. } => exit::USAGE,
         _ => exit::BAD_INPUT,
     }
 }

@@ -250,6 +250,20 @@ pub enum PlanError {
         /// The mix rule.
         origin: String,
     },
+    /// A mix rule weighs a remote parent. Mixing reads every input row more than once (each
+    /// measure, then the mix) and the remote writer streams copies only, so mixes read
+    /// local parents only.
+    #[error(
+        "{origin}: mixes parent '{parent}', which is remote ({url}); mixes read local parents only: download it (or pick these tensors `from` one parent)"
+    )]
+    RemoteMix {
+        /// The mix rule.
+        origin: String,
+        /// The remote parent's name.
+        parent: String,
+        /// Its first remote file.
+        url: String,
+    },
     /// A mix parent stores the tensor in a type ggml cannot dequantize.
     #[error(
         "{origin}: tensor '{tensor}': parent '{parent}' stores it as {ty}, which ggml cannot dequantize; leave '{parent}' out of the mix for this tensor (narrow the rule)"

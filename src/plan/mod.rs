@@ -278,6 +278,18 @@ pub fn build<'p>(
                 for (p, _) in &m.weights {
                     find(&rule.origin, p, String::new())?;
                 }
+                // Mixes read local parents only (see `PlanError::RemoteMix`): said now,
+                // before a measure would read a remote parent's tensors over HTTP.
+                for (name, _) in m.effective() {
+                    let parent = &parents[find(&rule.origin, name, String::new())?];
+                    if let Some(s) = parent.model.shards().iter().find(|s| s.remote.is_some()) {
+                        return Err(PlanError::RemoteMix {
+                            origin: rule.origin.clone(),
+                            parent: parent.name.clone(),
+                            url: s.path.display().to_string(),
+                        });
+                    }
+                }
                 parents.len() + r
             }
         });
