@@ -49,10 +49,6 @@ pub(super) fn check(
             source,
         })
     };
-    let paths: Vec<Vec<PathBuf>> = parents
-        .iter()
-        .map(|p| p.model.shards().iter().map(|s| s.path.clone()).collect())
-        .collect();
     let mut files = None;
     let names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
     for pt in &plan.tensors {
@@ -89,7 +85,6 @@ pub(super) fn check(
             }
             let ctx = Ctx {
                 files: files.as_deref().expect("opened"),
-                paths: &paths,
                 names: &names,
                 imatrices: &plan.imatrices,
                 limits: Limits::default(),

@@ -310,6 +310,13 @@ fn write_shard(
     let write_err = io_err(&shard.path, "write");
     std::io::Write::write_all(&mut &out, &header).map_err(write_err)?;
     let mut w = DataWriter::new(&out, shard.alignment);
+    let names: Vec<String> = plan.parents.iter().map(|p| p.name.clone()).collect();
+    let mix_ctx = mix::Ctx {
+        files: sources,
+        names: &names,
+        imatrices: &plan.imatrices,
+        limits: mix::Limits::default(),
+    };
     for t in &plan.tensors[shard.tensors.clone()] {
         debug_assert_eq!(w.position(), t.info.offset);
         for piece in &t.pieces {
@@ -323,23 +330,10 @@ fn write_shard(
                     continue;
                 }
                 PieceSource::Mix(job) => {
-                    let names: Vec<String> = plan.parents.iter().map(|p| p.name.clone()).collect();
-                    let paths: Vec<Vec<PathBuf>> = plan
-                        .parents
-                        .iter()
-                        .map(|p| p.model.shards().iter().map(|s| s.path.clone()).collect())
-                        .collect();
-                    let ctx = mix::Ctx {
-                        files: sources,
-                        paths: &paths,
-                        names: &names,
-                        imatrices: &plan.imatrices,
-                        limits: mix::Limits::default(),
-                    };
                     let before = *done;
                     mix::run(
                         job,
-                        &ctx,
+                        &mix_ctx,
                         opts.cancel,
                         &mut |bytes| w.write_bytes(bytes),
                         &mut |n| (opts.progress)(before + n),

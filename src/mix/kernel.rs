@@ -31,7 +31,7 @@ fn read_rows(
                 .map_err(|e| MixError::Read {
                     tensor: tensor.to_string(),
                     parent: ctx.names[input.parent].clone(),
-                    path: ctx.paths[input.parent][span.shard].clone(),
+                    path: file.path(),
                     offset,
                     source: std::io::Error::other(e.to_string()),
                 })?;

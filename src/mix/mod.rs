@@ -213,8 +213,6 @@ impl Default for Limits {
 pub struct Ctx<'a> {
     /// Each parent's open shards (local files or remote sources), by parent then shard.
     pub files: &'a [Vec<crate::source::Source>],
-    /// Their paths and the parents' names, for messages.
-    pub paths: &'a [Vec<PathBuf>],
     /// The parents' names, for messages.
     pub names: &'a [String],
     /// The importance matrices [`ImatrixUse::file`] indexes.

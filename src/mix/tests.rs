@@ -1,5 +1,4 @@
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
@@ -8,14 +7,12 @@ use super::*;
 struct Parents {
     _dir: tempfile::TempDir,
     files: Vec<Vec<crate::source::Source>>,
-    paths: Vec<Vec<PathBuf>>,
     names: Vec<String>,
 }
 
 fn parents(data: &[Vec<f32>]) -> Parents {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
-    let mut paths = Vec::new();
     for (i, d) in data.iter().enumerate() {
         let p = dir.path().join(format!("p{i}.bin"));
         // 8 bytes of something else first: spans use absolute offsets.
@@ -26,12 +23,10 @@ fn parents(data: &[Vec<f32>]) -> Parents {
             file: File::open(&p).unwrap(),
             path: p.clone(),
         }]);
-        paths.push(vec![p]);
     }
     Parents {
         _dir: dir,
         files,
-        paths,
         names: (0..data.len()).map(|i| format!("p{i}")).collect(),
     }
 }
@@ -62,7 +57,6 @@ fn input(parent: usize, weight: f32, floats: u64) -> Input {
 fn ctx<'a>(p: &'a Parents, limits: Limits) -> Ctx<'a> {
     Ctx {
         files: &p.files,
-        paths: &p.paths,
         names: &p.names,
         imatrices: &[],
         limits,

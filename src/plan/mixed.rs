@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::PathBuf;
 
 use super::owners::Owners;
 use super::tensors::{copy_pieces, parent_view};
@@ -65,8 +64,8 @@ enum Action {
     Mix(usize),
 }
 
-/// The parents' shard files, open for reading, and their paths: by parent, then shard.
-type OpenParents = (Vec<Vec<ByteSource>>, Vec<Vec<PathBuf>>);
+/// The parents' shard files, open for reading: by parent, then shard.
+type OpenParents = Vec<Vec<ByteSource>>;
 
 /// Plans mixed tensors for one plan: holds the importance matrices and the files the
 /// threshold measurements read.
@@ -407,10 +406,9 @@ impl<'p, 'r> Mixer<'p, 'r> {
         let slices = if per_expert { rows / per } else { 1 };
         let origin = self.origin(rule);
         self.open_files(&origin)?;
-        let (files, paths) = self.files.as_ref().expect("opened");
+        let files = self.files.as_ref().expect("opened");
         let ctx = Ctx {
             files,
-            paths,
             names: &self.names,
             imatrices: &[],
             limits: Limits::default(),
@@ -449,10 +447,8 @@ impl<'p, 'r> Mixer<'p, 'r> {
             return Ok(());
         }
         let mut files = Vec::new();
-        let mut paths = Vec::new();
         for p in self.parents {
             let mut f = Vec::new();
-            let mut ps = Vec::new();
             for s in p.model.shards() {
                 f.push(s.open_source().map_err(|e| PlanError::Measure {
                     origin: origin.to_string(),
@@ -464,12 +460,10 @@ impl<'p, 'r> Mixer<'p, 'r> {
                         source: std::io::Error::other(e.to_string()),
                     },
                 })?);
-                ps.push(s.path.clone());
             }
             files.push(f);
-            paths.push(ps);
         }
-        self.files = Some((files, paths));
+        self.files = Some(files);
         Ok(())
     }
 

@@ -117,6 +117,14 @@ impl Source {
         }
     }
 
+    /// Where the bytes come from, for messages: the local path, or the URL.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Source::Local { path, .. } => path.clone(),
+            Source::Http(h) => PathBuf::from(h.url()),
+        }
+    }
+
     /// The local file, if this is one.
     pub fn as_local(&self) -> Option<&File> {
         match self {
