@@ -258,9 +258,10 @@ pub enum AssembleError {
         /// Bytes the router has.
         found: u64,
     },
-    /// A dense base has FFN biases, which an MoE llama.cpp loads cannot hold.
+    /// A dense base has FFN biases (or other companions than `{1}` scales), which an MoE
+    /// llama.cpp loads cannot hold.
     #[error(
-        "parent '{parent}' has {tensor}: dense FFN biases have no place in the MoE llama.cpp loads (experts have no biases)"
+        "parent '{parent}' has {tensor}: a dense FFN weight's bias or companion other than a {{1}} .scale/.input_scale has no place in the MoE llama.cpp loads (its experts have no biases); assemble from parents without it"
     )]
     DenseFfnBias {
         /// The base parent's name.

@@ -15,6 +15,7 @@ mod mixed;
 mod pieces;
 mod remap;
 mod report;
+mod units;
 mod values;
 mod verify;
 
@@ -30,7 +31,9 @@ pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
 };
-pub use report::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport};
+pub use report::{
+    ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, TornUnit, VerifyReport,
+};
 pub use values::{
     NotCompared, Pooled, TensorValues, ValueOptions, ValueStatus, ValuesReport, diff_values,
 };

@@ -145,7 +145,7 @@ pub enum PlanError {
     },
     /// A rule with `experts` matched a tensor that is not cut by expert.
     #[error(
-        "{origin}: a rule with `experts` matched '{tensor}', which is not a stacked expert tensor (ffn_*_exps) or a router; narrow the regex, e.g. to '_exps'"
+        "{origin}: a rule with `experts` matched '{tensor}', which is not cut by expert (not a stacked expert tensor ffn_*_exps or a router: all experts share it, or it is one expert of the old per-expert layout); narrow the regex to the stacked tensors, e.g. '_exps\\.', or take the routed experts whole"
     )]
     ExpertsOnPlainTensor {
         /// The rule.
@@ -368,6 +368,64 @@ pub enum PlanError {
         layer: u64,
         /// Which matrix would come from which parent.
         detail: String,
+    },
+    /// A rule's regex takes a weight's companion (`.scale`, `.bias`, ...) but not the weight:
+    /// the two are one unit, and no program can use a child that has one parent's weight
+    /// with another's companion.
+    #[error(
+        "{origin}: it selects {companion} but not its weight {weight}: a weight and its companions (.scale, .input_scale, .bias) are one unit and go together. Write the rule for the weight ({weight}); its companions follow it"
+    )]
+    CompanionWithoutWeight {
+        /// The rule.
+        origin: String,
+        /// The companion it selects.
+        companion: String,
+        /// The weight it does not select.
+        weight: String,
+    },
+    /// A companion cannot be cut into the experts its weight is taken by.
+    #[error(
+        "{companion} (shape {shape:?}) cannot follow {weight} expert by expert: {reason}; take the weight whole, or fix the file (llama.cpp expects one value per expert)"
+    )]
+    CompanionCannotFollow {
+        /// The companion.
+        companion: String,
+        /// Its weight.
+        weight: String,
+        /// The companion's shape.
+        shape: Vec<u64>,
+        /// Why it cannot be cut like the weight.
+        reason: String,
+    },
+    /// A parent gives a weight whose companion the child would not carry (the child has the
+    /// base's tensors, and the base has no such companion, or stores the weight in another
+    /// layout): the values the parent's blocks mean would be lost.
+    #[error(
+        "parent '{parent}' has {companion} beside {weight}, but the child (the tensors of base '{base}') would not carry it, so {weight} from '{parent}' would lose it; make '{parent}' the base (recipe `base = \"{parent}\"`), or take {weight} from a parent without it"
+    )]
+    CompanionDropped {
+        /// The parent.
+        parent: String,
+        /// The child's weight taken from it.
+        weight: String,
+        /// The parent's companion the child would lose.
+        companion: String,
+        /// The base parent.
+        base: String,
+    },
+    /// A mix rule selects a weight whose values a companion scales (NVFP4's `.scale`), or
+    /// the scale itself: the values are the blocks times the scale, and ggml's quantizers
+    /// make blocks without such a scale.
+    #[error(
+        "{origin}: {tensor} is scaled by {companion} (its values are the blocks times the scale); mixing scaled weights is not supported, since ggml's quantizers make no second-level scale: take the tensor whole from one parent (a pick rule), or exclude it from the mix rule"
+    )]
+    ScaledMix {
+        /// The mix rule.
+        origin: String,
+        /// The tensor.
+        tensor: String,
+        /// The scale companion.
+        companion: String,
     },
     /// The child would hold types only ik_llama.cpp defines and types only mainline
     /// llama.cpp defines, so neither program would load it.

@@ -20,6 +20,7 @@ pub mod owners;
 mod piece;
 mod shards;
 mod tensors;
+mod units;
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -311,6 +312,7 @@ pub fn build<'p>(
             .any(|k| k == KEY_CHAT_TEMPLATE);
     compat::check_compatible(parents, base, template_set, &mut warnings)?;
     let mut mixer = mixed::Mixer::new(parents, base, recipe)?;
+    let units = units::UnitRules::new(parents, base);
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -327,12 +329,23 @@ pub fn build<'p>(
             if (class.role == Role::Router) != routers {
                 continue;
             }
+            // A companion is selected by what selects its weight (the same rules, the same
+            // experts); a rule taking it without its weight is refused.
+            let selector = units.base().selector(name);
+            let companion = selector != name.as_str();
+            units.check_selection(
+                name,
+                recipe
+                    .rules
+                    .iter()
+                    .map(|r| (r.origin.clone(), r.selects(name), r.selects(selector))),
+            )?;
             let candidates: Vec<Candidate> = recipe
                 .rules
                 .iter()
                 .enumerate()
                 .filter(|(r, rule)| {
-                    rule.selects(name)
+                    rule.selects(selector)
                         || (rule.router
                             && class.role == Role::Router
                             && class.layer.is_some_and(|l| took_experts[*r].contains(&l)))
@@ -356,6 +369,7 @@ pub fn build<'p>(
                 }
                 (Err(_), None) => None,
             };
+            let n_experts = units.walk_count(name, n_experts);
             let a = owners::assign(&candidates, n_experts, base).map_err(|e| match e {
                 OwnerError::NotExpertIndexed { rule } => PlanError::ExpertsOnPlainTensor {
                     origin: recipe.rules[rule].origin.clone(),
@@ -372,10 +386,13 @@ pub fn build<'p>(
                     count,
                 },
             })?;
+            units.check_follows(t.info, &a.owners)?;
+            units.check_none_dropped(t.info, &a.owners)?;
             for &r in &a.matched {
                 matched[r] += 1;
             }
             if is_stacked_experts(name)
+                && !companion
                 && let Some(l) = class.layer
             {
                 for &r in &a.took_experts {
@@ -398,6 +415,9 @@ pub fn build<'p>(
                     .unwrap_or_else(|| format!("base '{}'", parents[p].name))
             };
             let mixes = a.owners.parents().iter().any(|&p| p >= parents.len());
+            if let Some(&mix) = a.owners.parents().iter().find(|&&p| p >= parents.len()) {
+                units.check_mix(name, &origin(mix))?;
+            }
             planned[i] = Some(if mixes {
                 mixer.plan_tensor(t.info, &a.owners, &origin)?
             } else {
