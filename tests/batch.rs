@@ -6,6 +6,8 @@
 #![allow(clippy::result_large_err)]
 
 mod common;
+#[path = "batch/inputs.rs"]
+mod inputs;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;

@@ -142,8 +142,11 @@ pub enum BatchError {
         #[source]
         source: PlanError,
     },
-    /// Two children would write the same output file.
-    #[error("{manifest}: children {first} and {second} both write {path}")]
+    /// Two children would write the same output file (as the filesystem resolves their
+    /// directories, so `sub/x.gguf` and `lnk/x.gguf` with `lnk -> sub` are one file).
+    #[error(
+        "{manifest}: children {first} and {second} both write {path} (the file {real}); give them different outputs"
+    )]
     SameOutput {
         /// The manifest file.
         manifest: PathBuf,
@@ -151,8 +154,10 @@ pub enum BatchError {
         first: String,
         /// The later child.
         second: String,
-        /// The output file both would write.
+        /// The output file both would write, as the later child names it.
         path: PathBuf,
+        /// That file with its directory resolved ([`real_output`]).
+        real: PathBuf,
     },
     /// Checking or writing a child's output failed.
     #[error("{manifest}: child {child}: {source}")]
@@ -271,7 +276,7 @@ impl Batch {
     }
 
     /// Plan every child. Any plan error stops here, naming the child; so do two children
-    /// (or shards of them) that would write the same file.
+    /// (or shards of them) that would write the same file, told by [`real_output`].
     pub fn plan(&self) -> Result<Vec<Plan<'_>>, BatchError> {
         let mut plans = Vec::with_capacity(self.children.len());
         for c in &self.children {
@@ -287,13 +292,14 @@ impl Batch {
         let mut seen: HashMap<PathBuf, usize> = HashMap::new();
         for (i, p) in plans.iter().enumerate() {
             for s in &p.shards {
-                let key = normalize(&s.path);
+                let key = real_output(&s.path);
                 if let Some(&first) = seen.get(&key) {
                     return Err(BatchError::SameOutput {
                         manifest: self.manifest.path.clone(),
                         first: self.children[first].spec.label.clone(),
                         second: self.children[i].spec.label.clone(),
                         path: s.path.clone(),
+                        real: key,
                     });
                 }
                 seen.insert(key, i);
@@ -328,8 +334,30 @@ impl Batch {
     }
 }
 
-/// A path with `.` components dropped and `..` applied, for telling equal outputs apart
-/// without touching the filesystem (outputs need not exist yet).
+/// The file an output path names, for telling equal outputs apart: its directory as the
+/// filesystem resolves it (symbolic links followed, `..` applied) joined with its file name.
+/// Directories need not exist yet: the longest existing ancestor is resolved and the rest
+/// appended as written (`..` applied to the text). The output itself is not followed: a link
+/// at an output path is refused when writing.
+pub fn real_output(path: &std::path::Path) -> PathBuf {
+    let Some(name) = path.file_name() else {
+        return normalize(path);
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    for existing in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if let Ok(real) = existing.canonicalize() {
+            let rest = dir.strip_prefix(existing).expect("an ancestor is a prefix");
+            return normalize(&real.join(rest).join(name));
+        }
+    }
+    // A relative path whose current directory is gone: the text is all there is.
+    normalize(path)
+}
+
+/// A path with `.` components dropped and `..` applied, without touching the filesystem.
 fn normalize(path: &std::path::Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
@@ -359,5 +387,30 @@ mod tests {
             normalize("a/c.gguf".as_ref()),
             normalize("b/c.gguf".as_ref())
         );
+    }
+
+    #[test]
+    fn outputs_through_a_linked_directory_are_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink("sub", d.join("lnk")).unwrap();
+        let real = real_output(&d.join("sub/x.gguf"));
+        assert_eq!(real_output(&d.join("lnk/x.gguf")), real);
+        assert_eq!(real_output(&d.join("lnk/../sub/./x.gguf")), real);
+        // Directories that do not exist yet: resolved as far as they exist.
+        assert_eq!(
+            real_output(&d.join("lnk/new/deeper/x.gguf")),
+            real_output(&d.join("sub/new/deeper/x.gguf"))
+        );
+        assert_eq!(
+            real_output(&d.join("lnk/new/../x.gguf")),
+            real,
+            "`..` inside a missing directory is applied to the text"
+        );
+        assert_ne!(real_output(&d.join("sub/y.gguf")), real);
+        // A link at the file name itself is not followed: it is refused when writing.
+        std::os::unix::fs::symlink("x.gguf", d.join("sub/z.gguf")).unwrap();
+        assert_ne!(real_output(&d.join("sub/z.gguf")), real);
     }
 }
