@@ -236,6 +236,7 @@ impl CliError {
             CliError::Compare(e) => compare_code(e),
             CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
             CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
+            CliError::Assemble(AssembleError::Input(e)) => input_code(e),
             CliError::Assemble(AssembleError::Plan(e)) => plan_code(e),
             CliError::Assemble(_) => exit::BAD_INPUT,
             CliError::Batch(e) => batch::exit_code(e),
