@@ -309,9 +309,10 @@ impl Batch {
     }
 
     /// Check every finished child against its parents and recipe, byte for byte
-    /// ([`compare::verify`]); a child's model is opened from its first shard, so a set with
-    /// a missing shard or shards of different plans is an error here.
-    pub fn verify(&self, plans: &[Plan]) -> Result<Vec<VerifyReport>, BatchError> {
+    /// ([`compare::verify`]): one verdict per child, in order, whatever the others'. A
+    /// child's model is opened from its first shard, so a missing child, a set with a
+    /// missing shard or shards of different plans is that child's error.
+    pub fn verify(&self, plans: &[Plan]) -> Vec<Result<VerifyReport, BatchError>> {
         self.children
             .iter()
             .zip(plans)

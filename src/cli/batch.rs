@@ -135,24 +135,35 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         });
     }
     if args.verify {
-        let reports = batch.verify(&plans)?;
+        // Every child gets its verdict: one that cannot be read does not hide the others'.
+        let verdicts = batch.verify(&plans);
+        for e in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+            say(format_args!("error: {e}"));
+        }
         if args.json {
-            let all: Vec<_> = reports.iter().map(render::verify_json).collect();
-            print_json(&serde_json::Value::Array(all))?;
+            let all = batch.children.iter().zip(&verdicts).map(|(c, v)| match v {
+                Ok(r) => render::verify_json(r),
+                Err(e) => serde_json::json!({"child": c.spec.label, "error": e.to_string()}),
+            });
+            print_json(&serde_json::Value::Array(all.collect()))?;
         } else {
-            for (c, r) in batch.children.iter().zip(&reports) {
-                if r.passed() {
-                    emit(&format!("{}: verified\n", c.spec.label))?;
-                } else {
-                    emit(&format!(
+            for (c, v) in batch.children.iter().zip(&verdicts) {
+                match v {
+                    Ok(r) if r.passed() => emit(&format!("{}: verified\n", c.spec.label))?,
+                    Ok(r) => emit(&format!(
                         "{}: MISMATCH\n{}",
                         c.spec.label,
                         render::verify_text(r)
-                    ))?;
+                    ))?,
+                    Err(_) => emit(&format!("{}: not verified (error above)\n", c.spec.label))?,
                 }
             }
         }
-        let passed = reports.iter().all(|r| r.passed());
+        // A child that could not be read says why by its error's code; else 1 on a mismatch.
+        if let Some(e) = verdicts.iter().find_map(|v| v.as_ref().err()) {
+            return Ok(exit_code(e));
+        }
+        let passed = verdicts.iter().flatten().all(|r| r.passed());
         return Ok(if passed { exit::OK } else { exit::MISMATCH });
     }
     let job = match (args.job, args.job_from_env) {
