@@ -8,7 +8,8 @@
 //! Job) can run them anywhere, in any order, in parallel or twice: a shard's bytes are fully
 //! determined by the plan, and a job whose shard is already complete does nothing. How one
 //! shard is written, and what a set of independently written shards guarantees, is the
-//! writer's: see [`execute_shard`](crate::execute::execute_shard).
+//! writer's: see [`execute_shard`](crate::execute::execute_shard). A child with a remote
+//! parent is written by a whole run only, as `splice` writes one (its shard jobs are refused).
 //!
 //! - [`manifest`]: the manifest file;
 //! - [`jobs`](mod@jobs): the job list, checks before writing, running jobs, status and summaries.
@@ -18,6 +19,7 @@ pub mod manifest;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::compare::{self, CompareError, CompareOptions, VerifyReport};
 use crate::execute::ExecError;
@@ -25,6 +27,7 @@ use crate::gguf::{GgufError, Model};
 use crate::input::InputError;
 use crate::plan::{self, Parent, Plan, PlanError};
 use crate::recipe::{Recipe, RecipeError};
+use crate::source::Http;
 
 pub use jobs::{
     ChildSummary, Job, JobEvent, JobReport, RunOptions, ShardStatus, check_all, check_paths, jobs,
@@ -227,11 +230,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Open every parent the manifest names (each once) and parse every child's recipe.
-    pub fn open(manifest: Manifest) -> Result<Batch, BatchError> {
+    /// Open every parent the manifest names (each once, as `--parent` opens one: remote
+    /// ones through `http`) and parse every child's recipe.
+    pub fn open(manifest: Manifest, http: &Arc<Http>) -> Result<Batch, BatchError> {
         let mut models: HashMap<&str, Model> = HashMap::new();
         for (name, path) in &manifest.parents {
-            let model = Model::open(path).map_err(|source| BatchError::Parent {
+            let model = Model::open_arg(path, http, None).map_err(|source| BatchError::Parent {
                 manifest: manifest.path.clone(),
                 name: name.clone(),
                 source,
@@ -271,8 +275,8 @@ impl Batch {
     }
 
     /// Read a manifest file and [`open`](Batch::open) it.
-    pub fn from_file(path: &std::path::Path) -> Result<Batch, BatchError> {
-        Batch::open(Manifest::from_file(path)?)
+    pub fn from_file(path: &std::path::Path, http: &Arc<Http>) -> Result<Batch, BatchError> {
+        Batch::open(Manifest::from_file(path)?, http)
     }
 
     /// Plan every child. Any plan error stops here, naming the child; so do two children

@@ -7,7 +7,9 @@ use clap::{ArgGroup, Args};
 
 use gguf_splice::batch::{self, Batch, BatchError, JobEvent, JobReport, RunOptions};
 use gguf_splice::execute::{self, ExecError, ShardOutcome};
+use gguf_splice::gguf::GgufError;
 use gguf_splice::render;
+use gguf_splice::source::SourceError;
 
 use super::progress::{Progress, ProgressMode, Task};
 use super::{
@@ -69,13 +71,27 @@ pub fn exit_code(e: &BatchError) -> i32 {
         BatchError::Input(e) => input_code(e),
         BatchError::Io { .. } | BatchError::NotEnoughSpace { .. } => exit::IO,
         BatchError::NoSuchJob { .. } => exit::USAGE,
+        // A URL in the manifest that cannot be read is the manifest's fault.
+        BatchError::Parent {
+            source: GgufError::Remote(SourceError::BadUrl { .. }),
+            ..
+        } => exit::BAD_INPUT,
         BatchError::Parent { source, .. } => gguf_code(source),
         BatchError::Recipe { source, .. } => recipe_code(source),
         BatchError::Plan { source, .. } => plan_code(source),
-        BatchError::Exec {
-            source: ExecError::Interrupted,
-            ..
-        } => exit::INTERRUPTED,
+        BatchError::Exec { source, .. } if matches!(source.cause(), ExecError::Interrupted) => {
+            exit::INTERRUPTED
+        }
+        // A remote parent where only local ones can be read (a shard job): as `splice
+        // --shard`, change the command line.
+        BatchError::Exec { source, .. }
+            if matches!(
+                source.cause(),
+                ExecError::RemoteShardJob { .. } | ExecError::RemoteMix { .. }
+            ) =>
+        {
+            exit::USAGE
+        }
         BatchError::Exec { .. } => exit::IO,
         BatchError::Compare { source, .. } => compare_code(source),
         BatchError::Toml { .. }
@@ -107,7 +123,7 @@ fn job_from_env() -> Result<usize, CliError> {
 
 /// Runs `batch` and returns the exit code.
 pub fn run(args: BatchArgs) -> Result<i32, CliError> {
-    let batch = Batch::from_file(&args.manifest)?;
+    let batch = Batch::from_file(&args.manifest, super::http())?;
     let plans = batch.plan()?;
 
     if args.list_jobs {
@@ -212,7 +228,7 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
             shard: Some((job.shard + 1, job.shards)),
             total,
         }),
-        JobEvent::Progress { done, .. } => progress.update(done),
+        JobEvent::Progress { done, total, .. } => progress.update_total(done, total),
         JobEvent::Finished { report } => progress.finish(match report.run.outcome {
             ShardOutcome::Written => "done",
             ShardOutcome::Skipped => "skipped",

@@ -32,7 +32,7 @@ fn two_outputs_that_are_one_file_through_a_linked_directory_are_refused_before_w
         );
         assert_eq!(names(&dir), ["m.toml"], "{args:?}");
     }
-    let b = Batch::from_file(Path::new(&m)).unwrap();
+    let b = Batch::from_file(Path::new(&m), &http()).unwrap();
     match b.plan() {
         Err(BatchError::SameOutput {
             first,
@@ -88,7 +88,7 @@ fn verify_reports_every_child_even_after_a_missing_one() {
     assert!(all[1]["error"].as_str().unwrap().contains("chimera-late"));
     assert!(all[2].get("error").is_none() && all[3].get("error").is_none());
     // The library gives each child its verdict.
-    let b = Batch::from_file(Path::new(&m)).unwrap();
+    let b = Batch::from_file(Path::new(&m), &http()).unwrap();
     let plans = b.plan().unwrap();
     let verdicts = b.verify(&plans);
     assert!(matches!(verdicts[0], Err(BatchError::Compare { .. })));
