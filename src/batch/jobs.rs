@@ -256,7 +256,7 @@ pub fn run_job(
 /// Run every job in order in this process, after [`check_all`]. Each child's first shard is
 /// staged by its first job and put in place by its last, so a visible first shard heads a
 /// complete set here too. A child with a remote parent is written by one whole run instead
-/// ([`run_whole`]).
+/// (`run_whole`).
 pub fn run_all(
     batch: &Batch,
     plans: &[Plan],

@@ -13,12 +13,15 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::assemble::AssembleError;
 
+/// The first element that is not a finite F32: (position, the value as stored).
+type FirstBad = Option<(u64, String)>;
+
 /// A tensor read from a file: shape (outermost first, as NumPy writes it) and values.
 pub(super) struct Array {
     pub(super) shape: Vec<u64>,
     pub(super) values: Vec<f32>,
-    /// The first element that is not a finite F32: (position, the value as stored).
-    pub(super) bad: Option<(u64, String)>,
+    /// The first element that is not a finite F32.
+    pub(super) bad: FirstBad,
 }
 
 /// The file's bytes: a regular file only (`/dev/zero` would never end).
@@ -42,7 +45,7 @@ fn count(shape: &[u64], width: usize, available: usize) -> Option<usize> {
 
 /// The values of `data`, and the first one that is not a finite F32 (an F64 is judged
 /// after conversion, so `1e300` is refused as the infinity it would become).
-fn decode(dtype: &str, data: &[u8]) -> Result<(Vec<f32>, Option<(u64, String)>), String> {
+fn decode(dtype: &str, data: &[u8]) -> Result<(Vec<f32>, FirstBad), String> {
     let mut bad = None;
     let mut note = |i: usize, v: f32, shown: &dyn Fn() -> String| {
         if !v.is_finite() && bad.is_none() {
