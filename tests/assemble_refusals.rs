@@ -239,3 +239,28 @@ fn the_cli_refuses_heterogeneous_parents_and_leaves_no_file() {
     ]);
     assert_exit(&o, 2);
 }
+
+#[test]
+fn an_imatrix_that_cannot_be_read_is_an_io_error_with_a_plain_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
+    let missing = dir.path().join("missing.gguf");
+    let out = dir.path().join("out.gguf");
+    for imatrix in [missing.to_str().unwrap(), "/dev/zero"] {
+        let o = run(&[
+            "assemble",
+            "--parent",
+            &format!("v3={}", v3.display()),
+            "--keep-top",
+            "2",
+            "--imatrix",
+            imatrix,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_exit(&o, 4);
+        let e = stderr(&o);
+        assert!(e.contains(imatrix) && !e.contains(".dat"), "{e}");
+        assert!(!out.exists());
+    }
+}

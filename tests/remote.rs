@@ -24,7 +24,7 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::SynthSpec;
-use server::server;
+use server::{names, server};
 
 /// Per parent file name: (parent, tensor bytes the child takes from it, header size).
 fn taken(
@@ -414,4 +414,93 @@ fn shard_jobs_and_mixes_refuse_remote_parents_before_writing() {
             "tensor data fetched for a refused mix"
         );
     }
+}
+
+#[test]
+fn a_batch_manifest_reads_remote_parents_for_whole_runs_and_refuses_them_to_shard_jobs() {
+    let Some(s) = server(
+        "a_batch_manifest_reads_remote_parents_for_whole_runs_and_refuses_them_to_shard_jobs",
+    ) else {
+        return;
+    };
+    let preset = chimera_preset();
+    // The local reference: the same child spliced from the fixtures themselves.
+    let local = s.out("local.gguf");
+    assert_ok(&s.run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.local("v3-q3mix.gguf")),
+        "--parent",
+        &format!("r1={}", s.local("r1-q3mix.gguf")),
+        "--recipe",
+        &preset,
+        "--split-max-tensors",
+        "40",
+        "-o",
+        local.to_str().unwrap(),
+        "-q",
+    ]));
+    // One parent by hf:// name, one by http:// URL: both are read in place.
+    let dir = s.out("farm");
+    std::fs::create_dir(&dir).unwrap();
+    let m = dir.join("m.toml");
+    let r1_url = format!("{}/org/repo/resolve/main/r1-q3mix.gguf", s.proxy.endpoint());
+    std::fs::write(
+        &m,
+        format!(
+            "[parents]\nv3 = '{}'\nr1 = '{r1_url}'\n[[children]]\noutput = 'remote.gguf'\n\
+             recipe = '{preset}'\nsplit_max_tensors = 40\n",
+            s.hf("v3-q3mix.gguf")
+        ),
+    )
+    .unwrap();
+    let m = m.to_str().unwrap();
+    let batch = |args: &[&str]| {
+        let mut all = vec!["batch", m];
+        all.extend_from_slice(args);
+        s.run(&all)
+    };
+    assert_ok(&batch(&["--dry-run"]));
+    assert_eq!(names(&dir), ["m.toml"]);
+
+    // A shard job refuses a remote parent as `splice --shard` does, before writing.
+    let o = batch(&["--job", "0"]);
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("parent 'v3' is remote") && e.contains("shard jobs"),
+        "{e}"
+    );
+    assert_eq!(names(&dir), ["m.toml"]);
+
+    // A whole run fetches what the child takes and writes what a local splice writes.
+    let o = batch(&["--json", "-q"]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shards = v["children"][0]["shard_count"].as_u64().unwrap();
+    assert!(shards > 1, "{v}");
+    assert_eq!(v["children"][0]["written"], shards);
+    assert_eq!(output_bytes(&local), output_bytes(&dir.join("remote.gguf")));
+    assert!(s.proxy.served("r1-q3mix.gguf", true) > 0);
+    // Run again: the complete child is skipped; status and verify agree.
+    let o = batch(&["--json", "-q"]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["children"][0]["skipped"], shards);
+    assert_ok(&batch(&["--status"]));
+    assert_ok(&batch(&["--verify"]));
+
+    // A parent that is not a URL that can be read is the manifest's fault.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[parents]\nv3 = 'hf://org/repo'\n[[children]]\noutput = 'x.gguf'\n",
+    )
+    .unwrap();
+    let o = s.run(&["batch", dir.join("bad.toml").to_str().unwrap(), "--dry-run"]);
+    assert_exit(&o, 3);
+    assert!(
+        stderr(&o).contains("hf://ORG/REPO/PATH/FILE.gguf"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -239,6 +239,53 @@ pub enum AssembleError {
         /// The block number.
         layer: u64,
     },
+    /// An expert count in the importance matrix is not a count (NaN, infinite, negative):
+    /// ranked as it is, a NaN would put its expert first.
+    #[error(
+        "importance matrix {path}: '{tensor}' gives expert {expert} a count of {found}; counts are token counts (finite, 0 or more): the file is damaged, remake it with llama-imatrix"
+    )]
+    ImatrixCount {
+        /// The importance matrix file.
+        path: PathBuf,
+        /// The `*.counts` tensor.
+        tensor: String,
+        /// The expert (0-based).
+        expert: u64,
+        /// The value found.
+        found: String,
+    },
+    /// The importance matrix or router file could not be opened, or is not a regular file.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    /// A router file holds a value that is not a finite F32 (NaN, infinity, or an F64 beyond
+    /// F32's range): llama.cpp's softmax over the router's scores would give NaN.
+    #[error(
+        "router file {path}: '{tensor}' element {element} (index {index:?}) is {found}; router rows must be finite F32 values"
+    )]
+    RouterValue {
+        /// The router file.
+        path: PathBuf,
+        /// The tensor in it (`array` for a `.npy` file).
+        tensor: String,
+        /// The element's position in the tensor's data (0-based).
+        element: u64,
+        /// The same position by dimension, outermost first.
+        index: Vec<u64>,
+        /// The value found (for an F64 value beyond F32's range, that value).
+        found: String,
+    },
+    /// A router file names its tensors by layer, and some output layers have none.
+    #[error(
+        "router file {path}: no router for blk {missing:?} (the file has blk {found:?}); give every MoE layer its tensor (blk.L.ffn_gate_inp.weight), or one tensor with no layer in its name for all layers"
+    )]
+    RouterLayersMissing {
+        /// The router file.
+        path: PathBuf,
+        /// The output's layers that have no tensor in the file.
+        missing: Vec<u64>,
+        /// The layers that have one.
+        found: Vec<u64>,
+    },
     /// The `--router` file cannot be used (its format, names or shapes).
     #[error("router file {path}: {reason}")]
     RouterFile {

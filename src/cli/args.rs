@@ -15,7 +15,6 @@ use gguf_splice::input::InputError;
 use gguf_splice::plan::{self, SplitOptions};
 use gguf_splice::presets::Preset;
 use gguf_splice::recipe::{Recipe, RecipeError};
-use gguf_splice::source::Location;
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
 #[derive(Args)]
@@ -58,9 +57,7 @@ impl FlavourArg {
     /// Open a model (any shard: a path, an `http(s)://` URL or an `hf://` name) with this
     /// flavour.
     pub(crate) fn open(self, path: &Path) -> Result<Model, CliError> {
-        let http = super::http();
-        let location = Location::parse(path, http.endpoint())?;
-        Ok(Model::open_at_as(&location, http, self.flavour)?)
+        Ok(Model::open_arg(path, super::http(), self.flavour)?)
     }
 }
 

@@ -116,6 +116,19 @@ impl Model {
         Model::open_at_as(location, http, None)
     }
 
+    /// Open the model a command-line or manifest argument names: a local path, an
+    /// `http(s)://` URL or an `hf://` name (see [`Location::parse`]), with `flavour`'s type
+    /// table (`None`: detected). The one way a named parent is opened, by `splice`,
+    /// `assemble`, `inspect`, `diff`, `verify` and batch manifests alike.
+    pub fn open_arg(
+        arg: &Path,
+        http: &Arc<Http>,
+        flavour: Option<Flavour>,
+    ) -> Result<Model, GgufError> {
+        let location = Location::parse(arg, http.endpoint())?;
+        Model::open_at_as(&location, http, flavour)
+    }
+
     /// [`Model::open_at`] with `flavour`'s type table (`None`: detected).
     pub fn open_at_as(
         location: &Location,

@@ -377,6 +377,9 @@ impl HttpFile {
                 .get(&target)
                 .header("Range", format!("bytes={}-{}", range.start, range.end - 1));
             if let Some(token) = self.http.token_for(&target) {
+                if token.chars().any(|c| c.is_ascii_control() && c != '\t') {
+                    return Err(SourceError::BadToken.into());
+                }
                 req = req.header("Authorization", format!("Bearer {token}"));
             }
             let resp = req.call().map_err(|e| classify(&target, e))?;

@@ -156,6 +156,27 @@ fn an_expired_target_is_resolved_again_and_the_token_stays_home() {
     assert!(!cdn_heads.iter().any(auth));
 }
 
+#[test]
+fn a_token_with_a_line_break_is_called_malformed_and_never_sent() {
+    let (hub, seen) = serve(|_, _| {
+        (
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n".into(),
+            vec![],
+        )
+    });
+    let h = Arc::new(Http::new(HttpOptions {
+        endpoint: hub.clone(),
+        token: Some("hf_abc\nhf_def".into()),
+        backoff: Duration::from_millis(1),
+        env_proxy: false,
+        ..HttpOptions::default()
+    }));
+    let e = HttpFile::open(h, &format!("{hub}/o/r/resolve/main/m.gguf"), 10).unwrap_err();
+    assert!(matches!(e, SourceError::BadToken), "{e:?}");
+    assert!(!e.to_string().contains("hf_abc"), "{e}");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 fn open_err(answer: impl Fn(usize, &str) -> Answer + Send + 'static) -> SourceError {
     let (url, _) = serve(answer);
     HttpFile::open(http(), &format!("{url}/m.gguf"), 16).unwrap_err()

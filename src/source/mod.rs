@@ -171,6 +171,12 @@ pub enum SourceError {
         /// The URL asked for (after redirects).
         url: String,
     },
+    /// `HF_TOKEN` holds a line break or another control character, which no HTTP header
+    /// can carry (the token itself is never shown).
+    #[error(
+        "HF_TOKEN is malformed: it holds a line break or another control character; set it to the token alone (hf_...)"
+    )]
+    BadToken,
     /// The server answered 401 or 403.
     #[error("{url}: access denied (HTTP {status}); {fix}")]
     Denied {
