@@ -47,9 +47,10 @@ pub(crate) struct RecipeArgs {
 #[derive(Args, Clone, Copy)]
 pub(crate) struct FlavourArg {
     /// Read every model as made for this program: `ik` (ik_llama.cpp) or `mainline`
-    /// (llama.cpp). Without it, a model with a type only ik_llama.cpp defines is read as ik's,
-    /// one whose type ids mean the same to both as mainline's, and one with an id the two read
-    /// differently (such as 34-36, 40, 42) is refused.
+    /// (llama.cpp). Without it, a model is for the only program that defines all its type ids
+    /// (a type only ik_llama.cpp defines makes it ik's; one only llama.cpp defines, such as
+    /// NVFP4, mainline's), one whose ids mean the same to both is read as mainline's, and one
+    /// with an id both define differently (Q8_K, 15) and nothing else to tell is refused.
     #[arg(long, value_name = "ik|mainline")]
     pub(crate) flavour: Option<Flavour>,
 }

@@ -13,7 +13,7 @@ pub struct Loaders {
     /// The child's types that only that program defines, by name, in first-seen order.
     pub own_types: Vec<&'static str>,
     /// Whether a reader can tell the child's flavour from its type ids alone (false when its
-    /// ik-only types are all in the ids mainline also uses, such as Q4_0_4_4).
+    /// only ik-only type is one whose id mainline defines differently: ik's Q8_K).
     pub self_describing: bool,
 }
 
