@@ -280,6 +280,11 @@ pub(crate) struct AssemblySpec {
     /// (or fewer, if fewer experts) for dense ones.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     experts_used: Option<u64>,
+    /// Write an MoE with more experts per layer than the programs that would load it accept
+    /// (LLAMA_MAX_EXPERTS: 1024 in llama.cpp, 512 in ik_llama.cpp): a warning instead of a
+    /// refusal, for a build whose limit was raised.
+    #[arg(long)]
+    force_expert_count: bool,
 }
 
 impl AssemblySpec {
@@ -317,6 +322,7 @@ impl AssemblySpec {
             selection,
             router,
             experts_used: self.experts_used,
+            force_expert_count: self.force_expert_count,
         })
     }
 
@@ -329,6 +335,7 @@ impl AssemblySpec {
             (self.keep_top.is_some(), "--keep-top"),
             (self.router.is_some(), "--router"),
             (self.experts_used.is_some(), "--experts-used"),
+            (self.force_expert_count, "--force-expert-count"),
         ]
         .into_iter()
         .find(|(given, _)| *given)
