@@ -331,7 +331,7 @@ fn more_experts_than_the_loaders_accept_are_refused_unless_forced() {
     assert_ok(&o);
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert!(
-        text.contains("loads at most 1024 (its LLAMA_MAX_EXPERTS)"),
+        text.contains("llama.cpp loads at most 1024 (LLAMA_MAX_EXPERTS): the child loads only"),
         "{text}"
     );
 }

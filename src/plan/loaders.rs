@@ -183,15 +183,17 @@ pub(super) fn check_limits(
         ));
         return Ok(());
     }
-    let e = PlanError::TooManyExperts {
-        count,
-        limit: max_experts(highest),
-        program: program(highest),
-    };
+    let (limit, program) = (max_experts(highest), program(highest));
     match experts {
-        OverLimit::Refuse => Err(e),
+        OverLimit::Refuse => Err(PlanError::TooManyExperts {
+            count,
+            limit,
+            program,
+        }),
         OverLimit::Warn => {
-            warnings.push(format!("{e} (not refused: the child may not load)"));
+            warnings.push(format!(
+                "{count} experts per layer, but {program} loads at most {limit} (LLAMA_MAX_EXPERTS): the child loads only in a build whose limit was raised"
+            ));
             Ok(())
         }
     }
