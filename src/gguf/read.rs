@@ -271,8 +271,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         });
     }
 
-    // Which table the type ids are read with needs every tensor's id: the first ik-only id
-    // may come after a contested one.
+    // Which table the type ids are read with needs every tensor's id: the first id only one
+    // program defines may come after a contested one.
     let ids = raw.iter().map(|t| (t.name.as_str(), t.type_id));
     let (flavour, flavour_basis) = flavour::decide_flavour(path, ids, given)?;
     let mut tensors = Vec::with_capacity(raw.len());
