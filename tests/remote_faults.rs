@@ -260,3 +260,90 @@ fn a_killed_run_resumes_without_fetching_again() {
     assert_eq!(resumed_run + recorded, data(&s));
     assert!(names(s.out.path()).iter().all(|n| !n.contains(".resume.")));
 }
+
+/// The journal is not trusted (issue 19): a line appended by hand (bytes never fetched, a
+/// range past the output, 100 bytes inside a tensor) or a damaged header makes `--resume`
+/// refuse, naming the journal as damaged, with nothing published; the journal as written
+/// resumes.
+#[test]
+fn a_damaged_or_edited_journal_is_refused() {
+    let Some(s) = server("a_damaged_or_edited_journal_is_refused") else {
+        return;
+    };
+    let kill = [("GGUF_SPLICE_TEST_KILL_AT", "journal:2")];
+    let o = splice(&s, "c.gguf", &["--connections", "1"], &kill);
+    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{}", stderr(&o));
+    let journal = s.out(".c.gguf.resume.journal");
+    let written = std::fs::read_to_string(&journal).unwrap();
+    let header = written.lines().next().unwrap().to_string();
+    for edited in [
+        format!("{written}done 0 0 268730048\n"),
+        format!("{written}done 0 0 999999999999\n"),
+        format!("{written}done 0 4096 4196\n"),
+        written.replacen("\"set_id\"", "\"set_iX\"", 1),
+        format!("{}{}", &written[..written.len() / 2], "\x00\x00\x00\n"),
+        written.replacen(&header, "garbage", 1),
+    ] {
+        std::fs::write(&journal, &edited).unwrap();
+        let o = splice(&s, "c.gguf", &["--resume"], &[]);
+        assert_exit(&o, 4);
+        let e = stderr(&o);
+        assert!(
+            e.contains("it is damaged") && e.contains("delete"),
+            "{edited}: {e}"
+        );
+        nothing_at(&s, "c.gguf");
+    }
+    // A torn last line (a crash while appending) is cut off, not damage.
+    std::fs::write(&journal, format!("{written}done 0 12")).unwrap();
+    let o = splice(&s, "c.gguf", &["--resume"], &[]);
+    assert_ok(&o);
+    identical(&s, "c.gguf");
+    assert!(names(s.out.path()).iter().all(|n| !n.contains(".resume.")));
+}
+
+/// Without `ETag` or `Last-Modified`, a parent rewritten in place (same size, same header,
+/// other tensor bytes, as a requantization with another imatrix) cannot be told from the one
+/// fetched before: `--resume` refuses and says why, instead of mixing old and new bytes; a
+/// run that fails keeps nothing it could not resume from (issue 19).
+#[test]
+fn resume_without_validators_is_refused() {
+    let Some(s) = server("resume_without_validators_is_refused") else {
+        return;
+    };
+    s.proxy.strip_validators(true);
+    let kill = [("GGUF_SPLICE_TEST_KILL_AT", "journal:2")];
+    let o = splice(&s, "c.gguf", &["--connections", "1"], &kill);
+    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{}", stderr(&o));
+    // The tensor bytes change; size and header stay.
+    for name in ["r1-iq2mix.gguf", "v3-q3mix.gguf"] {
+        let path = s.served(name);
+        let data_from = gguf_splice::gguf::GgufFile::open(&path)
+            .unwrap()
+            .data_offset as usize;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[data_from..].iter_mut().for_each(|b| *b ^= 0x5A);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let o = splice(&s, "c.gguf", &["--resume"], &[]);
+    assert_exit(&o, 4);
+    let e = stderr(&o);
+    assert!(
+        e.contains("without an ETag or Last-Modified") && e.contains("delete"),
+        "{e}"
+    );
+    nothing_at(&s, "c.gguf");
+
+    // A run that gives up keeps nothing: it could not be resumed.
+    for name in names(s.out.path()) {
+        std::fs::remove_file(s.out(&name)).unwrap();
+    }
+    s.proxy.reset();
+    for k in 4..=11 {
+        s.proxy.on_data_request(k, Fault::Status503);
+    }
+    let o = splice(&s, "c.gguf", &["--connections", "1"], &[]);
+    assert_exit(&o, 4);
+    assert!(!stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert!(names(s.out.path()).iter().all(|n| !n.contains(".resume.")));
+}

@@ -7,19 +7,29 @@
 //! parts are for and which byte ranges of them are complete:
 //!
 //! - line 1, JSON: the plan's set id (a hash of every output byte's source), each shard's
-//!   path and size, and each remote parent file's URL, size, `ETag` and `Last-Modified`;
-//! - then one line per completed range, `done SHARD START END` (byte offsets in the shard),
-//!   appended only after the part's data is on disk (`fdatasync`), so a line never claims
-//!   bytes a crash could lose. A torn last line is ignored.
+//!   path and size, and each remote parent file's URL (redacted), size, `ETag` and
+//!   `Last-Modified`; then a space and its checksum;
+//! - then one line per completed job (one ranged GET of the plan, at most
+//!   [`JOB_BYTES`](super::remote::JOB_BYTES)), `done SHARD START END CHECK` (byte offsets in
+//!   the shard), appended only after the part's data is on disk (`fdatasync`), so a line
+//!   never claims bytes a crash could lose. `CHECK` covers the line and the header's
+//!   checksum, so a line of another journal does not pass either.
+//!
+//! Nothing in it is trusted: a torn last line (a crash while appending) is cut off, and any
+//! other line whose checksum does not match, or whose range is not exactly one remote job
+//! of this plan's shard, makes the journal damaged ([`ExecError::ResumeJournalDamaged`]):
+//! resuming from it could publish bytes that were never fetched.
 //!
 //! The journal is locked (`flock`) while a run uses it, so two runs never write one output.
 //! A run finds the state of an earlier one and continues it only with `--resume`, and only
-//! if the plan and the remote files are the same; otherwise it stops and says what to delete.
-//! The state is removed once the child is published, and also when a run fails because a
-//! parent changed (the fetched bytes are then worthless).
+//! if the plan and the remote files are the same, and every remote file has a validator
+//! (`ETag` or `Last-Modified`): without one, a file changed in place (same size) cannot be
+//! told from the one fetched before. Otherwise it stops and says what to delete. The state
+//! is removed once the child is published, and also when a run fails because a parent
+//! changed or has no validator (the fetched bytes are then worthless).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
@@ -31,7 +41,10 @@ use super::outputs::parent_dir;
 use super::{ExecError, io_err};
 use crate::plan::Plan;
 
-const VERSION: u64 = 1;
+/// 2: checksums, and one line per whole job.
+const VERSION: u64 = 2;
+/// A journal larger than this is not one this program wrote (a line per 16 MiB job).
+const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 const PART_SUFFIX: &str = ".resume.part";
 const JOURNAL_SUFFIX: &str = ".resume.journal";
 
@@ -116,16 +129,81 @@ fn difference(then: &Value, now: &Value) -> Option<(String, String, String)> {
     None
 }
 
+/// FNV-1a, 64 bits: a checksum against damage, not against forgery.
+fn checksum(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in p.as_bytes().iter().chain(b"\n") {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The journal's first line for `header`, and its checksum.
+fn header_line(header: &Value) -> (String, String) {
+    let json = header.to_string();
+    let check = checksum(&[&json]);
+    (format!("{json} {check}\n"), check)
+}
+
+/// A `done` line, chained to the header's checksum.
+fn done_line(header_check: &str, shard: usize, range: &Range<u64>) -> String {
+    let body = format!("done {shard} {} {}", range.start, range.end);
+    let check = checksum(&[header_check, &body]);
+    format!("{body} {check}\n")
+}
+
+/// Why a journal cannot be trusted: the line (1-based) and what is wrong with it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Damage {
+    pub line: usize,
+    pub why: String,
+}
+
+/// What a journal holds, once checked.
+#[derive(Debug)]
+struct Read {
+    header: Value,
+    /// The header's checksum, which `done` lines chain to.
+    check: String,
+    /// Per shard, completed ranges, merged.
+    done: Vec<Vec<Range<u64>>>,
+    /// Bytes up to the end of the last complete line (a torn line after it is cut off).
+    valid_len: u64,
+}
+
+/// Whether every remote file the plan reads has a validator the server sends on every
+/// answer; without one, `--resume` cannot tell a file changed in place. The first one
+/// without: (parent, URL).
+pub(super) fn unvalidated(plan: &Plan) -> Option<(String, String)> {
+    for p in plan.parents {
+        for s in p.model.shards() {
+            if let Some(r) = &s.remote {
+                let id = r.identity();
+                if id.etag.is_none() && id.last_modified.is_none() {
+                    return Some((p.name.clone(), r.url().to_string()));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The resume state of this run, held (and locked) while it runs.
 pub(super) struct Resume {
     journal_path: PathBuf,
     journal: File,
+    /// The header's checksum, which each `done` line chains to.
+    check: String,
     /// Each output shard's part file.
     pub parts: Vec<PathBuf>,
     /// Per shard: completed byte ranges, sorted and merged.
     pub done: Vec<Vec<Range<u64>>>,
     /// Bytes the journal says an earlier run completed.
     pub resumed: u64,
+    /// Bytes this run recorded.
+    pub recorded: u64,
 }
 
 fn lock(f: &File, journal: &Path) -> Result<(), ExecError> {
@@ -180,8 +258,13 @@ pub(super) fn subtract(want: Range<u64>, done: &[Range<u64>]) -> Vec<Range<u64>>
 
 impl Resume {
     /// Take up the state an interrupted run left for this output (with `resume`), or start
-    /// a new one. Creates (or checks) the part file of every shard at its full size.
-    pub(super) fn open(plan: &Plan, resume: bool) -> Result<Resume, ExecError> {
+    /// a new one. Creates (or checks) the part file of every shard at its full size. `jobs`
+    /// are, per shard, the byte ranges of its remote jobs: a `done` line must be one of them.
+    pub(super) fn open(
+        plan: &Plan,
+        resume: bool,
+        jobs: &[Vec<Range<u64>>],
+    ) -> Result<Resume, ExecError> {
         let first = &plan.shards[0].path;
         let journal_path = journal_path(first);
         let header = describe(plan);
@@ -195,22 +278,32 @@ impl Resume {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&journal_path, "open")(e)),
         };
-        let (journal, mut done) = match existing {
+        let (journal, check, mut done) = match existing {
             Some(f) => {
                 lock(&f, &journal_path)?;
-                let (then, done) =
-                    read_journal(&f, plan.shards.len()).map_err(io_err(&journal_path, "read"))?;
                 let mut files = vec![journal_path.clone()];
                 files.extend(parts.iter().filter(|p| p.exists()).cloned());
+                let read = match read_journal(&f, jobs) {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(Damage { line, why })) => {
+                        return Err(ExecError::ResumeJournalDamaged {
+                            journal: journal_path,
+                            line,
+                            why,
+                            files,
+                        });
+                    }
+                    Err(e) => return Err(io_err(&journal_path, "read")(e)),
+                };
                 if !resume {
-                    let bytes = done.iter().flatten().map(|r| r.end - r.start).sum();
+                    let bytes = read.done.iter().flatten().map(|r| r.end - r.start).sum();
                     return Err(ExecError::ResumeStateExists {
                         journal: journal_path,
                         bytes,
                         files,
                     });
                 }
-                if let Some((what, expected, found)) = difference(&then, &header) {
+                if let Some((what, expected, found)) = difference(&read.header, &header) {
                     return Err(ExecError::ResumeMismatch {
                         journal: journal_path,
                         what,
@@ -219,7 +312,18 @@ impl Resume {
                         files,
                     });
                 }
-                (f, done)
+                if let Some((parent, url)) = unvalidated(plan) {
+                    return Err(ExecError::ResumeUnverifiable {
+                        journal: journal_path,
+                        parent,
+                        url,
+                        files,
+                    });
+                }
+                // Appends go after the last complete line, never onto a torn one.
+                f.set_len(read.valid_len)
+                    .map_err(io_err(&journal_path, "write"))?;
+                (f, read.check, read.done)
             }
             None => {
                 let f = OpenOptions::new()
@@ -233,12 +337,11 @@ impl Resume {
                         source,
                     })?;
                 lock(&f, &journal_path)?;
-                let mut line = header.to_string();
-                line.push('\n');
+                let (line, check) = header_line(&header);
                 (&f).write_all(line.as_bytes())
                     .and_then(|()| f.sync_all())
                     .map_err(io_err(&journal_path, "write"))?;
-                (f, vec![Vec::new(); plan.shards.len()])
+                (f, check, vec![Vec::new(); plan.shards.len()])
             }
         };
         for (i, shard) in plan.shards.iter().enumerate() {
@@ -274,9 +377,11 @@ impl Resume {
         Ok(Resume {
             journal_path,
             journal,
+            check,
             parts,
             done,
             resumed,
+            recorded: 0,
         })
     }
 
@@ -285,13 +390,15 @@ impl Resume {
         &self.journal_path
     }
 
-    /// Record that `range` of shard `shard`'s part is complete. The caller has synced the
-    /// part's data first.
+    /// Record that the job `range` of shard `shard`'s part is complete. The caller has
+    /// synced the part's data first.
     pub(super) fn record(&mut self, shard: usize, range: Range<u64>) -> Result<(), ExecError> {
-        let line = format!("done {shard} {} {}\n", range.start, range.end);
+        let line = done_line(&self.check, shard, &range);
         (&self.journal)
             .write_all(line.as_bytes())
-            .map_err(io_err(&self.journal_path, "write"))
+            .map_err(io_err(&self.journal_path, "write"))?;
+        self.recorded += range.end - range.start;
+        Ok(())
     }
 
     /// The run succeeded (the parts are published) or its parts are gone: remove the journal.
@@ -308,33 +415,94 @@ impl Resume {
     }
 }
 
-/// The journal's header and completed ranges per shard; a torn or foreign line is skipped.
-fn read_journal(f: &File, shards: usize) -> std::io::Result<(Value, Vec<Vec<Range<u64>>>)> {
-    let mut lines = std::io::BufReader::new(f).lines();
-    let header = match lines.next() {
-        Some(l) => serde_json::from_str(&l?).unwrap_or(Value::Null),
-        None => Value::Null,
-    };
-    let mut done = vec![Vec::new(); shards];
-    for line in lines {
-        let line = line?;
-        let mut w = line.split(' ');
-        let parsed = (|| {
-            if w.next()? != "done" {
-                return None;
-            }
-            let s: usize = w.next()?.parse().ok()?;
-            let a: u64 = w.next()?.parse().ok()?;
-            let b: u64 = w.next()?.parse().ok()?;
-            w.next().is_none().then_some((s, a..b))
-        })();
-        if let Some((s, r)) = parsed
-            && s < shards
-        {
-            done[s].push(r);
-        }
+/// Read and check a journal against the plan's remote `jobs` (per shard): the outer error
+/// is the system's, the inner one says where the journal is damaged.
+fn read_journal(f: &File, jobs: &[Vec<Range<u64>>]) -> std::io::Result<Result<Read, Damage>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    f.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_JOURNAL_BYTES {
+        return Ok(Err(Damage {
+            line: 0,
+            why: format!("it is larger than {MAX_JOURNAL_BYTES} bytes"),
+        }));
     }
-    Ok((header, done.into_iter().map(merge).collect()))
+    Ok(check_journal(&bytes, jobs))
+}
+
+/// [`read_journal`] on the journal's bytes.
+fn check_journal(bytes: &[u8], jobs: &[Vec<Range<u64>>]) -> Result<Read, Damage> {
+    let damage = |line: usize, why: &str| Damage {
+        line,
+        why: why.to_string(),
+    };
+    // A crash while appending leaves a last line without its newline: cut it off.
+    let valid_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..valid_len])
+        .map_err(|e| damage(0, &format!("it is not text (byte {})", e.valid_up_to())))?;
+    let mut lines = text.lines();
+    let first = lines
+        .next()
+        .ok_or_else(|| damage(1, "it has no header line"))?;
+    let (header, check) = match first.rsplit_once(' ') {
+        Some((json, check)) if checksum(&[json]) == check => {
+            let header =
+                serde_json::from_str(json).map_err(|_| damage(1, "the header is not JSON"))?;
+            (header, check.to_string())
+        }
+        // A journal of another version (1 had no checksum) is not damaged: its version
+        // differs, which the header comparison says.
+        _ => match serde_json::from_str::<Value>(first) {
+            Ok(h) if h.get("version").is_some_and(|v| *v != json!(VERSION)) => (h, String::new()),
+            _ => return Err(damage(1, "the header's checksum does not match")),
+        },
+    };
+    let mut done = vec![Vec::new(); jobs.len()];
+    if header["version"] != json!(VERSION) {
+        return Ok(Read {
+            header,
+            check,
+            done,
+            valid_len: valid_len as u64,
+        });
+    }
+    for (n, line) in lines.enumerate() {
+        let n = n + 2;
+        let (body, sum) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| damage(n, "not a `done` line"))?;
+        if checksum(&[&check, body]) != sum {
+            return Err(damage(n, "its checksum does not match"));
+        }
+        let w: Vec<&str> = body.split(' ').collect();
+        let num = |s: &str| s.parse::<u64>().map_err(|_| damage(n, "not a `done` line"));
+        if w.len() != 4 || w[0] != "done" {
+            return Err(damage(n, "not a `done` line"));
+        }
+        let (shard, start, end) = (num(w[1])?, num(w[2])?, num(w[3])?);
+        let Some(shard_jobs) = usize::try_from(shard).ok().and_then(|s| jobs.get(s)) else {
+            return Err(damage(n, &format!("the output has no shard {shard}")));
+        };
+        // Jobs are sorted by offset: the range must be exactly one of them.
+        let is_job = shard_jobs
+            .binary_search_by_key(&start, |j| j.start)
+            .is_ok_and(|k| shard_jobs[k].end == end);
+        if !is_job {
+            return Err(damage(
+                n,
+                &format!(
+                    "bytes {start}-{end} of shard {shard} are not one remote job of this plan"
+                ),
+            ));
+        }
+        done[shard as usize].push(start..end);
+    }
+    Ok(Read {
+        header,
+        check,
+        done: done.into_iter().map(merge).collect(),
+        valid_len: valid_len as u64,
+    })
 }
 
 #[cfg(test)]
@@ -363,14 +531,67 @@ mod tests {
         );
     }
 
+    /// A journal of `lines` (`done` lines given as (shard, start, end), checksummed) after a
+    /// version-2 header.
+    fn journal(done: &[(usize, u64, u64)]) -> (String, String) {
+        let (mut text, check) = header_line(&json!({"version": VERSION, "set_id": "x"}));
+        for &(s, a, b) in done {
+            text.push_str(&done_line(&check, s, &(a..b)));
+        }
+        (text, check)
+    }
+
+    fn jobs() -> Vec<Vec<Range<u64>>> {
+        vec![vec![100..200, 200..300, 400..500], vec![64..128]]
+    }
+
     #[test]
-    fn a_torn_last_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("j");
-        std::fs::write(&p, "{\"version\":1}\ndone 0 0 10\ndone 1 5 9\ndone 0 10 2").unwrap();
-        let (h, done) = read_journal(&File::open(&p).unwrap(), 2).unwrap();
-        assert_eq!(h["version"], 1);
-        assert_eq!(done, vec![vec![0..10], vec![5..9]]);
+    fn done_lines_are_read_and_a_torn_last_line_is_cut_off() {
+        let (mut text, _) = journal(&[(0, 100, 200), (1, 64, 128), (0, 200, 300)]);
+        let whole = text.len() as u64;
+        text.push_str("done 0 400 5");
+        let r = check_journal(text.as_bytes(), &jobs()).unwrap();
+        assert_eq!(r.header["version"], VERSION);
+        assert_eq!(r.done, vec![vec![100..300], vec![64..128]]);
+        assert_eq!(r.valid_len, whole);
+    }
+
+    #[test]
+    fn lines_that_are_not_one_job_of_the_plan_are_damage() {
+        // Each is checksummed as this program would write it: the check against the plan
+        // is what refuses it.
+        for (bad, what) in [
+            ((0, 0, 268_730_048), "not one remote job"),
+            ((0, 0, 999_999_999_999), "not one remote job"),
+            ((0, 120, 220), "not one remote job"),
+            ((0, 100, 150), "not one remote job"),
+            ((2, 0, 10), "no shard 2"),
+        ] {
+            let (text, _) = journal(&[(0, 100, 200), bad]);
+            let e = check_journal(text.as_bytes(), &jobs()).unwrap_err();
+            assert_eq!(e.line, 3, "{bad:?}");
+            assert!(e.why.contains(what), "{bad:?}: {}", e.why);
+        }
+    }
+
+    #[test]
+    fn edited_or_foreign_lines_and_headers_are_damage() {
+        let (text, _) = journal(&[(0, 100, 200)]);
+        // A line appended by hand, as the old format wrote it.
+        let e = check_journal(format!("{text}done 0 0 268730048\n").as_bytes(), &jobs());
+        assert_eq!(e.unwrap_err().line, 3);
+        // A line of another journal (chained to another header).
+        let other = done_line("0000000000000000", 0, &(200..300));
+        let e = check_journal(format!("{text}{other}").as_bytes(), &jobs());
+        assert!(e.unwrap_err().why.contains("checksum"));
+        // A damaged header is named as damaged, not as another version.
+        let e = check_journal(text.replacen("set_id", "set_iX", 1).as_bytes(), &jobs());
+        assert_eq!(e.unwrap_err().line, 1);
+        let e = check_journal(b"\x00\x00garbage\n", &jobs()).unwrap_err();
+        assert_eq!(e.line, 1);
+        // A journal of version 1 (no checksums) is read as one of another version.
+        let r = check_journal(b"{\"version\":1}\ndone 0 0 10\n", &jobs()).unwrap();
+        assert_eq!(r.header["version"], 1);
     }
 
     #[test]
