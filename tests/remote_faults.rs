@@ -347,3 +347,49 @@ fn resume_without_validators_is_refused() {
     assert!(!stderr(&o).contains("--resume"), "{}", stderr(&o));
     assert!(names(s.out.path()).iter().all(|n| !n.contains(".resume.")));
 }
+
+/// A run that fails at publishing keeps what it fetched (issue 19): here the output appears
+/// while the run fetches (made at a hook point), so publishing without --force is refused;
+/// the journal and part files stay, and `--resume --force` finishes without fetching again.
+#[test]
+fn a_run_refused_at_publishing_keeps_its_download() {
+    let Some(s) = server("a_run_refused_at_publishing_keeps_its_download") else {
+        return;
+    };
+    let pv = format!("v3={}", s.hf("v3-q3mix.gguf"));
+    let pr = format!("r1={}", s.hf("r1-iq2mix.gguf"));
+    let out = s.out("c.gguf");
+    let o_str = out.display().to_string();
+    let preset = chimera_preset();
+    let args = [
+        "splice", "--parent", &pv, "--parent", &pr, "--recipe", &preset, "-o", &o_str, "-q",
+    ];
+    let (child, flag) = s.start_paused(&args, "shard:1");
+    std::fs::write(&out, b"another file").unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_exit(&o, 4);
+    let e = stderr(&o);
+    assert!(e.contains("--force") && e.contains("--resume"), "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"another file");
+    let kept = names(s.out.path());
+    assert!(
+        kept.contains(&".c.gguf.resume.journal".to_string()),
+        "{kept:?}"
+    );
+    assert!(
+        kept.contains(&".c.gguf.resume.part".to_string()),
+        "{kept:?}"
+    );
+
+    s.proxy.reset();
+    let o = splice(&s, "c.gguf", &["--resume", "--force"], &[]);
+    assert_ok(&o);
+    identical(&s, "c.gguf");
+    assert_eq!(
+        s.proxy.served("r1-iq2mix.gguf", true) + s.proxy.served("v3-q3mix.gguf", true),
+        0,
+        "nothing fetched again"
+    );
+    assert!(names(s.out.path()).iter().all(|n| !n.contains(".resume.")));
+}

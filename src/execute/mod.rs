@@ -470,12 +470,25 @@ pub fn execute_with(
             path: shard.path.clone(),
         })
         .collect();
-    let published = publish::publish(staged, parent_dir(&plan.shards[0].path), opts.force, &hooks);
-    // Published, or rolled back (the parts are gone): nothing is left to resume.
-    if let Some(state) = state {
-        state.finish();
+    let dir = parent_dir(&plan.shards[0].path);
+    let published = publish::publish(staged, dir, opts.force, state.is_some(), &hooks);
+    match (state, published) {
+        (Some(state), Ok(())) => state.finish(),
+        // Not published: the parts are back at their names, and are kept for `--resume`
+        // (`--force` if the output appeared meanwhile), unless nothing could resume them.
+        (Some(state), Err(e)) => {
+            if journal::unvalidated(plan).is_some() {
+                state.discard();
+                return Err(e);
+            }
+            return Err(ExecError::Kept {
+                cause: Box::new(e),
+                journal: state.journal().to_path_buf(),
+                bytes: state.resumed + state.recorded,
+            });
+        }
+        (None, published) => published?,
     }
-    published?;
     let mut fetched: Vec<Fetched> = Vec::new();
     for p in plan.parents {
         let remote = p.model.shards().iter().filter_map(|s| s.remote.as_ref());
