@@ -426,6 +426,12 @@ pub fn execute_with(
 ) -> Result<Written, ExecError> {
     let hooks = Hooks::from_env();
     refuse_remote_mix(plan)?;
+    // A set that a killed run was replacing is put back before anything is checked or
+    // removed: it is the previous child, which `--force` alone may replace.
+    let dir = parent_dir(&plan.shards[0].path);
+    if outputs::check_dir(dir).is_ok() {
+        outputs::restore_interrupted(plan, dir)?;
+    }
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
     let sources = identity::open_parents(plan)?;
@@ -470,7 +476,6 @@ pub fn execute_with(
             path: shard.path.clone(),
         })
         .collect();
-    let dir = parent_dir(&plan.shards[0].path);
     let published = publish::publish(staged, dir, opts.force, state.is_some(), &hooks);
     match (state, published) {
         (Some(state), Ok(())) => state.finish(),
