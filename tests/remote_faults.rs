@@ -393,3 +393,70 @@ fn a_run_refused_at_publishing_keeps_its_download() {
     );
     assert!(names(s.out.path()).iter().all(|n| !n.contains(".resume.")));
 }
+
+/// One lock for every kind of run into an output (issue 19): while a remote run publishes
+/// its shards (paused between two renames, no first shard visible yet), a local run into the
+/// same output with --force is refused and touches nothing (it used to remove the remote
+/// run's shards as "left by an interrupted run" and publish its own set); the remote run then
+/// finishes with its own complete set.
+#[test]
+fn a_local_run_into_the_output_of_a_running_remote_run_is_refused() {
+    let Some(s) = server("a_local_run_into_the_output_of_a_running_remote_run_is_refused") else {
+        return;
+    };
+    let preset = chimera_preset();
+    let split = ["--split-max-tensors", "20", "-q", "--force"];
+    let args = |v3: String, r1: String, out: &str| -> Vec<String> {
+        let o = s.out(out).display().to_string();
+        let mut a: Vec<String> = ["splice", "--parent", &v3, "--parent", &r1, "-o", &o]
+            .map(String::from)
+            .to_vec();
+        a.extend(["--recipe".to_string(), preset.clone()]);
+        a.extend(split.map(String::from));
+        a
+    };
+    let local = |out: &str| {
+        let v3 = format!("v3={}", s.local("v3-q3mix.gguf"));
+        let r1 = format!("r1={}", s.local("r1-iq2mix.gguf"));
+        args(v3, r1, out)
+    };
+    let remote = args(
+        format!("v3={}", s.hf("v3-q3mix.gguf")),
+        format!("r1={}", s.hf("r1-iq2mix.gguf")),
+        "c.gguf",
+    );
+    let shard = |p: &str, k: u32| format!("{p}-0000{k}-of-00003.gguf");
+    assert_ok(&s.run(&strs(&local("ref.gguf"))));
+
+    // Renames: new shard 2 is in place, the remote run stops before shard 3.
+    let (child, flag) = s.start_paused(&strs(&remote), "rename:2");
+    assert!(s.out(&shard("c", 2)).exists() && !s.out(&shard("c", 1)).exists());
+    let placed = std::fs::read(s.out(&shard("c", 2))).unwrap();
+    let o = s.run(&strs(&local("c.gguf")));
+    assert_exit(&o, 4);
+    let e = stderr(&o);
+    assert!(e.contains("another gguf-splice run is writing"), "{e}");
+    assert!(!e.contains("interrupted run"), "{e}");
+    assert!(!s.out(&shard("c", 1)).exists(), "the local run published");
+    assert_eq!(std::fs::read(s.out(&shard("c", 2))).unwrap(), placed);
+
+    std::fs::remove_file(&flag).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_ok(&o);
+    for k in 1..=3 {
+        assert!(
+            std::fs::read(s.out(&shard("c", k))).unwrap()
+                == std::fs::read(s.out(&shard("ref", k))).unwrap(),
+            "shard {k} differs from the local splice"
+        );
+    }
+    let hidden: Vec<String> = names(s.out.path())
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "hidden files left: {hidden:?}");
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

@@ -77,6 +77,16 @@ pub enum ExecError {
         /// The id of the process that made it, from its name.
         pid: i32,
     },
+    /// Another run into the same output holds its lock (a local or a remote splice).
+    #[error(
+        "another gguf-splice run is writing {output} (it holds {lock}); let it finish: two runs into one output would mix their files"
+    )]
+    OutputLocked {
+        /// The output's first shard.
+        output: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The directory the output goes into does not exist.
     #[error("the output directory {dir} does not exist; create it first")]
     OutputDirMissing {

@@ -146,7 +146,7 @@ pub(super) fn check_dir(dir: &Path) -> Result<(), ExecError> {
 
 /// The prefix shard names of this output start with: `DIR/child` for `child.gguf` or
 /// `child-00001-of-00003.gguf`, as a file name.
-fn shard_prefix(plan: &Plan) -> String {
+pub(super) fn shard_prefix(plan: &Plan) -> String {
     let name = file_name(&plan.shards[0].path);
     match parse_shard_name(Path::new(&name)) {
         Some((prefix, _, _)) if plan.shards.len() > 1 => prefix,
