@@ -11,7 +11,9 @@
 //! given, and the redirect target without its query ([`url::redact`]): a signature is never
 //! shown. `5xx`, `408`, `429`,
 //! timeouts and dropped connections are retried with exponential backoff, continuing a
-//! broken range from its last byte received.
+//! broken range from its last byte received; a connection that broke after delivering at
+//! least [`RETRY_AT_ONCE_AFTER`] bytes is reopened at once (the server answers; only the
+//! connection failed), so a proxy that cuts long responses costs a request, not a delay.
 
 use std::io::Read;
 use std::ops::Range;
@@ -32,6 +34,10 @@ pub const ENV_TOKEN: &str = "HF_TOKEN";
 pub const ENV_BACKOFF_MS: &str = "GGUF_SPLICE_HTTP_BACKOFF_MS";
 /// Redirects followed per request (the Hub uses one).
 pub const MAX_REDIRECTS: u32 = 10;
+/// An attempt that delivered at least this many bytes before it failed is retried without
+/// waiting. (Less, and it counts as a failure with backoff: a server that breaks every
+/// connection after a few bytes must not be hammered.)
+pub const RETRY_AT_ONCE_AFTER: u64 = 1 << 20;
 /// Bytes read from a response body at once.
 const READ_BUF: usize = 256 << 10;
 
@@ -145,6 +151,15 @@ impl Http {
     pub(super) fn token_for(&self, target: &str) -> Option<&str> {
         let token = self.opts.token.as_deref()?;
         (url::origin(target)? == *self.token_origin.as_ref()?).then_some(token)
+    }
+
+    /// The wait before the next attempt, after `failures` failures in a row, the last of
+    /// which delivered `progressed` bytes.
+    pub(super) fn delay(&self, failures: u32, progressed: u64) -> Duration {
+        if progressed >= RETRY_AT_ONCE_AFTER {
+            return Duration::ZERO;
+        }
+        self.backoff(failures)
     }
 
     pub(super) fn backoff(&self, failures: u32) -> Duration {
@@ -336,7 +351,8 @@ impl HttpFile {
             }
             let before = pos;
             let result = self.attempt(&mut pos, &mut end, &mut seen, sink, &mut buf, cancelled);
-            if pos > before {
+            let progressed = pos - before;
+            if progressed > 0 {
                 failures = 0;
             }
             match result {
@@ -355,7 +371,7 @@ impl HttpFile {
                             last,
                         }));
                     }
-                    let wait = self.http.backoff(failures);
+                    let wait = self.http.delay(failures, progressed);
                     let until = std::time::Instant::now() + wait;
                     while std::time::Instant::now() < until {
                         if cancelled() {
