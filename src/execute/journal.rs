@@ -253,6 +253,15 @@ impl Resume {
                     }
                     Err(e) => return Err(io_err(&journal_path, "read")(e)),
                 };
+                // Said first: `--resume`, which the next message would ask for, cannot help.
+                if let Some((parent, url)) = unvalidated(plan) {
+                    return Err(ExecError::ResumeUnverifiable {
+                        journal: journal_path,
+                        parent,
+                        url,
+                        files,
+                    });
+                }
                 if !resume {
                     let bytes = read.done.iter().flatten().map(|r| r.end - r.start).sum();
                     return Err(ExecError::ResumeStateExists {
@@ -267,14 +276,6 @@ impl Resume {
                         what,
                         expected,
                         found,
-                        files,
-                    });
-                }
-                if let Some((parent, url)) = unvalidated(plan) {
-                    return Err(ExecError::ResumeUnverifiable {
-                        journal: journal_path,
-                        parent,
-                        url,
                         files,
                     });
                 }
