@@ -411,7 +411,9 @@ impl HttpFile {
             if let Some(token) = self.http.token_for(&target) {
                 req = req.header("Authorization", format!("Bearer {token}"));
             }
-            let resp = req.call().map_err(|e| classify(&self.named(&target), e))?;
+            let resp = req
+                .call()
+                .map_err(|e| classify(&self.named(&target), &target, e))?;
             let status = resp.status().as_u16();
             let header = |name: &str| {
                 resp.headers()
@@ -579,16 +581,18 @@ fn identity_of(len: u64, header: &dyn Fn(&str) -> Option<String>) -> RemoteIdent
     }
 }
 
-/// Transport errors: the network's (retried) or the URL's (not).
-fn classify(url: &str, e: ureq::Error) -> Failure {
+/// Transport errors: the network's (retried) or the URL's (not). `url` is the URL as shown;
+/// the client's message may quote the `requested` one, which is redacted in it.
+fn classify(url: &str, requested: &str, e: ureq::Error) -> Failure {
+    let message = e.to_string().replace(requested, &url::redact(requested));
     match e {
         ureq::Error::Timeout(_)
         | ureq::Error::Io(_)
         | ureq::Error::ConnectionFailed
-        | ureq::Error::Protocol(_) => Failure::Retry(e.to_string()),
-        e => Failure::Fatal(FetchError::Source(SourceError::Http {
+        | ureq::Error::Protocol(_) => Failure::Retry(message),
+        _ => Failure::Fatal(FetchError::Source(SourceError::Http {
             url: url.to_string(),
-            message: e.to_string(),
+            message,
         })),
     }
 }
