@@ -463,6 +463,9 @@ fn secrets_in_urls_are_never_written_or_shown() {
     let o = splice(&s.out("d.gguf"), &["--dry-run", "--json"], &[]);
     assert_ok(&o);
     clean("--dry-run --json", &o.stdout);
+    let o = s.run(&["inspect", "--json", &signed("v3-q3mix.gguf")]);
+    assert_ok(&o);
+    clean("inspect --json", &o.stdout);
 
     // An assembled child records its parents the same way.
     let a = s.out("a.gguf");
