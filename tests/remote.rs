@@ -361,61 +361,6 @@ fn the_token_goes_only_to_the_hub_and_missing_shards_are_named() {
     );
 }
 
-/// Shard jobs and mixes read local parents only: with a remote parent both are refused as a
-/// usage error naming the parent, before anything is written at the output.
-#[test]
-fn shard_jobs_and_mixes_refuse_remote_parents_before_writing() {
-    let Some(s) = server("shard_jobs_and_mixes_refuse_remote_parents_before_writing") else {
-        return;
-    };
-    let out = s.out("c.gguf");
-    let o_str = out.display().to_string();
-    let pv = format!("v3={}", s.hf("v3-q3mix.gguf"));
-    let pr = format!("r1={}", s.local("r1-q3mix.gguf"));
-    let run = |extra: &[&str]| {
-        let mut args = vec!["splice", "--parent", &pv, "--parent", &pr, "-o", &o_str];
-        args.extend_from_slice(extra);
-        s.run(&args)
-    };
-
-    let o = run(&["--recipe", &chimera_preset(), "--shard", "1"]);
-    assert_exit(&o, 2);
-    let e = stderr(&o);
-    assert!(
-        e.contains("parent 'v3' is remote") && e.contains("shard jobs"),
-        "{e}"
-    );
-    assert!(!out.exists());
-
-    // A mix is planned only by a build with ggml; without it the refusal is about the build.
-    if cfg!(feature = "ggml") {
-        let recipe = s.out("mix.toml");
-        std::fs::write(
-            &recipe,
-            "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\n",
-        )
-        .unwrap();
-        // Refused when planned, so a dry run says it too.
-        for dry in [&[][..], &["--dry-run"][..]] {
-            let mut args = vec!["--recipe", recipe.to_str().unwrap()];
-            args.extend_from_slice(dry);
-            let o = run(&args);
-            assert_exit(&o, 2);
-            let e = stderr(&o);
-            assert!(
-                e.contains("mixes parent 'v3', which is remote") && e.contains("download it"),
-                "{e}"
-            );
-            assert!(!out.exists());
-        }
-        assert_eq!(
-            s.proxy.served("v3-q3mix.gguf", true),
-            0,
-            "tensor data fetched for a refused mix"
-        );
-    }
-}
-
 /// A URL's user info, query and fragment may hold a password or a signature: they are never
 /// written into the child (`splice.recipe`, `general.base_model.*`), the resume journal,
 /// `--json`, progress lines or errors, also after a redirect to a signed target (issue 19).
@@ -513,4 +458,59 @@ fn secrets_in_urls_are_never_written_or_shown() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Shard jobs and mixes read local parents only: with a remote parent both are refused as a
+/// usage error naming the parent, before anything is written at the output.
+#[test]
+fn shard_jobs_and_mixes_refuse_remote_parents_before_writing() {
+    let Some(s) = server("shard_jobs_and_mixes_refuse_remote_parents_before_writing") else {
+        return;
+    };
+    let out = s.out("c.gguf");
+    let o_str = out.display().to_string();
+    let pv = format!("v3={}", s.hf("v3-q3mix.gguf"));
+    let pr = format!("r1={}", s.local("r1-q3mix.gguf"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["splice", "--parent", &pv, "--parent", &pr, "-o", &o_str];
+        args.extend_from_slice(extra);
+        s.run(&args)
+    };
+
+    let o = run(&["--recipe", &chimera_preset(), "--shard", "1"]);
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("parent 'v3' is remote") && e.contains("shard jobs"),
+        "{e}"
+    );
+    assert!(!out.exists());
+
+    // A mix is planned only by a build with ggml; without it the refusal is about the build.
+    if cfg!(feature = "ggml") {
+        let recipe = s.out("mix.toml");
+        std::fs::write(
+            &recipe,
+            "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\n",
+        )
+        .unwrap();
+        // Refused when planned, so a dry run says it too.
+        for dry in [&[][..], &["--dry-run"][..]] {
+            let mut args = vec!["--recipe", recipe.to_str().unwrap()];
+            args.extend_from_slice(dry);
+            let o = run(&args);
+            assert_exit(&o, 2);
+            let e = stderr(&o);
+            assert!(
+                e.contains("mixes parent 'v3', which is remote") && e.contains("download it"),
+                "{e}"
+            );
+            assert!(!out.exists());
+        }
+        assert_eq!(
+            s.proxy.served("v3-q3mix.gguf", true),
+            0,
+            "tensor data fetched for a refused mix"
+        );
+    }
 }
