@@ -50,6 +50,37 @@ pub fn shard_path(prefix: &str, no: u64, count: u64) -> PathBuf {
     PathBuf::from(format!("{prefix}-{no:05}-of-{count:05}.gguf"))
 }
 
+/// The errors [`Model::open_with`] makes itself name the URL it was given: shown without
+/// user info or query (the errors of each shard's file already are).
+fn redact_urls(e: GgufError) -> GgufError {
+    let r = |p: PathBuf| PathBuf::from(crate::source::url::redact(&p.to_string_lossy()));
+    match e {
+        GgufError::ShardMissing {
+            path,
+            missing,
+            expected,
+            count,
+        } => GgufError::ShardMissing {
+            path: r(path),
+            missing: r(missing),
+            expected,
+            count,
+        },
+        GgufError::ShardMismatch {
+            path,
+            what,
+            expected,
+            found,
+        } => GgufError::ShardMismatch {
+            path: r(path),
+            what,
+            expected,
+            found: crate::source::url::redact(&found),
+        },
+        e => e,
+    }
+}
+
 /// Give every shard of a set the flavour one shard's ids show (an id only one program
 /// defines): re-read with that table the shards read otherwise and those whose ids could not
 /// tell (an id both programs define differently).
@@ -144,6 +175,7 @@ impl Model {
                 Model::open_with(Path::new(url), flavour, &|p: &Path, f: Option<Flavour>| {
                     GgufFile::open_url_as(http, &p.to_string_lossy(), f)
                 })
+                .map_err(redact_urls)
             }
         }
     }

@@ -478,7 +478,9 @@ impl GgufFile {
     ) -> Result<GgufFile, GgufError> {
         let (remote, first) = HttpFile::open(Arc::clone(http), url, REMOTE_FIRST_READ)?;
         let remote = Arc::new(remote);
-        let path = Path::new(url);
+        // The path shown in errors and reports (and recorded by name in a child): never with
+        // the URL's user info or query.
+        let path = Path::new(remote.url());
         let f = read_growing(
             path,
             remote.len(),
