@@ -308,16 +308,12 @@ fn a_weights_scale_is_part_of_its_values() {
         b.to_str().unwrap(),
         "--values",
         "--json",
-        "--flavour",
-        "mainline",
     ]);
     assert_ok(&o);
     let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
     let (ma, mb) = (
-        gguf_splice::gguf::Model::open_as(&a, Some(gguf_splice::ggml_type::Flavour::Mainline))
-            .unwrap(),
-        gguf_splice::gguf::Model::open_as(&b, Some(gguf_splice::ggml_type::Flavour::Mainline))
-            .unwrap(),
+        gguf_splice::gguf::Model::open(&a).unwrap(),
+        gguf_splice::gguf::Model::open(&b).unwrap(),
     );
     let floats = |m: &gguf_splice::gguf::Model, n: &str| -> Vec<f64> {
         tensor_bytes(m, n)
