@@ -30,3 +30,14 @@ echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN; 
 # require oracles).
 GGUF_SPLICE_REQUIRE_ORACLES=0 cargo test --locked --lib --test mix --test values --test maps
 cargo test --locked --features ggml "$@"
+# The library a program links, and the binary users install, carry no test hooks: a build
+# without the `testkit` feature ignores GGUF_SPLICE_TEST_KILL_AT (with it, this splice would
+# be SIGKILLed before its first rename). Built after the tests: it replaces the test binary.
+cargo build --locked --quiet --bin gguf-splice
+hooks_out="$(mktemp -d)"
+GGUF_SPLICE_TEST_KILL_AT=rename:1 target/debug/gguf-splice splice -q \
+    --parent v3=fixtures/v3-q3mix.gguf --parent r1=fixtures/r1-q3mix.gguf \
+    --recipe deepseek-r1t-chimera -o "$hooks_out/child.gguf"
+test -s "$hooks_out/child.gguf"
+rm -rf "$hooks_out"
+echo "test.sh: a build without the testkit feature ignores the test hooks" >&2

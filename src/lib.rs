@@ -123,5 +123,8 @@ pub mod recipe;
 pub mod render;
 pub mod roles;
 pub mod source;
+/// Hand-built GGUF files for tests; only with the `testkit` feature (or in this crate's
+/// unit tests).
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;

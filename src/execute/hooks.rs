@@ -1,5 +1,7 @@
 //! Fault injection for tests of output safety: failures and kills at chosen steps, so a test
-//! can stop a run at every step deterministically, without timing. Never set in normal use.
+//! can stop a run at every step deterministically, without timing. Never set in normal use,
+//! and read only by builds with the `testkit` feature (this crate's own tests): a program
+//! linking the library cannot be killed or paused through these variables.
 //!
 //! `GGUF_SPLICE_TEST_FAIL_AT=rename:3,rename:6` makes the 3rd and 6th rename of a run fail
 //! with EPERM (what an immutable file gives); `GGUF_SPLICE_TEST_KILL_AT=rename:2` sends the
@@ -52,6 +54,7 @@ pub(super) struct Hooks {
     journal: AtomicU64,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 fn parse(var: &str) -> Vec<(String, u64)> {
     let Ok(v) = std::env::var(var) else {
         return Vec::new();
@@ -65,7 +68,15 @@ fn parse(var: &str) -> Vec<(String, u64)> {
 }
 
 impl Hooks {
+    /// The hooks the environment asks for (none in normal use). Only a build with the
+    /// `testkit` feature (this crate's tests) reads the variables; any other build has none.
+    #[cfg(not(any(test, feature = "testkit")))]
+    pub(super) fn from_env() -> Hooks {
+        Hooks::default()
+    }
+
     /// The hooks the environment asks for (none in normal use).
+    #[cfg(any(test, feature = "testkit"))]
     pub(super) fn from_env() -> Hooks {
         Hooks {
             fail: parse(FAIL_AT),

@@ -10,7 +10,7 @@
 //!   path and size, and each remote parent file's URL (redacted), size, `ETag` and
 //!   `Last-Modified`; then a space and its checksum;
 //! - then one line per completed job (one ranged GET of the plan, at most
-//!   [`JOB_BYTES`](super::remote::JOB_BYTES)), `done SHARD START END CHECK` (byte offsets in
+//!   `JOB_BYTES` in `execute::remote`), `done SHARD START END CHECK` (byte offsets in
 //!   the shard), appended only after the part's data is on disk (`fdatasync`), so a line
 //!   never claims bytes a crash could lose. `CHECK` covers the line and the header's
 //!   checksum, so a line of another journal does not pass either.

@@ -1,4 +1,4 @@
-//! The planner's side of [`roles::unit`]: a weight and its companions go together.
+//! The planner's side of [`roles::unit`](crate::roles::unit): a weight and its companions go together.
 //!
 //! - Rules are matched against a companion's weight ([`Units::selector`]), so a rule that
 //!   takes the weight takes its companions, whole or by the same experts.

@@ -3,7 +3,7 @@
 //! how it is cut into experts ([`cut`]), and how a tensor of one converter layout is found in a
 //! parent of another ([`views`]: fused `ffn_gate_up_exps` against separate gate and up).
 //!
-//! A weight and its companions are one unit ([`unit`]): `STEM.SUFFIX` beside `STEM.weight`
+//! A weight and its companions are one unit ([`unit`](mod@unit)): `STEM.SUFFIX` beside `STEM.weight`
 //! (`.bias`, `.scale`, `.input_scale`, and whatever suffix llama.cpp adds next) has the
 //! weight's role, layer and expert cut, and goes wherever the weight goes.
 //!
