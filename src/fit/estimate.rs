@@ -202,7 +202,10 @@ impl Readers {
         first: u64,
         n: u64,
     ) -> Result<Vec<f32>, FitError> {
-        let loc = parents[p].model.tensor(name).expect("candidates have the tensor");
+        let loc = parents[p]
+            .model
+            .tensor(name)
+            .expect("candidates have the tensor");
         let (ne0, _) = rows_of(&loc.info.dims);
         let ty = loc.info.ty;
         let row_bytes = layout::row_bytes(ty, ne0).expect("a valid tensor's rows fit");
@@ -267,7 +270,11 @@ fn tensor_errors(
     let info = parents[reference].model.tensor(name).expect("usable").info;
     let (ne0, rows) = rows_of(&info.dims);
     // Rows per matrix: a stacked tensor's matrices each have their own weights.
-    let mat_rows = if info.dims.len() > 2 { info.dims[1] } else { rows };
+    let mat_rows = if info.dims.len() > 2 {
+        info.dims[1]
+    } else {
+        rows
+    };
     let bands = sampled_bands(rows, sample);
     let mut sums = vec![0f64; cands.len()];
     let mut sampled = 0u64;
@@ -329,9 +336,7 @@ pub fn estimate(parents: &[Parent], opts: &EstimateOptions) -> Result<Estimate, 
     let mut unweighted = Vec::new();
     let units: Vec<Result<FitUnit, FitError>> = groups
         .par_iter()
-        .map(|(label, tensors)| {
-            estimate_unit(parents, &readers, label, tensors, forced, opts)
-        })
+        .map(|(label, tensors)| estimate_unit(parents, &readers, label, tensors, forced, opts))
         .collect();
     let mut out = Vec::with_capacity(units.len());
     for u in units {
@@ -339,8 +344,7 @@ pub fn estimate(parents: &[Parent], opts: &EstimateOptions) -> Result<Estimate, 
         if let Some(im) = opts.imatrix {
             for t in &u.tensors {
                 let info = base.tensor(t).expect("base tensor").info;
-                if info.dims.len() >= 2 && im.values(t).is_none() && u.role != Role::Embeddings
-                {
+                if info.dims.len() >= 2 && im.values(t).is_none() && u.role != Role::Embeddings {
                     unweighted.push(t.clone());
                 }
             }
@@ -442,7 +446,11 @@ fn estimate_unit(
         layer: class.layer,
         role: class.role,
         tensors: tensors.to_vec(),
-        runs: runs(base, head, rows_of(&base.tensor(head).expect("base").info.dims).1),
+        runs: runs(
+            base,
+            head,
+            rows_of(&base.tensor(head).expect("base").info.dims).1,
+        ),
         reference,
         candidates,
     })

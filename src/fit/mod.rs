@@ -251,3 +251,6 @@ pub fn fit<'p>(parents: &'p [Parent], opts: &FitOptions) -> Result<Fitted<'p>, F
         upgrades,
     })
 }
+
+#[cfg(all(test, feature = "ggml"))]
+mod tests;

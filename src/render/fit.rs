@@ -53,7 +53,9 @@ pub fn fit_text(f: &Fitted) -> String {
             .iter()
             .enumerate()
             .filter(|(i, _)| f.chosen(*i).parent == p)
-            .fold((0usize, 0u64), |(n, b), (i, _)| (n + 1, b + f.chosen(i).bytes));
+            .fold((0usize, 0u64), |(n, b), (i, _)| {
+                (n + 1, b + f.chosen(i).bytes)
+            });
         let _ = writeln!(
             out,
             "from {:<12} {:>5} units {:>14} bytes ({})",

@@ -1,0 +1,174 @@
+//! The estimate on tiny F32 models whose differences are known: errors, companions in their
+//! weight's unit, a layer's expert matrices together, runs per token, imatrix weights.
+
+use std::path::Path;
+
+use super::estimate::{self, EstimateOptions};
+use super::*;
+use crate::gguf::Model;
+use crate::mix::Imatrix;
+use crate::testkit::GgufBuilder;
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Values 0, 1, 2, ... (as f32) with `diffs` (index, added) applied.
+fn values(n: usize, diffs: &[(usize, f32)]) -> Vec<u8> {
+    let mut v: Vec<f32> = (0..n).map(|i| i as f32 / 8.0).collect();
+    for &(i, d) in diffs {
+        v[i] += d;
+    }
+    f32s(&v)
+}
+
+/// A tiny deepseek2-like model (2 experts, 1 used per token); `b` holds the differences.
+fn model(dir: &Path, name: &str, b: bool) -> Parent {
+    let d = |diffs: &'static [(usize, f32)]| if b { diffs } else { &[] };
+    let bytes = GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .kv_u32("deepseek2.expert_count", 2)
+        .kv_u32("deepseek2.expert_used_count", 1)
+        // 8 rows of 4: row 3, column 0 differs by 1.
+        .tensor_raw("token_embd.weight", &[4, 8], 0, values(32, d(&[(12, 1.0)])))
+        // Row 0 column 0 by 1, row 1 column 3 by 2; its bias by 3.
+        .tensor_raw(
+            "blk.0.attn_q.weight",
+            &[4, 2],
+            0,
+            values(8, d(&[(0, 1.0), (7, 2.0)])),
+        )
+        .tensor_raw("blk.0.attn_q.bias", &[2], 0, values(2, d(&[(1, 3.0)])))
+        // Expert 1, row 0, column 1 by 2 (up); expert 0, row 1, column 2 by 1 (down).
+        .tensor_raw(
+            "blk.1.ffn_up_exps.weight",
+            &[4, 2, 2],
+            0,
+            values(16, d(&[(9, 2.0)])),
+        )
+        .tensor_raw(
+            "blk.1.ffn_down_exps.weight",
+            &[4, 2, 2],
+            0,
+            values(16, d(&[(6, 1.0)])),
+        )
+        .build();
+    let path = dir.join(format!("{name}.gguf"));
+    std::fs::write(&path, bytes).unwrap();
+    Parent {
+        name: name.to_string(),
+        model: Model::open(&path).unwrap(),
+    }
+}
+
+fn opts<'a>(reference: Option<&'a str>, imatrix: Option<&'a Imatrix>) -> EstimateOptions<'a> {
+    EstimateOptions {
+        reference,
+        imatrix,
+        sample: 0.02,
+    }
+}
+
+/// (label, tensors, error of each parent) of every unit.
+fn errors(e: &Estimate) -> Vec<(String, usize, Vec<f64>)> {
+    e.units
+        .iter()
+        .map(|u| {
+            (
+                u.label.clone(),
+                u.tensors.len(),
+                u.candidates.iter().map(|c| c.error).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn errors_units_and_runs_per_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let parents = vec![model(dir.path(), "a", false), model(dir.path(), "b", true)];
+    let e = estimate::estimate(&parents, &opts(None, None)).unwrap();
+    assert_eq!(
+        errors(&e),
+        vec![
+            // One row of 8 is read per token: 1 / 8.
+            ("token_embd.weight".to_string(), 1, vec![0.0, 1.0 / 8.0]),
+            // 1² + 2², and the bias's 3²: one unit.
+            ("blk.0.attn_q.weight".to_string(), 2, vec![0.0, 14.0]),
+            // (2² + 1²) times 1 expert of 2.
+            ("blk.1 routed experts".to_string(), 2, vec![0.0, 2.5]),
+        ]
+    );
+    // Equal bytes: the first parent is the reference; every row of these was read.
+    assert!(e.units.iter().all(|u| u.reference == 0));
+    assert_eq!(e.bytes_read, vec![(32 + 8 + 2 + 16 + 16) * 4; 2]);
+    // Against b, a is as far.
+    let e = estimate::estimate(&parents, &opts(Some("b"), None)).unwrap();
+    assert_eq!(errors(&e)[1].2, vec![14.0, 0.0]);
+    assert!(matches!(
+        estimate::estimate(&parents, &opts(Some("c"), None)),
+        Err(FitError::UnknownReference { .. })
+    ));
+}
+
+#[test]
+fn columns_weigh_by_the_importance_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let parents = vec![model(dir.path(), "a", false), model(dir.path(), "b", true)];
+    // A legacy .dat imatrix (ncall 1): attn_q's column 0 weighs 10; expert 1's column 1 of
+    // up weighs 3; down has no entry.
+    let mut dat = 2i32.to_le_bytes().to_vec();
+    for (name, vals) in [
+        ("blk.0.attn_q.weight", vec![10.0f32, 1.0, 1.0, 1.0]),
+        (
+            "blk.1.ffn_up_exps.weight",
+            vec![1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 1.0, 1.0],
+        ),
+    ] {
+        dat.extend((name.len() as i32).to_le_bytes());
+        dat.extend(name.as_bytes());
+        dat.extend(1i32.to_le_bytes());
+        dat.extend((vals.len() as i32).to_le_bytes());
+        dat.extend(f32s(&vals));
+    }
+    let path = dir.path().join("m.dat");
+    std::fs::write(&path, dat).unwrap();
+    let im = Imatrix::open(&path).unwrap();
+    let e = estimate::estimate(&parents, &opts(None, Some(&im))).unwrap();
+    let got = errors(&e);
+    // 10·1² + 1·2², plus the bias (1-D, weighed with 1): 3².
+    assert_eq!(got[1].2, vec![0.0, 23.0]);
+    // (3·2² + 1²) / 2.
+    assert_eq!(got[2].2, vec![0.0, 6.5]);
+    assert_eq!(e.unweighted, vec!["blk.1.ffn_down_exps.weight".to_string()]);
+}
+
+#[test]
+fn a_budget_below_the_smallest_child_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let parents = vec![model(dir.path(), "a", false), model(dir.path(), "b", true)];
+    let out = dir.path().join("child.gguf");
+    let run = |budget| {
+        fit(
+            &parents,
+            &FitOptions {
+                budget,
+                estimate: opts(None, None),
+                output: &out,
+                split: SplitOptions::default(),
+            },
+        )
+    };
+    let Err(FitError::BudgetTooSmall { minimum, budget }) = run(100) else {
+        panic!("a 100-byte budget fits no child");
+    };
+    assert_eq!(budget, 100);
+    // That minimum is enough, and is the child's size; every unit from the reference.
+    let f = run(minimum).unwrap();
+    assert_eq!(f.child_bytes(), minimum);
+    assert_eq!(f.error(), 0.0);
+    assert!(matches!(
+        run(minimum - 1),
+        Err(FitError::BudgetTooSmall { .. })
+    ));
+}
