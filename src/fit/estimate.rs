@@ -242,6 +242,17 @@ fn usable(base: &Model, p: &Model, name: &str) -> bool {
         && ne0.is_multiple_of(t.info.ty.block_size())
 }
 
+/// Whether the estimate weighs `name` (of shape `dims`) by `im` (see [`column_weights`]).
+fn weighted(im: &Imatrix, name: &str, dims: &[u64]) -> bool {
+    let (ne0, _) = rows_of(dims);
+    let mats = if is_stacked_experts(name) && dims.len() > 2 {
+        dims[2..].iter().product()
+    } else {
+        1
+    };
+    matches!(column_weights(Some(im), name, ne0, mats), Ok(Some(_)))
+}
+
 /// Per-column weights of `name` for each of its matrices (`None`: weigh with 1).
 fn column_weights(
     imatrix: Option<&Imatrix>,
@@ -253,7 +264,12 @@ fn column_weights(
     if im.values(name) != Some(ne0 * mats) {
         return Ok(None);
     }
-    Ok(im.weights(name, ne0, 0..mats)?)
+    match im.weights(name, ne0, 0..mats) {
+        // An entry of another shape than llama-quantize would use here (a batched 3-D
+        // matrix such as MLA's attn_k_b): weighed with 1, and reported.
+        Err(crate::mix::ImatrixError::BadEntry { .. }) => Ok(None),
+        other => Ok(other?),
+    }
 }
 
 /// The estimated error of every candidate of one tensor against `reference` (see the module
@@ -269,8 +285,8 @@ fn tensor_errors(
 ) -> Result<Vec<f64>, FitError> {
     let info = parents[reference].model.tensor(name).expect("usable").info;
     let (ne0, rows) = rows_of(&info.dims);
-    // Rows per matrix: a stacked tensor's matrices each have their own weights.
-    let mat_rows = if info.dims.len() > 2 {
+    // Rows per matrix: a stacked expert tensor's matrices each have their own weights.
+    let mat_rows = if is_stacked_experts(name) && info.dims.len() > 2 {
         info.dims[1]
     } else {
         rows
@@ -344,7 +360,10 @@ pub fn estimate(parents: &[Parent], opts: &EstimateOptions) -> Result<Estimate, 
         if let Some(im) = opts.imatrix {
             for t in &u.tensors {
                 let info = base.tensor(t).expect("base tensor").info;
-                if info.dims.len() >= 2 && im.values(t).is_none() && u.role != Role::Embeddings {
+                if info.dims.len() >= 2
+                    && !weighted(im, t, &info.dims)
+                    && u.role != Role::Embeddings
+                {
                     unweighted.push(t.clone());
                 }
             }
@@ -407,7 +426,7 @@ fn estimate_unit(
     for t in tensors {
         let info = base.tensor(t).expect("base tensor").info;
         let (ne0, rows) = rows_of(&info.dims);
-        let mats = if info.dims.len() > 2 {
+        let mats = if is_stacked_experts(t) && info.dims.len() > 2 {
             info.dims[2..].iter().product()
         } else {
             1

@@ -172,3 +172,38 @@ fn a_budget_below_the_smallest_child_is_refused_naming_it() {
         Err(FitError::BudgetTooSmall { .. })
     ));
 }
+
+#[test]
+fn a_batched_3d_matrix_imatrix_entry_is_weighed_with_one() {
+    // llama-imatrix writes MLA's attn_k_b ([64, 256, 2], not experts) as one entry of
+    // 128 sums and 1 count: not per-column weights of 2 matrices. The estimate once failed
+    // on it (BadEntry); it now weighs that tensor with 1 and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let parent = |name: &str, diffs: &[(usize, f32)]| {
+        let bytes = GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .tensor_raw("blk.0.attn_k_b.weight", &[4, 2, 2], 0, values(16, diffs))
+            .build();
+        let path = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        Parent {
+            name: name.to_string(),
+            model: Model::open(&path).unwrap(),
+        }
+    };
+    let parents = vec![parent("a", &[]), parent("b", &[(5, 2.0), (14, 1.0)])];
+    let im = GgufBuilder::new()
+        .kv_str("general.type", "imatrix")
+        .kv_str_array("imatrix.datasets", &["t.txt"])
+        .kv_u32("imatrix.chunk_count", 1)
+        .kv_u32("imatrix.chunk_size", 512)
+        .tensor_raw("blk.0.attn_k_b.weight.in_sum2", &[8], 0, f32s(&[5.0; 8]))
+        .tensor_raw("blk.0.attn_k_b.weight.counts", &[1], 0, f32s(&[1.0]))
+        .build();
+    let path = dir.path().join("m.gguf");
+    std::fs::write(&path, im).unwrap();
+    let im = Imatrix::open(&path).unwrap();
+    let e = estimate::estimate(&parents, &opts(None, Some(&im))).unwrap();
+    assert_eq!(errors(&e)[0].2, vec![0.0, 5.0]);
+    assert_eq!(e.unweighted, vec!["blk.0.attn_k_b.weight".to_string()]);
+}
