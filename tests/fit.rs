@@ -236,3 +236,103 @@ fn without_ggml_fit_says_how_to_build_it() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("--features ggml"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_chimera_that_fits_routed_experts_from_r1_quants_the_rest_from_v3() {
+    if !have("a_chimera_that_fits", &[Oracle::Ggml]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let parents = vec![
+        format!("v3={}", fixture("v3-q3mix.gguf")),
+        format!("r1q3={}", fixture("r1-q3mix.gguf")),
+        format!("r1q2={}", fixture("r1-iq2mix.gguf")),
+    ];
+    let constraint = dir.path().join("c.toml");
+    std::fs::write(
+        &constraint,
+        "[[rules]]\nrole = \"routed_experts\"\nfrom = [\"r1q3\", \"r1q2\"]\n\
+         [[rules]]\nmatch = \".\"\nfrom = \"v3\"\n",
+    )
+    .unwrap();
+    let child = dir.path().join("chimera.gguf");
+    let recipe = dir.path().join("chimera.toml");
+    let budget = "1900000";
+    let args = [
+        "--recipe",
+        constraint.to_str().unwrap(),
+        "--budget",
+        budget,
+        "-o",
+        child.to_str().unwrap(),
+    ];
+    let o = go(&with_parents(
+        "fit",
+        None,
+        &parents,
+        &[&args[..], &["--dry-run", "--json"]].concat(),
+    ));
+    assert_ok(&o);
+    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut expert_parents = Vec::new();
+    for u in d["units"].as_array().unwrap() {
+        let chosen = u["chosen"].as_str().unwrap();
+        if u["role"] == "routed_experts" {
+            assert!(chosen.starts_with("r1"), "{u}");
+            expert_parents.push(chosen.to_string());
+        } else {
+            assert_eq!(chosen, "v3", "{u}");
+        }
+    }
+    // The budget is too small for Q3_K experts in both layers: fit took IQ2_XXS somewhere.
+    assert!(
+        expert_parents.contains(&"r1q2".to_string()),
+        "{expert_parents:?}"
+    );
+    let o = go(&with_parents(
+        "fit",
+        None,
+        &parents,
+        &[
+            &args[..],
+            &["--write-recipe", recipe.to_str().unwrap(), "-q"],
+        ]
+        .concat(),
+    ));
+    assert_ok(&o);
+    assert!(file_len(&child) <= 1_900_000);
+    let again = dir.path().join("again.gguf");
+    let o = go(&with_parents(
+        "splice",
+        None,
+        &parents,
+        &[
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "-o",
+            again.to_str().unwrap(),
+            "-q",
+        ],
+    ));
+    assert_ok(&o);
+    assert!(std::fs::read(&child).unwrap() == std::fs::read(&again).unwrap());
+    // A constraint naming a parent that is not given: refused, exit 3, nothing written.
+    std::fs::write(&constraint, "[[rules]]\nmatch = \".\"\nfrom = [\"v4\"]\n").unwrap();
+    let gone = dir.path().join("gone.gguf");
+    let o = go(&with_parents(
+        "fit",
+        None,
+        &parents,
+        &[
+            "--recipe",
+            constraint.to_str().unwrap(),
+            "--budget",
+            budget,
+            "-o",
+            gone.to_str().unwrap(),
+        ],
+    ));
+    assert_exit(&o, 3);
+    assert!(stderr(&o).contains("v4"), "{}", stderr(&o));
+    assert!(!gone.exists());
+}

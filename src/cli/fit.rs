@@ -9,6 +9,7 @@ use clap::Args;
 use super::args::{FlavourArg, OutputArgs};
 use super::splice::write_plan;
 use super::{CliError, emit, exit, open_parent_specs, print_json, say};
+use gguf_splice::fit::constraint::Constraint;
 use gguf_splice::fit::{self, EstimateOptions, FitError, FitOptions, estimate::DEFAULT_SAMPLE};
 use gguf_splice::mix::Imatrix;
 use gguf_splice::plan;
@@ -34,6 +35,11 @@ pub(crate) struct FitArgs {
     /// Percent of each tensor's rows read for the estimate (bands of 8 rows).
     #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_SAMPLE * 100.0)]
     pub(crate) sample: f64,
+    /// Limit the parents units may come from: a recipe's [[rules]] (match, role, layers) whose
+    /// `from` may list several parents (`from = ["r1q2", "r1q3"]`); fit chooses among them.
+    /// Units no rule selects may come from any parent.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) recipe: Option<PathBuf>,
     /// Write the choice as an ordinary recipe: `splice --recipe FILE` with the same parents
     /// makes the same bytes as `fit -o`.
     #[arg(long, value_name = "FILE")]
@@ -51,6 +57,7 @@ pub(crate) fn exit_code(e: &FitError) -> i32 {
         FitError::Read { .. } | FitError::Imatrix(gguf_splice::mix::ImatrixError::Io { .. }) => {
             exit::IO
         }
+        FitError::Recipe(e) => super::recipe_code(e),
         FitError::Unavailable
         | FitError::UnknownReference { .. }
         | FitError::ReferenceLacks { .. }
@@ -90,6 +97,11 @@ pub(crate) fn run(args: FitArgs) -> Result<i32, CliError> {
         .map(Imatrix::open)
         .transpose()
         .map_err(FitError::from)?;
+    let constraint = args
+        .recipe
+        .as_deref()
+        .map(Constraint::from_file)
+        .transpose()?;
     let mut fitted = fit::fit(
         &parents,
         &FitOptions {
@@ -98,6 +110,7 @@ pub(crate) fn run(args: FitArgs) -> Result<i32, CliError> {
                 reference: args.reference.as_deref(),
                 imatrix: imatrix.as_ref(),
                 sample: args.sample / 100.0,
+                constraint: constraint.as_ref(),
             },
             output: &args.out.output,
             split: args.out.split(),

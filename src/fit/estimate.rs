@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::FitError;
+use super::constraint::Constraint;
 use crate::ggml;
 use crate::gguf::Model;
 use crate::layout::{self, DEFAULT_ALIGNMENT};
@@ -58,6 +59,8 @@ pub struct EstimateOptions<'a> {
     pub imatrix: Option<&'a Imatrix>,
     /// Fraction of rows sampled, in (0, 1].
     pub sample: f64,
+    /// `--recipe`: the parents each unit may come from.
+    pub constraint: Option<&'a Constraint>,
 }
 
 /// One parent's version of a unit.
@@ -347,12 +350,22 @@ pub fn estimate(parents: &[Parent], opts: &EstimateOptions) -> Result<Estimate, 
             }
         })?),
     };
+    if let Some(c) = opts.constraint {
+        let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
+        c.check_parents(&names)?;
+    }
     let readers = Readers::open(parents)?;
     let groups = group(base);
+    let base_units = Units::of(base);
     let mut unweighted = Vec::new();
     let units: Vec<Result<FitUnit, FitError>> = groups
         .par_iter()
-        .map(|(label, tensors)| estimate_unit(parents, &readers, label, tensors, forced, opts))
+        .map(|(label, tensors)| {
+            let allowed = opts
+                .constraint
+                .and_then(|c| c.allowed(&base_units, tensors));
+            estimate_unit(parents, &readers, label, tensors, forced, allowed, opts)
+        })
         .collect();
     let mut out = Vec::with_capacity(units.len());
     for u in units {
@@ -388,10 +401,16 @@ fn estimate_unit(
     label: &str,
     tensors: &[String],
     forced: Option<usize>,
+    allowed: Option<Vec<String>>,
     opts: &EstimateOptions,
 ) -> Result<FitUnit, FitError> {
     let base = &parents[0].model;
     let cands: Vec<usize> = (0..parents.len())
+        .filter(|&p| {
+            allowed
+                .as_ref()
+                .is_none_or(|a| a.contains(&parents[p].name))
+        })
         .filter(|&p| tensors.iter().all(|t| usable(base, &parents[p].model, t)))
         .collect();
     let bytes_of = |p: usize| -> u64 {

@@ -7,6 +7,7 @@
 //! as `splice` does. The budget is the whole child (headers, padding, every shard): the
 //! header's size is read off the plan, and the data budget lowered until the plan fits.
 
+pub mod constraint;
 pub mod estimate;
 pub mod knapsack;
 pub mod recipe_out;
@@ -99,9 +100,17 @@ pub enum FitError {
     /// Planning the child failed (the parents do not fit together, ...).
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// The written recipe did not parse (a bug: it is made here).
-    #[error("the recipe fit wrote does not parse: {0}")]
+    /// A recipe did not parse: the `--recipe` constraint (or, a bug, the one fit wrote).
+    #[error(transparent)]
     Recipe(#[from] RecipeError),
+    /// A `--recipe` constraint rule fit cannot follow.
+    #[error("{origin}: {what}")]
+    BadConstraint {
+        /// The rule (or file).
+        origin: String,
+        /// What is wrong, and what to write.
+        what: String,
+    },
 }
 
 /// What a fit is asked.

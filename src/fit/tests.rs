@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::constraint;
 use super::estimate::{self, EstimateOptions};
 use super::*;
 use crate::gguf::Model;
@@ -66,6 +67,7 @@ fn opts<'a>(reference: Option<&'a str>, imatrix: Option<&'a Imatrix>) -> Estimat
         reference,
         imatrix,
         sample: 0.02,
+        constraint: None,
     }
 }
 
@@ -206,4 +208,37 @@ fn a_batched_3d_matrix_imatrix_entry_is_weighed_with_one() {
     let e = estimate::estimate(&parents, &opts(None, Some(&im))).unwrap();
     assert_eq!(errors(&e)[0].2, vec![0.0, 5.0]);
     assert_eq!(e.unweighted, vec!["blk.0.attn_k_b.weight".to_string()]);
+}
+
+#[test]
+fn a_constraint_limits_the_parents_of_the_units_it_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let parents = vec![model(dir.path(), "a", false), model(dir.path(), "b", true)];
+    let c = constraint::Constraint::from_toml(
+        "[[rules]]\nmatch = 'attn_q'\nfrom = ['b']\n",
+        Path::new("c.toml"),
+    )
+    .unwrap();
+    let mut o = opts(None, None);
+    o.constraint = Some(&c);
+    let e = estimate::estimate(&parents, &o).unwrap();
+    // attn_q (and its bias) may come from b only: b is its reference and only candidate.
+    let q = &e.units[1];
+    assert_eq!(q.label, "blk.0.attn_q.weight");
+    assert_eq!(
+        q.candidates.iter().map(|c| c.parent).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(e.units[2].candidates.len(), 2);
+    // Naming a parent that is not given is refused before anything is read.
+    let c = constraint::Constraint::from_toml(
+        "[[rules]]\nmatch = 'attn_q'\nfrom = ['b', 'z']\n",
+        Path::new("c.toml"),
+    )
+    .unwrap();
+    o.constraint = Some(&c);
+    assert!(matches!(
+        estimate::estimate(&parents, &o),
+        Err(FitError::BadConstraint { .. })
+    ));
 }
