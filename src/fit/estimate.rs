@@ -14,7 +14,7 @@
 //! and without an importance matrix `w_j = 1`. E is taken on sampled rows and scaled up to
 //! all rows, then multiplied by how often the tensor runs per token: routed experts
 //! `expert_used_count / expert_count`, the token embeddings (one row read per token)
-//! `1 / rows`, everything else 1. A unit's error is the sum over its tensors (a weight and
+//! `1 / rows` (`1 + 1 / rows` when the output head is tied to them), everything else 1. A unit's error is the sum over its tensors (a weight and
 //! its companions; a layer's routed-expert matrices, which the planner keeps together).
 //!
 //! Sampling: rows are read in bands of [`BAND_ROWS`] consecutive rows (one read per band and
@@ -148,6 +148,10 @@ fn runs(base: &Model, name: &str, rows: u64) -> f64 {
                 (Some(u), Some(c)) => u as f64 / c as f64,
                 _ => 1.0,
             }
+        }
+        // One row per token; a head tied to the embeddings also runs whole every token.
+        Role::Embeddings if roles::output_is_tied(base) && name.starts_with("token_embd.") => {
+            1.0 + 1.0 / rows.max(1) as f64
         }
         Role::Embeddings => 1.0 / rows.max(1) as f64,
         _ => 1.0,

@@ -24,9 +24,15 @@ fn values(n: usize, diffs: &[(usize, f32)]) -> Vec<u8> {
 }
 
 /// A tiny deepseek2-like model (2 experts, 1 used per token); `b` holds the differences.
+/// Its output head is tied to token_embd.
 fn model(dir: &Path, name: &str, b: bool) -> Parent {
+    model_with(dir, name, b, GgufBuilder::new())
+}
+
+/// [`model`] with the tensors of `first` in front.
+fn model_with(dir: &Path, name: &str, b: bool, first: GgufBuilder) -> Parent {
     let d = |diffs: &'static [(usize, f32)]| if b { diffs } else { &[] };
-    let bytes = GgufBuilder::new()
+    let bytes = first
         .kv_str("general.architecture", "deepseek2")
         .kv_u32("deepseek2.expert_count", 2)
         .kv_u32("deepseek2.expert_used_count", 1)
@@ -93,8 +99,12 @@ fn errors_units_and_runs_per_token() {
     assert_eq!(
         errors(&e),
         vec![
-            // One row of 8 is read per token: 1 / 8.
-            ("token_embd.weight".to_string(), 1, vec![0.0, 1.0 / 8.0]),
+            // The tied head runs whole every token, and one row of 8 is read: 1 + 1 / 8.
+            (
+                "token_embd.weight".to_string(),
+                1,
+                vec![0.0, 1.0 + 1.0 / 8.0]
+            ),
             // 1² + 2², and the bias's 3²: one unit.
             ("blk.0.attn_q.weight".to_string(), 2, vec![0.0, 14.0]),
             // (2² + 1²) times 1 expert of 2.
@@ -241,4 +251,21 @@ fn a_constraint_limits_the_parents_of_the_units_it_selects() {
         estimate::estimate(&parents, &o),
         Err(FitError::BadConstraint { .. })
     ));
+}
+
+#[test]
+fn untied_embeddings_run_one_row_per_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = || GgufBuilder::new().tensor_raw("output.weight", &[4, 2], 0, values(8, &[]));
+    let parents = vec![
+        model_with(dir.path(), "a", false, head()),
+        model_with(dir.path(), "b", true, head()),
+    ];
+    let e = estimate::estimate(&parents, &opts(None, None)).unwrap();
+    let embd = e
+        .units
+        .iter()
+        .find(|u| u.label == "token_embd.weight")
+        .unwrap();
+    assert_eq!(embd.candidates[1].error, 1.0 / 8.0);
 }
