@@ -196,6 +196,16 @@ pub fn fit<'p>(parents: &'p [Parent], opts: &FitOptions) -> Result<Fitted<'p>, F
     // The parents are checked as splice checks them before a byte is read.
     plan::build(parents, &Recipe::default(), opts.output, opts.split)?;
     let est = estimate::estimate(parents, &opts.estimate)?;
+    choose(parents, est, opts)
+}
+
+/// The second half of [`fit`]: choose within the budget from an estimate of `parents`,
+/// write the recipe and plan the child from it.
+pub fn choose<'p>(
+    parents: &'p [Parent],
+    est: Estimate,
+    opts: &FitOptions,
+) -> Result<Fitted<'p>, FitError> {
     let items: Vec<Vec<Point>> = est
         .units
         .iter()

@@ -269,3 +269,105 @@ fn untied_embeddings_run_one_row_per_token() {
         .unwrap();
     assert_eq!(embd.candidates[1].error, 1.0 / 8.0);
 }
+
+#[test]
+fn a_deepseek_size_choice_plans_within_the_budget() {
+    // Three DeepSeek-V3-size headers (1 086 tensors, a 129 280-token vocabulary), no data:
+    // the knapsack, the recipe and the planning of every round, without the estimate's reads.
+    use crate::ggml_type::GgmlType;
+    use crate::gguf::GgufFile;
+    use crate::testkit::SynthSpec;
+    let spec = |e: GgmlType, o: GgmlType| SynthSpec {
+        expert_type: e,
+        other_type: o,
+        ..SynthSpec::deepseek_v3()
+    };
+    let specs = [
+        ("q4", spec(GgmlType::Q4_K, GgmlType::Q8_0)),
+        ("q3", spec(GgmlType::Q3_K, GgmlType::Q4_K)),
+        ("q2", spec(GgmlType::IQ2_XXS, GgmlType::Q4_K)),
+    ];
+    let parents: Vec<Parent> = specs
+        .iter()
+        .map(|(name, s)| {
+            let (header, data) = s.header(name);
+            let path = Path::new(name).with_extension("gguf");
+            let f = GgufFile::from_prefix(&path, &header, header.len() as u64 + data).unwrap();
+            Parent {
+                name: name.to_string(),
+                model: Model::from_shards(vec![f]).unwrap(),
+            }
+        })
+        .collect();
+    let base = &parents[0].model;
+    // Errors that fall with the bits per weight: (bytes of the largest) / bytes - 1.
+    let units: Vec<FitUnit> = estimate::group(base)
+        .into_iter()
+        .map(|(label, tensors)| {
+            let bytes = |p: usize| -> u64 {
+                tensors
+                    .iter()
+                    .map(|t| {
+                        parents[p]
+                            .model
+                            .tensor(t)
+                            .unwrap()
+                            .info
+                            .n_bytes
+                            .next_multiple_of(32)
+                    })
+                    .sum()
+            };
+            let top = (0..3).map(bytes).max().unwrap() as f64;
+            let class = crate::roles::classify(&tensors[0]);
+            FitUnit {
+                label,
+                layer: class.layer,
+                role: class.role,
+                runs: 1.0,
+                reference: 0,
+                candidates: (0..3)
+                    .map(|p| Candidate {
+                        parent: p,
+                        bytes: bytes(p),
+                        error: top / bytes(p) as f64 - 1.0,
+                        ty: GgmlType::F32,
+                    })
+                    .collect(),
+                tensors,
+            }
+        })
+        .collect();
+    let est = Estimate {
+        units,
+        bytes_read: vec![0; 3],
+        sample: 0.02,
+        unweighted: Vec::new(),
+    };
+    let size = |p: usize| parents[p].model.data_bytes();
+    let budget = (size(1) + size(2)) / 2;
+    let started = std::time::Instant::now();
+    let f = choose(
+        &parents,
+        est,
+        &FitOptions {
+            budget,
+            estimate: opts(None, None),
+            output: Path::new("child.gguf"),
+            split: SplitOptions {
+                max_bytes: Some(48_000_000_000),
+                max_tensors: None,
+            },
+        },
+    )
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(f.child_bytes() <= budget && f.child_bytes() > f.minimum);
+    assert!(f.plan.shards.len() > 1);
+    // Stderr, for the record (libtest shows it with --nocapture).
+    eprintln!(
+        "DeepSeek-size choice: {} units, {} shards, {secs:.2} s",
+        f.estimate.units.len(),
+        f.plan.shards.len()
+    );
+}
