@@ -26,9 +26,9 @@ GGUF_SPLICE_GGML_DIR="$(dirname "$GGUF_SPLICE_LLAMA_BIN")"
 export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_IK_LLAMA_BIN GGUF_SPLICE_NGINX GGUF_SPLICE_REQUIRE_ORACLES GGUF_SPLICE_GGML_DIR
 echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN; ik_llama.cpp: $GGUF_SPLICE_IK_LLAMA_BIN; nginx: $GGUF_SPLICE_NGINX" >&2
 # The default build, which has no ggml: its unit tests, the mix and --values refusal tests
-# and the provenance maps (its tests that need ggml skip here, so this run does not
+# the provenance maps and fit's refusal (its tests that need ggml skip here, so this run does not
 # require oracles).
-GGUF_SPLICE_REQUIRE_ORACLES=0 cargo test --locked --lib --test mix --test values --test maps
+GGUF_SPLICE_REQUIRE_ORACLES=0 cargo test --locked --lib --test mix --test values --test maps --test fit
 cargo test --locked --features ggml "$@"
 # The library a program links, and the binary users install, carry no test hooks: a build
 # without the `testkit` feature ignores GGUF_SPLICE_TEST_KILL_AT (with it, this splice would

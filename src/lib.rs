@@ -19,6 +19,7 @@
 //!   thresholds);
 //! - [`ggml`]: ggml's own quantizers and dequantizers, linked with the `ggml` feature;
 //! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
+//! - [`fit`]: the child that fills a size budget best, picked per unit from existing quants;
 //! - [`execute`]: writes a plan to disk, deciding nothing;
 //! - [`batch`]: many children from one manifest, cut into independent shard jobs;
 //! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
@@ -110,6 +111,7 @@ pub mod batch;
 pub mod compare;
 pub mod distance;
 pub mod execute;
+pub mod fit;
 pub mod ftype;
 pub mod ggml;
 pub mod ggml_type;

@@ -4,6 +4,7 @@
 mod args;
 mod assemble;
 mod batch;
+mod fit;
 mod help;
 mod maps;
 mod progress;
@@ -93,6 +94,16 @@ enum Command {
     /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
+    /// Fill a size budget best from quants of one model, each unit taken whole from one.
+    ///
+    /// Estimates, for every tensor (with its companions; a layer's routed experts together)
+    /// and every parent, the squared error of its dequantized values against a reference
+    /// parent, on sampled rows, weighted by an importance matrix if given and by how often
+    /// it runs per token; then chooses per unit within the budget (a multiple-choice
+    /// knapsack). Writes the child (-o), prints the choice (--dry-run) and/or writes it as a
+    /// recipe that `splice` turns into the same bytes (--write-recipe). Needs a build with
+    /// `--features ggml`.
+    Fit(Box<fit::FitArgs>),
     /// Make many children from one manifest, or run one shard job of them (job arrays).
     ///
     /// The manifest names parents once (each header is read once) and lists children, each
@@ -148,6 +159,13 @@ pub(crate) enum CliError {
     Usage(String),
     #[error("writing to standard output: {0}")]
     Stdout(std::io::Error),
+    #[error(transparent)]
+    Fit(#[from] gguf_splice::fit::FitError),
+    #[error("writing {path}: {source}")]
+    WriteFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing the map {path}: {source}")]
     Map {
         path: PathBuf,
@@ -218,7 +236,8 @@ impl CliError {
             CliError::Usage(_) => exit::USAGE,
             CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
             CliError::Source(_) => exit::IO,
-            CliError::Stdout(_) | CliError::Map { .. } => exit::IO,
+            CliError::Stdout(_) | CliError::Map { .. } | CliError::WriteFile { .. } => exit::IO,
+            CliError::Fit(e) => fit::exit_code(e),
             CliError::Gguf(e) => gguf_code(e),
             CliError::Recipe(e) => recipe_code(e),
             CliError::Plan(e) => plan_code(e),
@@ -274,6 +293,7 @@ pub fn main() -> i32 {
         Command::Assemble(args) => assemble::run(args),
         Command::Diff(args) => reports::diff(args),
         Command::Verify(args) => reports::verify(args),
+        Command::Fit(args) => fit::run(*args),
         Command::Batch(args) => batch::run(args),
         Command::Presets { action } => help::presets(match &action {
             Some(PresetsAction::Show { name }) => Some(name.as_str()),

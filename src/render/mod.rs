@@ -5,6 +5,7 @@
 
 mod batch;
 mod diff;
+mod fit;
 mod inspect;
 pub mod map;
 mod plan;
@@ -27,6 +28,7 @@ pub use batch::{
     status_text,
 };
 pub use diff::{diff_json, diff_text};
+pub use fit::{fit_json, fit_text};
 pub use inspect::{inspect_json, inspect_text};
 pub use plan::{plan_json, plan_text};
 pub use values::{number, values_json, values_text};
