@@ -231,7 +231,51 @@ impl Readers {
             tensor: name.to_string(),
             source,
         })?;
+        // The values llama.cpp computes with: the blocks times the weight's `.scale` (one
+        // value, or one per expert: rows of expert e are its `ne1` rows).
+        if let Some(scale) = self.scale(parents, p, name)? {
+            let rows_per = match loc.info.dims.as_slice() {
+                [_, ne1, _, ..] if scale.len() > 1 => *ne1,
+                _ => u64::MAX,
+            };
+            for (r, row) in out.chunks_exact_mut(ne0 as usize).enumerate() {
+                let f = scale[((first + r as u64) / rows_per).min(scale.len() as u64 - 1) as usize];
+                row.iter_mut().for_each(|v| *v *= f);
+            }
+        }
         Ok(out)
+    }
+
+    /// The F32 `.scale` companion of weight `name` in parent `p`, if it has one.
+    fn scale(
+        &self,
+        parents: &[Parent],
+        p: usize,
+        name: &str,
+    ) -> Result<Option<Vec<f32>>, FitError> {
+        let Some(stem) = name.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let Some(loc) = parents[p].model.tensor(&format!("{stem}.scale")) else {
+            return Ok(None);
+        };
+        if loc.info.ty != crate::ggml_type::GgmlType::F32 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; loc.info.n_bytes as usize];
+        self.sources[p][loc.shard]
+            .read_exact_at(&mut buf, loc.file_offset)
+            .map_err(|source| FitError::Read {
+                parent: parents[p].name.clone(),
+                tensor: loc.info.name.clone(),
+                source,
+            })?;
+        self.read[p].fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let v: Vec<f32> = buf
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((!v.is_empty()).then_some(v))
     }
 }
 
@@ -447,6 +491,10 @@ fn estimate_unit(
     let class = roles::classify(head);
     let mut errors = vec![0f64; cands.len()];
     for t in tensors {
+        // A scale's effect is in its weight's values (see `Readers::rows`).
+        if crate::roles::unit::is_scale(t) {
+            continue;
+        }
         let info = base.tensor(t).expect("base tensor").info;
         let (ne0, rows) = rows_of(&info.dims);
         let mats = if is_stacked_experts(t) && info.dims.len() > 2 {

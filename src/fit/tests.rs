@@ -371,3 +371,30 @@ fn a_deepseek_size_choice_plans_within_the_budget() {
         f.plan.shards.len()
     );
 }
+
+#[test]
+fn a_weights_scale_is_part_of_its_values() {
+    // The same blocks, scales 1 and 2: the values differ by the weight itself, so the
+    // error is the sum of its squared values (0 .. 7 / 8), not 0.
+    let dir = tempfile::tempdir().unwrap();
+    let with_scale = |name: &str, scale: f32| {
+        let bytes = GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .tensor_raw("blk.0.attn_q.weight", &[4, 2], 0, values(8, &[]))
+            .tensor_raw("blk.0.attn_q.scale", &[1], 0, f32s(&[scale]))
+            .build();
+        let path = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        Parent {
+            name: name.to_string(),
+            model: Model::open(&path).unwrap(),
+        }
+    };
+    let parents = vec![with_scale("a", 1.0), with_scale("b", 2.0)];
+    let e = estimate::estimate(&parents, &opts(Some("a"), None)).unwrap();
+    let want: f64 = (0..8).map(|i| (i as f64 / 8.0).powi(2)).sum();
+    assert_eq!(
+        errors(&e),
+        vec![("blk.0.attn_q.weight".to_string(), 2, vec![0.0, want])]
+    );
+}
