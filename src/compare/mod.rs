@@ -7,7 +7,7 @@
 //! - `engine`: chunked, parallel, positional-read comparison of byte ranges;
 //! - [`diff`]: two models;
 //! - [`verify`]: a child against its parents (and its recipe);
-//! - `values`: `diff --values`, two models' dequantized values (needs the `ggml` feature).
+//! - `values`: `diff --values`, two models' dequantized values (needs a ggml at run time).
 
 mod diff;
 mod engine;

@@ -133,9 +133,12 @@ pub(super) fn check_traits(lib: &Loaded, ty: GgmlType, want: Expected) -> Checke
     {
         return Err(mismatch(
             "struct ggml_type_traits layout",
-            "type_name, blck_size, type_size, is_quantized as ggml.h of b11434 declares them"
-                .into(),
-            "other fields at those offsets".into(),
+            "the fields of ggml.h (llama.cpp b11434, ggml 0.20.2)".into(),
+            format!(
+                "fields that disagree with ggml_type_name/ggml_blck_size/ggml_type_size \
+                 (blck_size {} vs {block_fn}, type_size {} vs {size_fn})",
+                t.blck_size, t.type_size
+            ),
         ));
     }
     let name = if name_fn.is_null() {

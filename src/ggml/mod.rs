@@ -481,6 +481,37 @@ mod tests {
         }
     }
 
+    /// The real library's table, read at the stride of a struct 8 bytes longer than ours:
+    /// what our declaration would read from a ggml whose `struct ggml_type_traits` grew a
+    /// field. (No such ggml exists to test with: b11434 and 0.20.2 agree.)
+    unsafe extern "C" fn longer_struct(id: c_int) -> *const load::TypeTraits {
+        let real = test_library("longer_struct")
+            .unwrap()
+            .lib
+            .fns
+            .get_type_traits;
+        let stride = std::mem::size_of::<load::TypeTraits>() + 8;
+        // SAFETY: entry 0 is in the table; for the ids below, id * stride stays inside the
+        // 43 entries of ggml's table (a test-only read of static data).
+        unsafe { real(0).cast::<u8>().add(id as usize * stride).cast() }
+    }
+
+    #[test]
+    fn a_traits_struct_of_another_layout_is_refused() {
+        let Some(g) = test_library("a_traits_struct_of_another_layout_is_refused") else {
+            return;
+        };
+        let mut lib = load::open(g.path(), Found::Flag).unwrap();
+        lib.fns.get_type_traits = longer_struct;
+        let q4k = ty("Q4_K");
+        match check::check_traits(&lib, q4k, check::Expected::of(q4k)) {
+            Err(GgmlError::TableMismatch { field, .. }) => {
+                assert_eq!(field, "struct ggml_type_traits layout")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn ggml_round_trips_q8_0() {
         if test_library("ggml_round_trips_q8_0").is_none() {
