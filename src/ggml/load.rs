@@ -1,6 +1,6 @@
 //! Finding a ggml on this machine and loading it: which file, found how, and the C functions
-//! bound from it. Nothing here calls a quantizer; [`super::check`] checks the library's type
-//! table before any type is used.
+//! bound from it. Nothing here calls a quantizer; [`Ggml::check`](super::Ggml::check)
+//! checks the library's type table before any type is used.
 //!
 //! The search, first hit wins (an explicit choice that fails is an error, not a fall-through):
 //! 1. `--ggml PATH` ([`super::set_path`]) or `GGUF_SPLICE_GGML=PATH`: a `libggml-base`
