@@ -618,3 +618,37 @@ fn the_preset_mixes_routed_experts_three_to_one() {
         .to_string();
     assert!(rec.contains("mix = { r1 = 0.75, v3 = 0.25 }"), "{rec}");
 }
+
+#[test]
+fn the_ggml_beside_llama_quantize_on_path_is_found() {
+    if !have(
+        "the_ggml_beside_llama_quantize_on_path_is_found",
+        &[Oracle::Ggml],
+    ) {
+        return;
+    }
+    // A llama.cpp install tree: bin/llama-quantize and lib/libggml-base.so.
+    let lib = gguf_splice::ggml::library().unwrap().path().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, libdir) = (dir.path().join("bin"), dir.path().join("lib"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::write(bin.join("llama-quantize"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(&lib, libdir.join("libggml-base.so")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .arg("doctor")
+        .env_remove("GGUF_SPLICE_GGML")
+        .env_remove("LD_LIBRARY_PATH")
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "found by  beside {} on PATH",
+            bin.join("llama-quantize").display()
+        )) && text.contains("agree with gguf-splice's table"),
+        "{text}"
+    );
+}
