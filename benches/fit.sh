@@ -13,7 +13,8 @@
 #
 # Needs the gguf-py venv (fixtures/setup-python.sh, or GGUF_SPLICE_PYTHON) and llama.cpp
 # (fixtures/build-llama.sh); builds llama-perplexity as one more target of that cached build.
-# GGUF_SPLICE_BIN: a gguf-splice built with --features ggml (default: builds the release one).
+# GGUF_SPLICE_BIN: a gguf-splice (default: builds the release one); it loads the shared
+# libggml-base build-llama.sh makes (GGUF_SPLICE_GGML).
 # llama.cpp tools run with --no-repack: on AMX machines, repacked buffer types abort the graph.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,14 +22,16 @@ WORK="${1:-$(mktemp -d)}"
 mkdir -p "$WORK"
 cd "$REPO"
 PY="${GGUF_SPLICE_PYTHON:-$(bash fixtures/setup-python.sh | tail -n 1)}"
-LLAMA_BIN="$(bash fixtures/build-llama.sh | tail -n 1)"
+LLAMA_OUT="$(bash fixtures/build-llama.sh | tail -n 2)"
+LLAMA_BIN="$(tail -n 1 <<<"$LLAMA_OUT")"
+export GGUF_SPLICE_GGML="${GGUF_SPLICE_GGML:-$(head -n 1 <<<"$LLAMA_OUT")}"
 BUILD="$(dirname "$LLAMA_BIN")"
 if [[ ! -x "$LLAMA_BIN/llama-perplexity" ]]; then
     # The cache's tools venv has cmake and ninja; the build is configured with tools on.
     PATH="$BUILD/../tools-venv/bin:$PATH" cmake --build "$BUILD" -j 2 --target llama-perplexity >&2
 fi
 if [[ -z "${GGUF_SPLICE_BIN:-}" ]]; then
-    GGUF_SPLICE_GGML_DIR="$BUILD" cargo build --release --quiet --features ggml --bin gguf-splice
+    cargo build --release --quiet --bin gguf-splice
     GGUF_SPLICE_BIN="$REPO/target/release/gguf-splice"
 fi
 BIN="$GGUF_SPLICE_BIN"

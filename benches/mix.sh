@@ -8,7 +8,10 @@
 # 2.6 GB of Q5_K per tensor) with random blocks. Then, on those tensors:
 #   1. llama-quantize --allow-requantize: parent a's tensors from Q5_K to Q4_K (the baseline);
 #   2. gguf-splice, mix { a = 1 } type Q4_K: the same requantization (its bytes must equal 1's);
-#   3. gguf-splice, mix { a = 0.75, b = 0.25 } type Q4_K: a real two-parent mix.
+#   3. gguf-splice, mix { a = 0.75, b = 0.25 } type Q4_K: a real two-parent mix;
+#   4. the same mix cut into shard jobs (--split-max-tensors 1, `splice --shard K`), each job
+#      on one thread: all jobs one after another, then JOBS (default 2) at a time, as a farm
+#      runs them: how N parallel jobs scale on this machine's cores.
 # Reported: seconds, MB/s of tensor data written (and read), peak RSS (GNU time). A DeepSeek
 # Q4_K tensor takes minutes per tool on 2 cores; pass a smaller N_EXPERT for a quick run
 # (memory does not depend on it: gguf-splice mixes in bounded chunks).
@@ -24,8 +27,11 @@ cd "$REPO"
 TIME=/usr/bin/time
 [[ -x $TIME ]] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }
 PY="$(bash fixtures/setup-python.sh | tail -n 1)"
-LLAMA_BIN="$(bash fixtures/build-llama.sh | tail -n 1)"
-GGUF_SPLICE_GGML_DIR="$(dirname "$LLAMA_BIN")" cargo build --release --quiet --features ggml --bin gguf-splice
+LLAMA_OUT="$(bash fixtures/build-llama.sh | tail -n 2)"
+LLAMA_BIN="$(tail -n 1 <<<"$LLAMA_OUT")"
+# The ggml gguf-splice loads: the shared libggml-base of that llama.cpp.
+export GGUF_SPLICE_GGML="$(head -n 1 <<<"$LLAMA_OUT")"
+cargo build --release --quiet --bin gguf-splice
 BIN="$REPO/target/release/gguf-splice"
 
 names=()
@@ -69,4 +75,22 @@ echo "gguf-splice mix { a = 0.75, b = 0.25 }:      ${two% *} s, $(mbs "$out_byte
 echo "ratio time (requantize: gguf-splice / llama-quantize): $(ratio "${one% *}" "${lq% *}")"
 echo "ratio time (two-parent mix / llama-quantize requantize): $(ratio "${two% *}" "${lq% *}")"
 echo "ratio peak RSS (gguf-splice mix / llama-quantize): $(ratio "${two#* }" "${lq#* }")"
+
+# 4. shard jobs: one thread each, one after another, then JOBS at a time.
+JOBS="${JOBS:-2}"
+split=(splice --parent "a=$WORK/a.gguf" --parent "b=$WORK/b.gguf" --recipe "$WORK/mix.toml"
+    -o "$WORK/jobs.gguf" --split-max-tensors 1 -q --force)
+shards=$("$BIN" "${split[@]}" --dry-run --json | "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)["outputs"]))')
+jobs_run() {  # PARALLEL -> seconds
+    rm -f "$WORK"/jobs-*.gguf
+    local t0 t1
+    t0=$(date +%s.%N)
+    seq 1 "$shards" | RAYON_NUM_THREADS=1 xargs -P "$1" -I K "$BIN" "${split[@]}" --shard K
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN{ printf "%.1f", b - a }'
+}
+serial=$(jobs_run 1)
+parallel=$(jobs_run "$JOBS")
+echo "shard jobs ($shards shards, 1 thread each): one at a time ${serial} s, $JOBS at a time ${parallel} s: speed-up $(ratio "$serial" "$parallel") on $(nproc) cores"
+rm -f "$WORK"/jobs-*.gguf
 rm -f "$WORK"/a.gguf "$WORK"/b.gguf "$WORK"/lq.gguf "$WORK"/requant.gguf "$WORK"/mix.gguf

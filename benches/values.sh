@@ -23,9 +23,11 @@ cd "$REPO"
 TIME=/usr/bin/time
 [[ -x $TIME ]] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }
 PY="$(bash fixtures/setup-python.sh | tail -n 1)"
-LLAMA_BIN="$(bash fixtures/build-llama.sh | tail -n 1)"
-GGUF_SPLICE_GGML_DIR="$(dirname "$LLAMA_BIN")" cargo build --release --quiet --features ggml \
-    --bin gguf-splice --example dequantize
+LLAMA_OUT="$(bash fixtures/build-llama.sh | tail -n 2)"
+LLAMA_BIN="$(tail -n 1 <<<"$LLAMA_OUT")"
+# The ggml both load: the shared libggml-base of that llama.cpp.
+export GGUF_SPLICE_GGML="$(head -n 1 <<<"$LLAMA_OUT")"
+cargo build --release --quiet --bin gguf-splice --example dequantize
 BIN="$REPO/target/release/gguf-splice"
 DEQ="$REPO/target/release/examples/dequantize"
 

@@ -3,7 +3,7 @@
 //! reads, a few chunks per thread in flight, ggml's `to_float`), and nothing else: no sums.
 //! What `diff --values` costs beyond this is the distance arithmetic and its bookkeeping.
 //!
-//! usage: dequantize A.gguf B.gguf   (build with --features ggml)
+//! usage: dequantize A.gguf B.gguf   (with a ggml: GGUF_SPLICE_GGML, see README "Mixing")
 
 use std::os::unix::fs::FileExt;
 
@@ -32,8 +32,8 @@ fn rows(files: &[std::fs::File], t: &TensorLoc, rows: std::ops::Range<u64>) -> f
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     assert!(args.len() == 2, "usage: dequantize A.gguf B.gguf");
-    if !ggml::AVAILABLE {
-        eprintln!("dequantize: {}", ggml::HOW_TO_ENABLE);
+    if let Err(e) = ggml::library() {
+        eprintln!("dequantize: {e}");
         std::process::exit(2);
     }
     let models: Vec<Model> = args

@@ -17,7 +17,7 @@
 //!   experts, MoE experts pruned, reordered or united);
 //! - [`distance`]: how far apart two tensors' values are (`diff --values`, maps, mix
 //!   thresholds);
-//! - [`ggml`]: ggml's own quantizers and dequantizers, linked with the `ggml` feature;
+//! - [`ggml`]: ggml's own quantizers and dequantizers, loaded at run time (`libggml-base`);
 //! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
 //! - [`fit`]: the child that fills a size budget best, picked per unit from existing quants;
 //! - [`execute`]: writes a plan to disk, deciding nothing;

@@ -221,20 +221,21 @@ fn parents_of_other_models_are_refused_as_splice_refuses_them() {
 }
 
 #[test]
-fn without_ggml_fit_says_how_to_build_it() {
-    if gguf_splice::ggml::AVAILABLE {
-        return;
-    }
+fn without_ggml_fit_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.gguf");
-    let o = go(&with_parents(
+    let args = with_parents(
         "fit",
         None,
         &parents(),
         &["--budget", "10M", "-o", out.to_str().unwrap(), "--dry-run"],
-    ));
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&args);
     assert_exit(&o, 2);
-    assert!(stderr(&o).contains("--features ggml"), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("pip install libggml-python"), "{e}");
 }
 
 #[test]

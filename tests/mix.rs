@@ -3,9 +3,10 @@
 //! depend on the thread count, `verify` computes mixed tensors again, and plan errors name
 //! what to fix. Byte equality with numpy and llama-quantize is in `mix_oracle.rs`.
 //!
-//! Most tests need the `ggml` feature (scripts/test.sh builds with it; without it they are
-//! skipped by `have`, or fail under GGUF_SPLICE_REQUIRE_ORACLES=1); without it, one test
-//! checks that a mixing recipe is refused with a message saying how to build.
+//! Most tests need a ggml (GGUF_SPLICE_GGML, which scripts/test.sh points at the shared
+//! libggml-base of fixtures/build-llama.sh; without one they are skipped by `have`, or fail
+//! under GGUF_SPLICE_REQUIRE_ORACLES=1). The binary run without any ggml shows a mix plan
+//! and refuses to write it with the ways to get one; a library that is not ggml is refused.
 
 mod common;
 
@@ -55,26 +56,106 @@ fn splice(
     run(&refs)
 }
 
+/// `splice` args of the 75/25 routed-experts mix of the fixtures, with `extra`.
+fn mix_args(recipe: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "splice".into(),
+        "--parent".into(),
+        parent_arg("v3", &fixture("v3-q3mix.gguf")),
+        "--parent".into(),
+        parent_arg("r1", &fixture("r1-q3mix.gguf")),
+        "--recipe".into(),
+        recipe.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 #[test]
-fn without_the_ggml_feature_a_mix_is_refused_with_the_way_to_build() {
-    if gguf_splice::ggml::AVAILABLE {
-        return; // this build mixes
-    }
+fn without_ggml_a_mix_plan_is_shown_and_writing_it_is_refused_with_the_ways_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = write_recipe(
+        dir.path(),
+        "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\nthreshold = 0.02\n",
+    );
+    let out = dir.path().join("c.gguf");
+    let args = mix_args(&r, &out, &["--dry-run", "--json"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    assert_ok(&o);
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        plan["ggml"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ggml found")
+    );
+    let slices = &tensor(&plan, "blk.1.ffn_up_exps.weight")["mix"]["slices"];
+    assert_eq!(slices[0]["distance"], Value::Null);
+    assert_eq!(slices[0]["threshold"], 0.02);
+    let args = mix_args(&r, &out, &["--dry-run"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("distance needs ggml"), "{text}");
+
+    let args = mix_args(&r, &out, &[]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    // A missing capability: exit 2, as for --values (README "Exit codes").
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("rule #1: a mix rule needs ggml")
+            && e.contains("pip install libggml-python")
+            && e.contains("--ggml PATH"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_library_that_is_not_ggml_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let r = write_recipe(
         dir.path(),
         "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\n",
     );
-    let (v3, r1) = (fixture("v3-q3mix.gguf"), fixture("r1-q3mix.gguf"));
-    let o = splice(
-        &[("v3", &v3), ("r1", &r1)],
-        &r,
-        &dir.path().join("c.gguf"),
-        &["--dry-run"],
+    let out = dir.path().join("c.gguf");
+    // Another shared library: libz, which every Debian has.
+    let libz = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .expect("libz.so.1");
+    let mut args = mix_args(&r, &out, &[]);
+    args.extend(["--ggml".into(), libz.display().to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("libz.so") && e.contains("is not a ggml") && e.contains("ggml_get_type_traits"),
+        "{e}"
     );
-    assert_exit(&o, 3);
-    assert!(stderr(&o).contains("--features ggml"), "{}", stderr(&o));
-    assert!(!dir.path().join("c.gguf").exists());
+    assert!(!out.exists());
+    // The same through the environment, and `doctor`.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .arg("doctor")
+        .env("GGUF_SPLICE_GGML", &libz)
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("is not a ggml"), "{}", stderr(&o));
 }
 
 fn v3() -> PathBuf {
@@ -536,4 +617,38 @@ fn the_preset_mixes_routed_experts_three_to_one() {
         .unwrap()
         .to_string();
     assert!(rec.contains("mix = { r1 = 0.75, v3 = 0.25 }"), "{rec}");
+}
+
+#[test]
+fn the_ggml_beside_llama_quantize_on_path_is_found() {
+    if !have(
+        "the_ggml_beside_llama_quantize_on_path_is_found",
+        &[Oracle::Ggml],
+    ) {
+        return;
+    }
+    // A llama.cpp install tree: bin/llama-quantize and lib/libggml-base.so.
+    let lib = gguf_splice::ggml::library().unwrap().path().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, libdir) = (dir.path().join("bin"), dir.path().join("lib"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::write(bin.join("llama-quantize"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(&lib, libdir.join("libggml-base.so")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .arg("doctor")
+        .env_remove("GGUF_SPLICE_GGML")
+        .env_remove("LD_LIBRARY_PATH")
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "found by  beside {} on PATH",
+            bin.join("llama-quantize").display()
+        )) && text.contains("agree with gguf-splice's table"),
+        "{text}"
+    );
 }

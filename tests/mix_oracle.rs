@@ -8,7 +8,7 @@
 //!   parents) and generates the same tokens and logits as a reference child assembled by
 //!   gguf-py from llama-quantize's tensors.
 //!
-//! Needs the `ggml` feature, the gguf-py venv and llama.cpp (scripts/test.sh provides all;
+//! Needs a ggml (GGUF_SPLICE_GGML), the gguf-py venv and llama.cpp (scripts/test.sh provides all;
 //! `have` skips the tests without them, or fails them under GGUF_SPLICE_REQUIRE_ORACLES=1).
 
 mod common;

@@ -1,9 +1,9 @@
 //! `diff --values`: distances of dequantized values against numpy's, computed from
 //! gguf-py's dequantization of the fixtures (tests/oracle/values.py); identical files at 0;
 //! the same numbers, to the bit, as a mix rule's threshold measures; and the refusal of a
-//! build without ggml.
+//! machine without ggml.
 //!
-//! Needs the `ggml` feature (and gguf-py for the numpy reference): `have` skips the tests
+//! Needs a ggml (GGUF_SPLICE_GGML) and gguf-py for the numpy reference: `have` skips the tests
 //! without them, or fails them under GGUF_SPLICE_REQUIRE_ORACLES=1 (scripts/test.sh).
 
 mod common;
@@ -261,19 +261,17 @@ fn map_distances_are_the_mix_thresholds_distances() {
 }
 
 #[test]
-fn a_build_without_ggml_refuses_values_and_says_how_to_build() {
-    if gguf_splice::ggml::AVAILABLE {
-        return; // scripts/test.sh runs this in the default build
-    }
+fn without_ggml_values_are_refused_with_the_ways_to_get_one() {
     let a = fixture("v3-q3mix.gguf");
     for extra in [&["--values"][..], &["--map", "m.svg"], &["--grid"]] {
         let mut args = vec!["diff", a.to_str().unwrap(), a.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let o = run(&args);
+        let o = run_without_ggml(&args);
         assert_exit(&o, 2);
         let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{e}");
         assert!(
-            e.contains("--features ggml") && e.contains("--values"),
+            e.contains("--values") && e.contains("pip install libggml-python"),
             "{e}"
         );
     }

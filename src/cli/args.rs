@@ -119,7 +119,7 @@ pub(crate) struct DiffArgs {
     pub(crate) b: PathBuf,
     /// Compare dequantized values (ggml's to_float): per tensor and per expert, the
     /// relative distance ‖A − B‖ / ‖B‖ and the cosine similarity, with summaries by role
-    /// and layer. Needs a build with `--features ggml`.
+    /// and layer. Needs a ggml (`--ggml`; `gguf-splice doctor` says which is found).
     #[arg(long)]
     pub(crate) values: bool,
     /// Print the report as JSON.

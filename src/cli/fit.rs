@@ -58,7 +58,7 @@ pub(crate) fn exit_code(e: &FitError) -> i32 {
             exit::IO
         }
         FitError::Recipe(e) => super::recipe_code(e),
-        FitError::Unavailable
+        FitError::Unavailable(_)
         | FitError::UnknownReference { .. }
         | FitError::ReferenceLacks { .. }
         | FitError::BudgetTooSmall { .. } => exit::USAGE,

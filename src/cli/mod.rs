@@ -4,6 +4,7 @@
 mod args;
 mod assemble;
 mod batch;
+mod doctor;
 mod fit;
 mod help;
 mod maps;
@@ -57,6 +58,12 @@ pub(crate) mod exit {
     about = "Build chimera GGUF models from the tensors and experts of quantized parents, without dequantizing"
 )]
 struct Cli {
+    /// The ggml to mix, measure and draw value maps with: a libggml-base shared library, or
+    /// a directory holding one (a llama.cpp build or install). Default: GGUF_SPLICE_GGML,
+    /// then beside llama-quantize/llama-server/llama-cli on PATH, the system library path,
+    /// python3's libggml-python (`gguf-splice doctor` says which).
+    #[arg(long, global = true, value_name = "PATH")]
+    ggml: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,6 +132,10 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `gguf-splice man > gguf-splice.1`.
     Man,
+    /// Say which ggml mixing, `diff --values` and value maps would use: where it was found,
+    /// how, its version and commit, and whether its type table agrees with ours (exits 2
+    /// when there is none, or it is refused).
+    Doctor,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +166,8 @@ pub(crate) enum CliError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Ggml(#[from] gguf_splice::ggml::GgmlError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -200,6 +213,8 @@ pub(crate) fn plan_code(e: &PlanError) -> i32 {
         PlanError::Measure { source, .. } if is_read(source) => exit::IO,
         // A remote parent where only local ones can be read: change the command line.
         PlanError::RemoteMix { .. } => exit::USAGE,
+        // What the command needs is not on this machine (no usable ggml): as for --values.
+        PlanError::MixUnavailable { .. } => exit::USAGE,
         _ => exit::BAD_INPUT,
     }
 }
@@ -221,7 +236,7 @@ pub(crate) fn compare_code(e: &CompareError) -> i32 {
         CompareError::Mix(e) if !is_read(e) => exit::BAD_INPUT,
         CompareError::Mix(_) => exit::IO,
         // --values in a build that cannot dequantize: the command line asks too much.
-        CompareError::ValuesUnavailable => exit::USAGE,
+        CompareError::ValuesUnavailable(_) => exit::USAGE,
         CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. } => {
             exit::IO
         }
@@ -234,6 +249,8 @@ impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
+            // No usable ggml: what the command needs is not on this machine.
+            CliError::Ggml(_) => exit::USAGE,
             CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
             CliError::Source(_) => exit::IO,
             CliError::Stdout(_) | CliError::Map { .. } | CliError::WriteFile { .. } => exit::IO,
@@ -248,6 +265,11 @@ impl CliError {
                     e.cause(),
                     ExecError::RemoteShardJob { .. } | ExecError::RemoteMix { .. }
                 ) =>
+            {
+                exit::USAGE
+            }
+            CliError::Exec(ExecError::Mix(MixError::Ggml { source, .. }))
+                if source.is_missing_ggml() =>
             {
                 exit::USAGE
             }
@@ -283,6 +305,9 @@ fn is_read(e: &MixError) -> bool {
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if let Some(path) = &cli.ggml {
+        gguf_splice::ggml::set_path(path);
+    }
     let result = match cli.command {
         Command::Inspect {
             file,
@@ -301,6 +326,7 @@ pub fn main() -> i32 {
         }),
         Command::Completions { shell } => help::completions(shell),
         Command::Man => help::man(),
+        Command::Doctor => doctor::doctor(),
     };
     match result {
         Ok(code) => code,

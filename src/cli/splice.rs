@@ -34,6 +34,8 @@ pub(crate) fn write_plan(plan: &mut Plan, args: &OutputArgs) -> Result<i32, CliE
         }
         return Ok(exit::OK);
     }
+    // Mixed tensors need a ggml: without one, refused before anything is opened.
+    plan::require_ggml(plan)?;
     // An output that cannot be written ends the run before the plan's warnings, which would
     // only bury the error that matters (execute checks again, just before writing). Not for
     // a shard job: its shard may rightly exist already (a job run twice says so and exits 0).

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::report::{Mismatch, Sources};
 use super::{CompareError, to_ranges};
+use crate::ggml;
 use crate::gguf::Model;
 use crate::mix::{self, Ctx, Limits};
 use crate::plan::{KEY_SPLICE_RECIPE, Parent, Plan, Source};
@@ -49,8 +50,17 @@ pub(super) fn check(
             source,
         })
     };
+    // Recomputing needs a ggml: without one, the one-line refusal naming the mix rule.
+    crate::plan::require_ggml(plan)?;
     let mut files = None;
     let names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
+    // The ggml that made the child's mixed bytes, when it is not the one checking them.
+    let other_ggml = child
+        .get(ggml::RECORD_KEY)
+        .and_then(|v| v.as_str())
+        .zip(ggml::library().ok().map(|g| g.record()))
+        .filter(|(made, now)| made != now)
+        .map(|(made, now)| (made.to_string(), now));
     for pt in &plan.tensors {
         let Some(t) = child.tensor(&pt.info.name) else {
             continue;
@@ -93,7 +103,15 @@ pub(super) fn check(
             let child_file = open(child_path)?;
             let diff =
                 mix::first_difference(job, &ctx, &child_file, child_path, t.file_offset + offset)?;
-            if let Some(d) = diff {
+            if let (Some(d), Some((made_by, checked_with))) = (diff, &other_ggml) {
+                mismatches.push(Mismatch::OtherGgml {
+                    tensor: pt.info.name.clone(),
+                    experts: piece.experts.clone().map(to_ranges),
+                    made_by: made_by.clone(),
+                    checked_with: checked_with.clone(),
+                    first_offset: offset + d,
+                });
+            } else if let Some(d) = diff {
                 mismatches.push(Mismatch::BytesDiffer {
                     tensor: pt.info.name.clone(),
                     experts: piece.experts.clone().map(to_ranges),

@@ -7,7 +7,7 @@
 //! - `engine`: chunked, parallel, positional-read comparison of byte ranges;
 //! - [`diff`]: two models;
 //! - [`verify`]: a child against its parents (and its recipe);
-//! - `values`: `diff --values`, two models' dequantized values (needs the `ggml` feature).
+//! - `values`: `diff --values`, two models' dequantized values (needs a ggml at run time).
 
 mod diff;
 mod engine;
@@ -88,12 +88,9 @@ pub enum CompareError {
         #[source]
         source: crate::source::SourceError,
     },
-    /// `diff --values` in a build without ggml's dequantizers.
-    #[error(
-        "--values compares dequantized values, which needs ggml's dequantizers: {}",
-        crate::ggml::HOW_TO_ENABLE
-    )]
-    ValuesUnavailable,
+    /// `diff --values` without a usable ggml (none found, or one refused).
+    #[error("--values compares dequantized values, which needs ggml's dequantizers: {0}")]
+    ValuesUnavailable(crate::ggml::GgmlError),
     /// ggml refused to dequantize a tensor's rows.
     #[error("tensor '{tensor}': dequantizing: {source}")]
     Dequantize {

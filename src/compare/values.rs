@@ -347,9 +347,7 @@ pub fn diff_values(
     opts: &ValueOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ValuesReport, CompareError> {
-    if !ggml::AVAILABLE {
-        return Err(CompareError::ValuesUnavailable);
-    }
+    ggml::library().map_err(CompareError::ValuesUnavailable)?;
     let mut files = FileSet::default();
     let fa = files.add(a)?;
     let fb = files.add(b)?;

@@ -391,7 +391,9 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
 
     // Metadata, raw type and bytes; the recipe record and split keys aside.
     let first = child.first();
-    let skip = |k: &str| k == KEY_SPLICE_RECIPE || is_split_key(k);
+    // The ggml record names the ggml that made the mixed bytes, which may rightly differ
+    // from the one verifying (see `mixed::check`).
+    let skip = |k: &str| k == KEY_SPLICE_RECIPE || k == crate::ggml::RECORD_KEY || is_split_key(k);
     let mut keys = 0;
     for (key, value) in plan.kvs.iter().filter(|(k, _)| !skip(k)) {
         keys += 1;

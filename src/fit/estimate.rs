@@ -381,9 +381,7 @@ fn tensor_errors(
 
 /// Estimate every unit of `parents` (the first is the base: its tensors and order).
 pub fn estimate(parents: &[Parent], opts: &EstimateOptions) -> Result<Estimate, FitError> {
-    if !ggml::AVAILABLE {
-        return Err(FitError::Unavailable);
-    }
+    ggml::library().map_err(FitError::Unavailable)?;
     let base = &parents.first().ok_or(FitError::NoParents)?.model;
     let forced = match opts.reference {
         None => None,

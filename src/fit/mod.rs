@@ -31,9 +31,9 @@ const MAX_ROUNDS: usize = 16;
 /// Why a fit failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
-    /// The build cannot dequantize.
-    #[error("fit compares dequantized values: {}", crate::ggml::HOW_TO_ENABLE)]
-    Unavailable,
+    /// No usable ggml was found (none, or one refused).
+    #[error("fit compares dequantized values, which needs ggml's dequantizers: {0}")]
+    Unavailable(crate::ggml::GgmlError),
     /// No parent was given.
     #[error("fit needs at least one parent (--parent NAME=PATH)")]
     NoParents,
@@ -271,5 +271,5 @@ pub fn choose<'p>(
     })
 }
 
-#[cfg(all(test, feature = "ggml"))]
+#[cfg(test)]
 mod tests;

@@ -241,14 +241,13 @@ pub enum PlanError {
         /// Why the layouts do not convert.
         reason: String,
     },
-    /// The recipe mixes, and this build has no quantizers.
-    #[error(
-        "{origin}: a mix rule needs ggml's quantizers: {}",
-        crate::ggml::HOW_TO_ENABLE
-    )]
+    /// The recipe mixes, and no usable ggml was found (none, or one refused).
+    #[error("{origin}: a mix rule needs ggml's quantizers: {source}")]
     MixUnavailable {
         /// The mix rule.
         origin: String,
+        /// Why there is no ggml.
+        source: crate::ggml::GgmlError,
     },
     /// A mix rule weighs a remote parent. Mixing reads every input row more than once (each
     /// measure, then the mix) and the remote writer streams copies only, so mixes read

@@ -355,7 +355,9 @@ impl<'p, 'r> Mixer<'p, 'r> {
         p: usize,
         ty: GgmlType,
     ) -> Result<(), PlanError> {
-        if ggml::can_dequantize(ty) {
+        // Without a ggml nothing is measured, and the plan can be shown but not written
+        // (see `needs_ggml`); with one, the type must be one it dequantizes.
+        if !ggml::available() || ggml::can_dequantize(ty) {
             return Ok(());
         }
         Err(PlanError::MixInputType {
@@ -377,12 +379,14 @@ impl<'p, 'r> Mixer<'p, 'r> {
         views: &HashMap<usize, View<'p>>,
     ) -> Result<Vec<SliceDecision>, PlanError> {
         let spec = self.spec(rule);
-        let Some(threshold) = spec.threshold else {
+        // No threshold, or no ggml to measure with: mixed (a plan without ggml cannot be
+        // written, and its report says the distance needs ggml).
+        let Some(threshold) = spec.threshold.filter(|_| ggml::available()) else {
             return Ok(vec![SliceDecision {
                 experts,
                 rule,
                 distance: None,
-                threshold: None,
+                threshold: spec.threshold,
                 mixed: true,
             }]);
         };

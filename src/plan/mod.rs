@@ -16,6 +16,7 @@ mod error;
 mod loaders;
 pub(crate) mod metadata;
 pub mod mixed;
+mod needs_ggml;
 pub mod owners;
 mod piece;
 mod shards;
@@ -36,6 +37,7 @@ pub use error::PlanError;
 pub use loaders::{GGML_MAX_NAME, IK_LLAMA_MAX_EXPERTS, LLAMA_MAX_EXPERTS, Loaders, OverLimit};
 pub use metadata::shard_kvs;
 pub use mixed::{MixReport, SliceDecision};
+pub use needs_ggml::require_ggml;
 use owners::{Candidate, OwnerError};
 pub use piece::{Made, ParentBytes, Piece, PlannedTensor, RunSource, Source, SourceRun};
 pub use shards::{MAX_SHARDS, parse_size};
@@ -285,11 +287,6 @@ pub fn build<'p>(
         rule_parents.push(match &rule.mix {
             None => find(&rule.origin, &rule.from, take_split_hint(rule))?,
             Some(m) => {
-                if !crate::ggml::AVAILABLE {
-                    return Err(PlanError::MixUnavailable {
-                        origin: rule.origin.clone(),
-                    });
-                }
                 for (p, _) in &m.weights {
                     find(&rule.origin, p, String::new())?;
                 }
@@ -510,7 +507,9 @@ pub fn build<'p>(
     }
 
     let imatrices = mixer.finish(&mut warnings);
-    let kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
+    let mut kvs = metadata::plan_metadata(parents, base, recipe, &contributes, &mut warnings)?;
+    let origin = |r: usize| recipe.rules[r].origin.clone();
+    needs_ggml::record(&tensors, &origin, &mut kvs, &mut warnings);
     let parts = PlanParts {
         parents,
         base,

@@ -144,10 +144,26 @@ pub fn plan_json(plan: &Plan) -> Value {
             "key": k, "type": v.as_ref().ty().name(), "value": v.as_ref().to_json(false),
         })).collect::<Vec<_>>(),
         "warnings": plan.warnings,
+        "ggml": ggml_json(plan),
         "output_bytes": plan.output_bytes(),
         "loadable_by": plan.loaders.origin.loaded_by(),
         "flavour_types": plan.loaders.own_types,
     })
+}
+
+/// The ggml a plan's mixed tensors are made with (`null` without mixed tensors): its path,
+/// version, commit and the record the child keeps, or why there is none.
+fn ggml_json(plan: &Plan) -> Value {
+    if plan.tensors.iter().all(|t| t.mix.is_none()) {
+        return Value::Null;
+    }
+    match crate::ggml::library() {
+        Ok(g) => json!({
+            "path": g.path(), "found_by": g.found().to_string(), "version": g.version(),
+            "commit": g.commit(), "record": g.record(),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
 }
 
 /// `splice --dry-run` (and `assemble --dry-run`): parents, rules and what they matched (or the
@@ -362,6 +378,10 @@ fn mixed_text(out: &mut String, plan: &Plan) {
         return;
     }
     let _ = writeln!(out, "\nmixed tensors ({}):", mixed.len());
+    let _ = match crate::ggml::library() {
+        Ok(g) => writeln!(out, "  made by {} ({})", g.record(), g.path().display()),
+        Err(e) => writeln!(out, "  made by: no ggml: {e}"),
+    };
     for (t, m) in mixed {
         let imatrix = m
             .imatrix
@@ -392,6 +412,7 @@ fn mixed_text(out: &mut String, plan: &Plan) {
                         )
                     }
                 ),
+                (None, Some(th)) => format!("threshold {th}: distance needs ggml"),
                 _ => "mixed".into(),
             };
             let _ = writeln!(

@@ -75,6 +75,17 @@ impl Mismatch {
                 "expected": expected, "found": found.to_json(),
                 "first_difference": first_offset,
             }),
+            Mismatch::OtherGgml {
+                tensor,
+                experts,
+                made_by,
+                checked_with,
+                first_offset,
+            } => json!({
+                "tensor": tensor, "experts": experts.as_deref().map(ranges_json),
+                "made_by": made_by, "checked_with": checked_with,
+                "first_difference": first_offset,
+            }),
             Mismatch::MissingKey { key, expected } => {
                 json!({"key": key, "expected": expected.to_json()})
             }
@@ -152,6 +163,22 @@ impl fmt::Display for Mismatch {
                     f,
                     "{tensor}{experts}: expected {expected}, found {}{at}",
                     found.label()
+                )
+            }
+            Mismatch::OtherGgml {
+                tensor,
+                experts,
+                made_by,
+                checked_with,
+                first_offset,
+            } => {
+                let experts = experts
+                    .as_ref()
+                    .map(|e| format!(" experts {}", ranges_text(e)))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "{tensor}{experts}: made by another ggml ({made_by}; checked with {checked_with}): differs from the recomputation from byte {first_offset}, not damage; verify with that ggml (--ggml) to check it"
                 )
             }
             Mismatch::MissingKey { key, expected } => {
@@ -287,6 +314,20 @@ pub fn verify_text(r: &VerifyReport) -> String {
             );
         }
         Some(c) => {
+            if let Some(Mismatch::OtherGgml {
+                made_by,
+                checked_with,
+                ..
+            }) = c
+                .mismatches
+                .iter()
+                .find(|m| matches!(m, Mismatch::OtherGgml { .. }))
+            {
+                let _ = writeln!(
+                    out,
+                    "\nwarning: the child's mixed tensors were made by {made_by}, checked here with {checked_with}: ggml versions may quantize differently"
+                );
+            }
             let _ = writeln!(
                 out,
                 "\n{}: {} tensors and {} keys checked: {} difference{}:",

@@ -97,6 +97,19 @@ pub fn run(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
+/// The binary on a machine without ggml, as far as it can tell: no GGUF_SPLICE_GGML, an
+/// empty PATH (no llama.cpp tools, no python3) and no LD_LIBRARY_PATH.
+pub fn run_without_ggml(args: &[&str]) -> Output {
+    let empty = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .args(args)
+        .env_remove("GGUF_SPLICE_GGML")
+        .env_remove("LD_LIBRARY_PATH")
+        .env("PATH", empty.path())
+        .output()
+        .expect("binary runs")
+}
+
 /// Raw data bytes of tensor `name` of a model, read through the plain file API.
 pub fn tensor_bytes(model: &gguf_splice::gguf::Model, name: &str) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
@@ -124,7 +137,8 @@ pub enum Oracle {
     /// slurm-client, munge; .ci/run installs them), and root to run them. Tests start their
     /// own single-node Slurm.
     Slurm,
-    /// ggml's quantizers, linked into this build by `--features ggml` (mixing).
+    /// ggml's quantizers, loaded at run time (mixing): GGUF_SPLICE_GGML names the shared
+    /// libggml-base of fixtures/build-llama.sh, or `--ggml`'s search finds one.
     Ggml,
 }
 
@@ -213,14 +227,14 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
                     let root = unsafe { libc::geteuid() } == 0;
                     !root || SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none())
                 }
-                Oracle::Ggml => !gguf_splice::ggml::AVAILABLE,
+                Oracle::Ggml => !gguf_splice::ggml::available(),
             }
         })
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let how = "run `bash scripts/test.sh` as root (it installs nginx and Slurm from Debian's packages, gguf-py, builds llama.cpp and ik_llama.cpp, and tests with --features ggml), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX and build with --features ggml";
+    let how = "run `bash scripts/test.sh` as root (it installs nginx and Slurm from Debian's packages, gguf-py, builds llama.cpp, its shared libggml-base and ik_llama.cpp), or set GGUF_SPLICE_PYTHON / GGUF_SPLICE_LLAMA_BIN / GGUF_SPLICE_IK_LLAMA_BIN / GGUF_SPLICE_NGINX / GGUF_SPLICE_GGML";
     assert!(
         std::env::var("GGUF_SPLICE_REQUIRE_ORACLES").as_deref() != Ok("1"),
         "{test}: {missing:?} not installed but GGUF_SPLICE_REQUIRE_ORACLES=1; {how}"
