@@ -256,7 +256,10 @@ fn diff_of_the_chimera_against_its_base_finds_exactly_the_routed_experts() {
             ("general.base_model.1.name", "only B"),
             ("general.base_model.count", "only B"),
             ("general.name", "differs"),
+            ("splice.options", "only B"),
+            ("splice.parents", "only B"),
             ("splice.recipe", "only B"),
+            ("splice.version", "only B"),
         ]
     );
     let name = r.keys.iter().find(|k| k.key == "general.name").unwrap();

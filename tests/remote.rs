@@ -70,7 +70,27 @@ fn taken(
     out
 }
 
-/// The files of an output (one, or every shard), as bytes.
+/// A file's bytes but for what tells a remote parent from a local one: the record of the
+/// parents (`splice.parents` names the URLs) and the set identity hashed from it. Its other
+/// keys (raw), tensor infos and data section, in order.
+fn comparable(path: &Path) -> Vec<u8> {
+    let f = gguf_splice::gguf::GgufFile::open(path).unwrap();
+    let mut out = Vec::new();
+    for kv in f.kvs() {
+        if kv.key == "splice.parents" || kv.key == "splice.set_id" {
+            continue;
+        }
+        out.extend(kv.key.as_bytes());
+        out.extend(f.value(kv).raw());
+    }
+    for t in f.tensors() {
+        out.extend(format!("{} {:?} {:?} {}", t.name, t.dims, t.ty, t.offset).as_bytes());
+    }
+    out.extend(&std::fs::read(path).unwrap()[f.data_offset as usize..]);
+    out
+}
+
+/// The files of an output (one, or every shard), as comparable bytes (see [`comparable`]).
 fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     let dir = path.parent().unwrap();
     let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
@@ -83,7 +103,7 @@ fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
         })
         .map(|p| {
             let n = p.file_name().unwrap().to_str().unwrap().to_string();
-            (n.replacen(&stem, "C", 1), std::fs::read(&p).unwrap())
+            (n.replacen(&stem, "C", 1), comparable(&p))
         })
         .collect();
     v.sort();

@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod compat;
 pub mod imatrix;
+mod recorded;
 pub mod router;
 mod select;
 pub mod spec;
@@ -536,6 +537,7 @@ pub fn plan<'p>(
             layers,
         }),
         imatrices: Vec::new(),
+        made: plan::record::Made::Assemble(opts.record()),
     };
     Ok(plan::finish(parts, output, split)?)
 }
@@ -567,8 +569,8 @@ fn record(opts: &AssembleOptions, layers: &[LayerExperts]) -> String {
             }
         }
     }
-    if let Some(r) = &opts.router {
-        out.push_str(&format!("--router {}\n", r.describe()));
+    if let Some(r) = &opts.record().router {
+        out.push_str(&format!("--router {r}\n"));
     }
     if let Some(k) = opts.experts_used {
         out.push_str(&format!("--experts-used {k}\n"));

@@ -11,9 +11,7 @@ use super::report::{Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport,
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use super::{mixed, units};
 use crate::gguf::Model;
-use crate::plan::{
-    self, KEY_SPLICE_RECIPE, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions,
-};
+use crate::plan::{self, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions};
 use crate::recipe::Recipe;
 use crate::roles;
 use crate::roles::views;
@@ -391,7 +389,7 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
 
     // Metadata, raw type and bytes; the recipe record and split keys aside.
     let first = child.first();
-    let skip = |k: &str| k == KEY_SPLICE_RECIPE || is_split_key(k);
+    let skip = |k: &str| plan::record::is_record_key(k) || is_split_key(k);
     let mut keys = 0;
     for (key, value) in plan.kvs.iter().filter(|(k, _)| !skip(k)) {
         keys += 1;

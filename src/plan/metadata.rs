@@ -148,12 +148,7 @@ fn imatrix_keys(p: &Parent) -> Vec<(String, ValueRef<'_>)> {
 
 /// `Q4_K_M, model-Q4_K_M.gguf`: what tells quants of one model apart.
 fn quant_label(p: &Parent) -> String {
-    let file = p
-        .model
-        .path()
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = super::record::file_name(&p.model.path().to_string_lossy());
     match p
         .model
         .get("general.file_type")
@@ -165,8 +160,9 @@ fn quant_label(p: &Parent) -> String {
     }
 }
 
-/// The key/values a child inherits from `parent`: all but the split keys, the set identity
-/// and the parent's own `general.base_model.*`, raw and in order.
+/// The key/values a child inherits from `parent`: all but the split keys, the parent's own
+/// record (`splice.*`, the set identity among them) and its `general.base_model.*`, raw and
+/// in order.
 pub(crate) fn inherited(parent: &Parent) -> Vec<(String, PlanValue<'_>)> {
     let first = parent.model.first();
     first
@@ -174,7 +170,7 @@ pub(crate) fn inherited(parent: &Parent) -> Vec<(String, PlanValue<'_>)> {
         .iter()
         .filter(|kv| {
             !kv.key.starts_with("split.")
-                && kv.key != KEY_SET_ID
+                && !kv.key.starts_with("splice.")
                 && !kv.key.starts_with("general.base_model.")
         })
         .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))
@@ -248,12 +244,8 @@ pub(crate) fn made_by(parents: &[Parent]) -> String {
     out.push_str(env!("CARGO_PKG_VERSION"));
     out.push('\n');
     for p in parents {
-        let file = p
-            .model
-            .path()
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // By name, without a URL's query: no private paths or signed URLs in shared files.
+        let file = super::record::file_name(&p.model.path().to_string_lossy());
         out.push_str(&format!("# --parent {}={}\n", p.name, file));
     }
     out

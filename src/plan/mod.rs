@@ -18,6 +18,7 @@ pub(crate) mod metadata;
 pub mod mixed;
 pub mod owners;
 mod piece;
+pub mod record;
 mod shards;
 mod tensors;
 mod units;
@@ -168,6 +169,8 @@ pub struct PlanParts<'p> {
     pub assembly: Option<AssemblyReport>,
     /// The importance matrices mix pieces quantize with (indexed by their jobs).
     pub imatrices: Vec<crate::mix::Imatrix>,
+    /// How the child was made, recorded in it with its parents (see [`record`]).
+    pub made: record::Made,
 }
 
 /// Lay out `parts` as the output `output` (the first shard's path when split): the set
@@ -186,7 +189,10 @@ pub fn finish<'p>(
         mut warnings,
         assembly,
         imatrices,
+        made,
     } = parts;
+    let mut kvs = kvs;
+    record::set(&mut kvs, parents, &made, split);
     let loaders = loaders::loaders(&tensors, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, &imatrices, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
@@ -506,6 +512,7 @@ pub fn build<'p>(
         warnings,
         assembly: None,
         imatrices,
+        made: record::Made::splice(recipe),
     };
     finish(parts, output, split)
 }
