@@ -69,3 +69,122 @@ fn a_child_records_its_recipe_text_and_its_parents_by_name_size_and_header_diges
         "the child holds the directory {dir}"
     );
 }
+
+/// `verify --json` of `child` with `args`: (exit code, report).
+fn verify_json(child: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut all = vec!["verify", child.to_str().unwrap(), "--json"];
+    all.extend(args);
+    let o = run(&all);
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?} stderr {}", o.stdout, stderr(&o)));
+    (o.status.code(), v)
+}
+
+/// Change `from` to `to` (same length) in the file's bytes.
+fn tamper(path: &Path, from: &str, to: &str) {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("text in file");
+    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn plain_verify_uses_the_recorded_recipe_and_catches_tampered_metadata() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let out = s.dir.path().join("child.gguf");
+    assert_ok(&s.splice(&[
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]));
+    let parents = s.parent_args();
+    let p: Vec<&str> = parents.iter().map(String::as_str).collect();
+    let (code, v) = verify_json(&out, &p);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["basis"], "using the recipe recorded in the child");
+    assert_eq!(v["checked"], "tensors and metadata");
+
+    tamper(
+        &out,
+        "Chimera (gguf-splice DIY)",
+        "Chimera (gguf-splice DIX)",
+    );
+    let (code, v) = verify_json(&out, &p);
+    assert_eq!(code, Some(1), "{v}");
+    let ms = v["recipe"]["mismatches"].as_array().unwrap();
+    assert!(
+        ms.iter().any(|m| m.to_string().contains("general.name")),
+        "{ms:?}"
+    );
+    // A recipe given on the command line wins, and the report says so.
+    let mut with_recipe = p.clone();
+    with_recipe.extend(["--recipe", "deepseek-r1t-chimera"]);
+    let (code, v) = verify_json(&out, &with_recipe);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["basis"], "using the recipe given on the command line");
+}
+
+#[test]
+fn an_assembled_child_verifies_with_no_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.gguf",
+        &support::dense(V3, "llama", GgmlType::Q4_K, 256).build(),
+    );
+    let b = write(
+        dir.path(),
+        "b.gguf",
+        &support::dense(R1, "llama", GgmlType::Q4_K, 256).build(),
+    );
+    let out = dir.path().join("moe.gguf");
+    let pa = format!("a={}", a.display());
+    let pb = format!("b={}", b.display());
+    assert_ok(&run(&[
+        "assemble",
+        "--parent",
+        &pa,
+        "--parent",
+        &pb,
+        "--base",
+        "a",
+        "--router",
+        "random:7",
+        "--experts-used",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]));
+    let (code, v) = verify_json(&out, &["--parent", &pa, "--parent", &pb]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["basis"],
+        "using the assemble options recorded in the child"
+    );
+    assert_eq!(v["recipe"]["assembled"], true);
+    // Other options given on the command line are what is checked.
+    let (code, v) = verify_json(
+        &out,
+        &[
+            "--parent",
+            &pa,
+            "--parent",
+            &pb,
+            "--assembled",
+            "--router",
+            "random:8",
+        ],
+    );
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        v["basis"],
+        "using the assemble options given on the command line"
+    );
+}

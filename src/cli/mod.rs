@@ -7,6 +7,7 @@ mod batch;
 mod help;
 mod maps;
 mod progress;
+mod provenance;
 mod reports;
 mod splice;
 
@@ -88,9 +89,10 @@ enum Command {
     ///
     /// Compares the child's bytes with each parent's tensor of the same name, type and
     /// shape; stacked experts and router rows expert by expert. With --recipe and/or --take
-    /// (read as `splice` reads them), also checks that the child is exactly what they make:
-    /// tensor names and order, types, shapes, every byte range, and the metadata
-    /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
+    /// (read as `splice` reads them), or else the recipe or assemble options the child
+    /// records, also checks that the child is exactly what they make: tensor names and
+    /// order, types, shapes, every byte range, and the metadata (the `splice.*` record and
+    /// `split.*` aside). Parents default to those the child records. Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
     /// Make many children from one manifest, or run one shard job of them (job arrays).
@@ -144,6 +146,8 @@ pub(crate) enum CliError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Record(#[from] gguf_splice::plan::record::RecordError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -242,6 +246,7 @@ impl CliError {
             CliError::Assemble(AssembleError::Plan(e)) => plan_code(e),
             CliError::Assemble(_) => exit::BAD_INPUT,
             CliError::Batch(e) => batch::exit_code(e),
+            CliError::Record(_) => exit::BAD_INPUT,
         }
     }
 }

@@ -7,10 +7,13 @@ use std::ops::Range;
 
 use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
 use super::pieces::{self, PieceCheck, is_direct};
-use super::report::{Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, expert_runs};
+use super::report::{
+    Basis, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, expert_runs,
+};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use super::{mixed, units};
 use crate::gguf::Model;
+use crate::plan::record::{ChildRecord, IdentityDifference};
 use crate::plan::{self, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions};
 use crate::recipe::Recipe;
 use crate::roles;
@@ -238,7 +241,30 @@ fn run(
         tensors,
         recipe,
         torn,
+        basis: match plan {
+            None => Basis::TensorsOnly,
+            Some(p) if p.assembly.is_some() => Basis::GivenAssembly,
+            Some(_) => Basis::GivenRecipe,
+        },
+        not_recorded: not_recorded(child, parents),
     })
+}
+
+/// The given parents whose identity differs from the one the child records for their name.
+fn not_recorded(child: &Model, parents: &[Parent]) -> Vec<IdentityDifference> {
+    let Ok(record) = ChildRecord::read(child) else {
+        return Vec::new();
+    };
+    parents
+        .iter()
+        .filter_map(|p| {
+            record
+                .parents
+                .iter()
+                .find(|r| r.name == p.name)
+                .and_then(|r| r.difference(p))
+        })
+        .collect()
 }
 
 /// What `check_plan` needs of the comparison results.

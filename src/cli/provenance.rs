@@ -1,0 +1,135 @@
+//! The child's record on the command line: `verify CHILD` with what the child records (its
+//! recipe or assemble options, and its parents: fetched again when remote, found by file
+//! name in `--parents-dir` when local), unless the command line says otherwise.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::CliError;
+use super::args::{RecipeArgs, VerifyArgs};
+use gguf_splice::assemble::{self, AssembleOptions};
+use gguf_splice::compare::{self, Basis, CompareOptions, VerifyReport};
+use gguf_splice::gguf::Model;
+use gguf_splice::plan::record::{ChildRecord, Made, ParentRecord};
+use gguf_splice::plan::{Parent, SplitOptions};
+
+/// Where parents the child records are found when not given with `--parent`.
+#[derive(Args)]
+pub(crate) struct RecordArgs {
+    /// A directory holding the child's local parents under the file names it records
+    /// (`inspect CHILD --provenance` lists them); `--parent NAME=PATH` still wins.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) parents_dir: Option<PathBuf>,
+}
+
+/// The parents to check or re-make `child` with: the given ones, then those the record
+/// names, from `--parents-dir` or their recorded URL, in the recorded order (the first is
+/// the default base). Without a record, the given parents as given.
+pub(crate) fn parents(
+    rules: &RecipeArgs,
+    dir: Option<&Path>,
+    record: &ChildRecord,
+) -> Result<Vec<Parent>, CliError> {
+    let given = super::open_parents(rules)?;
+    if record.parents.is_empty() {
+        if given.is_empty() {
+            return Err(CliError::Usage(
+                "the child records no parents: give them with --parent NAME=PATH".into(),
+            ));
+        }
+        return Ok(given);
+    }
+    let mut given: Vec<Option<Parent>> = given.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    let mut missing: Vec<&ParentRecord> = Vec::new();
+    for r in &record.parents {
+        if let Some(p) = given
+            .iter_mut()
+            .find(|p| p.as_ref().is_some_and(|p| p.name == r.name))
+        {
+            out.extend(p.take());
+            continue;
+        }
+        let local = dir
+            .map(|d| d.join(r.first_file()))
+            .filter(|p| !r.first_file().is_empty() && p.exists());
+        let at = match (local, r.fetch_url()) {
+            (Some(p), _) => p,
+            (None, Some(url)) => PathBuf::from(url),
+            (None, None) => {
+                missing.push(r);
+                continue;
+            }
+        };
+        out.push(Parent {
+            name: r.name.clone(),
+            model: rules.flavour.open(&at)?,
+        });
+    }
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|r| format!("{} ({})", r.name, r.first_file()))
+            .collect();
+        let example = missing
+            .iter()
+            .map(|r| format!("--parent {}=PATH", r.name))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let looked = dir.map_or(String::new(), |d| format!(" (not in {})", d.display()));
+        return Err(CliError::Usage(format!(
+            "the child was made from local parents not given: {}{looked}; give {example}, or --parents-dir DIR holding them under those names",
+            list.join(", ")
+        )));
+    }
+    // Parents the record does not name come last.
+    out.extend(given.into_iter().flatten());
+    Ok(out)
+}
+
+/// `verify`: against the recipe or assemble options given, else those the child records;
+/// the report says which.
+pub(crate) fn verify(args: &VerifyArgs, opts: &CompareOptions) -> Result<VerifyReport, CliError> {
+    let child = args.rules.flavour.open(&args.child)?;
+    let record = ChildRecord::read(&child)?;
+    let parents = parents(&args.rules, args.record.parents_dir.as_deref(), &record)?;
+    if args.assembled {
+        let options = args.assembly.options()?;
+        return assembled(&child, &parents, &options, opts, Basis::GivenAssembly);
+    }
+    if let Some(option) = args.assembly.given() {
+        return Err(CliError::Usage(format!(
+            "{option} describes an assembled child: add --assembled"
+        )));
+    }
+    if let Some(recipe) = args.rules.recipe()? {
+        return Ok(compare::verify(&child, &parents, Some(&recipe), opts)?);
+    }
+    match record.options.as_ref().map(|o| (o, &o.made)) {
+        Some((o, Made::Splice { .. })) => {
+            let recipe = o.recipe().expect("a splice's record")?;
+            let mut r = compare::verify(&child, &parents, Some(&recipe), opts)?;
+            r.basis = Basis::RecordedRecipe;
+            Ok(r)
+        }
+        Some((_, Made::Assemble(a))) => {
+            let options = AssembleOptions::from_record(a, None, None)?;
+            assembled(&child, &parents, &options, opts, Basis::RecordedAssembly)
+        }
+        None => Ok(compare::verify(&child, &parents, None, opts)?),
+    }
+}
+
+fn assembled(
+    child: &Model,
+    parents: &[Parent],
+    options: &AssembleOptions,
+    opts: &CompareOptions,
+    basis: Basis,
+) -> Result<VerifyReport, CliError> {
+    let plan = assemble::plan(parents, options, child.path(), SplitOptions::default())?;
+    let mut r = compare::verify_plan(child, &plan, opts)?;
+    r.basis = basis;
+    Ok(r)
+}
