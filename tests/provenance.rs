@@ -188,3 +188,86 @@ fn an_assembled_child_verifies_with_no_options() {
         "using the assemble options given on the command line"
     );
 }
+
+fn fixture(name: &str) -> String {
+    repo().join("fixtures").join(name).display().to_string()
+}
+
+#[test]
+fn a_compatible_parent_that_is_not_the_recorded_file_is_named_and_compared_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("child.gguf");
+    let v3 = format!("v3={}", fixture("v3-q3mix.gguf"));
+    assert_ok(&run(&[
+        "splice",
+        "--parent",
+        &v3,
+        "--parent",
+        &format!("r1={}", fixture("r1-iq2mix.gguf")),
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]));
+    // Another quant of the same model given as r1: a compatible file, but not the one.
+    let wrong = format!("r1={}", fixture("v3-q3mix.gguf"));
+    let (code, v) = verify_json(&out, &["--parent", &v3, "--parent", &wrong]);
+    assert_eq!(code, Some(1), "{v}");
+    let named = v["not_recorded"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0]["parent"], "r1");
+    let message = named[0]["message"].as_str().unwrap();
+    assert!(
+        message
+            .starts_with("r1 is not the file the child was made from (recorded r1-iq2mix.gguf, ")
+            && message.contains("given v3-q3mix.gguf"),
+        "{message}"
+    );
+    let f = GgufFile::open(Path::new(&fixture("r1-iq2mix.gguf"))).unwrap();
+    assert_eq!(named[0]["recorded"][0]["header_sha256"], f.header_sha256());
+    // The comparison went on: the routed experts match no parent given.
+    assert!(!v["unmatched"].as_array().unwrap().is_empty(), "{v}");
+    // The right file under another name is the right file.
+    let copy = dir.path().join("renamed.gguf");
+    std::fs::copy(fixture("r1-iq2mix.gguf"), &copy).unwrap();
+    let right = format!("r1={}", copy.display());
+    let (code, v) = verify_json(&out, &["--parent", &v3, "--parent", &right]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["not_recorded"], serde_json::json!([]));
+}
+
+#[test]
+fn local_parents_are_found_by_their_recorded_names_or_asked_for() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let out = s.dir.path().join("child.gguf");
+    assert_ok(&s.splice(&[
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]));
+    // The parents moved elsewhere: --parents-dir finds them by file name.
+    let moved = tempfile::tempdir().unwrap();
+    for p in [&s.v3, &s.r1] {
+        std::fs::rename(p, moved.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let dir = moved.path().to_str().unwrap();
+    let (code, v) = verify_json(&out, &["--parents-dir", dir]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["parents"][1]["name"], "r1");
+    // --parent wins over the directory for the parent it names.
+    let given = format!("v3={dir}/r1.gguf");
+    let (code, v) = verify_json(&out, &["--parents-dir", dir, "--parent", &given]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["not_recorded"][0]["parent"], "v3");
+    // Neither: the files needed are named, with the way to give them.
+    let o = run(&["verify", out.to_str().unwrap()]);
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("v3 (v3.gguf), r1 (r1.gguf)") && e.contains("--parent v3=PATH --parent r1=PATH"),
+        "{e}"
+    );
+}

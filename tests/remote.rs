@@ -24,7 +24,7 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::SynthSpec;
-use server::{names, server};
+use server::{comparable, names, server};
 
 /// Per parent file name: (parent, tensor bytes the child takes from it, header size).
 fn taken(
@@ -67,26 +67,6 @@ fn taken(
             out.get_mut(&file(s)).unwrap().1 += pc.len;
         }
     }
-    out
-}
-
-/// A file's bytes but for what tells a remote parent from a local one: the record of the
-/// parents (`splice.parents` names the URLs) and the set identity hashed from it. Its other
-/// keys (raw), tensor infos and data section, in order.
-fn comparable(path: &Path) -> Vec<u8> {
-    let f = gguf_splice::gguf::GgufFile::open(path).unwrap();
-    let mut out = Vec::new();
-    for kv in f.kvs() {
-        if kv.key == "splice.parents" || kv.key == "splice.set_id" {
-            continue;
-        }
-        out.extend(kv.key.as_bytes());
-        out.extend(f.value(kv).raw());
-    }
-    for t in f.tensors() {
-        out.extend(format!("{} {:?} {:?} {}", t.name, t.dims, t.ty, t.offset).as_bytes());
-    }
-    out.extend(&std::fs::read(path).unwrap()[f.data_offset as usize..]);
     out
 }
 
