@@ -271,3 +271,54 @@ fn local_parents_are_found_by_their_recorded_names_or_asked_for() {
         "{e}"
     );
 }
+
+#[test]
+fn inspect_provenance_shows_parents_recipe_sources_and_base_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("child.gguf");
+    assert_ok(&run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", fixture("v3-q3mix.gguf")),
+        "--parent",
+        &format!("r1={}", fixture("r1-iq2mix.gguf")),
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]));
+    let fixtures = repo().join("fixtures");
+    let o = run(&[
+        "inspect",
+        out.to_str().unwrap(),
+        "--provenance",
+        "--parents-dir",
+        fixtures.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let sha = GgufFile::open(Path::new(&fixture("r1-iq2mix.gguf")))
+        .unwrap()
+        .header_sha256();
+    for want in [
+        format!("made by gguf-splice {}", env!("CARGO_PKG_VERSION")),
+        format!("  r1: r1-iq2mix.gguf, 1734080 bytes, header sha256 {sha}"),
+        "recipe:\n  | # DeepSeek R1T Chimera, DIY.".to_string(),
+        "  blk.1-2 ffn_{down,gate,up}_exps.weight: r1".to_string(),
+        "everything else (".to_string(),
+        "base models (general.base_model.*):\n  0: name Tiny-DeepSeek-V3\n  1: name Tiny-DeepSeek-R1"
+            .to_string(),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in\n{text}");
+    }
+    // Without the parents: the record, and what to give for the sources.
+    let o = run(&["inspect", out.to_str().unwrap(), "--provenance", "--json"]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["options"]["kind"], "splice");
+    assert_eq!(v["parents"][1]["shards"][0]["header_sha256"], sha);
+    assert_eq!(v["sources"], serde_json::Value::Null);
+    let why = v["sources_unavailable"].as_str().unwrap();
+    assert!(why.contains("--parent v3=PATH --parent r1=PATH"), "{why}");
+}

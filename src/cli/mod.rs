@@ -71,6 +71,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         flavour: FlavourArg,
+        #[command(flatten)]
+        provenance: provenance::InspectArgs,
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
@@ -274,6 +276,13 @@ pub fn main() -> i32 {
             file,
             json,
             flavour,
+            provenance,
+        } if provenance.provenance => provenance::inspect(&file, json, flavour, &provenance),
+        Command::Inspect {
+            file,
+            json,
+            flavour,
+            ..
         } => reports::inspect(&file, json, flavour),
         Command::Splice(args) => splice::splice(args),
         Command::Assemble(args) => assemble::run(args),

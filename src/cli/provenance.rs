@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::CliError;
-use super::args::{RecipeArgs, VerifyArgs};
+use super::args::{FlavourArg, VerifyArgs};
+use super::{CliError, emit, exit, print_json};
 use gguf_splice::assemble::{self, AssembleOptions};
 use gguf_splice::compare::{self, Basis, CompareOptions, VerifyReport};
 use gguf_splice::gguf::Model;
 use gguf_splice::plan::record::{ChildRecord, Made, ParentRecord};
-use gguf_splice::plan::{Parent, SplitOptions};
+use gguf_splice::plan::{self, Parent, Plan, SplitOptions};
+use gguf_splice::render::provenance::{Sources, provenance_json, provenance_text};
 
 /// Where parents the child records are found when not given with `--parent`.
 #[derive(Args)]
@@ -27,11 +28,12 @@ pub(crate) struct RecordArgs {
 /// names, from `--parents-dir` or their recorded URL, in the recorded order (the first is
 /// the default base). Without a record, the given parents as given.
 pub(crate) fn parents(
-    rules: &RecipeArgs,
+    specs: &[String],
+    flavour: FlavourArg,
     dir: Option<&Path>,
     record: &ChildRecord,
 ) -> Result<Vec<Parent>, CliError> {
-    let given = super::open_parents(rules)?;
+    let given = super::open_parent_specs(specs, flavour)?;
     if record.parents.is_empty() {
         if given.is_empty() {
             return Err(CliError::Usage(
@@ -64,7 +66,7 @@ pub(crate) fn parents(
         };
         out.push(Parent {
             name: r.name.clone(),
-            model: rules.flavour.open(&at)?,
+            model: flavour.open(&at)?,
         });
     }
     if !missing.is_empty() {
@@ -93,7 +95,12 @@ pub(crate) fn parents(
 pub(crate) fn verify(args: &VerifyArgs, opts: &CompareOptions) -> Result<VerifyReport, CliError> {
     let child = args.rules.flavour.open(&args.child)?;
     let record = ChildRecord::read(&child)?;
-    let parents = parents(&args.rules, args.record.parents_dir.as_deref(), &record)?;
+    let parents = parents(
+        &args.rules.parents,
+        args.rules.flavour,
+        args.record.parents_dir.as_deref(),
+        &record,
+    )?;
     if args.assembled {
         let options = args.assembly.options()?;
         return assembled(&child, &parents, &options, opts, Basis::GivenAssembly);
@@ -132,4 +139,89 @@ fn assembled(
     let mut r = compare::verify_plan(child, &plan, opts)?;
     r.basis = basis;
     Ok(r)
+}
+
+/// `inspect --provenance` and the parents it may plan with.
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    /// Show the child's lineage: its parents and their identities, its recipe or assemble
+    /// options, where each tensor and expert came from (planned from the record, with the
+    /// parents found as `verify` finds them: headers only), and general.base_model.*.
+    #[arg(long)]
+    pub(crate) provenance: bool,
+    /// NAME=PATH: a parent to plan with instead of the recorded one (with --provenance).
+    #[arg(long = "parent", value_name = "NAME=PATH", requires = "provenance")]
+    pub(crate) parents: Vec<String>,
+    /// A directory holding the child's local parents under their recorded file names
+    /// (with --provenance).
+    #[arg(long, value_name = "DIR", requires = "provenance")]
+    pub(crate) parents_dir: Option<PathBuf>,
+}
+
+/// `inspect CHILD --provenance`. Parents that cannot be found leave the sources out, with
+/// the reason: the record is worth showing without them.
+pub(crate) fn inspect(
+    file: &Path,
+    json: bool,
+    flavour: FlavourArg,
+    args: &InspectArgs,
+) -> Result<i32, CliError> {
+    let child = flavour.open(file)?;
+    let record = ChildRecord::read(&child)?;
+    let found = if record.options.is_none() {
+        Err("the child records no recipe or options".to_string())
+    } else {
+        parents(&args.parents, flavour, args.parents_dir.as_deref(), &record)
+            .map_err(|e| e.to_string())
+    };
+    match found {
+        Ok(ps) => {
+            // The plan borrows the parents: render while both live.
+            let plan = replan(&child, &ps, &record);
+            let sources = match &plan {
+                Ok(p) => Sources::Plan(p),
+                Err(e) => Sources::Unavailable(e.to_string()),
+            };
+            show(&child, &record, &sources, json)?;
+        }
+        Err(why) => show(&child, &record, &Sources::Unavailable(why), json)?,
+    }
+    Ok(exit::OK)
+}
+
+fn show(
+    child: &Model,
+    record: &ChildRecord,
+    sources: &Sources,
+    json: bool,
+) -> Result<(), CliError> {
+    if json {
+        print_json(&provenance_json(child, record, sources))
+    } else {
+        emit(&provenance_text(child, record, sources))
+    }
+}
+
+/// The plan the record makes of `parents` (no output is written; the child's own path
+/// stands in for the output's).
+pub(crate) fn replan<'p>(
+    child: &Model,
+    parents: &'p [Parent],
+    record: &ChildRecord,
+) -> Result<Plan<'p>, CliError> {
+    let Some(o) = &record.options else {
+        return Err(CliError::Usage(
+            "the child records no recipe or options (made before the record)".into(),
+        ));
+    };
+    match &o.made {
+        Made::Splice { .. } => {
+            let recipe = o.recipe().expect("a splice's record")?;
+            Ok(plan::build(parents, &recipe, child.path(), o.split())?)
+        }
+        Made::Assemble(a) => {
+            let options = AssembleOptions::from_record(a, None, None)?;
+            Ok(assemble::plan(parents, &options, child.path(), o.split())?)
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod diff;
 mod inspect;
 pub mod map;
 mod plan;
+pub mod provenance;
 mod values;
 mod verify;
 mod written;
