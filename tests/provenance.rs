@@ -322,3 +322,92 @@ fn inspect_provenance_shows_parents_recipe_sources_and_base_models() {
     let why = v["sources_unavailable"].as_str().unwrap();
     assert!(why.contains("--parent v3=PATH --parent r1=PATH"), "{why}");
 }
+
+/// Every file of a child named `stem` in `dir` (one, or its shards), by name and bytes.
+fn files_of(dir: &Path, stem: &str) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n == format!("{stem}.gguf") || n.starts_with(&format!("{stem}-0"))
+        })
+        .map(|p| {
+            let n = p
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .replacen(stem, "C", 1);
+            (n, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn splice_like_remakes_byte_identical_children_from_their_record() {
+    let s = setup(GgmlType::Q3_K);
+    let d = s.dir.path();
+    let like = |child: &Path, out: &str, more: &[&str]| {
+        let out = d.join(out);
+        let mut args = vec![
+            "splice",
+            "--like",
+            child.to_str().unwrap(),
+            "--parents-dir",
+            d.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend(more);
+        assert_ok(&run(&args));
+    };
+    // A split splice with --take rules.
+    let a = d.join("a.gguf");
+    assert_ok(&s.splice(&[
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "--take",
+        "token_embd=r1",
+        "--split-max-tensors",
+        "20",
+        "-o",
+        a.to_str().unwrap(),
+        "-q",
+    ]));
+    let first = first_shard(d, "a");
+    like(&first, "b.gguf", &[]);
+    let (fa, fb) = (files_of(d, "a"), files_of(d, "b"));
+    assert!(fa.len() > 1, "split");
+    assert!(fa == fb, "splice --like made other bytes");
+    // Another split: other shards, the same model (verify from the record passes).
+    like(&first, "c.gguf", &["--split-max-tensors", "30"]);
+    assert_ne!(files_of(d, "c").len(), fa.len());
+    let c = first_shard(d, "c");
+    let (code, v) = verify_json(&c, &["--parents-dir", d.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+
+    // An assembled child.
+    let m = d.join("m.gguf");
+    assert_ok(&s.run(
+        "assemble",
+        None,
+        &[
+            "--experts",
+            "r1:2-3,v3:0-1",
+            "--experts-used",
+            "2",
+            "-o",
+            m.to_str().unwrap(),
+            "-q",
+        ],
+    ));
+    like(&m, "n.gguf", &[]);
+    assert!(
+        std::fs::read(&m).unwrap() == std::fs::read(d.join("n.gguf")).unwrap(),
+        "assemble remade by --like differs"
+    );
+}

@@ -149,6 +149,8 @@ pub(crate) struct SpliceArgs {
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
     #[command(flatten)]
+    pub(crate) like: super::provenance::LikeArgs,
+    #[command(flatten)]
     pub(crate) out: OutputArgs,
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::args::{FlavourArg, VerifyArgs};
+use super::args::{FlavourArg, SpliceArgs, VerifyArgs};
 use super::{CliError, emit, exit, print_json};
 use gguf_splice::assemble::{self, AssembleOptions};
 use gguf_splice::compare::{self, Basis, CompareOptions, VerifyReport};
@@ -177,7 +177,7 @@ pub(crate) fn inspect(
     match found {
         Ok(ps) => {
             // The plan borrows the parents: render while both live.
-            let plan = replan(&child, &ps, &record);
+            let plan = replan(&ps, &record, child.path(), None);
             let sources = match &plan {
                 Ok(p) => Sources::Plan(p),
                 Err(e) => Sources::Unavailable(e.to_string()),
@@ -202,26 +202,58 @@ fn show(
     }
 }
 
-/// The plan the record makes of `parents` (no output is written; the child's own path
-/// stands in for the output's).
+/// The plan the record makes of `parents`, written to `output` (for `inspect`, the child's
+/// own path stands in: nothing is written), split as `split` says or else as recorded.
 pub(crate) fn replan<'p>(
-    child: &Model,
     parents: &'p [Parent],
     record: &ChildRecord,
+    output: &Path,
+    split: Option<SplitOptions>,
 ) -> Result<Plan<'p>, CliError> {
     let Some(o) = &record.options else {
         return Err(CliError::Usage(
             "the child records no recipe or options (made before the record)".into(),
         ));
     };
+    let split = split.unwrap_or(o.split());
     match &o.made {
         Made::Splice { .. } => {
             let recipe = o.recipe().expect("a splice's record")?;
-            Ok(plan::build(parents, &recipe, child.path(), o.split())?)
+            Ok(plan::build(parents, &recipe, output, split)?)
         }
         Made::Assemble(a) => {
             let options = AssembleOptions::from_record(a, None, None)?;
-            Ok(assemble::plan(parents, &options, child.path(), o.split())?)
+            Ok(assemble::plan(parents, &options, output, split)?)
         }
     }
+}
+
+/// `splice --like CHILD`: the options that make a child again from its record.
+#[derive(Args)]
+pub(crate) struct LikeArgs {
+    /// Make a child as CHILD was made, from its record: its recipe (or assemble options)
+    /// and split, with its parents (found as `verify` finds them) or those given with
+    /// --parent NAME=PATH; --split-max-size/--split-max-tensors override the split.
+    #[arg(long, value_name = "CHILD", conflicts_with_all = ["recipe", "takes", "allow_partial_experts"])]
+    pub(crate) like: Option<PathBuf>,
+    /// With --like: a directory holding the parents under their recorded file names.
+    #[arg(long, value_name = "DIR", requires = "like")]
+    pub(crate) parents_dir: Option<PathBuf>,
+}
+
+/// `splice --like CHILD -o NEW`.
+pub(crate) fn like(args: &SpliceArgs, child: &Path) -> Result<i32, CliError> {
+    let flavour = args.rules.flavour;
+    let model = flavour.open(child)?;
+    let record = ChildRecord::read(&model)?;
+    let parents = parents(
+        &args.rules.parents,
+        flavour,
+        args.like.parents_dir.as_deref(),
+        &record,
+    )?;
+    let split = args.out.split();
+    let split = split.is_split().then_some(split);
+    let mut plan = replan(&parents, &record, &args.out.output, split)?;
+    super::splice::write_plan(&mut plan, &args.out)
 }
