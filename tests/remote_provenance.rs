@@ -11,7 +11,7 @@ mod proxy;
 #[path = "remote/server.rs"]
 mod server;
 
-use common::assert_ok;
+use common::{Oracle, assert_exit, assert_ok, have, stderr};
 use gguf_splice::gguf::{GgufFile, Model};
 use gguf_splice::plan::record::ChildRecord;
 use nginx::REPO_COMMIT;
@@ -88,4 +88,54 @@ fn a_child_of_hub_parents_records_public_urls_and_the_commit_and_verifies_with_n
         );
         assert!(s.proxy.served(file, true) > 0, "{file}: no data read");
     }
+}
+
+#[test]
+fn a_mixed_child_given_remote_parents_is_checked_for_its_sources_only() {
+    let test = "a_mixed_child_given_remote_parents_is_checked_for_its_sources_only";
+    if !have(test, &[Oracle::Ggml]) {
+        return;
+    }
+    let Some(s) = server(test) else {
+        return;
+    };
+    let recipe = s.out("mix.toml");
+    std::fs::write(
+        &recipe,
+        "[recipe]\nbase = 'v3'\n[[rules]]\nmatch = 'attn_output'\nmix = { v3 = 0.5, r1 = 0.5 }\n",
+    )
+    .unwrap();
+    let out = s.out("mixed.gguf");
+    assert_ok(&s.run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.local("v3-q3mix.gguf")),
+        "--parent",
+        &format!("r1={}", s.local("r1-q3mix.gguf")),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]));
+    // The recorded recipe mixes, which reads local parents only: the sources are checked,
+    // and the run says why the recipe was not.
+    let o = s.run(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--parent",
+        &format!("v3={}", s.hf("v3-q3mix.gguf")),
+        "--parent",
+        &format!("r1={}", s.hf("r1-q3mix.gguf")),
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["basis"], "no recipe: where each tensor came from only");
+    assert_eq!(v["mixed"].as_array().unwrap().len(), 3, "{v}");
+    assert!(
+        stderr(&o).contains("the recorded recipe cannot be checked here"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -57,7 +57,7 @@ impl AssembleOptions {
                     option: "--imatrix",
                     text: r.imatrix.clone().unwrap_or_default(),
                     reason: format!(
-                        "the child was assembled with --keep-top {n} and this importance matrix, recorded by name only: give --imatrix PATH"
+                        "the child was assembled with --keep-top {n} and this importance matrix, recorded by name only: verify with --assembled, the options it was made with and --imatrix PATH"
                     ),
                 })?,
             },
@@ -70,7 +70,7 @@ impl AssembleOptions {
                     AssembleError::BadOption {
                         option: "--router",
                         text: name.to_string(),
-                        reason: "the child's router rows were read from this file, recorded by name only: give --router PATH".into(),
+                        reason: "the child's router rows were read from this file, recorded by name only: verify with --assembled, the options it was made with and --router PATH".into(),
                     }
                 })?)),
                 None => Some(RouterSpec::parse(text).map_err(|reason| {

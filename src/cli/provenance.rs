@@ -9,10 +9,10 @@ use clap::Args;
 use super::args::{FlavourArg, SpliceArgs, VerifyArgs};
 use super::{CliError, emit, exit, print_json};
 use gguf_splice::assemble::{self, AssembleOptions};
-use gguf_splice::compare::{self, Basis, CompareOptions, VerifyReport};
+use gguf_splice::compare::{self, Basis, CompareError, CompareOptions, VerifyReport};
 use gguf_splice::gguf::Model;
 use gguf_splice::plan::record::{ChildRecord, Made, ParentRecord};
-use gguf_splice::plan::{self, Parent, Plan, SplitOptions};
+use gguf_splice::plan::{self, Parent, Plan, PlanError, SplitOptions};
 use gguf_splice::render::provenance::{Sources, provenance_json, provenance_text};
 
 /// Where parents the child records are found when not given with `--parent`.
@@ -116,9 +116,23 @@ pub(crate) fn verify(args: &VerifyArgs, opts: &CompareOptions) -> Result<VerifyR
     match record.options.as_ref().map(|o| (o, &o.made)) {
         Some((o, Made::Splice { .. })) => {
             let recipe = o.recipe().expect("a splice's record")?;
-            let mut r = compare::verify(&child, &parents, Some(&recipe), opts)?;
-            r.basis = Basis::RecordedRecipe;
-            Ok(r)
+            match compare::verify(&child, &parents, Some(&recipe), opts) {
+                Ok(mut r) => {
+                    r.basis = Basis::RecordedRecipe;
+                    Ok(r)
+                }
+                // A mix this build (or these remote parents) cannot compute again: the
+                // sources can still be checked, as before the record.
+                Err(CompareError::Plan(
+                    e @ (PlanError::MixUnavailable { .. } | PlanError::RemoteMix { .. }),
+                )) => {
+                    super::say(format_args!(
+                        "warning: the recorded recipe cannot be checked here ({e}); checking where each tensor came from only"
+                    ));
+                    Ok(compare::verify(&child, &parents, None, opts)?)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Some((_, Made::Assemble(a))) => {
             let options = AssembleOptions::from_record(a, None, None)?;
