@@ -74,8 +74,6 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
         &pb,
         "--take",
         "_exps=b:experts=2-3",
-        "--flavour",
-        "mainline",
         "-q",
         "-o",
         child.to_str().unwrap(),
@@ -126,8 +124,6 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
         &pa,
         "--parent",
         &pb,
-        "--flavour",
-        "mainline",
     ]));
     let o = run(&[
         "verify",
@@ -137,8 +133,6 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
         "--parent",
         &pb,
         "--json",
-        "--flavour",
-        "mainline",
     ]);
     assert!(!o.status.success());
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -361,6 +361,105 @@ fn the_token_goes_only_to_the_hub_and_missing_shards_are_named() {
     );
 }
 
+/// A URL's user info, query and fragment may hold a password or a signature: they are never
+/// written into the child (`splice.recipe`, `general.base_model.*`), the resume journal,
+/// `--json`, progress lines or errors, also after a redirect to a signed target (issue 19).
+#[test]
+fn secrets_in_urls_are_never_written_or_shown() {
+    let Some(s) = server("secrets_in_urls_are_never_written_or_shown") else {
+        return;
+    };
+    const SECRET: &str = "S3cr3tSig";
+    let signed = |file: &str| {
+        format!(
+            "{}/org/repo/resolve/main/{file}?X-Amz-Signature={SECRET}&token={SECRET}#{SECRET}",
+            s.proxy.endpoint()
+        )
+    };
+    let clean = |what: &str, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(SECRET) && !text.contains("sig=") && !text.contains("pa55w0rd"),
+            "{what} shows a secret: {text}"
+        );
+    };
+    let pv = format!("v3={}", signed("v3-q3mix.gguf"));
+    let pr = format!("r1={}", s.hf("r1-q3mix.gguf"));
+    let preset = chimera_preset();
+    let splice = |out: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let o_str = out.display().to_string();
+        let mut args = vec![
+            "splice", "--parent", &pv, "--parent", &pr, "--recipe", &preset, "-o", &o_str,
+        ];
+        args.extend_from_slice(extra);
+        s.run_env(&args, env)
+    };
+
+    // The child, its report and its progress lines.
+    let out = s.out("c.gguf");
+    let o = splice(&out, &["--json", "--progress", "json"], &[]);
+    assert_ok(&o);
+    clean("the child", &std::fs::read(&out).unwrap());
+    clean("--json", &o.stdout);
+    clean("progress", &o.stderr);
+    let child = gguf_splice::gguf::GgufFile::open(&out).unwrap();
+    let recipe = child.get("splice.recipe").unwrap().as_str().unwrap();
+    assert!(recipe.contains("# --parent v3=v3-q3mix.gguf\n"), "{recipe}");
+    let o = splice(&s.out("d.gguf"), &["--dry-run", "--json"], &[]);
+    assert_ok(&o);
+    clean("--dry-run --json", &o.stdout);
+    let o = s.run(&["inspect", "--json", &signed("v3-q3mix.gguf")]);
+    assert_ok(&o);
+    clean("inspect --json", &o.stdout);
+
+    // An assembled child records its parents the same way.
+    let a = s.out("a.gguf");
+    let o = s.run(&[
+        "assemble",
+        "--parent",
+        &pv,
+        "--parent",
+        &pr,
+        "--experts",
+        "r1:2-3,v3:0-1",
+        "-o",
+        a.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    clean("the assembled child", &std::fs::read(&a).unwrap());
+
+    // The journal of an interrupted run; it is resumed with a new signature.
+    let r = s.out("r.gguf");
+    let o = splice(&r, &[], &[("GGUF_SPLICE_TEST_KILL_AT", "journal:1")]);
+    assert!(o.status.code().is_none(), "{}", stderr(&o));
+    let journal = s.out(".r.gguf.resume.journal");
+    clean("the journal", &std::fs::read(&journal).unwrap());
+    let pv2 = format!("v3={}", signed("v3-q3mix.gguf").replace(SECRET, "Renewed"));
+    let o_str = r.display().to_string();
+    let o = s.run(&[
+        "splice", "--parent", &pv2, "--parent", &pr, "--recipe", &preset, "-o", &o_str, "--resume",
+    ]);
+    assert_ok(&o);
+    assert_eq!(std::fs::read(&r).unwrap(), std::fs::read(&out).unwrap());
+
+    // Errors: a password in the URL, and a 404 after the redirect to a signed target.
+    let port = s.proxy.hub;
+    let o = s.run(&[
+        "inspect",
+        &format!("http://user:pa55w0rd@127.0.0.1:{port}/org/repo/resolve/main/v3-q3mix.gguf"),
+    ]);
+    assert_exit(&o, 2);
+    clean("the refusal of user info", &o.stderr);
+    let o = s.run(&["inspect", &s.hf("missing.gguf")]);
+    assert_exit(&o, 4);
+    clean("a 404 after a redirect", &o.stderr);
+    assert!(
+        stderr(&o).contains("/org/repo/resolve/main/missing.gguf"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// Shard jobs and mixes read local parents only: with a remote parent both are refused as a
 /// usage error naming the parent, before anything is written at the output.
 #[test]

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ggml_type::GgmlType;
 use crate::plan::{
-    self, AssemblyReport, LayerExperts, Parent, Plan, PlanError, PlanParts, SplitOptions,
+    self, AssemblyReport, LayerExperts, OverLimit, Parent, Plan, PlanError, PlanParts, SplitOptions,
 };
 use crate::roles;
 use compat::Incompatibility;
@@ -70,6 +70,9 @@ pub struct AssembleOptions {
     pub router: Option<RouterSpec>,
     /// `expert_used_count` (`None`: the base's for MoE parents, min(2, experts) for dense).
     pub experts_used: Option<u64>,
+    /// Warn instead of refusing when the output has more experts per layer than the
+    /// programs that would load it accept (`--force-expert-count`).
+    pub force_expert_count: bool,
 }
 
 /// Why an MoE cannot be assembled. Each names the parent, tensor or option, and what to do.
@@ -505,11 +508,6 @@ pub fn plan<'p>(
             warnings.push(format!("parent '{}' contributes no expert", p.name));
         }
     }
-    if count > 1024 {
-        warnings.push(format!(
-            "{count} experts per layer: llama.cpp 11434 loads at most 1024 (LLAMA_MAX_EXPERTS)"
-        ));
-    }
     let record = record(opts, &layers);
     let (architecture, kvs) = arch::metadata(
         parents,
@@ -539,7 +537,12 @@ pub fn plan<'p>(
         imatrices: Vec::new(),
         made: plan::record::Made::Assemble(opts.record()),
     };
-    Ok(plan::finish(parts, output, split)?)
+    let over_limit = if opts.force_expert_count {
+        OverLimit::Warn
+    } else {
+        OverLimit::Refuse
+    };
+    Ok(plan::finish_with(parts, output, split, over_limit)?)
 }
 
 /// What `splice.recipe` records of an assembly: the options, and for `--keep-top` the experts

@@ -15,6 +15,7 @@ impl AssembleOptions {
         let mut r = AssembleRecord {
             base: self.base.clone(),
             experts_used: self.experts_used,
+            force_expert_count: self.force_expert_count,
             router: self.router.as_ref().map(|r| match r {
                 // By name: a path would carry the user's directories into a shared file.
                 RouterSpec::File(p) => format!("file {}", file_name(&p.to_string_lossy())),
@@ -87,6 +88,7 @@ impl AssembleOptions {
             selection,
             router,
             experts_used: r.experts_used,
+            force_expert_count: r.force_expert_count,
         })
     }
 }
@@ -102,6 +104,7 @@ mod tests {
             selection: Selection::List(ExpertList::parse("a:0-1,b:0").unwrap()),
             router: Some(RouterSpec::File("/home/u/gates.npy".into())),
             experts_used: Some(2),
+            force_expert_count: false,
         };
         let r = o.record();
         assert_eq!(r.router.as_deref(), Some("file gates.npy"));

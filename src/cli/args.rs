@@ -47,9 +47,10 @@ pub(crate) struct RecipeArgs {
 #[derive(Args, Clone, Copy)]
 pub(crate) struct FlavourArg {
     /// Read every model as made for this program: `ik` (ik_llama.cpp) or `mainline`
-    /// (llama.cpp). Without it, a model with a type only ik_llama.cpp defines is read as ik's,
-    /// one whose type ids mean the same to both as mainline's, and one with an id the two read
-    /// differently (such as 34-36, 40, 42) is refused.
+    /// (llama.cpp). Without it, a model is for the only program that defines all its type ids
+    /// (a type only ik_llama.cpp defines makes it ik's; one only llama.cpp defines, such as
+    /// NVFP4, mainline's), one whose ids mean the same to both is read as mainline's, and one
+    /// with an id both define differently (Q8_K, 15) and nothing else to tell is refused.
     #[arg(long, value_name = "ik|mainline")]
     pub(crate) flavour: Option<Flavour>,
 }
@@ -282,6 +283,11 @@ pub(crate) struct AssemblySpec {
     /// (or fewer, if fewer experts) for dense ones.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     experts_used: Option<u64>,
+    /// Write an MoE with more experts per layer than the programs that would load it accept
+    /// (LLAMA_MAX_EXPERTS: 1024 in llama.cpp, 512 in ik_llama.cpp): a warning instead of a
+    /// refusal, for a build whose limit was raised.
+    #[arg(long)]
+    force_expert_count: bool,
 }
 
 impl AssemblySpec {
@@ -319,6 +325,7 @@ impl AssemblySpec {
             selection,
             router,
             experts_used: self.experts_used,
+            force_expert_count: self.force_expert_count,
         })
     }
 
@@ -331,6 +338,7 @@ impl AssemblySpec {
             (self.keep_top.is_some(), "--keep-top"),
             (self.router.is_some(), "--router"),
             (self.experts_used.is_some(), "--experts-used"),
+            (self.force_expert_count, "--force-expert-count"),
         ]
         .into_iter()
         .find(|(given, _)| *given)

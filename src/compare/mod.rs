@@ -15,6 +15,7 @@ mod mixed;
 mod pieces;
 mod remap;
 mod report;
+mod scales;
 mod units;
 mod values;
 mod verify;

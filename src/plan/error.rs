@@ -442,4 +442,30 @@ pub enum PlanError {
         /// Its type.
         mainline_type: String,
     },
+    /// The child would have more experts per layer than any program that would load it
+    /// accepts (`LLAMA_MAX_EXPERTS`): it would abort at load.
+    #[error(
+        "the child would have {count} experts per layer, but {program} loads at most {limit} (its LLAMA_MAX_EXPERTS): keep fewer experts (--experts, --keep, --keep-top), or pass --force-expert-count if your build allows more"
+    )]
+    TooManyExperts {
+        /// Experts per layer.
+        count: u64,
+        /// The highest limit of the programs that would load the child.
+        limit: u64,
+        /// The program with that limit.
+        program: &'static str,
+    },
+    /// A child tensor's name would be too long for ggml (`GGML_MAX_NAME`): no program would
+    /// read the file.
+    #[error(
+        "tensor '{tensor}' would have a name of {len} bytes; ggml reads names of at most {max} bytes (GGML_MAX_NAME), so no program would load the child"
+    )]
+    NameTooLong {
+        /// The tensor.
+        tensor: String,
+        /// Its name's length in bytes.
+        len: usize,
+        /// The longest name ggml reads.
+        max: u64,
+    },
 }

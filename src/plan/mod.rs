@@ -34,7 +34,7 @@ use crate::roles::{self, Role};
 pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
 pub(crate) use compat::{STRUCTURAL_KEYS, same_value, show_value};
 pub use error::PlanError;
-pub use loaders::Loaders;
+pub use loaders::{GGML_MAX_NAME, IK_LLAMA_MAX_EXPERTS, LLAMA_MAX_EXPERTS, Loaders, OverLimit};
 pub use metadata::shard_kvs;
 pub use mixed::{MixReport, SliceDecision};
 use owners::{Candidate, OwnerError};
@@ -174,11 +174,23 @@ pub struct PlanParts<'p> {
 }
 
 /// Lay out `parts` as the output `output` (the first shard's path when split): the set
-/// identity, the shards and every tensor's offset.
+/// identity, the shards and every tensor's offset. A child with more experts than its
+/// loaders accept gets a warning (see [`finish_with`]).
 pub fn finish<'p>(
     parts: PlanParts<'p>,
     output: &Path,
     split: SplitOptions,
+) -> Result<Plan<'p>, PlanError> {
+    finish_with(parts, output, split, OverLimit::Warn)
+}
+
+/// [`finish`], saying what to do when the child has more experts per layer than every
+/// program that would load it accepts.
+pub fn finish_with<'p>(
+    parts: PlanParts<'p>,
+    output: &Path,
+    split: SplitOptions,
+    experts: OverLimit,
 ) -> Result<Plan<'p>, PlanError> {
     let PlanParts {
         parents,
@@ -194,8 +206,10 @@ pub fn finish<'p>(
     let mut kvs = kvs;
     record::set(&mut kvs, parents, &made, split);
     let loaders = loaders::loaders(&tensors, &mut warnings)?;
+    loaders::check_limits(&loaders, &tensors, &kvs, experts, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, &imatrices, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
+    loaders::check_shards(&loaders, shards.len(), &mut warnings);
     Ok(Plan {
         parents,
         base,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{Parent, PlanValue, SplitOptions, metadata::set_kv};
 use crate::gguf::{Model, OwnedValue};
 use crate::recipe::{Recipe, RecipeError};
+use crate::source::url;
 
 /// `splice.version`: the gguf-splice version that made the child.
 pub const KEY_VERSION: &str = "splice.version";
@@ -202,6 +203,9 @@ pub struct AssembleRecord {
     /// `--experts-used`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experts_used: Option<u64>,
+    /// `--force-expert-count`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_expert_count: bool,
 }
 
 /// `splice.options`: how the child was made and how it was cut into shards.
@@ -341,25 +345,18 @@ pub(crate) fn set(
 }
 
 /// `url` without user information, query or fragment: what may be written into a file
-/// that is shared (a signed CDN URL's query is a credential).
+/// that is shared (a signed CDN URL's query is a credential). See [`url::public`].
 pub fn public_url(url: &str) -> String {
-    let cut = url.find(['?', '#']).unwrap_or(url.len());
-    let url = &url[..cut];
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(end);
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => url.to_string(),
-    }
+    url::public(url)
 }
 
-/// The file name of a local path or a URL (its last segment, without query or fragment).
+/// The file name of a local path or a URL (a URL's last path segment, without query or
+/// fragment: [`url::file_name`]).
 pub fn file_name(path_or_url: &str) -> String {
-    let public = public_url(path_or_url);
-    std::path::Path::new(&public)
+    if url::is_remote(path_or_url) {
+        return url::file_name(path_or_url);
+    }
+    std::path::Path::new(path_or_url)
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()

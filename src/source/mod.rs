@@ -36,13 +36,14 @@ impl Location {
         let Some(s) = arg.to_str().filter(|s| url::is_remote(s)) else {
             return Ok(Location::Local(arg.to_path_buf()));
         };
+        // Errors never echo user info or a query: they may hold a password or a signature.
         let resolved = url::resolve_hf(s, endpoint).map_err(|reason| SourceError::BadUrl {
-            url: s.to_string(),
+            url: url::redact(s),
             reason,
         })?;
         if !url::is_valid(&resolved) {
             return Err(SourceError::BadUrl {
-                url: s.to_string(),
+                url: url::redact(s),
                 reason: "expected http(s)://HOST/PATH (no user name or password in the URL)".into(),
             });
         }
@@ -152,7 +153,7 @@ pub enum SourceError {
     /// A `hf://` or `http(s)://` argument is not a URL that can be read.
     #[error("'{url}': {reason}")]
     BadUrl {
-        /// The argument as given.
+        /// The argument as given, redacted ([`url::redact`]).
         url: String,
         /// What is wrong with it.
         reason: String,
