@@ -159,6 +159,8 @@ pub struct Recipe {
     pub metadata: MetadataSpec,
     /// The recipe as the user wrote it (file text plus `--take` lines), stored in the child.
     pub text: String,
+    /// The `--take` rules put in front of the file's, as given (recorded in the child).
+    pub takes: Vec<String>,
     /// Let one layer's expert matrices (gate, up, down) come from different parents
     /// (`[recipe] allow_partial_experts = true` or `--allow-partial-experts`).
     pub allow_partial_experts: bool,
@@ -385,6 +387,7 @@ impl Recipe {
                 remove: file.metadata.remove,
             },
             text: text.to_string(),
+            takes: Vec::new(),
             allow_partial_experts: file.recipe.allow_partial_experts,
         })
     }
@@ -398,10 +401,27 @@ impl Recipe {
         if !takes.is_empty() {
             let lines: Vec<String> = takes.iter().map(|t| format!("# --take '{t}'")).collect();
             self.text = format!("{}\n{}", lines.join("\n"), self.text);
+            self.takes.splice(0..0, takes.iter().cloned());
         }
         rules.append(&mut self.rules);
         self.rules = rules;
         Ok(())
+    }
+}
+
+impl Recipe {
+    /// The recipe's own text: [`Recipe::text`] without the `--take` lines in front.
+    pub fn file_text(&self) -> &str {
+        if self.takes.is_empty() {
+            return &self.text;
+        }
+        let lines: Vec<String> = self
+            .takes
+            .iter()
+            .map(|t| format!("# --take '{t}'"))
+            .collect();
+        let prefix = format!("{}\n", lines.join("\n"));
+        self.text.strip_prefix(&prefix).unwrap_or(&self.text)
     }
 }
 

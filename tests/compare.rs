@@ -256,7 +256,10 @@ fn diff_of_the_chimera_against_its_base_finds_exactly_the_routed_experts() {
             ("general.base_model.1.name", "only B"),
             ("general.base_model.count", "only B"),
             ("general.name", "differs"),
+            ("splice.options", "only B"),
+            ("splice.parents", "only B"),
             ("splice.recipe", "only B"),
+            ("splice.version", "only B"),
         ]
     );
     let name = r.keys.iter().find(|k| k.key == "general.name").unwrap();
@@ -524,11 +527,12 @@ fn verify_catches_a_flipped_byte_and_names_tensor_and_expert() {
         format!("r1={}", s.r1.display()),
     );
     let mut args = verify_args(child.to_str().unwrap(), &v3, &r1);
-    // Without a recipe: bytes that match no parent still fail.
+    // Without a recipe (so with the one the child records): bytes that match no parent
+    // still fail.
     let (code, j) = run_json(&args);
     assert_eq!(code, 1);
     assert_eq!(j["unmatched"], json!([plain, experts]));
-    assert_eq!(j["recipe"], Value::Null);
+    assert_eq!(j["basis"], "using the recipe recorded in the child");
     args.extend(["--recipe", &recipe]);
     let (code, j) = run_json(&args);
     assert_eq!(code, 1);
@@ -918,8 +922,14 @@ fn diff_names_the_first_differing_array_element_and_text_position() {
 fn verify_without_a_recipe_says_metadata_was_not_checked() {
     let s = setup(GgmlType::Q3_K);
     let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
-    // A child whose vocabulary was changed: without a recipe only tensors are compared.
+    // A child whose vocabulary was changed: without a recipe, given or recorded (its record
+    // is renamed away here), only tensors are compared.
     let mut bytes = std::fs::read(&child).unwrap();
+    let key = bytes
+        .windows(14)
+        .position(|w| w == b"splice.options")
+        .expect("the record in the header");
+    bytes[key + 13] = b'z';
     let pos = bytes
         .windows(9)
         .position(|w| w == b"template-")

@@ -395,18 +395,30 @@ fn verify_computes_mixed_tensors_again() {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         (o, v)
     };
-    // Without the recipe: mixed tensors are expected ("mixed?"), not damage.
+    // Without a recipe given, the recorded one computes the mixes again.
     let (o, v) = verify(&out, false);
     assert_exit(&o, 0);
+    assert_eq!(v["basis"], "using the recipe recorded in the child");
+    assert_eq!(v["recipe"]["mismatches"], serde_json::json!([]));
     assert_eq!(v["unmatched"], serde_json::json!([]));
     assert_eq!(
         v["mixed"].as_array().unwrap().len(),
         9,
         "6 expert tensors, 3 attn_output"
     );
+    // Without any recipe (the record renamed away): mixed tensors are expected
+    // ("mixed?"), not damage.
+    let mut bytes = std::fs::read(&out).unwrap();
+    let key = bytes
+        .windows(14)
+        .position(|w| w == b"splice.options")
+        .expect("the record");
+    bytes[key + 13] = b'z';
+    let unrecorded = dir.path().join("unrecorded.gguf");
+    std::fs::write(&unrecorded, &bytes).unwrap();
     let o = run(&[
         "verify",
-        out.to_str().unwrap(),
+        unrecorded.to_str().unwrap(),
         "--parent",
         &parent_arg("v3", &v3),
         "--parent",

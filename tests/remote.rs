@@ -24,7 +24,7 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::SynthSpec;
-use server::{names, server};
+use server::{comparable, names, server};
 
 /// Per parent file name: (parent, tensor bytes the child takes from it, header size).
 fn taken(
@@ -70,7 +70,7 @@ fn taken(
     out
 }
 
-/// The files of an output (one, or every shard), as bytes.
+/// The files of an output (one, or every shard), as comparable bytes (see [`comparable`]).
 fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     let dir = path.parent().unwrap();
     let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
@@ -83,7 +83,7 @@ fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
         })
         .map(|p| {
             let n = p.file_name().unwrap().to_str().unwrap().to_string();
-            (n.replacen(&stem, "C", 1), std::fs::read(&p).unwrap())
+            (n.replacen(&stem, "C", 1), comparable(&p))
         })
         .collect();
     v.sort();

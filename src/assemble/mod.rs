@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod compat;
 pub mod imatrix;
+mod recorded;
 pub mod router;
 mod select;
 pub mod spec;
@@ -534,6 +535,7 @@ pub fn plan<'p>(
             layers,
         }),
         imatrices: Vec::new(),
+        made: plan::record::Made::Assemble(opts.record()),
     };
     let over_limit = if opts.force_expert_count {
         OverLimit::Warn
@@ -570,8 +572,8 @@ fn record(opts: &AssembleOptions, layers: &[LayerExperts]) -> String {
             }
         }
     }
-    if let Some(r) = &opts.router {
-        out.push_str(&format!("--router {}\n", r.describe()));
+    if let Some(r) = &opts.record().router {
+        out.push_str(&format!("--router {r}\n"));
     }
     if let Some(k) = opts.experts_used {
         out.push_str(&format!("--experts-used {k}\n"));

@@ -21,8 +21,9 @@ use gguf_splice::recipe::{Recipe, RecipeError};
 pub(crate) struct RecipeArgs {
     /// NAME=PATH: a parent and the name rules call it by; PATH may be any shard, local or
     /// remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]). The first parent is the
-    /// base unless the recipe names one.
-    #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
+    /// base unless the recipe names one. `verify` and `splice --like` find the parents a
+    /// child records without it.
+    #[arg(long = "parent", value_name = "NAME=PATH")]
     pub(crate) parents: Vec<String>,
     /// A recipe: a file, or the name of a built-in preset (`gguf-splice presets` lists them).
     #[arg(long, value_name = "FILE|PRESET")]
@@ -83,9 +84,12 @@ impl RecipeArgs {
 pub(crate) struct VerifyArgs {
     /// Any shard of the child.
     pub(crate) child: PathBuf,
-    /// The parents, recipe and --take rules the child was made with.
+    /// The parents, recipe and --take rules the child was made with (default: those the
+    /// child records).
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
+    #[command(flatten)]
+    pub(crate) record: super::provenance::RecordArgs,
     /// The child is an MoE made by `assemble` with the --base, --experts, --keep,
     /// --keep-top/--imatrix, --router and --experts-used given here: check it against that
     /// plan (each output expert against the parent expert it came from).
@@ -145,6 +149,8 @@ pub(crate) struct DiffArgs {
 pub(crate) struct SpliceArgs {
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
+    #[command(flatten)]
+    pub(crate) like: super::provenance::LikeArgs,
     #[command(flatten)]
     pub(crate) out: OutputArgs,
 }

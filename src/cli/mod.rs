@@ -9,6 +9,7 @@ mod fit;
 mod help;
 mod maps;
 mod progress;
+mod provenance;
 mod reports;
 mod splice;
 
@@ -78,6 +79,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         flavour: FlavourArg,
+        #[command(flatten)]
+        provenance: provenance::InspectArgs,
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),
@@ -96,9 +99,10 @@ enum Command {
     ///
     /// Compares the child's bytes with each parent's tensor of the same name, type and
     /// shape; stacked experts and router rows expert by expert. With --recipe and/or --take
-    /// (read as `splice` reads them), also checks that the child is exactly what they make:
-    /// tensor names and order, types, shapes, every byte range, and the metadata
-    /// (`splice.recipe` and `split.*` aside). Exits 1 if some bytes match no parent or the
+    /// (read as `splice` reads them), or else the recipe or assemble options the child
+    /// records, also checks that the child is exactly what they make: tensor names and
+    /// order, types, shapes, every byte range, and the metadata (the `splice.*` record and
+    /// `split.*` aside). Parents default to those the child records. Exits 1 if some bytes match no parent or the
     /// child differs from what the recipe makes, 0 otherwise.
     Verify(VerifyArgs),
     /// Fill a size budget best from quants of one model, each unit taken whole from one.
@@ -108,8 +112,8 @@ enum Command {
     /// parent, on sampled rows, weighted by an importance matrix if given and by how often
     /// it runs per token; then chooses per unit within the budget (a multiple-choice
     /// knapsack). Writes the child (-o), prints the choice (--dry-run) and/or writes it as a
-    /// recipe that `splice` turns into the same bytes (--write-recipe). Needs a build with
-    /// `--features ggml`.
+    /// recipe that `splice` turns into the same bytes (--write-recipe). Needs a ggml (see
+    /// `gguf-splice doctor`).
     Fit(Box<fit::FitArgs>),
     /// Make many children from one manifest, or run one shard job of them (job arrays).
     ///
@@ -168,6 +172,8 @@ pub(crate) enum CliError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     Ggml(#[from] gguf_splice::ggml::GgmlError),
+    #[error(transparent)]
+    Record(#[from] gguf_splice::plan::record::RecordError),
     #[error("{0}")]
     Usage(String),
     #[error("writing to standard output: {0}")]
@@ -283,6 +289,7 @@ impl CliError {
             CliError::Assemble(AssembleError::Plan(e)) => plan_code(e),
             CliError::Assemble(_) => exit::BAD_INPUT,
             CliError::Batch(e) => batch::exit_code(e),
+            CliError::Record(_) => exit::BAD_INPUT,
         }
     }
 }
@@ -313,6 +320,13 @@ pub fn main() -> i32 {
             file,
             json,
             flavour,
+            provenance,
+        } if provenance.provenance => provenance::inspect(&file, json, flavour, &provenance),
+        Command::Inspect {
+            file,
+            json,
+            flavour,
+            ..
         } => reports::inspect(&file, json, flavour),
         Command::Splice(args) => splice::splice(args),
         Command::Assemble(args) => assemble::run(args),

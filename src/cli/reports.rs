@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::args::{DiffArgs, FlavourArg, VerifyArgs};
 use super::progress::{Progress, ProgressMode, Task};
-use super::{CliError, emit, exit, maps, open_parents, print_json};
+use super::{CliError, emit, exit, maps, print_json};
 use gguf_splice::compare::{self, CompareOptions, ValueOptions};
 use gguf_splice::render::{self, map::Map};
 
@@ -80,27 +80,8 @@ pub(crate) fn diff(args: DiffArgs) -> Result<i32, CliError> {
 
 /// `verify`: exit 1 on a mismatch.
 pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
-    let parents = open_parents(&args.rules)?;
-    let child = args.rules.flavour.open(&args.child)?;
     let (p, opts) = compare_progress(args.progress, &args.child);
-    let r = if args.assembled {
-        let options = args.assembly.options()?;
-        let plan = gguf_splice::assemble::plan(
-            &parents,
-            &options,
-            child.path(),
-            gguf_splice::plan::SplitOptions::default(),
-        )?;
-        compare::verify_plan(&child, &plan, &opts)?
-    } else {
-        if let Some(option) = args.assembly.given() {
-            return Err(CliError::Usage(format!(
-                "{option} describes an assembled child: add --assembled"
-            )));
-        }
-        let recipe = args.rules.recipe()?;
-        compare::verify(&child, &parents, recipe.as_ref(), &opts)?
-    };
+    let r = super::provenance::verify(&args, &opts)?;
     p.finish("done");
     let code = if r.passed() { exit::OK } else { exit::MISMATCH };
     // A map has a cell per expert: built only when asked for, and refused for a child

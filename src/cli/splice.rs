@@ -10,6 +10,14 @@ use gguf_splice::render;
 
 /// `splice`: plan, then (unless --dry-run) write the child.
 pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
+    if let Some(child) = &args.like.like {
+        return super::provenance::like(&args, child);
+    }
+    if args.rules.parents.is_empty() {
+        return Err(CliError::Usage(
+            "no parents: give --parent NAME=PATH (one per parent), or --like CHILD".into(),
+        ));
+    }
     let parents = open_parents(&args.rules)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
     let mut plan = plan::build(&parents, &recipe, &args.out.output, args.out.split())?;

@@ -33,7 +33,7 @@ pub use diff::{
     diff,
 };
 pub use report::{
-    ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, TornUnit, VerifyReport,
+    Basis, ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, TornUnit, VerifyReport,
 };
 pub use values::{
     NotCompared, Pooled, TensorValues, ValueOptions, ValueStatus, ValuesReport, diff_values,

@@ -254,6 +254,39 @@ pub struct VerifyReport {
     pub recipe: Option<RecipeCheck>,
     /// Weights and companions whose bytes come from different parents.
     pub torn: Vec<TornUnit>,
+    /// What the child was checked against.
+    pub basis: Basis,
+    /// Given parents that are not the files the child records (checked all the same).
+    pub not_recorded: Vec<crate::plan::record::IdentityDifference>,
+}
+
+/// What a child was checked against: its tensors' sources only, or a plan made from a
+/// recipe or assemble options given on the command line or recorded in the child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// No recipe: where each tensor came from, nothing more.
+    TensorsOnly,
+    /// The recipe (and `--take` rules) given.
+    GivenRecipe,
+    /// The recipe recorded in the child (`splice.options`).
+    RecordedRecipe,
+    /// The assemble options given.
+    GivenAssembly,
+    /// The assemble options recorded in the child.
+    RecordedAssembly,
+}
+
+impl Basis {
+    /// How reports say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Basis::TensorsOnly => "no recipe: where each tensor came from only",
+            Basis::GivenRecipe => "using the recipe given on the command line",
+            Basis::RecordedRecipe => "using the recipe recorded in the child",
+            Basis::GivenAssembly => "using the assemble options given on the command line",
+            Basis::RecordedAssembly => "using the assemble options recorded in the child",
+        }
+    }
 }
 
 impl VerifyReport {

@@ -7,13 +7,14 @@ use std::ops::Range;
 
 use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
 use super::pieces::{self, PieceCheck, is_direct};
-use super::report::{Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, expert_runs};
+use super::report::{
+    Basis, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, expert_runs,
+};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
 use super::{mixed, units};
 use crate::gguf::Model;
-use crate::plan::{
-    self, KEY_SPLICE_RECIPE, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions,
-};
+use crate::plan::record::{ChildRecord, IdentityDifference};
+use crate::plan::{self, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions};
 use crate::recipe::Recipe;
 use crate::roles;
 use crate::roles::views;
@@ -240,7 +241,30 @@ fn run(
         tensors,
         recipe,
         torn,
+        basis: match plan {
+            None => Basis::TensorsOnly,
+            Some(p) if p.assembly.is_some() => Basis::GivenAssembly,
+            Some(_) => Basis::GivenRecipe,
+        },
+        not_recorded: not_recorded(child, parents),
     })
+}
+
+/// The given parents whose identity differs from the one the child records for their name.
+fn not_recorded(child: &Model, parents: &[Parent]) -> Vec<IdentityDifference> {
+    let Ok(record) = ChildRecord::read(child) else {
+        return Vec::new();
+    };
+    parents
+        .iter()
+        .filter_map(|p| {
+            record
+                .parents
+                .iter()
+                .find(|r| r.name == p.name)
+                .and_then(|r| r.difference(p))
+        })
+        .collect()
 }
 
 /// What `check_plan` needs of the comparison results.
@@ -391,9 +415,9 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
 
     // Metadata, raw type and bytes; the recipe record and split keys aside.
     let first = child.first();
-    // The ggml record names the ggml that made the mixed bytes, which may rightly differ
-    // from the one verifying (see `mixed::check`).
-    let skip = |k: &str| k == KEY_SPLICE_RECIPE || k == crate::ggml::RECORD_KEY || is_split_key(k);
+    // The record is not compared (its ggml key names the ggml that made the mixed bytes,
+    // which may rightly differ from the one verifying, see `mixed::check`).
+    let skip = |k: &str| plan::record::is_record_key(k) || is_split_key(k);
     let mut keys = 0;
     for (key, value) in plan.kvs.iter().filter(|(k, _)| !skip(k)) {
         keys += 1;

@@ -61,6 +61,8 @@ pub struct GgufFile {
     /// The GGUF version in the header: 2 or 3.
     pub version: u32,
     header: Arc<[u8]>,
+    /// Where the tensor infos end (the header before its padding).
+    info_end: u64,
     kvs: Vec<KeyValue>,
     kv_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
@@ -367,6 +369,7 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         version,
         // Filled in by the caller, which owns the buffer.
         header: Arc::from(Vec::new()),
+        info_end: header_end,
         kvs,
         kv_index,
         tensors,
@@ -610,5 +613,6 @@ impl GgufFile {
 }
 
 mod cursor;
+mod digest;
 #[cfg(test)]
 mod tests;

@@ -160,8 +160,9 @@ fn quant_label(p: &Parent) -> String {
     }
 }
 
-/// The key/values a child inherits from `parent`: all but the split keys, the set identity
-/// and the parent's own `general.base_model.*`, raw and in order.
+/// The key/values a child inherits from `parent`: all but the split keys, the parent's own
+/// record (`splice.*`, the set identity among them) and its `general.base_model.*`, raw and
+/// in order.
 pub(crate) fn inherited(parent: &Parent) -> Vec<(String, PlanValue<'_>)> {
     let first = parent.model.first();
     first
@@ -169,7 +170,7 @@ pub(crate) fn inherited(parent: &Parent) -> Vec<(String, PlanValue<'_>)> {
         .iter()
         .filter(|kv| {
             !kv.key.starts_with("split.")
-                && kv.key != KEY_SET_ID
+                && !kv.key.starts_with("splice.")
                 && !kv.key.starts_with("general.base_model.")
         })
         .map(|kv| (kv.key.clone(), PlanValue::Parent(first.value(kv))))

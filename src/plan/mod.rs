@@ -19,6 +19,7 @@ pub mod mixed;
 mod needs_ggml;
 pub mod owners;
 mod piece;
+pub mod record;
 mod shards;
 mod tensors;
 mod units;
@@ -170,6 +171,8 @@ pub struct PlanParts<'p> {
     pub assembly: Option<AssemblyReport>,
     /// The importance matrices mix pieces quantize with (indexed by their jobs).
     pub imatrices: Vec<crate::mix::Imatrix>,
+    /// How the child was made, recorded in it with its parents (see [`record`]).
+    pub made: record::Made,
 }
 
 /// Lay out `parts` as the output `output` (the first shard's path when split): the set
@@ -200,7 +203,10 @@ pub fn finish_with<'p>(
         mut warnings,
         assembly,
         imatrices,
+        made,
     } = parts;
+    let mut kvs = kvs;
+    record::set(&mut kvs, parents, &made, split);
     let loaders = loaders::loaders(&tensors, &mut warnings)?;
     loaders::check_limits(&loaders, &tensors, &kvs, experts, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, &imatrices, split);
@@ -519,6 +525,7 @@ pub fn build<'p>(
         warnings,
         assembly: None,
         imatrices,
+        made: record::Made::splice(recipe),
     };
     finish(parts, output, split)
 }

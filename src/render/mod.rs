@@ -9,6 +9,7 @@ mod fit;
 mod inspect;
 pub mod map;
 mod plan;
+pub mod provenance;
 mod values;
 mod verify;
 mod written;

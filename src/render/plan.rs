@@ -20,7 +20,7 @@ use crate::roles::views::Conversion;
 /// each output expert is in its parent: `b[0-3]→4-7` (b's experts 0-3 are output experts
 /// 4-7), `a:ffn_up.weight→0` (dense parent a's FFN is output expert 0), and
 /// `made:router random:7` for bytes the plan made.
-fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
+pub(crate) fn sources_text(plan: &Plan, t: &PlannedTensor) -> String {
     let name = |p: usize| plan.parents[p].name.as_str();
     let experts = |r: &Range<u64>| ranges_text(std::slice::from_ref(r));
     let parts: Vec<String> = t

@@ -205,6 +205,10 @@ pub fn verify_text(r: &VerifyReport) -> String {
     for (name, path) in &r.parents {
         let _ = writeln!(out, "parent {name}: {}", path.display());
     }
+    let _ = writeln!(out, "{}", r.basis.describe());
+    for d in &r.not_recorded {
+        let _ = writeln!(out, "note: {d}");
+    }
     let assembled = r.recipe.as_ref().is_some_and(|c| c.assembled);
     let _ = writeln!(
         out,
@@ -390,6 +394,12 @@ pub fn verify_json(r: &VerifyReport) -> Value {
             "assembled": c.assembled, "tensors": c.tensors, "keys": c.keys,
             "mismatches": c.mismatches.iter().map(Mismatch::to_json).collect::<Vec<_>>(),
         })),
+        "basis": r.basis.describe(),
+        "not_recorded": r.not_recorded.iter().map(|d| json!({
+            "parent": d.parent, "message": d.to_string(),
+            "recorded": d.recorded.shards.iter().map(|s| json!({"file": s.file, "size": s.size, "header_sha256": s.header_sha256})).collect::<Vec<_>>(),
+            "given": d.given.shards.iter().map(|s| json!({"file": s.file, "size": s.size, "header_sha256": s.header_sha256})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "passed": r.passed(),
         "checked": if r.recipe.is_some() { "tensors and metadata" } else { "tensors only" },
     })

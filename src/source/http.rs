@@ -228,6 +228,7 @@ impl HttpFile {
                 len: 0,
                 etag: None,
                 last_modified: None,
+                commit: None,
             },
             fetched: AtomicU64::new(0),
         };
@@ -402,6 +403,8 @@ impl HttpFile {
         let from_cache = cached.is_some();
         let mut target = cached.unwrap_or_else(|| self.given.clone());
         let range = *pos..*end;
+        // The Hub says which commit a revision resolved to on its redirect to the CDN.
+        let mut commit = None;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self
                 .http
@@ -424,6 +427,9 @@ impl HttpFile {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
+            if let Some(c) = header("x-repo-commit") {
+                commit = Some(c);
+            }
             match status {
                 301 | 302 | 303 | 307 | 308 => {
                     let loc = header("location").ok_or_else(|| SourceError::BadResponse {
@@ -502,7 +508,8 @@ impl HttpFile {
                         cr.clone()
                     },
                 })?;
-            let now = identity_of(total, &header);
+            let mut now = identity_of(total, &header);
+            now.commit = now.commit.or(commit.take());
             match seen {
                 Some(then) => {
                     if let Some((what, expected, found)) = then.difference(&now) {
@@ -581,6 +588,7 @@ fn identity_of(len: u64, header: &dyn Fn(&str) -> Option<String>) -> RemoteIdent
         len,
         etag: header("etag"),
         last_modified: header("last-modified"),
+        commit: header("x-repo-commit"),
     }
 }
 

@@ -69,6 +69,9 @@ pub struct RemoteIdentity {
     pub etag: Option<String>,
     /// The `Last-Modified` header, if the server sends one.
     pub last_modified: Option<String>,
+    /// The commit a Hub `/resolve/REVISION/` URL resolved to (`X-Repo-Commit`, on the
+    /// response or a redirect before it), recorded in children; not compared.
+    pub commit: Option<String>,
 }
 
 impl RemoteIdentity {
@@ -316,6 +319,7 @@ mod tests {
             len: 10,
             etag: Some("\"x\"".into()),
             last_modified: Some("d1".into()),
+            commit: None,
         };
         assert_eq!(a.difference(&a.clone()), None);
         let b = RemoteIdentity {

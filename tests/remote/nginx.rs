@@ -1,7 +1,7 @@
 //! A real nginx for remote-parent tests, configured here in a temporary directory: it
 //! listens on 127.0.0.1 at a free port, serves `root` (ranges, ETags, as any static server),
 //! and emulates the Hub's `/ORG/REPO/resolve/main/PATH` -> CDN redirect with a 302 to
-//! `/cdn/ORG/REPO/PATH`. Started by the test, killed when dropped.
+//! `/cdn/ORG/REPO/PATH`, saying which commit `main` is as the Hub does (`X-Repo-Commit`). Started by the test, killed when dropped.
 // Shared by tests/remote.rs and tests/remote_faults.rs; each uses part of it.
 #![allow(dead_code)]
 
@@ -9,6 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The commit the Hub emulation says `main` is (`X-Repo-Commit` on its redirects); it also
+/// serves `/resolve/REPO_COMMIT/`.
+pub const REPO_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 pub struct Nginx {
     child: Child,
@@ -46,7 +50,8 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         absolute_redirect off;
-        location ~ ^/([^/]+)/([^/]+)/resolve/main/(.*)$ {{
+        location ~ ^/([^/]+)/([^/]+)/resolve/(?:main|{commit})/(.*)$ {{
+            add_header X-Repo-Commit {commit} always;
             return 302 /cdn/$1/$2/$3;
         }}
         location /cdn/ {{
@@ -55,7 +60,8 @@ http {{
     }}
 }}
 "#,
-        root = root.display()
+        root = root.display(),
+        commit = REPO_COMMIT
     )
 }
 

@@ -154,3 +154,23 @@ pub fn names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A file's bytes but for what tells a child of remote parents from one of the same files
+/// read locally: the record of the parents (`splice.parents` names the URLs) and the set
+/// identity hashed from it. Its other keys (raw), tensor infos and data section, in order.
+pub fn comparable(path: &Path) -> Vec<u8> {
+    let f = GgufFile::open(path).unwrap();
+    let mut out = Vec::new();
+    for kv in f.kvs() {
+        if kv.key == "splice.parents" || kv.key == "splice.set_id" {
+            continue;
+        }
+        out.extend(kv.key.as_bytes());
+        out.extend(f.value(kv).raw());
+    }
+    for t in f.tensors() {
+        out.extend(format!("{} {:?} {:?} {}", t.name, t.dims, t.ty, t.offset).as_bytes());
+    }
+    out.extend(&std::fs::read(path).unwrap()[f.data_offset as usize..]);
+    out
+}
