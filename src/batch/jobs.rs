@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -201,10 +201,22 @@ pub fn check_all(batch: &Batch, plans: &[Plan], force: bool) -> Result<(), Batch
             }
             _ => {}
         }
-        let dir = match shard.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        // A directory still to be created will be on its nearest existing ancestor's
+        // filesystem (check_paths made sure that one is a writable directory).
+        let dir = shard
+            .path
+            .ancestors()
+            .skip(1)
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .find(|d| d.exists())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let dev = std::fs::metadata(&dir)
             .map_err(|source| {
                 exec_err(batch, job.child)(ExecError::Io {

@@ -172,8 +172,21 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         }
     }
     if args.dry_run {
-        if let Err(e) = batch::check_all(&batch, &plans, args.force) {
-            say(format_args!("warning: writing would fail: {e}"));
+        match batch::check_all(&batch, &plans, args.force) {
+            Err(e) => say(format_args!("warning: writing would fail: {e}")),
+            Ok(()) => {
+                let mut dirs: Vec<_> = plans
+                    .iter()
+                    .filter_map(|p| execute::missing_dir(&p.shards[0].path))
+                    .collect();
+                dirs.dedup();
+                for dir in dirs {
+                    say(format_args!(
+                        "would create the output directory {}",
+                        dir.display()
+                    ));
+                }
+            }
         }
         let rows = batch::summarize(&batch, &plans, &[]);
         if args.json {
@@ -217,6 +230,12 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         None => batch::run_all(&batch, &plans, &opts)?,
     };
     if !args.quiet {
+        for dir in reports.iter().filter_map(|r| r.run.created_dir.as_ref()) {
+            say(format_args!(
+                "created the output directory {}",
+                dir.display()
+            ));
+        }
         for f in reports.iter().flat_map(|r| &r.run.removed) {
             say(format_args!("removed {}", f.display()));
         }

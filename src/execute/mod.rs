@@ -35,6 +35,7 @@ mod shard;
 pub use error::ExecError;
 use error::io_err;
 use hooks::{Hooks, Step};
+pub use outputs::missing_dir;
 use outputs::{non_regular, parent_dir};
 pub use shard::{
     ShardOutcome, ShardRun, ShardState, check_shard_paths, execute_shard, publish_if_complete,
@@ -99,10 +100,12 @@ pub struct Written {
     pub fetched: Vec<Fetched>,
     /// Tensor bytes an interrupted earlier run had written, not fetched again (`--resume`).
     pub resumed: u64,
+    /// The output directory, if this run created it (it did not exist).
+    pub created_dir: Option<PathBuf>,
 }
 
-/// Check everything about the output before a byte is copied: the directory exists and is
-/// writable; no output is an input (by device and inode, so links count), a directory, a
+/// Check everything about the output before a byte is copied: the directory is writable
+/// (or missing under a writable one: it is created once every check has passed); no output is an input (by device and inode, so links count), a directory, a
 /// device, a FIFO, a socket or a symbolic link; an existing output needs `force` (unless it
 /// is a leftover of an interrupted run); and the free space suffices. `--dry-run` reports
 /// the same problems.
@@ -122,8 +125,13 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
         }
     }
     let dir = parent_dir(&plan.shards[0].path);
-    outputs::check_dir(dir)?;
-    let leftovers = outputs::leftovers(plan, dir)?;
+    // A directory still to be created holds nothing yet.
+    let existing = outputs::check_dir(dir)?;
+    let leftovers = if existing == dir {
+        outputs::leftovers(plan, dir)?
+    } else {
+        Vec::new()
+    };
     for shard in &plan.shards {
         if !check_target(plan, &shard.path)? {
             continue;
@@ -146,7 +154,7 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
             needed = needed.saturating_sub(m.blocks().saturating_mul(512));
         }
     }
-    check_space(dir, needed)?;
+    check_space(existing, needed)?;
     Ok(leftovers)
 }
 
@@ -429,6 +437,8 @@ pub fn execute_with(
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
     let sources = identity::open_parents(plan)?;
+    // Every check has passed: a missing output directory is created now.
+    let created_dir = outputs::create_dir(&plan.shards[0].path)?;
 
     let mut removed = Vec::new();
     for path in leftovers {
@@ -493,5 +503,6 @@ pub fn execute_with(
         removed,
         fetched,
         resumed,
+        created_dir,
     })
 }
