@@ -5,6 +5,8 @@
 mod common;
 #[path = "cli/outputs.rs"]
 mod outputs;
+#[path = "cli/rules.rs"]
+mod rules;
 
 use std::process::Command;
 

@@ -28,10 +28,11 @@ pub(crate) struct RecipeArgs {
     /// A recipe: a file, or the name of a built-in preset (`gguf-splice presets` lists them).
     #[arg(long, value_name = "FILE|PRESET")]
     pub(crate) recipe: Option<PathBuf>,
-    /// REGEX=NAME[:experts=RANGES][:layers=RANGES][:router]: take matching tensors from
-    /// parent NAME (options as the recipe fields of the same names). Comes before the
-    /// recipe's rules; the first matching rule wins. The rule is split at the first `=NAME`
-    /// followed by `:` or the end; write `\=` for an `=` the regex must keep there.
+    /// REGEX=NAME[:role=ROLE][:experts=RANGES][:layers=RANGES][:router][:optional]: take
+    /// matching tensors from parent NAME (options as the recipe fields of the same names;
+    /// with role, REGEX may be empty: `=r1:role=routed_experts`). Comes before the recipe's
+    /// rules; the first matching rule wins. The rule is split at the first `=NAME` followed
+    /// by `:` or the end; write `\=` for an `=` the regex must keep there.
     #[arg(long = "take", value_name = "RULE")]
     pub(crate) takes: Vec<String>,
     /// Allow the stacked expert matrices of one layer (gate, up, down) to come from

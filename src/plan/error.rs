@@ -155,7 +155,7 @@ pub enum PlanError {
     },
     /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
     #[error(
-        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`",
+        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule optional (`optional = true` in a recipe, `:optional` in --take)",
         short_pattern(.pattern)
     )]
     RuleMatchedNothing {
@@ -361,7 +361,7 @@ pub enum PlanError {
     /// The gate, up and down matrices of one layer's experts would come from different
     /// parents, making experts that are part one model and part another.
     #[error(
-        "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
+        "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule by role, which covers separate and fused (ffn_gate_up_exps) layouts: `role = \"routed_experts\"` in a recipe, `--take '=PARENT:role=routed_experts'`"
     )]
     ExpertsTornApart {
         /// The block number.

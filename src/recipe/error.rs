@@ -110,7 +110,7 @@ pub enum RecipeError {
     },
     /// A `--take` rule with no `=PARENT` where the split rule finds one.
     #[error(
-        "{origin}: '{}' is not of the form {TAKE_FORM} (PARENT: letters, digits, '_', '.', '-')",
+        "{origin}: '{}' is not of the form {TAKE_FORM} (PARENT: letters, digits, '_', '.', '-'; REGEX may be empty only with role=ROLE)",
         short_pattern(.text)
     )]
     BadTake {
