@@ -17,6 +17,7 @@ pub mod mix;
 mod take;
 
 pub use error::{RecipeError, short_pattern};
+pub(crate) use error::{at, did_you_mean, explain, toml_message, toml_position, unknown_field};
 use error::{regex_error, toml_error};
 pub use mix::MixSpec;
 pub use take::parse_take;

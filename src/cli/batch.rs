@@ -79,6 +79,7 @@ pub fn exit_code(e: &BatchError) -> i32 {
         BatchError::Exec { .. } => exit::IO,
         BatchError::Compare { source, .. } => compare_code(source),
         BatchError::Toml { .. }
+        | BatchError::UnknownField { .. }
         | BatchError::NoParents { .. }
         | BatchError::NoChildren { .. }
         | BatchError::BadField { .. }

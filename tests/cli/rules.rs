@@ -51,3 +51,38 @@ fn take_hints_work_in_take() {
     // An empty regex needs a role.
     assert_exit(&s.splice(&["--take", "=r1", "-o", out, "--dry-run"]), 3);
 }
+
+#[test]
+fn a_manifest_typo_reads_as_a_recipe_typo() {
+    let s = setup(GgmlType::Q3_K);
+    let m = s.dir.path().join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "[parents]\nv3 = '{}'\n\n[[children]]\noutput = 'c.gguf'\nrecipie = 'x'\n",
+            s.v3.display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["batch", m.to_str().unwrap(), "--dry-run"]);
+    assert_exit(&o, 3);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:6:1: unknown field 'recipie' in [[children]] (did you mean 'recipe'?)",
+            m.display()
+        )),
+        "{err}"
+    );
+    // The same typo in a recipe: the same words.
+    let r = s.dir.path().join("r.toml");
+    std::fs::write(&r, "[[rules]]\nmatch = 'x'\nfrom = 'v3'\nfrom_ = 1\n").unwrap();
+    let o = s.splice(&["--recipe", r.to_str().unwrap(), "-o", "c.gguf", "--dry-run"]);
+    assert_exit(&o, 3);
+    assert!(
+        stderr(&o).contains(":4:1: unknown field 'from_' in [[rules]] (did you mean 'from'?)"),
+        "{}",
+        stderr(&o)
+    );
+}
