@@ -32,12 +32,15 @@ pub enum PlanError {
     },
     /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
     #[error(
-        "the recipe expects a parent named '{0}'; give it with --parent {0}=PATH",
-        short_pattern(.name)
+        "the recipe expects a parent named '{0}'{1}; give it with --parent {0}=PATH",
+        short_pattern(.name),
+        .given.as_ref().map(|g| format!(" (you gave '{}': names are case-sensitive)", short_pattern(g))).unwrap_or_default()
     )]
     MissingParent {
         /// The parent's name.
         name: String,
+        /// A parent given under the same name in another case (`V3` for `v3`), if any.
+        given: Option<String>,
     },
     /// No parent at all.
     #[error("no parents given; use --parent NAME=PATH (at least one)")]

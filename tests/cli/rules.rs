@@ -86,3 +86,54 @@ fn a_manifest_typo_reads_as_a_recipe_typo() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_parent_name_in_the_wrong_case_is_named() {
+    let s = setup(GgmlType::Q3_K);
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("V3={}", s.v3.display()),
+        "--parent",
+        &format!("r1={}", s.r1.display()),
+        "--recipe",
+        "deepseek-r1t-chimera",
+        "-o",
+        "c.gguf",
+        "--dry-run",
+    ]);
+    assert_exit(&o, 3);
+    assert!(
+        stderr(&o).contains("parent named 'v3' (you gave 'V3': names are case-sensitive)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_url_with_one_slash_is_named_not_read_as_a_path() {
+    let s = setup(GgmlType::Q3_K);
+    for (typed, meant) in [
+        ("hf:/org/repo/x.gguf", "hf://org/repo/x.gguf"),
+        ("https:/host/x.gguf", "https://host/x.gguf"),
+    ] {
+        let o = run(&["inspect", typed]);
+        assert_exit(&o, 2);
+        assert!(
+            stderr(&o).contains(&format!("did you mean '{meant}'")),
+            "{}",
+            stderr(&o)
+        );
+        let o = run(&[
+            "splice",
+            "--parent",
+            &format!("v3={}", s.v3.display()),
+            "--parent",
+            &format!("r1={typed}"),
+            "-o",
+            "c.gguf",
+        ]);
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains(meant), "{}", stderr(&o));
+    }
+}
