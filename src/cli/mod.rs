@@ -19,6 +19,7 @@ use gguf_splice::assemble::AssembleError;
 use gguf_splice::batch::BatchError;
 use gguf_splice::compare::CompareError;
 use gguf_splice::execute::ExecError;
+use gguf_splice::ggml::GgmlError;
 use gguf_splice::gguf::GgufError;
 use gguf_splice::input::InputError;
 use gguf_splice::mix::MixError;
@@ -31,7 +32,8 @@ use gguf_splice::source::{Http, SourceError};
 /// The rule: a problem with what an input *holds* (a malformed GGUF, a bad recipe, a recipe or
 /// chat template that is too large or not UTF-8, parents that do not fit together) exits 3; a
 /// failure to *get at* a file or write one (missing, unreadable, not a regular file, output
-/// exists, disk full) exits 4, whatever kind of file it is.
+/// exists, disk full) exits 4, whatever kind of file it is; a command that this build lacks
+/// the means for (a mix or `--values` without ggml), however it was asked for, exits 5.
 pub(crate) mod exit {
     /// Success.
     pub const OK: i32 = 0;
@@ -45,6 +47,10 @@ pub(crate) mod exit {
     /// I/O: opening, reading or writing a file failed (missing, permissions, not a regular
     /// file, output exists, disk full, ...).
     pub const IO: i32 = 4;
+    /// This build lacks what the command needs: ggml's quantizers for a mix rule, its
+    /// dequantizers for `diff --values` (build with `--features ggml`). Another build of the
+    /// same command line can succeed.
+    pub const UNSUPPORTED: i32 = 5;
     /// Interrupted by Ctrl-C; nothing was left at the output path.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -177,6 +183,8 @@ pub(crate) fn gguf_code(e: &GgufError) -> i32 {
 pub(crate) fn plan_code(e: &PlanError) -> i32 {
     match e {
         PlanError::ChatTemplateFile(e) => input_code(e),
+        PlanError::MixUnavailable { .. } => exit::UNSUPPORTED,
+        PlanError::Measure { source, .. } if lacks_ggml(source) => exit::UNSUPPORTED,
         PlanError::Measure { source, .. } if is_read(source) => exit::IO,
         // A remote parent where only local ones can be read: change the command line.
         PlanError::RemoteMix { .. } => exit::USAGE,
@@ -197,11 +205,16 @@ pub(crate) fn compare_code(e: &CompareError) -> i32 {
     match e {
         CompareError::Gguf(e) => gguf_code(e),
         CompareError::Plan(e) => plan_code(e),
+        CompareError::Mix(e) if lacks_ggml(e) => exit::UNSUPPORTED,
         // ggml refusing rows, or an unreadable importance matrix: the input's fault.
         CompareError::Mix(e) if !is_read(e) => exit::BAD_INPUT,
         CompareError::Mix(_) => exit::IO,
-        // --values in a build that cannot dequantize: the command line asks too much.
-        CompareError::ValuesUnavailable => exit::USAGE,
+        // --values in a build that cannot dequantize.
+        CompareError::ValuesUnavailable
+        | CompareError::Dequantize {
+            source: GgmlError::Unavailable,
+            ..
+        } => exit::UNSUPPORTED,
         CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. } => {
             exit::IO
         }
@@ -230,6 +243,7 @@ impl CliError {
             {
                 exit::USAGE
             }
+            CliError::Exec(ExecError::Mix(e)) if lacks_ggml(e) => exit::UNSUPPORTED,
             // ggml refusing rows, or an unreadable importance matrix: the input's fault.
             CliError::Exec(ExecError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Exec(_) => exit::IO,
@@ -248,6 +262,17 @@ impl CliError {
 pub(crate) fn http() -> &'static std::sync::Arc<Http> {
     static HTTP: std::sync::OnceLock<std::sync::Arc<Http>> = std::sync::OnceLock::new();
     HTTP.get_or_init(|| std::sync::Arc::new(Http::from_env()))
+}
+
+/// A mixing error that says this build has no ggml (exit code UNSUPPORTED).
+fn lacks_ggml(e: &MixError) -> bool {
+    matches!(
+        e,
+        MixError::Ggml {
+            source: GgmlError::Unavailable,
+            ..
+        }
+    )
 }
 
 /// A mixing error that is a failed read or write (exit code IO), not bad input.
