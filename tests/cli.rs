@@ -3,11 +3,14 @@
 //! The modules under `tests/cli/` hold the rest, by theme.
 
 mod common;
+#[path = "cli/messages.rs"]
+mod messages;
 #[path = "cli/outputs.rs"]
 mod outputs;
 #[path = "cli/rules.rs"]
 mod rules;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;

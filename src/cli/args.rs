@@ -96,7 +96,8 @@ pub(crate) struct VerifyArgs {
     pub(crate) assembled: bool,
     #[command(flatten)]
     pub(crate) assembly: AssemblySpec,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub(crate) progress: ProgressMode,
     /// Print the report as JSON.
@@ -139,7 +140,8 @@ pub(crate) struct DiffArgs {
     pub(crate) grid: bool,
     #[command(flatten)]
     pub(crate) flavour: FlavourArg,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub(crate) progress: ProgressMode,
 }
@@ -191,7 +193,8 @@ pub(crate) struct OutputArgs {
     /// every other shard is complete (see `batch`).
     #[arg(long, value_name = "K", conflicts_with = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) shard: Option<u64>,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub(crate) progress: ProgressMode,
 }

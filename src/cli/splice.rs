@@ -20,13 +20,15 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
 /// `splice` and `assemble`.
 pub(crate) fn write_plan(plan: &mut Plan, args: &OutputArgs) -> Result<i32, CliError> {
     if args.dry_run {
-        // Say now what would stop the real run at the output: on stderr, and with the
-        // plan's other warnings (so in --json too).
+        // Say now what would stop the real run at the output.
         match execute::check_outputs(plan, args.force) {
+            // Once: on stderr, and in --json's warnings (not also in the text plan on stdout).
             Err(e) => {
                 let w = format!("writing would fail: {e}");
                 say(format_args!("warning: {w}"));
-                plan.warnings.push(w);
+                if args.json {
+                    plan.warnings.push(w);
+                }
             }
             Ok(()) => {
                 if let Some(dir) = execute::missing_dir(&args.output) {
