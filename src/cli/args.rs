@@ -84,7 +84,7 @@ impl RecipeArgs {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Any shard of the child.
+    /// Any shard of the child, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     pub(crate) child: PathBuf,
     /// The parents, recipe and --take rules the child was made with.
     #[command(flatten)]
@@ -116,10 +116,10 @@ pub(crate) struct VerifyArgs {
 /// `diff`: two models, and whether to compare bytes or dequantized values.
 #[derive(Args)]
 pub(crate) struct DiffArgs {
-    /// Any shard of the first model.
+    /// Any shard of the first model, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     pub(crate) a: PathBuf,
-    /// Any shard of the second model (the reference: distances are relative to its norm,
-    /// as a mix threshold is relative to the base's).
+    /// Any shard of the second model, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]): the reference (distances are relative to its
+    /// norm, as a mix threshold is relative to the base's).
     pub(crate) b: PathBuf,
     /// Compare dequantized values (ggml's to_float): per tensor and per expert, the
     /// relative distance ‖A − B‖ / ‖B‖ and the cosine similarity, with summaries by role
@@ -241,7 +241,8 @@ pub(crate) fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
 /// where it is written.
 #[derive(Args)]
 pub(crate) struct AssembleArgs {
-    /// NAME=PATH: a parent and the name the options call it by; PATH may be any shard.
+    /// NAME=PATH: a parent and the name the options call it by; PATH may be any shard,
+    /// local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
     pub(crate) parents: Vec<String>,
     #[command(flatten)]

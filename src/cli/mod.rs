@@ -70,8 +70,9 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's (or shard set's) metadata, tensors and totals.
     Inspect {
-        /// Any shard of the model.
+        /// Any shard of the model, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
         file: PathBuf,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -81,3 +81,32 @@ fn a_dry_run_says_a_warning_once_and_a_bar_without_a_terminal_says_why_it_is_mis
     let o = s.splice(&["-o", out.to_str().unwrap(), "--force"]);
     assert!(!stderr(&o).contains("note: --progress"), "{}", stderr(&o));
 }
+
+#[test]
+fn every_option_has_help_and_models_say_they_may_be_remote() {
+    // zsh's completion script holds every option's help, per subcommand: `'--json[HELP]'`.
+    let o = run(&["completions", "zsh"]);
+    assert_ok(&o);
+    let zsh = String::from_utf8_lossy(&o.stdout);
+    let options: Vec<&str> = zsh
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("'-") || l.starts_with("'*-") || l.starts_with("'(-"))
+        .collect();
+    assert!(options.len() > 50, "{}", options.len());
+    for line in &options {
+        assert!(!line.contains("[]"), "an option without help: {line}");
+    }
+    // Every command that reads models reads remote ones: its help says so, in one wording.
+    let models: Vec<&str> = zsh
+        .lines()
+        .filter(|l| l.contains("--parent=[") || l.contains(" -- Any shard of"))
+        .collect();
+    assert!(models.len() >= 7, "{models:?}");
+    for line in models {
+        assert!(
+            line.contains("local or remote (https\\://…, hf\\://ORG/REPO/PATH/FILE.gguf"),
+            "{line}"
+        );
+    }
+}
