@@ -119,8 +119,15 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `gguf-splice man > gguf-splice.1`.
-    Man,
+    /// Print a man page (roff), or write them all: `man > gguf-splice.1`, `man splice`,
+    /// `man presets-show`, `man share/man/man1/`.
+    Man {
+        /// A subcommand whose page to print (`splice`, `presets-show`); or a directory to
+        /// write every page into (gguf-splice.1, gguf-splice-splice.1, ...): one that
+        /// exists, or a path with a `/` (created if missing). Without it, the main page.
+        #[arg(value_name = "SUBCOMMAND|DIR")]
+        target: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +164,11 @@ pub(crate) enum CliError {
     Stdout(std::io::Error),
     #[error("writing the map {path}: {source}")]
     Map {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -230,7 +242,7 @@ impl CliError {
             CliError::Usage(_) => exit::USAGE,
             CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
             CliError::Source(_) => exit::IO,
-            CliError::Stdout(_) | CliError::Map { .. } => exit::IO,
+            CliError::Stdout(_) | CliError::Map { .. } | CliError::Write { .. } => exit::IO,
             CliError::Gguf(e) => gguf_code(e),
             CliError::Recipe(e) => recipe_code(e),
             CliError::Plan(e) => plan_code(e),
@@ -303,7 +315,7 @@ pub fn main() -> i32 {
             None => None,
         }),
         Command::Completions { shell } => help::completions(shell),
-        Command::Man => help::man(),
+        Command::Man { target } => help::man(target.as_deref()),
     };
     match result {
         Ok(code) => code,

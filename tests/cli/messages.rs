@@ -110,3 +110,48 @@ fn every_option_has_help_and_models_say_they_may_be_remote() {
         );
     }
 }
+
+#[test]
+fn man_prints_one_page_per_subcommand_and_writes_them_all() {
+    let o = run(&["man", "splice"]);
+    assert_ok(&o);
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(page.contains(".TH gguf-splice-splice 1"), "{page}");
+    assert!(page.contains("\\-\\-split\\-max\\-size"), "{page}");
+    assert!(page.contains(&format!("\"gguf-splice {}\"", env!("CARGO_PKG_VERSION"))));
+    let o = run(&["man", "presets-show"]);
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(".TH gguf-splice-presets-show 1"));
+    // A word that is no subcommand is a typo, not a directory to create.
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(dir.path(), &["man", "splcie"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("no such subcommand"), "{}", stderr(&o));
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+
+    // Every page the main page refers to is written.
+    let o = run(&["man"]);
+    assert_ok(&o);
+    let main = String::from_utf8_lossy(&o.stdout).into_owned();
+    let out = dir.path().join("share/man/man1");
+    let o = run(&["man", &format!("{}/", out.display())]);
+    assert_ok(&o);
+    let mut refs = 0;
+    for word in main.split_whitespace() {
+        if let Some(name) = word.strip_suffix("(1)") {
+            let file = out.join(format!("{}.1", name.replace("\\-", "-")));
+            assert!(file.is_file(), "{} is missing", file.display());
+            refs += 1;
+        }
+    }
+    assert!(refs >= 8, "{refs}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("gguf-splice.1")).unwrap(),
+        main
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("gguf-splice-splice.1")).unwrap(),
+        page
+    );
+    assert!(stderr(&o).contains("man pages into"), "{}", stderr(&o));
+}
