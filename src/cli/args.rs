@@ -107,6 +107,10 @@ pub(crate) struct VerifyArgs {
     /// FILE.png, or FILE.json (the data behind the picture).
     #[arg(long, value_name = "FILE", value_parser = super::maps::parse_map_path)]
     pub(crate) map: Option<super::maps::MapPath>,
+    /// PNG maps: draw each pixel as N x N (1-4). Default: the largest that keeps the picture
+    /// within 2400 pixels wide.
+    #[arg(long, value_name = "N", requires = "map", value_parser = super::maps::parse_map_scale)]
+    pub(crate) map_scale: Option<u32>,
     /// Print the same grid in the terminal after the report (colors when stdout is a
     /// terminal and NO_COLOR is unset).
     #[arg(long, conflicts_with = "json")]
@@ -134,6 +138,10 @@ pub(crate) struct DiffArgs {
     /// picture). Implies --values.
     #[arg(long, value_name = "FILE", value_parser = super::maps::parse_map_path)]
     pub(crate) map: Option<super::maps::MapPath>,
+    /// PNG maps: draw each pixel as N x N (1-4). Default: the largest that keeps the picture
+    /// within 2400 pixels wide.
+    #[arg(long, value_name = "N", requires = "map", value_parser = super::maps::parse_map_scale)]
+    pub(crate) map_scale: Option<u32>,
     /// Print the same grid in the terminal after the report (colors when stdout is a
     /// terminal and NO_COLOR is unset). Implies --values.
     #[arg(long, conflicts_with = "json")]
