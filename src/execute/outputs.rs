@@ -117,10 +117,14 @@ fn existing_ancestor(dir: &Path) -> Result<&Path, ExecError> {
     let mut at = dir;
     loop {
         match std::fs::metadata(at) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
-                Some(p) if !p.as_os_str().is_empty() => at = p,
-                _ => at = Path::new("."),
-            },
+            // `.` or `/` missing (a working directory that was removed) ends the walk.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && at != Path::new(".") => {
+                match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => at = p,
+                    Some(_) => at = Path::new("."),
+                    None => return Err(io_err(at, "output directory")(e)),
+                }
+            }
             Err(e) => return Err(io_err(at, "output directory")(e)),
             Ok(m) if !m.is_dir() => {
                 return Err(io_err(at, "output directory")(
