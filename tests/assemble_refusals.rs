@@ -1,7 +1,7 @@
 //! `assemble` refuses what cannot be one MoE, each with its named reason and nothing left
 //! behind: heterogeneous parents (architecture, hyperparameters, tokenizer, attention layout,
 //! FFN types), mixed dense and MoE parents, counts that do not fit `expert_used_count` or
-//! grouped routing, bad experts lists.
+//! grouped routing, bad experts lists, more experts than the loaders accept.
 
 mod common;
 #[path = "support/assemble_parents.rs"]
@@ -14,7 +14,7 @@ use gguf_splice::assemble::compat::Incompatibility;
 use gguf_splice::assemble::spec::{ExpertList, RouterSpec};
 use gguf_splice::assemble::{self, AssembleError, Selection};
 use gguf_splice::ggml_type::GgmlType;
-use gguf_splice::plan::SplitOptions;
+use gguf_splice::plan::{IK_LLAMA_MAX_EXPERTS, LLAMA_MAX_EXPERTS, PlanError, SplitOptions};
 use gguf_splice::testkit::GgufBuilder;
 use parents::*;
 
@@ -238,4 +238,125 @@ fn the_cli_refuses_heterogeneous_parents_and_leaves_no_file() {
         "x.gguf",
     ]);
     assert_exit(&o, 2);
+}
+
+#[test]
+fn an_imatrix_that_cannot_be_read_is_an_io_error_with_a_plain_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
+    let missing = dir.path().join("missing.gguf");
+    let out = dir.path().join("out.gguf");
+    for imatrix in [missing.to_str().unwrap(), "/dev/zero"] {
+        let o = run(&[
+            "assemble",
+            "--parent",
+            &format!("v3={}", v3.display()),
+            "--keep-top",
+            "2",
+            "--imatrix",
+            imatrix,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_exit(&o, 4);
+        let e = stderr(&o);
+        assert!(e.contains(imatrix) && !e.contains(".dat"), "{e}");
+        assert!(!out.exists());
+    }
+}
+
+/// `n` copies of dense parent `a` as experts: 'a,a,...'.
+fn copies(n: u64) -> String {
+    vec!["a"; n as usize].join(",")
+}
+
+#[test]
+fn more_experts_than_the_loaders_accept_are_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = LLAMA_MAX_EXPERTS + 1;
+    let a = [open(
+        dir.path(),
+        "a",
+        &dense(1, "llama", GgmlType::Q4_K, 256),
+    )];
+    let mut opts = options(list(&copies(over)));
+    let e = err(&a, &opts);
+    assert!(
+        matches!(
+            e,
+            AssembleError::Plan(PlanError::TooManyExperts {
+                count,
+                limit: LLAMA_MAX_EXPERTS,
+                program: "llama.cpp",
+            }) if count == over
+        ),
+        "{e}"
+    );
+    opts.force_expert_count = true;
+    let out = dir.path().join("out.gguf");
+    let plan = assemble::plan(&a, &opts, &out, SplitOptions::default()).unwrap();
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains(&format!("{over} experts per layer"))
+                && w.contains("llama.cpp loads at most 1024")),
+        "{:?}",
+        plan.warnings
+    );
+    // An ik_llama.cpp child: ik's own limit.
+    let ik = [open(
+        dir.path(),
+        "a",
+        &dense(1, "llama", GgmlType::IQ4_KS, 256),
+    )];
+    let e = err(&ik, &options(list(&copies(IK_LLAMA_MAX_EXPERTS + 1))));
+    assert!(
+        matches!(
+            e,
+            AssembleError::Plan(PlanError::TooManyExperts {
+                program: "ik_llama.cpp",
+                limit: IK_LLAMA_MAX_EXPERTS,
+                ..
+            })
+        ),
+        "{e}"
+    );
+
+    // The CLI: refused (exit 3, no file), then written with a warning when forced.
+    let parent = format!(
+        "a={}",
+        write(
+            dir.path(),
+            "a.gguf",
+            &dense(1, "llama", GgmlType::Q4_K, 256).build()
+        )
+        .display()
+    );
+    let experts = copies(over);
+    let args = [
+        "assemble",
+        "--parent",
+        &parent,
+        "--experts",
+        &experts,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = run(&args);
+    assert_exit(&o, 3);
+    assert!(
+        stderr(&o).contains("--force-expert-count"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    let mut forced = args.to_vec();
+    forced.extend(["--force-expert-count", "--dry-run"]);
+    let o = run(&forced);
+    assert_ok(&o);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        text.contains("llama.cpp loads at most 1024 (LLAMA_MAX_EXPERTS): the child loads only"),
+        "{text}"
+    );
 }

@@ -6,6 +6,8 @@
 #![allow(clippy::result_large_err)]
 
 mod common;
+#[path = "batch/inputs.rs"]
+mod inputs;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -158,6 +160,11 @@ fn reference(s: &Setup) -> BTreeMap<String, Vec<u8>> {
         "-q",
     ]));
     snapshot(&dir)
+}
+
+/// An HTTP client for `Batch::from_file` (these manifests name local parents only).
+fn http() -> std::sync::Arc<gguf_splice::source::Http> {
+    std::sync::Arc::new(gguf_splice::source::Http::new(Default::default()))
 }
 
 fn job_count(m: &str) -> usize {
@@ -452,7 +459,7 @@ fn a_bad_child_stops_the_batch_before_any_output() {
         "lib",
         &with_child(&s, "output = 'bad.gguf'\ntake = ['nothing=r1']"),
     );
-    let b = Batch::from_file(Path::new(&m)).unwrap();
+    let b = Batch::from_file(Path::new(&m), &http()).unwrap();
     match b.plan() {
         Err(BatchError::Plan {
             child,
@@ -471,7 +478,7 @@ fn a_bad_child_stops_the_batch_before_any_output() {
     assert_exit(&o, 4);
     assert!(stderr(&o).contains("swapped.gguf exists but is not the planned shard (size"));
     assert_eq!(names(&dir), ["m.toml", "swapped.gguf"]);
-    let b = Batch::from_file(Path::new(&m)).unwrap();
+    let b = Batch::from_file(Path::new(&m), &http()).unwrap();
     let plans = b.plan().unwrap();
     assert!(matches!(
         gguf_splice::batch::check_all(&b, &plans, false),

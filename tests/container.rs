@@ -128,7 +128,7 @@ proptest! {
         // Detection either reads the file as the given table does, or asks for a flavour.
         match GgufFile::from_bytes(Path::new("p.gguf"), &bytes) {
             Ok(d) => prop_assert_eq!(d.tensors(), f.tensors()),
-            Err(e) => prop_assert!(matches!(e, GgufError::AmbiguousType { .. }), "{}", e),
+            Err(e) => prop_assert!(matches!(e, GgufError::AmbiguousType { id: 15, .. }), "{}", e),
         }
     }
 
@@ -184,6 +184,17 @@ fn random_file(rng: &mut Rng) -> GgufBuilder {
         b = b.tensor(&format!("blk.{i}.w"), &dims, ty, 0);
     }
     b
+}
+
+/// The refusals a tensor gets when its type changes to one of another size: the next
+/// tensor's offset, the file's end, or the block size no longer fits.
+fn wrong_size(e: &GgufError) -> bool {
+    matches!(
+        e,
+        GgufError::BadOffset { .. }
+            | GgufError::DataPastEnd { .. }
+            | GgufError::NotBlockMultiple { .. }
+    )
 }
 
 fn put(bytes: &mut [u8], at: usize, v: &[u8]) {
@@ -265,16 +276,20 @@ const CORRUPTIONS: &[Corruption] = &[
         |e| matches!(e, GgufError::UnknownType { id: 37, .. }),
     ),
     (
-        // TQ1_0 to mainline, nothing to ik_llama.cpp: refused unless an ik-only type (some
-        // seeds have one) tells the flavour, and then it is no ik type.
+        // Q8_K, 292 bytes a block to mainline and 296 to ik_llama.cpp: refused as ambiguous
+        // unless an ik-only type (some seeds have one) tells the flavour; then it is ik's
+        // Q8_K, whose size no seed's tensor 0 has.
         "contested type id",
+        |b, m| put(b, m.tensor_type_at[0], &15u32.to_le_bytes()),
+        |e| matches!(e, GgufError::AmbiguousType { id: 15, .. }) || wrong_size(e),
+    ),
+    (
+        // TQ1_0 to mainline, nothing to ik_llama.cpp: a file with an ik-only type (some seeds
+        // have one) is for no program; in the others, tensor 0 is a mainline TQ1_0 of the
+        // wrong size.
+        "type ids of both programs",
         |b, m| put(b, m.tensor_type_at[0], &34u32.to_le_bytes()),
-        |e| {
-            matches!(
-                e,
-                GgufError::AmbiguousType { id: 34, .. } | GgufError::NotInFlavour { id: 34, .. }
-            )
-        },
+        |e| matches!(e, GgufError::NotInFlavour { id: 34, .. }) || wrong_size(e),
     ),
     (
         "ne0 not a block multiple",

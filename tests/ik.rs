@@ -18,10 +18,71 @@ fn pair(v3_type: GgmlType, r1_type: GgmlType) -> Setup {
     Setup { dir, v3, r1 }
 }
 
-/// A file whose `blk.0.attn_q_a.weight` is TQ1_0 (id 34): mainline's, no type to ik.
+/// A file whose `blk.0.attn_q_a.weight` is Q8_K (id 15): 292 bytes a block to mainline, 296
+/// to ik, and no other tensor to tell which.
 fn contested_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let b = header(V3).tensor_raw("blk.0.attn_q_a.weight", &[256, 2], 34, vec![0; 2 * 54]);
-    write(dir, "tq1.gguf", &b.build())
+    let b = header(V3).tensor_raw("blk.0.attn_q_a.weight", &[256, 2], 15, vec![0; 2 * 296]);
+    write(dir, "q8k.gguf", &b.build())
+}
+
+#[test]
+fn files_with_types_only_mainline_defines_are_read_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    // (id, type, elements in one block, bytes a block)
+    for (id, name, block, bytes) in [
+        (40u32, "NVFP4", 64u64, 36usize),
+        (34, "TQ1_0", 256, 54),
+        (35, "TQ2_0", 256, 66),
+    ] {
+        let b = header(V3)
+            .tensor("token_embd.weight", &[256, 4], GgmlType::Q4_K, V3)
+            .tensor_raw(
+                "blk.0.attn_q_a.weight",
+                &[block * 4, 2],
+                id,
+                vec![7; 8 * bytes],
+            );
+        let path = write(dir.path(), &format!("{name}.gguf"), &b.build());
+        let o = run(&["inspect", "--json", path.to_str().unwrap()]);
+        assert_ok(&o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["flavour"], "mainline", "{name}");
+        assert_eq!(v["loadable_by"], "llama.cpp only", "{name}");
+        let t = v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "blk.0.attn_q_a.weight")
+            .unwrap();
+        assert_eq!(
+            (
+                t["type"].as_str(),
+                t["type_id"].as_u64(),
+                t["bytes"].as_u64()
+            ),
+            (Some(name), Some(id as u64), Some(8 * bytes as u64)),
+        );
+        let o = run(&["inspect", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains(&format!(
+                "flavour: mainline (tensor 'blk.0.attn_q_a.weight' has type id {id}, which only llama.cpp defines)"
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn real_ik_files_are_still_detected_as_ik() {
+    for (f, want) in [
+        ("qwen3moe-a-ik.gguf", Flavour::Ik),
+        ("qwen3moe-b-ik.gguf", Flavour::Ik),
+        ("qwen3moe-a-mainline.gguf", Flavour::Mainline),
+    ] {
+        let m = Model::open(&repo().join("fixtures").join(f)).unwrap();
+        assert_eq!(m.flavour(), want, "{f}");
+    }
 }
 
 #[test]
@@ -61,13 +122,13 @@ fn inspect_tells_the_flavour_and_the_row_scaled_sizes() {
 #[test]
 fn an_ambiguous_id_without_a_flavour_is_refused_on_every_command() {
     let s = pair(GgmlType::Q3_K, GgmlType::Q3_K);
-    let tq1 = contested_file(s.dir.path());
-    let tq1 = tq1.to_str().unwrap();
+    let q8k = contested_file(s.dir.path());
+    let q8k = q8k.to_str().unwrap();
     let (v3, out) = (s.v3.to_str().unwrap(), s.dir.path().join("c.gguf"));
-    let parent = format!("a={tq1}");
+    let parent = format!("a={q8k}");
     let commands: Vec<Vec<&str>> = vec![
-        vec!["inspect", tq1],
-        vec!["diff", tq1, v3],
+        vec!["inspect", q8k],
+        vec!["diff", q8k, v3],
         vec![
             "splice",
             "--parent",
@@ -76,7 +137,7 @@ fn an_ambiguous_id_without_a_flavour_is_refused_on_every_command() {
             out.to_str().unwrap(),
             "--dry-run",
         ],
-        vec!["verify", tq1, "--parent", &parent],
+        vec!["verify", q8k, "--parent", &parent],
     ];
     for args in commands {
         let o = run(&args);
@@ -84,21 +145,24 @@ fn an_ambiguous_id_without_a_flavour_is_refused_on_every_command() {
         let e = stderr(&o);
         for part in [
             "blk.0.attn_q_a.weight",
-            "type id 34",
-            "TQ1_0",
-            "no type",
+            "type id 15",
+            "Q8_K (292 bytes per 256 elements) to llama.cpp",
+            "Q8_K (296 bytes per 256 elements) to ik_llama.cpp",
             "--flavour mainline or --flavour ik",
         ] {
             assert!(e.contains(part), "{args:?}: {part}: {e}");
         }
         // The fix works.
         let mut fixed = args.clone();
-        fixed.extend(["--flavour", "mainline"]);
+        fixed.extend(["--flavour", "ik"]);
         let o = run(&fixed);
         assert!(o.status.code() == Some(0), "{fixed:?}: {}", stderr(&o));
     }
-    // Read as ik, the id is no type at all: said, with the reason the file is read as ik.
-    let o = run(&["inspect", tq1, "--flavour", "ik"]);
+    // An id only mainline defines, read as ik, is no type at all: said, with the reason the
+    // file is read as ik.
+    let b = header(V3).tensor_raw("blk.0.attn_q_a.weight", &[256, 2], 34, vec![0; 2 * 54]);
+    let tq1 = write(s.dir.path(), "tq1.gguf", &b.build());
+    let o = run(&["inspect", tq1.to_str().unwrap(), "--flavour", "ik"]);
     assert_exit(&o, 3);
     assert!(
         stderr(&o).contains(

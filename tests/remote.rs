@@ -24,7 +24,7 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::SynthSpec;
-use server::server;
+use server::{names, server};
 
 /// Per parent file name: (parent, tensor bytes the child takes from it, header size).
 fn taken(
@@ -361,6 +361,105 @@ fn the_token_goes_only_to_the_hub_and_missing_shards_are_named() {
     );
 }
 
+/// A URL's user info, query and fragment may hold a password or a signature: they are never
+/// written into the child (`splice.recipe`, `general.base_model.*`), the resume journal,
+/// `--json`, progress lines or errors, also after a redirect to a signed target (issue 19).
+#[test]
+fn secrets_in_urls_are_never_written_or_shown() {
+    let Some(s) = server("secrets_in_urls_are_never_written_or_shown") else {
+        return;
+    };
+    const SECRET: &str = "S3cr3tSig";
+    let signed = |file: &str| {
+        format!(
+            "{}/org/repo/resolve/main/{file}?X-Amz-Signature={SECRET}&token={SECRET}#{SECRET}",
+            s.proxy.endpoint()
+        )
+    };
+    let clean = |what: &str, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(SECRET) && !text.contains("sig=") && !text.contains("pa55w0rd"),
+            "{what} shows a secret: {text}"
+        );
+    };
+    let pv = format!("v3={}", signed("v3-q3mix.gguf"));
+    let pr = format!("r1={}", s.hf("r1-q3mix.gguf"));
+    let preset = chimera_preset();
+    let splice = |out: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let o_str = out.display().to_string();
+        let mut args = vec![
+            "splice", "--parent", &pv, "--parent", &pr, "--recipe", &preset, "-o", &o_str,
+        ];
+        args.extend_from_slice(extra);
+        s.run_env(&args, env)
+    };
+
+    // The child, its report and its progress lines.
+    let out = s.out("c.gguf");
+    let o = splice(&out, &["--json", "--progress", "json"], &[]);
+    assert_ok(&o);
+    clean("the child", &std::fs::read(&out).unwrap());
+    clean("--json", &o.stdout);
+    clean("progress", &o.stderr);
+    let child = gguf_splice::gguf::GgufFile::open(&out).unwrap();
+    let recipe = child.get("splice.recipe").unwrap().as_str().unwrap();
+    assert!(recipe.contains("# --parent v3=v3-q3mix.gguf\n"), "{recipe}");
+    let o = splice(&s.out("d.gguf"), &["--dry-run", "--json"], &[]);
+    assert_ok(&o);
+    clean("--dry-run --json", &o.stdout);
+    let o = s.run(&["inspect", "--json", &signed("v3-q3mix.gguf")]);
+    assert_ok(&o);
+    clean("inspect --json", &o.stdout);
+
+    // An assembled child records its parents the same way.
+    let a = s.out("a.gguf");
+    let o = s.run(&[
+        "assemble",
+        "--parent",
+        &pv,
+        "--parent",
+        &pr,
+        "--experts",
+        "r1:2-3,v3:0-1",
+        "-o",
+        a.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    clean("the assembled child", &std::fs::read(&a).unwrap());
+
+    // The journal of an interrupted run; it is resumed with a new signature.
+    let r = s.out("r.gguf");
+    let o = splice(&r, &[], &[("GGUF_SPLICE_TEST_KILL_AT", "journal:1")]);
+    assert!(o.status.code().is_none(), "{}", stderr(&o));
+    let journal = s.out(".r.gguf.resume.journal");
+    clean("the journal", &std::fs::read(&journal).unwrap());
+    let pv2 = format!("v3={}", signed("v3-q3mix.gguf").replace(SECRET, "Renewed"));
+    let o_str = r.display().to_string();
+    let o = s.run(&[
+        "splice", "--parent", &pv2, "--parent", &pr, "--recipe", &preset, "-o", &o_str, "--resume",
+    ]);
+    assert_ok(&o);
+    assert_eq!(std::fs::read(&r).unwrap(), std::fs::read(&out).unwrap());
+
+    // Errors: a password in the URL, and a 404 after the redirect to a signed target.
+    let port = s.proxy.hub;
+    let o = s.run(&[
+        "inspect",
+        &format!("http://user:pa55w0rd@127.0.0.1:{port}/org/repo/resolve/main/v3-q3mix.gguf"),
+    ]);
+    assert_exit(&o, 2);
+    clean("the refusal of user info", &o.stderr);
+    let o = s.run(&["inspect", &s.hf("missing.gguf")]);
+    assert_exit(&o, 4);
+    clean("a 404 after a redirect", &o.stderr);
+    assert!(
+        stderr(&o).contains("/org/repo/resolve/main/missing.gguf"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// Shard jobs and mixes read local parents only: with a remote parent both are refused as a
 /// usage error naming the parent, before anything is written at the output.
 #[test]
@@ -414,4 +513,93 @@ fn shard_jobs_and_mixes_refuse_remote_parents_before_writing() {
             "tensor data fetched for a refused mix"
         );
     }
+}
+
+#[test]
+fn a_batch_manifest_reads_remote_parents_for_whole_runs_and_refuses_them_to_shard_jobs() {
+    let Some(s) = server(
+        "a_batch_manifest_reads_remote_parents_for_whole_runs_and_refuses_them_to_shard_jobs",
+    ) else {
+        return;
+    };
+    let preset = chimera_preset();
+    // The local reference: the same child spliced from the fixtures themselves.
+    let local = s.out("local.gguf");
+    assert_ok(&s.run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", s.local("v3-q3mix.gguf")),
+        "--parent",
+        &format!("r1={}", s.local("r1-q3mix.gguf")),
+        "--recipe",
+        &preset,
+        "--split-max-tensors",
+        "40",
+        "-o",
+        local.to_str().unwrap(),
+        "-q",
+    ]));
+    // One parent by hf:// name, one by http:// URL: both are read in place.
+    let dir = s.out("farm");
+    std::fs::create_dir(&dir).unwrap();
+    let m = dir.join("m.toml");
+    let r1_url = format!("{}/org/repo/resolve/main/r1-q3mix.gguf", s.proxy.endpoint());
+    std::fs::write(
+        &m,
+        format!(
+            "[parents]\nv3 = '{}'\nr1 = '{r1_url}'\n[[children]]\noutput = 'remote.gguf'\n\
+             recipe = '{preset}'\nsplit_max_tensors = 40\n",
+            s.hf("v3-q3mix.gguf")
+        ),
+    )
+    .unwrap();
+    let m = m.to_str().unwrap();
+    let batch = |args: &[&str]| {
+        let mut all = vec!["batch", m];
+        all.extend_from_slice(args);
+        s.run(&all)
+    };
+    assert_ok(&batch(&["--dry-run"]));
+    assert_eq!(names(&dir), ["m.toml"]);
+
+    // A shard job refuses a remote parent as `splice --shard` does, before writing.
+    let o = batch(&["--job", "0"]);
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("parent 'v3' is remote") && e.contains("shard jobs"),
+        "{e}"
+    );
+    assert_eq!(names(&dir), ["m.toml"]);
+
+    // A whole run fetches what the child takes and writes what a local splice writes.
+    let o = batch(&["--json", "-q"]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shards = v["children"][0]["shard_count"].as_u64().unwrap();
+    assert!(shards > 1, "{v}");
+    assert_eq!(v["children"][0]["written"], shards);
+    assert_eq!(output_bytes(&local), output_bytes(&dir.join("remote.gguf")));
+    assert!(s.proxy.served("r1-q3mix.gguf", true) > 0);
+    // Run again: the complete child is skipped; status and verify agree.
+    let o = batch(&["--json", "-q"]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["children"][0]["skipped"], shards);
+    assert_ok(&batch(&["--status"]));
+    assert_ok(&batch(&["--verify"]));
+
+    // A parent that is not a URL that can be read is the manifest's fault.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[parents]\nv3 = 'hf://org/repo'\n[[children]]\noutput = 'x.gguf'\n",
+    )
+    .unwrap();
+    let o = s.run(&["batch", dir.join("bad.toml").to_str().unwrap(), "--dry-run"]);
+    assert_exit(&o, 3);
+    assert!(
+        stderr(&o).contains("hf://ORG/REPO/PATH/FILE.gguf"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -279,3 +279,82 @@ fn a_build_without_ggml_refuses_values_and_says_how_to_build() {
         );
     }
 }
+
+#[test]
+fn a_weights_scale_is_part_of_its_values() {
+    if !have(
+        "a_weights_scale_is_part_of_its_values",
+        &[Oracle::Ggml, Oracle::GgufPy],
+    ) {
+        return;
+    }
+    // The same NVFP4 blocks, different per-expert scales: each expert's values differ by
+    // its factor alone, so its distance is |sa - sb| / sb exactly and its cosine 1.
+    let d = tempfile::tempdir().unwrap();
+    let src = fixture("qwen3moe-a-mainline.gguf");
+    let make = |name: &str, scale_seed: &str| {
+        let p = d.path().join(name);
+        let o = Command::new(oracle_python())
+            .arg(repo().join("tests/oracle/nvfp4_parents.py"))
+            .args([src.to_str().unwrap(), p.to_str().unwrap(), "1", scale_seed])
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        p
+    };
+    let (a, b) = (make("a.gguf", "11"), make("b.gguf", "12"));
+    let o = run(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--values",
+        "--json",
+        "--flavour",
+        "mainline",
+    ]);
+    assert_ok(&o);
+    let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (ma, mb) = (
+        gguf_splice::gguf::Model::open_as(&a, Some(gguf_splice::ggml_type::Flavour::Mainline))
+            .unwrap(),
+        gguf_splice::gguf::Model::open_as(&b, Some(gguf_splice::ggml_type::Flavour::Mainline))
+            .unwrap(),
+    );
+    let floats = |m: &gguf_splice::gguf::Model, n: &str| -> Vec<f64> {
+        tensor_bytes(m, n)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect()
+    };
+    let mut checked = 0;
+    for t in ours["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        if !name.ends_with("_exps.weight") {
+            continue;
+        }
+        let scale = name.replace(".weight", ".scale");
+        let (sa, sb) = (floats(&ma, &scale), floats(&mb, &scale));
+        let dist = t["experts"]["distance"].as_array().unwrap();
+        let cos = t["experts"]["cosine"].as_array().unwrap();
+        for e in 0..4 {
+            let want = (sa[e] - sb[e]).abs() / sb[e].abs();
+            let got = dist[e].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-5 * want,
+                "{name} expert {e}: {got} vs {want}"
+            );
+            assert!(
+                (cos[e].as_f64().unwrap() - 1.0).abs() < 1e-6,
+                "{name} expert {e}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "two blocks, three matrices");
+    // And every tensor agrees with numpy on gguf-py's dequantization times the scale.
+    let reference = numpy(&a, &b);
+    for t in ours["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        close(&t["distance"], &reference[name]["distance"], name);
+    }
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::AssembleError;
 use crate::ggml_type::GgmlType;
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufError, GgufFile};
 
 /// Per-expert token counts of the stacked expert tensors in an importance matrix.
 #[derive(Debug)]
@@ -33,13 +33,17 @@ fn bad(path: &Path, reason: impl Into<String>) -> AssembleError {
 impl ExpertCounts {
     /// Read every `*.counts` tensor of more than one element (the stacked expert tensors').
     pub fn read(path: &Path) -> Result<ExpertCounts, AssembleError> {
-        let file = GgufFile::open(path).map_err(|e| {
-            bad(
+        let file = GgufFile::open(path).map_err(|e| match e {
+            // Not getting at the file is not a matter of its format.
+            GgufError::Input(e) => AssembleError::Input(e),
+            GgufError::Io { path, source } => AssembleError::Io { path, source },
+            e @ GgufError::BadMagic { .. } => bad(
                 path,
                 format!(
                     "{e}; only GGUF importance matrices carry per-expert counts (a legacy .dat one can be converted: llama-imatrix --in-file OLD.dat -o NEW.gguf)"
                 ),
-            )
+            ),
+            e => bad(path, e.to_string()),
         })?;
         let handle = std::fs::File::open(path).map_err(|source| AssembleError::Io {
             path: path.to_path_buf(),
@@ -64,10 +68,19 @@ impl ExpertCounts {
                     path: path.to_path_buf(),
                     source,
                 })?;
-            let v = raw
+            let v: Vec<f64> = raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
                 .collect();
+            // A NaN would rank its expert first; a negative count is no count of tokens.
+            if let Some(expert) = v.iter().position(|c| !c.is_finite() || *c < 0.0) {
+                return Err(AssembleError::ImatrixCount {
+                    path: path.to_path_buf(),
+                    tensor: t.name.clone(),
+                    expert: expert as u64,
+                    found: (v[expert] as f32).to_string(),
+                });
+            }
             counts.insert(weight.to_string(), v);
         }
         Ok(ExpertCounts {
@@ -182,5 +195,65 @@ mod tests {
         std::fs::write(&p, b"legacy").unwrap();
         let e = ExpertCounts::read(&p).unwrap_err();
         assert!(e.to_string().contains("--in-file"), "{e}");
+    }
+
+    /// An imatrix whose one stacked counts tensor holds `counts`, written as F32 bytes.
+    fn with_counts(dir: &Path, counts: &[f32]) -> PathBuf {
+        let p = dir.join("imatrix.gguf");
+        let b = GgufBuilder::new()
+            .kv_str("general.type", "imatrix")
+            .tensor_raw(
+                "blk.1.ffn_up_exps.weight.counts",
+                &[1, counts.len() as u64],
+                0,
+                f32s(counts),
+            );
+        std::fs::write(&p, b.build()).unwrap();
+        p
+    }
+
+    #[test]
+    fn counts_that_are_not_counts_are_refused_by_tensor_and_expert() {
+        let dir = tempfile::tempdir().unwrap();
+        for (counts, expert, found) in [
+            (&[3.0, f32::NAN, 1.0, 0.0][..], 1, "NaN"),
+            (&[3.0, 0.0, -1.0, 5.0], 2, "-1"),
+            (&[3.0, 0.0, 1.0, f32::INFINITY], 3, "inf"),
+        ] {
+            let e = ExpertCounts::read(&with_counts(dir.path(), counts)).unwrap_err();
+            match e {
+                AssembleError::ImatrixCount {
+                    tensor,
+                    expert: x,
+                    found: f,
+                    ..
+                } => {
+                    assert_eq!(tensor, "blk.1.ffn_up_exps.weight.counts");
+                    assert_eq!((x, f.as_str()), (expert, found));
+                }
+                e => panic!("{e:?}"),
+            }
+        }
+        // Zero counts are counts.
+        let ok = ExpertCounts::read(&with_counts(dir.path(), &[3.0, 0.0, 1.0, 0.0])).unwrap();
+        assert_eq!(ok.counts.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_or_non_regular_matrix_is_an_input_error_not_a_format_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ExpertCounts::read(&dir.path().join("missing.gguf")).unwrap_err();
+        assert!(
+            matches!(e, AssembleError::Input(crate::input::InputError::Io { .. })),
+            "{e:?}"
+        );
+        let e = ExpertCounts::read(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AssembleError::Input(crate::input::InputError::NotRegular { .. })
+            ),
+            "{e:?}"
+        );
     }
 }

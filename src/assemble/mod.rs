@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ggml_type::GgmlType;
 use crate::plan::{
-    self, AssemblyReport, LayerExperts, Parent, Plan, PlanError, PlanParts, SplitOptions,
+    self, AssemblyReport, LayerExperts, OverLimit, Parent, Plan, PlanError, PlanParts, SplitOptions,
 };
 use crate::roles;
 use compat::Incompatibility;
@@ -69,6 +69,9 @@ pub struct AssembleOptions {
     pub router: Option<RouterSpec>,
     /// `expert_used_count` (`None`: the base's for MoE parents, min(2, experts) for dense).
     pub experts_used: Option<u64>,
+    /// Warn instead of refusing when the output has more experts per layer than the
+    /// programs that would load it accept (`--force-expert-count`).
+    pub force_expert_count: bool,
 }
 
 /// Why an MoE cannot be assembled. Each names the parent, tensor or option, and what to do.
@@ -239,6 +242,53 @@ pub enum AssembleError {
         /// The block number.
         layer: u64,
     },
+    /// An expert count in the importance matrix is not a count (NaN, infinite, negative):
+    /// ranked as it is, a NaN would put its expert first.
+    #[error(
+        "importance matrix {path}: '{tensor}' gives expert {expert} a count of {found}; counts are token counts (finite, 0 or more): the file is damaged, remake it with llama-imatrix"
+    )]
+    ImatrixCount {
+        /// The importance matrix file.
+        path: PathBuf,
+        /// The `*.counts` tensor.
+        tensor: String,
+        /// The expert (0-based).
+        expert: u64,
+        /// The value found.
+        found: String,
+    },
+    /// The importance matrix or router file could not be opened, or is not a regular file.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    /// A router file holds a value that is not a finite F32 (NaN, infinity, or an F64 beyond
+    /// F32's range): llama.cpp's softmax over the router's scores would give NaN.
+    #[error(
+        "router file {path}: '{tensor}' element {element} (index {index:?}) is {found}; router rows must be finite F32 values"
+    )]
+    RouterValue {
+        /// The router file.
+        path: PathBuf,
+        /// The tensor in it (`array` for a `.npy` file).
+        tensor: String,
+        /// The element's position in the tensor's data (0-based).
+        element: u64,
+        /// The same position by dimension, outermost first.
+        index: Vec<u64>,
+        /// The value found (for an F64 value beyond F32's range, that value).
+        found: String,
+    },
+    /// A router file names its tensors by layer, and some output layers have none.
+    #[error(
+        "router file {path}: no router for blk {missing:?} (the file has blk {found:?}); give every MoE layer its tensor (blk.L.ffn_gate_inp.weight), or one tensor with no layer in its name for all layers"
+    )]
+    RouterLayersMissing {
+        /// The router file.
+        path: PathBuf,
+        /// The output's layers that have no tensor in the file.
+        missing: Vec<u64>,
+        /// The layers that have one.
+        found: Vec<u64>,
+    },
     /// The `--router` file cannot be used (its format, names or shapes).
     #[error("router file {path}: {reason}")]
     RouterFile {
@@ -258,9 +308,10 @@ pub enum AssembleError {
         /// Bytes the router has.
         found: u64,
     },
-    /// A dense base has FFN biases, which an MoE llama.cpp loads cannot hold.
+    /// A dense base has FFN biases (or other companions than `{1}` scales), which an MoE
+    /// llama.cpp loads cannot hold.
     #[error(
-        "parent '{parent}' has {tensor}: dense FFN biases have no place in the MoE llama.cpp loads (experts have no biases)"
+        "parent '{parent}' has {tensor}: a dense FFN weight's bias or companion other than a {{1}} .scale/.input_scale has no place in the MoE llama.cpp loads (its experts have no biases); assemble from parents without it"
     )]
     DenseFfnBias {
         /// The base parent's name.
@@ -456,11 +507,6 @@ pub fn plan<'p>(
             warnings.push(format!("parent '{}' contributes no expert", p.name));
         }
     }
-    if count > 1024 {
-        warnings.push(format!(
-            "{count} experts per layer: llama.cpp 11434 loads at most 1024 (LLAMA_MAX_EXPERTS)"
-        ));
-    }
     let record = record(opts, &layers);
     let (architecture, kvs) = arch::metadata(
         parents,
@@ -489,7 +535,12 @@ pub fn plan<'p>(
         }),
         imatrices: Vec::new(),
     };
-    Ok(plan::finish(parts, output, split)?)
+    let over_limit = if opts.force_expert_count {
+        OverLimit::Warn
+    } else {
+        OverLimit::Refuse
+    };
+    Ok(plan::finish_with(parts, output, split, over_limit)?)
 }
 
 /// What `splice.recipe` records of an assembly: the options, and for `--keep-top` the experts

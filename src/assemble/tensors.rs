@@ -14,7 +14,7 @@ use crate::gguf::{TensorInfo, TensorLoc};
 use crate::layout;
 use crate::plan::{LayerExperts, Made, Parent, ParentBytes, Piece, PlannedTensor, Source};
 use crate::roles::views::{self, Conversion, View};
-use crate::roles::{self, Role, cut};
+use crate::roles::{self, Role, cut, unit};
 
 /// What the tensor planner needs to know.
 pub(crate) struct Inputs<'a> {
@@ -39,6 +39,11 @@ pub(crate) fn plan(inp: &Inputs) -> Result<Vec<PlannedTensor>, AssembleError> {
             .layer
             .and_then(|l| inp.layers.iter().position(|x| x.layer == l));
         match (inp.kind, layer) {
+            // A dense FFN weight's per-tensor scales ({1}) become the per-expert scales
+            // ({n_expert}) of the stacked tensor, one element per parent.
+            (Kind::Dense, Some(li)) if dense_scale(name, t.info).is_some() => {
+                out.push(stack_dense(inp, li, t)?);
+            }
             (Kind::Dense, Some(li)) if roles::dense_ffn_matrix(name).is_some() => {
                 let l = inp.layers[li].layer;
                 if !router_done.contains(&l) {
@@ -146,10 +151,27 @@ fn made_router(inp: &Inputs, li: usize, ffn: &TensorInfo) -> Result<PlannedTenso
 }
 
 /// `ffn_X_exps` of a layer from the dense `ffn_X` of each expert's parent, stacked whole.
+/// For a `.scale` or `.input_scale` of shape `{1}` beside a dense FFN weight: its matrix and
+/// suffix.
+fn dense_scale<'n>(name: &'n str, info: &TensorInfo) -> Option<(roles::ExpertMatrix, &'n str)> {
+    let head = unit::head_name(name)?;
+    let matrix = roles::dense_ffn_matrix(&head)?;
+    (unit::is_scale(name) && info.dims == [1]).then(|| (matrix, unit::suffix(name).unwrap_or("")))
+}
+
 fn stack_dense(inp: &Inputs, li: usize, t: TensorLoc) -> Result<PlannedTensor, AssembleError> {
     let layer = &inp.layers[li];
-    let matrix = roles::dense_ffn_matrix(&t.info.name).expect("the caller checked");
-    let name = roles::stacked_experts_name(layer.layer, matrix);
+    let scale = dense_scale(&t.info.name, t.info);
+    let name = match scale {
+        Some((matrix, suffix)) => {
+            let w = roles::stacked_experts_name(layer.layer, matrix);
+            format!("{}.{suffix}", w.strip_suffix(".weight").unwrap_or(&w))
+        }
+        None => roles::stacked_experts_name(
+            layer.layer,
+            roles::dense_ffn_matrix(&t.info.name).expect("the caller checked"),
+        ),
+    };
     let mut pieces = Vec::with_capacity(layer.experts.len());
     for (e, src) in layer.experts.iter().enumerate() {
         let p = &inp.parents[src.parent];
@@ -179,8 +201,11 @@ fn stack_dense(inp: &Inputs, li: usize, t: TensorLoc) -> Result<PlannedTensor, A
         });
     }
     let n = layer.experts.len() as u64;
-    let mut dims = t.info.dims.clone();
-    dims.push(n);
+    let dims = match scale {
+        // One scale per expert, as llama.cpp loads `ffn_*_exps.scale`: `{n_expert}`.
+        Some(_) => vec![n],
+        None => [t.info.dims.as_slice(), &[n]].concat(),
+    };
     let n_bytes = t
         .info
         .n_bytes

@@ -15,7 +15,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use super::{Batch, BatchError};
-use crate::execute::{self, ExecError, ExecOptions, ShardOutcome, ShardRun, ShardState};
+use crate::execute::{
+    self, ExecError, ExecOptions, RemoteOptions, ShardOutcome, ShardRun, ShardState,
+};
 use crate::plan::Plan;
 
 /// One independent unit of work: one output shard of one child.
@@ -265,17 +267,111 @@ pub fn run_job(
 
 /// Run every job in order in this process, after [`check_all`]. Each child's first shard is
 /// staged by its first job and put in place by its last, so a visible first shard heads a
-/// complete set here too.
+/// complete set here too. A child with a remote parent is written by one whole run instead
+/// (`run_whole`).
 pub fn run_all(
     batch: &Batch,
     plans: &[Plan],
     opts: &RunOptions,
 ) -> Result<Vec<JobReport>, BatchError> {
     check_all(batch, plans, opts.force)?;
-    jobs(plans)
+    let all = jobs(plans);
+    let mut reports = Vec::with_capacity(all.len());
+    for (child, plan) in plans.iter().enumerate() {
+        let mine: Vec<&Job> = all.iter().filter(|j| j.child == child).collect();
+        if reads_remote(plan) {
+            reports.extend(run_whole(batch, plan, &mine, opts)?);
+        } else {
+            for job in mine {
+                reports.push(execute_job(batch, plans, job, opts)?);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// Whether a child reads a remote parent. Shard jobs cannot fetch one (they write with
+/// plain copies and keep no journal for `--resume`), so such a child is one whole run.
+fn reads_remote(plan: &Plan) -> bool {
+    plan.parents
         .iter()
-        .map(|job| execute_job(batch, plans, job, opts))
-        .collect()
+        .any(|p| p.model.shards().iter().any(|s| s.remote.is_some()))
+}
+
+/// Write a child with a remote parent as `splice` writes one ([`execute::execute_with`]:
+/// ranges fetched in parallel, the set published at once), or skip it when every shard is
+/// already complete. Reported as its jobs, so summaries and events stay one per shard.
+fn run_whole(
+    batch: &Batch,
+    plan: &Plan,
+    jobs: &[&Job],
+    opts: &RunOptions,
+) -> Result<Vec<JobReport>, BatchError> {
+    let err = exec_err(batch, jobs[0].child);
+    let mut complete = true;
+    for i in 0..plan.shards.len() {
+        complete &= matches!(
+            execute::shard_state(plan, i).map_err(&err)?,
+            ShardState::Complete
+        );
+    }
+    let first = jobs[0];
+    let total = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
+    (opts.events)(JobEvent::Started { job: first, total });
+    let started = Instant::now();
+    let (outcome, mut removed, mut created_dir) = if complete {
+        (ShardOutcome::Skipped, Vec::new(), None)
+    } else {
+        let fetched = |done, total| {
+            (opts.events)(JobEvent::Progress {
+                job: first,
+                done,
+                total,
+            })
+        };
+        let written = execute::execute_with(
+            plan,
+            &ExecOptions {
+                force: opts.force,
+                cancel: opts.cancel,
+                // Progress follows the network: bytes fetched of bytes to fetch.
+                progress: &|_| {},
+            },
+            &RemoteOptions {
+                connections: execute::DEFAULT_CONNECTIONS,
+                resume: false,
+                progress: &fetched,
+            },
+        )
+        .map_err(&err)?;
+        (ShardOutcome::Written, written.removed, written.created_dir)
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (k, job) in jobs.iter().enumerate() {
+        let total = tensor_bytes(plan, job.shard);
+        if k > 0 {
+            (opts.events)(JobEvent::Started { job, total });
+        }
+        let shard = &plan.shards[job.shard];
+        let report = JobReport {
+            job: **job,
+            run: ShardRun {
+                path: shard.path.clone(),
+                bytes: shard.file_len(),
+                outcome,
+                set_complete: true,
+                removed: std::mem::take(&mut removed),
+                created_dir: created_dir.take(),
+            },
+            total,
+            // The whole run's time, once.
+            seconds: if k == 0 { seconds } else { 0.0 },
+        };
+        (opts.events)(JobEvent::Finished { report: &report });
+        out.push(report);
+    }
+    Ok(out)
 }
 
 fn tensor_bytes(plan: &Plan, shard: usize) -> u64 {

@@ -1,7 +1,9 @@
 //! The batch manifest: parents named once, and the children to make from them, each with a
 //! recipe (a file or a built-in preset), `--take`-style rules, an output and split options.
 //! Parsed and checked here; nothing is opened but the manifest itself. Paths (parents,
-//! outputs, recipe files) are relative to the manifest's directory.
+//! outputs, recipe files) are relative to the manifest's directory; a parent may also be an
+//! `http(s)://` URL or an `hf://` name, read in place for whole runs (shard jobs refuse it,
+//! as `splice --shard` does).
 //!
 //! ```toml
 //! [parents]                      # in this order: the first is the base unless a recipe says
@@ -26,6 +28,7 @@ use crate::input;
 use crate::plan::{SplitOptions, parse_size};
 use crate::presets::Preset;
 use crate::recipe;
+use crate::source::url;
 
 /// The largest manifest read: a ladder of a thousand children is a few hundred KB.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
@@ -35,7 +38,8 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub struct Manifest {
     /// The manifest file, as given.
     pub path: PathBuf,
-    /// `[parents]`: (name, path resolved against the manifest's directory), in file order.
+    /// `[parents]`: (name, path resolved against the manifest's directory, or an
+    /// `http(s)://` URL or `hf://` name as written), in file order.
     pub parents: Vec<(String, PathBuf)>,
     /// `[[children]]`, in file order.
     pub children: Vec<ChildSpec>,
@@ -167,7 +171,13 @@ impl Manifest {
             if name.is_empty() {
                 return Err(bad("[parents]", "name", "a non-empty name", "\"\"".into()));
             }
-            parents.push((name.clone(), dir.join(p)));
+            // A URL is a remote parent (read as `--parent` reads one), not a relative path.
+            let path = if url::is_remote(p) {
+                PathBuf::from(p)
+            } else {
+                dir.join(p)
+            };
+            parents.push((name.clone(), path));
         }
         if parents.is_empty() {
             return Err(BatchError::NoParents {
@@ -343,6 +353,24 @@ mod tests {
             ]
         );
         assert_eq!(d.split.max_bytes, Some(1000));
+    }
+
+    #[test]
+    fn remote_parents_are_kept_as_written() {
+        let m = parse(
+            "[parents]\nv3 = 'hf://org/repo/V3.gguf@main'\nr1 = 'HTTPS://host/R1.gguf'\n\
+             l = 'local.gguf'\n[[children]]\noutput = 'c.gguf'\n",
+        )
+        .unwrap();
+        let paths: Vec<&str> = m.parents.iter().map(|(_, p)| p.to_str().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "hf://org/repo/V3.gguf@main",
+                "HTTPS://host/R1.gguf",
+                "farm/local.gguf"
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! Job) can run them anywhere, in any order, in parallel or twice: a shard's bytes are fully
 //! determined by the plan, and a job whose shard is already complete does nothing. How one
 //! shard is written, and what a set of independently written shards guarantees, is the
-//! writer's: see [`execute_shard`](crate::execute::execute_shard).
+//! writer's: see [`execute_shard`](crate::execute::execute_shard). A child with a remote
+//! parent is written by a whole run only, as `splice` writes one (its shard jobs are refused).
 //!
 //! - [`manifest`]: the manifest file;
 //! - [`jobs`](mod@jobs): the job list, checks before writing, running jobs, status and summaries.
@@ -18,6 +19,7 @@ pub mod manifest;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::compare::{self, CompareError, CompareOptions, VerifyReport};
 use crate::execute::ExecError;
@@ -25,6 +27,7 @@ use crate::gguf::{GgufError, Model};
 use crate::input::InputError;
 use crate::plan::{self, Parent, Plan, PlanError};
 use crate::recipe::{self, Recipe, RecipeError};
+use crate::source::Http;
 
 pub use jobs::{
     ChildSummary, Job, JobEvent, JobReport, RunOptions, ShardStatus, check_all, check_paths, jobs,
@@ -172,8 +175,11 @@ pub enum BatchError {
         #[source]
         source: PlanError,
     },
-    /// Two children would write the same output file.
-    #[error("{manifest}: children {first} and {second} both write {path}")]
+    /// Two children would write the same output file (as the filesystem resolves their
+    /// directories, so `sub/x.gguf` and `lnk/x.gguf` with `lnk -> sub` are one file).
+    #[error(
+        "{manifest}: children {first} and {second} both write {path} (the file {real}); give them different outputs"
+    )]
     SameOutput {
         /// The manifest file.
         manifest: PathBuf,
@@ -181,8 +187,10 @@ pub enum BatchError {
         first: String,
         /// The later child.
         second: String,
-        /// The output file both would write.
+        /// The output file both would write, as the later child names it.
         path: PathBuf,
+        /// That file with its directory resolved ([`real_output`]).
+        real: PathBuf,
     },
     /// Checking or writing a child's output failed.
     #[error("{manifest}: child {child}: {source}")]
@@ -252,11 +260,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Open every parent the manifest names (each once) and parse every child's recipe.
-    pub fn open(manifest: Manifest) -> Result<Batch, BatchError> {
+    /// Open every parent the manifest names (each once, as `--parent` opens one: remote
+    /// ones through `http`) and parse every child's recipe.
+    pub fn open(manifest: Manifest, http: &Arc<Http>) -> Result<Batch, BatchError> {
         let mut models: HashMap<&str, Model> = HashMap::new();
         for (name, path) in &manifest.parents {
-            let model = Model::open(path).map_err(|source| BatchError::Parent {
+            let model = Model::open_arg(path, http, None).map_err(|source| BatchError::Parent {
                 manifest: manifest.path.clone(),
                 name: name.clone(),
                 source,
@@ -296,12 +305,12 @@ impl Batch {
     }
 
     /// Read a manifest file and [`open`](Batch::open) it.
-    pub fn from_file(path: &std::path::Path) -> Result<Batch, BatchError> {
-        Batch::open(Manifest::from_file(path)?)
+    pub fn from_file(path: &std::path::Path, http: &Arc<Http>) -> Result<Batch, BatchError> {
+        Batch::open(Manifest::from_file(path)?, http)
     }
 
     /// Plan every child. Any plan error stops here, naming the child; so do two children
-    /// (or shards of them) that would write the same file.
+    /// (or shards of them) that would write the same file, told by [`real_output`].
     pub fn plan(&self) -> Result<Vec<Plan<'_>>, BatchError> {
         let mut plans = Vec::with_capacity(self.children.len());
         for c in &self.children {
@@ -317,13 +326,14 @@ impl Batch {
         let mut seen: HashMap<PathBuf, usize> = HashMap::new();
         for (i, p) in plans.iter().enumerate() {
             for s in &p.shards {
-                let key = normalize(&s.path);
+                let key = real_output(&s.path);
                 if let Some(&first) = seen.get(&key) {
                     return Err(BatchError::SameOutput {
                         manifest: self.manifest.path.clone(),
                         first: self.children[first].spec.label.clone(),
                         second: self.children[i].spec.label.clone(),
                         path: s.path.clone(),
+                        real: key,
                     });
                 }
                 seen.insert(key, i);
@@ -333,9 +343,10 @@ impl Batch {
     }
 
     /// Check every finished child against its parents and recipe, byte for byte
-    /// ([`compare::verify`]); a child's model is opened from its first shard, so a set with
-    /// a missing shard or shards of different plans is an error here.
-    pub fn verify(&self, plans: &[Plan]) -> Result<Vec<VerifyReport>, BatchError> {
+    /// ([`compare::verify`]): one verdict per child, in order, whatever the others'. A
+    /// child's model is opened from its first shard, so a missing child, a set with a
+    /// missing shard or shards of different plans is that child's error.
+    pub fn verify(&self, plans: &[Plan]) -> Vec<Result<VerifyReport, BatchError>> {
         self.children
             .iter()
             .zip(plans)
@@ -358,8 +369,30 @@ impl Batch {
     }
 }
 
-/// A path with `.` components dropped and `..` applied, for telling equal outputs apart
-/// without touching the filesystem (outputs need not exist yet).
+/// The file an output path names, for telling equal outputs apart: its directory as the
+/// filesystem resolves it (symbolic links followed, `..` applied) joined with its file name.
+/// Directories need not exist yet: the longest existing ancestor is resolved and the rest
+/// appended as written (`..` applied to the text). The output itself is not followed: a link
+/// at an output path is refused when writing.
+pub fn real_output(path: &std::path::Path) -> PathBuf {
+    let Some(name) = path.file_name() else {
+        return normalize(path);
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    for existing in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if let Ok(real) = existing.canonicalize() {
+            let rest = dir.strip_prefix(existing).expect("an ancestor is a prefix");
+            return normalize(&real.join(rest).join(name));
+        }
+    }
+    // A relative path whose current directory is gone: the text is all there is.
+    normalize(path)
+}
+
+/// A path with `.` components dropped and `..` applied, without touching the filesystem.
 fn normalize(path: &std::path::Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
@@ -389,5 +422,30 @@ mod tests {
             normalize("a/c.gguf".as_ref()),
             normalize("b/c.gguf".as_ref())
         );
+    }
+
+    #[test]
+    fn outputs_through_a_linked_directory_are_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink("sub", d.join("lnk")).unwrap();
+        let real = real_output(&d.join("sub/x.gguf"));
+        assert_eq!(real_output(&d.join("lnk/x.gguf")), real);
+        assert_eq!(real_output(&d.join("lnk/../sub/./x.gguf")), real);
+        // Directories that do not exist yet: resolved as far as they exist.
+        assert_eq!(
+            real_output(&d.join("lnk/new/deeper/x.gguf")),
+            real_output(&d.join("sub/new/deeper/x.gguf"))
+        );
+        assert_eq!(
+            real_output(&d.join("lnk/new/../x.gguf")),
+            real,
+            "`..` inside a missing directory is applied to the text"
+        );
+        assert_ne!(real_output(&d.join("sub/y.gguf")), real);
+        // A link at the file name itself is not followed: it is refused when writing.
+        std::os::unix::fs::symlink("x.gguf", d.join("sub/z.gguf")).unwrap();
+        assert_ne!(real_output(&d.join("sub/z.gguf")), real);
     }
 }

@@ -15,7 +15,6 @@ use gguf_splice::input::InputError;
 use gguf_splice::plan::{self, SplitOptions};
 use gguf_splice::presets::Preset;
 use gguf_splice::recipe::{Recipe, RecipeError};
-use gguf_splice::source::Location;
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
 #[derive(Args)]
@@ -48,9 +47,10 @@ pub(crate) struct RecipeArgs {
 #[derive(Args, Clone, Copy)]
 pub(crate) struct FlavourArg {
     /// Read every model as made for this program: `ik` (ik_llama.cpp) or `mainline`
-    /// (llama.cpp). Without it, a model with a type only ik_llama.cpp defines is read as ik's,
-    /// one whose type ids mean the same to both as mainline's, and one with an id the two read
-    /// differently (such as 34-36, 40, 42) is refused.
+    /// (llama.cpp). Without it, a model is for the only program that defines all its type ids
+    /// (a type only ik_llama.cpp defines makes it ik's; one only llama.cpp defines, such as
+    /// NVFP4, mainline's), one whose ids mean the same to both is read as mainline's, and one
+    /// with an id both define differently (Q8_K, 15) and nothing else to tell is refused.
     #[arg(long, value_name = "ik|mainline")]
     pub(crate) flavour: Option<Flavour>,
 }
@@ -59,9 +59,7 @@ impl FlavourArg {
     /// Open a model (any shard: a path, an `http(s)://` URL or an `hf://` name) with this
     /// flavour.
     pub(crate) fn open(self, path: &Path) -> Result<Model, CliError> {
-        let http = super::http();
-        let location = Location::parse(path, http.endpoint())?;
-        Ok(Model::open_at_as(&location, http, self.flavour)?)
+        Ok(Model::open_arg(path, super::http(), self.flavour)?)
     }
 }
 
@@ -292,6 +290,11 @@ pub(crate) struct AssemblySpec {
     /// (or fewer, if fewer experts) for dense ones.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     experts_used: Option<u64>,
+    /// Write an MoE with more experts per layer than the programs that would load it accept
+    /// (LLAMA_MAX_EXPERTS: 1024 in llama.cpp, 512 in ik_llama.cpp): a warning instead of a
+    /// refusal, for a build whose limit was raised.
+    #[arg(long)]
+    force_expert_count: bool,
 }
 
 impl AssemblySpec {
@@ -329,6 +332,7 @@ impl AssemblySpec {
             selection,
             router,
             experts_used: self.experts_used,
+            force_expert_count: self.force_expert_count,
         })
     }
 
@@ -341,6 +345,7 @@ impl AssemblySpec {
             (self.keep_top.is_some(), "--keep-top"),
             (self.router.is_some(), "--router"),
             (self.experts_used.is_some(), "--experts-used"),
+            (self.force_expert_count, "--force-expert-count"),
         ]
         .into_iter()
         .find(|(given, _)| *given)

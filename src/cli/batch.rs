@@ -7,7 +7,9 @@ use clap::{ArgGroup, Args};
 
 use gguf_splice::batch::{self, Batch, BatchError, JobEvent, JobReport, RunOptions};
 use gguf_splice::execute::{self, ExecError, ShardOutcome};
+use gguf_splice::gguf::GgufError;
 use gguf_splice::render;
+use gguf_splice::source::SourceError;
 
 use super::progress::{Progress, ProgressMode, Task};
 use super::{
@@ -70,13 +72,27 @@ pub fn exit_code(e: &BatchError) -> i32 {
         BatchError::Input(e) => input_code(e),
         BatchError::Io { .. } | BatchError::NotEnoughSpace { .. } => exit::IO,
         BatchError::NoSuchJob { .. } => exit::USAGE,
+        // A URL in the manifest that cannot be read is the manifest's fault.
+        BatchError::Parent {
+            source: GgufError::Remote(SourceError::BadUrl { .. }),
+            ..
+        } => exit::BAD_INPUT,
         BatchError::Parent { source, .. } => gguf_code(source),
         BatchError::Recipe { source, .. } => recipe_code(source),
         BatchError::Plan { source, .. } => plan_code(source),
-        BatchError::Exec {
-            source: ExecError::Interrupted,
-            ..
-        } => exit::INTERRUPTED,
+        BatchError::Exec { source, .. } if matches!(source.cause(), ExecError::Interrupted) => {
+            exit::INTERRUPTED
+        }
+        // A remote parent where only local ones can be read (a shard job): as `splice
+        // --shard`, change the command line.
+        BatchError::Exec { source, .. }
+            if matches!(
+                source.cause(),
+                ExecError::RemoteShardJob { .. } | ExecError::RemoteMix { .. }
+            ) =>
+        {
+            exit::USAGE
+        }
         BatchError::Exec { .. } => exit::IO,
         BatchError::Compare { source, .. } => compare_code(source),
         BatchError::Toml { .. }
@@ -109,7 +125,7 @@ fn job_from_env() -> Result<usize, CliError> {
 
 /// Runs `batch` and returns the exit code.
 pub fn run(args: BatchArgs) -> Result<i32, CliError> {
-    let batch = Batch::from_file(&args.manifest)?;
+    let batch = Batch::from_file(&args.manifest, super::http())?;
     let plans = batch.plan()?;
 
     if args.list_jobs {
@@ -137,24 +153,35 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         });
     }
     if args.verify {
-        let reports = batch.verify(&plans)?;
+        // Every child gets its verdict: one that cannot be read does not hide the others'.
+        let verdicts = batch.verify(&plans);
+        for e in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+            say(format_args!("error: {e}"));
+        }
         if args.json {
-            let all: Vec<_> = reports.iter().map(render::verify_json).collect();
-            print_json(&serde_json::Value::Array(all))?;
+            let all = batch.children.iter().zip(&verdicts).map(|(c, v)| match v {
+                Ok(r) => render::verify_json(r),
+                Err(e) => serde_json::json!({"child": c.spec.label, "error": e.to_string()}),
+            });
+            print_json(&serde_json::Value::Array(all.collect()))?;
         } else {
-            for (c, r) in batch.children.iter().zip(&reports) {
-                if r.passed() {
-                    emit(&format!("{}: verified\n", c.spec.label))?;
-                } else {
-                    emit(&format!(
+            for (c, v) in batch.children.iter().zip(&verdicts) {
+                match v {
+                    Ok(r) if r.passed() => emit(&format!("{}: verified\n", c.spec.label))?,
+                    Ok(r) => emit(&format!(
                         "{}: MISMATCH\n{}",
                         c.spec.label,
                         render::verify_text(r)
-                    ))?;
+                    ))?,
+                    Err(_) => emit(&format!("{}: not verified (error above)\n", c.spec.label))?,
                 }
             }
         }
-        let passed = reports.iter().all(|r| r.passed());
+        // A child that could not be read says why by its error's code; else 1 on a mismatch.
+        if let Some(e) = verdicts.iter().find_map(|v| v.as_ref().err()) {
+            return Ok(exit_code(e));
+        }
+        let passed = verdicts.iter().flatten().all(|r| r.passed());
         return Ok(if passed { exit::OK } else { exit::MISMATCH });
     }
     let job = match (args.job, args.job_from_env) {
@@ -232,7 +259,7 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
             shard: Some((job.shard + 1, job.shards)),
             total,
         }),
-        JobEvent::Progress { done, .. } => progress.update(done),
+        JobEvent::Progress { done, total, .. } => progress.update_total(done, total),
         JobEvent::Finished { report } => progress.finish(match report.run.outcome {
             ShardOutcome::Written => "done",
             ShardOutcome::Skipped => "skipped",

@@ -186,6 +186,8 @@ pub(crate) fn input_code(e: &InputError) -> i32 {
 /// The exit code of a container error.
 pub(crate) fn gguf_code(e: &GgufError) -> i32 {
     match e {
+        // Not a URL that can be read: change the argument.
+        GgufError::Remote(SourceError::BadUrl { .. }) => exit::USAGE,
         GgufError::Io { .. } | GgufError::Remote(_) => exit::IO,
         GgufError::Input(e) => input_code(e),
         _ => exit::BAD_INPUT,
@@ -263,6 +265,7 @@ impl CliError {
             CliError::Compare(e) => compare_code(e),
             CliError::Assemble(AssembleError::BadOption { .. }) => exit::USAGE,
             CliError::Assemble(AssembleError::Io { .. }) => exit::IO,
+            CliError::Assemble(AssembleError::Input(e)) => input_code(e),
             CliError::Assemble(AssembleError::Plan(e)) => plan_code(e),
             CliError::Assemble(_) => exit::BAD_INPUT,
             CliError::Batch(e) => batch::exit_code(e),

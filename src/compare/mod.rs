@@ -15,6 +15,8 @@ mod mixed;
 mod pieces;
 mod remap;
 mod report;
+mod scales;
+mod units;
 mod values;
 mod verify;
 
@@ -30,7 +32,9 @@ pub use diff::{
     DiffReport, ExpertDiff, GroupSummary, KeyDiff, KeyStatus, TensorDiff, TensorStatus, ValueDiff,
     diff,
 };
-pub use report::{ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport};
+pub use report::{
+    ExpertRun, Mismatch, RecipeCheck, Sources, TensorSources, TornUnit, VerifyReport,
+};
 pub use values::{
     NotCompared, Pooled, TensorValues, ValueOptions, ValueStatus, ValuesReport, diff_values,
 };

@@ -193,6 +193,24 @@ impl Mismatch {
     }
 }
 
+/// A weight and one of its companions (`.scale`, `.input_scale`, `.bias`) whose bytes come
+/// from different parents: each matches a parent, but the child computes values neither
+/// parent has (the blocks of one times the scale of another).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornUnit {
+    /// The weight.
+    pub weight: String,
+    /// Its companion.
+    pub companion: String,
+    /// For tensors cut by expert: the experts whose weight and companion part; `None` for
+    /// tensors taken whole.
+    pub experts: Option<Vec<Range<u64>>>,
+    /// The parents the weight's bytes match (at the first such expert).
+    pub weight_from: Vec<String>,
+    /// The parents the companion's bytes match (at the first such expert).
+    pub companion_from: Vec<String>,
+}
+
 /// The result of checking a child against the plan its recipe makes.
 #[derive(Clone, Debug)]
 pub struct RecipeCheck {
@@ -218,6 +236,8 @@ pub struct VerifyReport {
     pub tensors: Vec<TensorSources>,
     /// With a recipe: how the child compares with its plan.
     pub recipe: Option<RecipeCheck>,
+    /// Weights and companions whose bytes come from different parents.
+    pub torn: Vec<TornUnit>,
 }
 
 impl VerifyReport {
@@ -241,9 +261,11 @@ impl VerifyReport {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// Every tensor matches some parent and, with a recipe, the child is what it makes.
+    /// Every tensor matches some parent, every weight and its companions match one parent, and,
+    /// with a recipe, the child is what it makes.
     pub fn passed(&self) -> bool {
         self.unmatched().next().is_none()
+            && self.torn.is_empty()
             && self.recipe.as_ref().is_none_or(|r| r.mismatches.is_empty())
     }
 }

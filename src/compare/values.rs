@@ -19,12 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::engine::FileSet;
+use super::scales;
 use super::{CompareError, ModelSummary};
 use crate::distance::Sums;
 use crate::ggml::{self, GgmlError};
 use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, TensorInfo};
 use crate::roles::cut::{expert_cut, is_stacked_experts};
+use crate::roles::unit::Units;
 use crate::roles::views::{self, Unavailable, View};
 use crate::roles::{self, Class, Role};
 
@@ -206,6 +208,10 @@ struct Side {
     ty: GgmlType,
     row_bytes: u64,
     slices: Vec<Vec<(usize, u64, u64)>>,
+    /// Where the weight's `.scale` is, if it has one ([`scales`]).
+    scale_at: Option<scales::ScaleLoc>,
+    /// Its factor per slice, read before the values.
+    scale: Option<Vec<f32>>,
 }
 
 /// A tensor whose values are compared: `slices` slices of `rows` rows of `n_per_row` values.
@@ -257,6 +263,8 @@ fn side(view: &View, first_file: usize, by_expert: bool, n_per_row: u64) -> Resu
         ty,
         row_bytes,
         slices,
+        scale_at: None,
+        scale: None,
     })
 }
 
@@ -266,6 +274,7 @@ fn plan_tensor(
     b: &Model,
     files: (usize, usize),
     a_model: &Model,
+    units: &(Units, Units),
 ) -> Result<(Work, GgmlType), NotCompared> {
     let b_view = views::view(info, b).map_err(|e| match e {
         Unavailable::Missing => NotCompared::OnlyInA,
@@ -281,9 +290,13 @@ fn plan_tensor(
             return Err(NotCompared::Type { ty });
         }
     }
-    let n_per_row = info.dims.first().copied().unwrap_or(1).max(1);
     let elements: u64 = info.dims.iter().product();
     let by_expert = is_stacked_experts(&info.name) && matches!(expert_cut(info), Ok(Some(_)));
+    // A per-expert vector (a `{n_expert}` scale) is read a value a row.
+    let n_per_row = match info.dims.as_slice() {
+        [_] if by_expert => 1,
+        d => d.first().copied().unwrap_or(1).max(1),
+    };
     let slices = if by_expert { a_view.count() } else { 1 };
     if by_expert && b_view.count() != slices {
         return Err(NotCompared::Layout(format!(
@@ -292,8 +305,25 @@ fn plan_tensor(
         )));
     }
     let rows = elements / n_per_row / slices.max(1);
-    let a_side = side(&a_view, files.0, by_expert, n_per_row).map_err(NotCompared::Layout)?;
-    let b_side = side(&b_view, files.1, by_expert, n_per_row).map_err(NotCompared::Layout)?;
+    let mut a_side = side(&a_view, files.0, by_expert, n_per_row).map_err(NotCompared::Layout)?;
+    let mut b_side = side(&b_view, files.1, by_expert, n_per_row).map_err(NotCompared::Layout)?;
+    // Values are the blocks times the weight's `.scale`, where it has one. B's scale is read
+    // by name: a weight read from the other gate/up layout has no scale of its own name.
+    let n = a_side.slices.len() as u64;
+    a_side.scale_at =
+        scales::locate(a_model, &units.0, &info.name, files.0, n).map_err(NotCompared::Layout)?;
+    b_side.scale_at =
+        scales::locate(b, &units.1, &info.name, files.1, n).map_err(NotCompared::Layout)?;
+    if b_view.conversion() != views::Conversion::Same
+        && b_view
+            .parts()
+            .iter()
+            .any(|p| !units.1.companions(&p.source.info.name).is_empty())
+    {
+        return Err(NotCompared::Layout(
+            "B stores it in the other gate/up layout with companions (scales), which cannot be converted".into(),
+        ));
+    }
     Ok((
         Work {
             index: 0,
@@ -327,9 +357,10 @@ pub fn diff_values(
     let mut tensors: Vec<TensorValues> = Vec::with_capacity(a.tensor_count());
     let mut work: Vec<Work> = Vec::new();
     let mut read_from_b: Vec<String> = Vec::new();
+    let units = (Units::of(a), Units::of(b));
     for t in a.tensors() {
         let info = t.info;
-        let (b_type, status) = match plan_tensor(info, b, (fa, fb), a) {
+        let (b_type, status) = match plan_tensor(info, b, (fa, fb), a, &units) {
             Ok((mut w, b_type)) => {
                 if let Ok(v) = views::view(info, b) {
                     read_from_b.extend(v.parts().iter().map(|p| p.source.info.name.clone()));
@@ -373,6 +404,13 @@ pub fn diff_values(
         }
     }
 
+    for w in &mut work {
+        for side in [&mut w.a, &mut w.b] {
+            if let Some(at) = side.scale_at {
+                side.scale = Some(scales::read(&files, at, side.slices.len(), &w.name)?);
+            }
+        }
+    }
     run(&work, &files, opts, progress, &mut tensors)?;
     Ok(ValuesReport {
         a: ModelSummary::of(a),
@@ -505,6 +543,9 @@ fn job_sums(
                 source,
             }
         })?;
+        if let Some(f) = side.scale.as_ref().map(|s| s[j.slice]) {
+            out.iter_mut().for_each(|v| *v *= f);
+        }
     }
     Ok(a.chunks_exact(n)
         .zip(b.chunks_exact(n))

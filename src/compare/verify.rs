@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
-use super::mixed;
 use super::pieces::{self, PieceCheck, is_direct};
 use super::report::{Mismatch, RecipeCheck, Sources, TensorSources, VerifyReport, expert_runs};
 use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_ranges};
+use super::{mixed, units};
 use crate::gguf::Model;
 use crate::plan::{
     self, KEY_SPLICE_RECIPE, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions,
@@ -205,6 +205,7 @@ fn run(
         })
         .collect();
 
+    let torn = units::torn_units(child, &sets, &names);
     let slicings: Vec<Slicing> = targets.iter().map(|t| t.slicing).collect();
     let mut recipe = plan.map(|plan| {
         check_plan(
@@ -238,6 +239,7 @@ fn run(
             .collect(),
         tensors,
         recipe,
+        torn,
     })
 }
 

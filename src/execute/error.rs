@@ -77,6 +77,16 @@ pub enum ExecError {
         /// The id of the process that made it, from its name.
         pid: i32,
     },
+    /// Another run into the same output holds its lock (a local or a remote splice).
+    #[error(
+        "another gguf-splice run is writing {output} (it holds {lock}); let it finish: two runs into one output would mix their files"
+    )]
+    OutputLocked {
+        /// The output's first shard.
+        output: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// No file can be created in the output directory.
     #[error("cannot create files in the output directory {dir}: {source}")]
     OutputDirNotWritable {
@@ -200,6 +210,37 @@ pub enum ExecError {
         expected: String,
         /// Its value for this run.
         found: String,
+        /// The journal and the part files, to delete to start over.
+        files: Vec<PathBuf>,
+    },
+    /// The journal of an interrupted run is damaged: a line's checksum does not match, or
+    /// it claims bytes that are not a remote job of this plan. Resuming from it could
+    /// publish bytes that were never fetched.
+    #[error(
+        "cannot resume from {journal}: it is damaged (line {line}: {why}), so what it says was fetched cannot be trusted; delete {} to start over", show_paths(.files)
+    )]
+    ResumeJournalDamaged {
+        /// The journal file.
+        journal: PathBuf,
+        /// The damaged line, from 1 (0: the file as a whole).
+        line: usize,
+        /// What is wrong with it.
+        why: String,
+        /// The journal and the part files, to delete to start over.
+        files: Vec<PathBuf>,
+    },
+    /// `--resume` was given, but a remote parent file has no `ETag` or `Last-Modified`, so
+    /// a file changed in place since the bytes were fetched could not be told.
+    #[error(
+        "cannot resume from {journal}: parent '{parent}' ({url}) is served without an ETag or Last-Modified, so bytes fetched before cannot be told from a changed file's; delete {} to start over", show_paths(.files)
+    )]
+    ResumeUnverifiable {
+        /// The journal file.
+        journal: PathBuf,
+        /// The parent's name.
+        parent: String,
+        /// Its remote file (redacted).
+        url: String,
         /// The journal and the part files, to delete to start over.
         files: Vec<PathBuf>,
     },

@@ -3,7 +3,10 @@
 //!
 //! `GGUF_SPLICE_TEST_FAIL_AT=rename:3,rename:6` makes the 3rd and 6th rename of a run fail
 //! with EPERM (what an immutable file gives); `GGUF_SPLICE_TEST_KILL_AT=rename:2` sends the
-//! process SIGKILL right before its 2nd rename. Steps are counted from 1, per kind:
+//! process SIGKILL right before its 2nd rename. `GGUF_SPLICE_TEST_PAUSE_AT=shard:1` with
+//! `GGUF_SPLICE_TEST_PAUSE_FILE=F` creates `F` at that step and waits until the test removes
+//! it, so a test can act (start a racing run, create a file) at that exact point and then let
+//! the run go on. Steps are counted from 1, per kind:
 //! - `shard`: before writing output shard N's data (after its temporary file exists);
 //! - `rename`: every rename while publishing or rolling back, in the order they happen;
 //! - `journal`: after the Nth completed remote range is recorded in the resume journal.
@@ -14,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const FAIL_AT: &str = "GGUF_SPLICE_TEST_FAIL_AT";
 /// Environment variable: steps at which to SIGKILL the process.
 pub const KILL_AT: &str = "GGUF_SPLICE_TEST_KILL_AT";
+/// Environment variable: steps at which to pause until [`PAUSE_FILE`] is removed.
+pub const PAUSE_AT: &str = "GGUF_SPLICE_TEST_PAUSE_AT";
+/// Environment variable: the file a paused run creates, and waits to see removed.
+pub const PAUSE_FILE: &str = "GGUF_SPLICE_TEST_PAUSE_FILE";
 
 /// The kinds of step a hook can stop at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +45,8 @@ impl Step {
 pub(super) struct Hooks {
     fail: Vec<(String, u64)>,
     kill: Vec<(String, u64)>,
+    pause: Vec<(String, u64)>,
+    pause_file: Option<std::path::PathBuf>,
     shards: AtomicU64,
     renames: AtomicU64,
     journal: AtomicU64,
@@ -61,6 +70,8 @@ impl Hooks {
         Hooks {
             fail: parse(FAIL_AT),
             kill: parse(KILL_AT),
+            pause: parse(PAUSE_AT),
+            pause_file: std::env::var_os(PAUSE_FILE).map(Into::into),
             ..Hooks::default()
         }
     }
@@ -79,6 +90,15 @@ impl Hooks {
             // here, as `kill -9` from outside would.
             unsafe {
                 libc::raise(libc::SIGKILL);
+            }
+        }
+        if let Some(file) = &self.pause_file
+            && hit(&self.pause)
+        {
+            std::fs::write(file, std::process::id().to_string())?;
+            // Waiting for the test, which removes the file when it has done its part.
+            while file.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
         if hit(&self.fail) {

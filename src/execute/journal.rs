@@ -7,19 +7,29 @@
 //! parts are for and which byte ranges of them are complete:
 //!
 //! - line 1, JSON: the plan's set id (a hash of every output byte's source), each shard's
-//!   path and size, and each remote parent file's URL, size, `ETag` and `Last-Modified`;
-//! - then one line per completed range, `done SHARD START END` (byte offsets in the shard),
-//!   appended only after the part's data is on disk (`fdatasync`), so a line never claims
-//!   bytes a crash could lose. A torn last line is ignored.
+//!   path and size, and each remote parent file's URL (redacted), size, `ETag` and
+//!   `Last-Modified`; then a space and its checksum;
+//! - then one line per completed job (one ranged GET of the plan, at most
+//!   [`JOB_BYTES`](super::remote::JOB_BYTES)), `done SHARD START END CHECK` (byte offsets in
+//!   the shard), appended only after the part's data is on disk (`fdatasync`), so a line
+//!   never claims bytes a crash could lose. `CHECK` covers the line and the header's
+//!   checksum, so a line of another journal does not pass either.
+//!
+//! Nothing in it is trusted: a torn last line (a crash while appending) is cut off, and any
+//! other line whose checksum does not match, or whose range is not exactly one remote job
+//! of this plan's shard, makes the journal damaged ([`ExecError::ResumeJournalDamaged`]):
+//! resuming from it could publish bytes that were never fetched.
 //!
 //! The journal is locked (`flock`) while a run uses it, so two runs never write one output.
 //! A run finds the state of an earlier one and continues it only with `--resume`, and only
-//! if the plan and the remote files are the same; otherwise it stops and says what to delete.
-//! The state is removed once the child is published, and also when a run fails because a
-//! parent changed (the fetched bytes are then worthless).
+//! if the plan and the remote files are the same, and every remote file has a validator
+//! (`ETag` or `Last-Modified`): without one, a file changed in place (same size) cannot be
+//! told from the one fetched before. Otherwise it stops and says what to delete. The state
+//! is removed once the child is published, and also when a run fails because a parent
+//! changed or has no validator (the fetched bytes are then worthless).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
@@ -27,11 +37,16 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+mod format;
+
+use format::{Damage, done_line, header_line, read_journal};
+
 use super::outputs::parent_dir;
 use super::{ExecError, io_err};
 use crate::plan::Plan;
 
-const VERSION: u64 = 1;
+/// 2: checksums, and one line per whole job.
+const VERSION: u64 = 2;
 const PART_SUFFIX: &str = ".resume.part";
 const JOURNAL_SUFFIX: &str = ".resume.journal";
 
@@ -116,16 +131,37 @@ fn difference(then: &Value, now: &Value) -> Option<(String, String, String)> {
     None
 }
 
+/// Whether every remote file the plan reads has a validator the server sends on every
+/// answer; without one, `--resume` cannot tell a file changed in place. The first one
+/// without: (parent, URL).
+pub(super) fn unvalidated(plan: &Plan) -> Option<(String, String)> {
+    for p in plan.parents {
+        for s in p.model.shards() {
+            if let Some(r) = &s.remote {
+                let id = r.identity();
+                if id.etag.is_none() && id.last_modified.is_none() {
+                    return Some((p.name.clone(), r.url().to_string()));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The resume state of this run, held (and locked) while it runs.
 pub(super) struct Resume {
     journal_path: PathBuf,
     journal: File,
+    /// The header's checksum, which each `done` line chains to.
+    check: String,
     /// Each output shard's part file.
     pub parts: Vec<PathBuf>,
     /// Per shard: completed byte ranges, sorted and merged.
     pub done: Vec<Vec<Range<u64>>>,
     /// Bytes the journal says an earlier run completed.
     pub resumed: u64,
+    /// Bytes this run recorded.
+    pub recorded: u64,
 }
 
 fn lock(f: &File, journal: &Path) -> Result<(), ExecError> {
@@ -180,8 +216,13 @@ pub(super) fn subtract(want: Range<u64>, done: &[Range<u64>]) -> Vec<Range<u64>>
 
 impl Resume {
     /// Take up the state an interrupted run left for this output (with `resume`), or start
-    /// a new one. Creates (or checks) the part file of every shard at its full size.
-    pub(super) fn open(plan: &Plan, resume: bool) -> Result<Resume, ExecError> {
+    /// a new one. Creates (or checks) the part file of every shard at its full size. `jobs`
+    /// are, per shard, the byte ranges of its remote jobs: a `done` line must be one of them.
+    pub(super) fn open(
+        plan: &Plan,
+        resume: bool,
+        jobs: &[Vec<Range<u64>>],
+    ) -> Result<Resume, ExecError> {
         let first = &plan.shards[0].path;
         let journal_path = journal_path(first);
         let header = describe(plan);
@@ -195,22 +236,41 @@ impl Resume {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&journal_path, "open")(e)),
         };
-        let (journal, mut done) = match existing {
+        let (journal, check, mut done) = match existing {
             Some(f) => {
                 lock(&f, &journal_path)?;
-                let (then, done) =
-                    read_journal(&f, plan.shards.len()).map_err(io_err(&journal_path, "read"))?;
                 let mut files = vec![journal_path.clone()];
                 files.extend(parts.iter().filter(|p| p.exists()).cloned());
+                let read = match read_journal(&f, jobs) {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(Damage { line, why })) => {
+                        return Err(ExecError::ResumeJournalDamaged {
+                            journal: journal_path,
+                            line,
+                            why,
+                            files,
+                        });
+                    }
+                    Err(e) => return Err(io_err(&journal_path, "read")(e)),
+                };
+                // Said first: `--resume`, which the next message would ask for, cannot help.
+                if let Some((parent, url)) = unvalidated(plan) {
+                    return Err(ExecError::ResumeUnverifiable {
+                        journal: journal_path,
+                        parent,
+                        url,
+                        files,
+                    });
+                }
                 if !resume {
-                    let bytes = done.iter().flatten().map(|r| r.end - r.start).sum();
+                    let bytes = read.done.iter().flatten().map(|r| r.end - r.start).sum();
                     return Err(ExecError::ResumeStateExists {
                         journal: journal_path,
                         bytes,
                         files,
                     });
                 }
-                if let Some((what, expected, found)) = difference(&then, &header) {
+                if let Some((what, expected, found)) = difference(&read.header, &header) {
                     return Err(ExecError::ResumeMismatch {
                         journal: journal_path,
                         what,
@@ -219,7 +279,10 @@ impl Resume {
                         files,
                     });
                 }
-                (f, done)
+                // Appends go after the last complete line, never onto a torn one.
+                f.set_len(read.valid_len)
+                    .map_err(io_err(&journal_path, "write"))?;
+                (f, read.check, read.done)
             }
             None => {
                 let f = OpenOptions::new()
@@ -233,12 +296,11 @@ impl Resume {
                         source,
                     })?;
                 lock(&f, &journal_path)?;
-                let mut line = header.to_string();
-                line.push('\n');
+                let (line, check) = header_line(&header);
                 (&f).write_all(line.as_bytes())
                     .and_then(|()| f.sync_all())
                     .map_err(io_err(&journal_path, "write"))?;
-                (f, vec![Vec::new(); plan.shards.len()])
+                (f, check, vec![Vec::new(); plan.shards.len()])
             }
         };
         for (i, shard) in plan.shards.iter().enumerate() {
@@ -274,9 +336,11 @@ impl Resume {
         Ok(Resume {
             journal_path,
             journal,
+            check,
             parts,
             done,
             resumed,
+            recorded: 0,
         })
     }
 
@@ -285,13 +349,15 @@ impl Resume {
         &self.journal_path
     }
 
-    /// Record that `range` of shard `shard`'s part is complete. The caller has synced the
-    /// part's data first.
+    /// Record that the job `range` of shard `shard`'s part is complete. The caller has
+    /// synced the part's data first.
     pub(super) fn record(&mut self, shard: usize, range: Range<u64>) -> Result<(), ExecError> {
-        let line = format!("done {shard} {} {}\n", range.start, range.end);
+        let line = done_line(&self.check, shard, &range);
         (&self.journal)
             .write_all(line.as_bytes())
-            .map_err(io_err(&self.journal_path, "write"))
+            .map_err(io_err(&self.journal_path, "write"))?;
+        self.recorded += range.end - range.start;
+        Ok(())
     }
 
     /// The run succeeded (the parts are published) or its parts are gone: remove the journal.
@@ -306,35 +372,6 @@ impl Resume {
         }
         self.finish();
     }
-}
-
-/// The journal's header and completed ranges per shard; a torn or foreign line is skipped.
-fn read_journal(f: &File, shards: usize) -> std::io::Result<(Value, Vec<Vec<Range<u64>>>)> {
-    let mut lines = std::io::BufReader::new(f).lines();
-    let header = match lines.next() {
-        Some(l) => serde_json::from_str(&l?).unwrap_or(Value::Null),
-        None => Value::Null,
-    };
-    let mut done = vec![Vec::new(); shards];
-    for line in lines {
-        let line = line?;
-        let mut w = line.split(' ');
-        let parsed = (|| {
-            if w.next()? != "done" {
-                return None;
-            }
-            let s: usize = w.next()?.parse().ok()?;
-            let a: u64 = w.next()?.parse().ok()?;
-            let b: u64 = w.next()?.parse().ok()?;
-            w.next().is_none().then_some((s, a..b))
-        })();
-        if let Some((s, r)) = parsed
-            && s < shards
-        {
-            done[s].push(r);
-        }
-    }
-    Ok((header, done.into_iter().map(merge).collect()))
 }
 
 #[cfg(test)]
@@ -361,16 +398,6 @@ mod tests {
             journal_path(Path::new("c.gguf")),
             PathBuf::from("./.c.gguf.resume.journal")
         );
-    }
-
-    #[test]
-    fn a_torn_last_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("j");
-        std::fs::write(&p, "{\"version\":1}\ndone 0 0 10\ndone 1 5 9\ndone 0 10 2").unwrap();
-        let (h, done) = read_journal(&File::open(&p).unwrap(), 2).unwrap();
-        assert_eq!(h["version"], 1);
-        assert_eq!(done, vec![vec![0..10], vec![5..9]]);
     }
 
     #[test]

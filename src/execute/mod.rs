@@ -5,6 +5,7 @@
 //!
 //! - `error`: why a write failed, and what was left where;
 //! - `outputs`: the output directory, existing files, leftovers of interrupted runs;
+//! - `lock`: one lock per output, held by every run that writes it;
 //! - [`identity`]: parents must stay the files that were planned from;
 //! - `publish`: the renames into place, in an order that never shows a mixed set, and
 //!   their rollback;
@@ -27,6 +28,7 @@ mod error;
 pub mod hooks;
 pub mod identity;
 pub mod journal;
+mod lock;
 mod outputs;
 mod publish;
 mod remote;
@@ -434,11 +436,30 @@ pub fn execute_with(
 ) -> Result<Written, ExecError> {
     let hooks = Hooks::from_env();
     refuse_remote_mix(plan)?;
+    let dir = parent_dir(&plan.shards[0].path);
+    // Held until the set is published or rolled back: no other run, local or remote, writes
+    // this output meanwhile, and what this run finds there is no live run's. (Bad output
+    // paths and directories are left to `survey` to name.)
+    // A directory still to be created is locked once it is made, after the checks.
+    let paths_ok = plan.shards.iter().all(|s| outputs::names_a_file(&s.path));
+    let lock = if paths_ok && outputs::check_dir(dir).is_ok_and(|existing| existing == dir) {
+        // A set that a killed run was replacing is put back before anything is checked
+        // or removed: it is the previous child, which `--force` alone may replace.
+        let lock = lock::OutputLock::take(plan)?;
+        outputs::restore_interrupted(plan, dir)?;
+        Some(lock)
+    } else {
+        None
+    };
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
     let sources = identity::open_parents(plan)?;
-    // Every check has passed: a missing output directory is created now.
+    // Every check has passed: a missing output directory is created now, and locked.
     let created_dir = outputs::create_dir(&plan.shards[0].path)?;
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => lock::OutputLock::take(plan)?,
+    };
 
     let mut removed = Vec::new();
     for path in leftovers {
@@ -480,12 +501,24 @@ pub fn execute_with(
             path: shard.path.clone(),
         })
         .collect();
-    let published = publish::publish(staged, parent_dir(&plan.shards[0].path), opts.force, &hooks);
-    // Published, or rolled back (the parts are gone): nothing is left to resume.
-    if let Some(state) = state {
-        state.finish();
+    let published = publish::publish(staged, dir, opts.force, state.is_some(), &hooks);
+    match (state, published) {
+        (Some(state), Ok(())) => state.finish(),
+        // Not published: the parts are back at their names, and are kept for `--resume`
+        // (`--force` if the output appeared meanwhile), unless nothing could resume them.
+        (Some(state), Err(e)) => {
+            if journal::unvalidated(plan).is_some() {
+                state.discard();
+                return Err(e);
+            }
+            return Err(ExecError::Kept {
+                cause: Box::new(e),
+                journal: state.journal().to_path_buf(),
+                bytes: state.resumed + state.recorded,
+            });
+        }
+        (None, published) => published?,
     }
-    published?;
     let mut fetched: Vec<Fetched> = Vec::new();
     for p in plan.parents {
         let remote = p.model.shards().iter().filter_map(|s| s.remote.as_ref());

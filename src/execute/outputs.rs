@@ -2,6 +2,10 @@
 //! output paths, the files an interrupted run left there (which the next run removes), the
 //! hidden names of temporary and backup files, and the mode a new file gets.
 //!
+//! A set that a killed run was replacing is put back first ([`restore_interrupted`]): its
+//! files are under hidden backup names while no first shard is visible, and would otherwise
+//! be removed as leftovers by a run that may then fail.
+//!
 //! Hidden names carry the writer's process id (`.NAME.PID.HOST~XXXXXX.partial`,
 //! `.NAME.PID.backup`), so a later run removes only those of processes that are gone. A
 //! temporary name also carries the writer's host: on a filesystem shared by the nodes of a
@@ -181,7 +185,7 @@ pub(super) fn create_dir(path: &Path) -> Result<Option<PathBuf>, ExecError> {
 
 /// The prefix shard names of this output start with: `DIR/child` for `child.gguf` or
 /// `child-00001-of-00003.gguf`, as a file name.
-fn shard_prefix(plan: &Plan) -> String {
+pub(super) fn shard_prefix(plan: &Plan) -> String {
     let name = file_name(&plan.shards[0].path);
     match parse_shard_name(Path::new(&name)) {
         Some((prefix, _, _)) if plan.shards.len() > 1 => prefix,
@@ -256,6 +260,83 @@ pub(super) fn stale_temps(path: &Path) -> Result<Vec<PathBuf>, ExecError> {
     Ok(found)
 }
 
+/// Every parent file, by device and inode: as planned from, and as its path is now.
+fn input_ids(plan: &Plan) -> Vec<(u64, u64)> {
+    plan.parents
+        .iter()
+        .flat_map(|p| p.model.shards())
+        .flat_map(|s| {
+            let now = std::fs::metadata(&s.path).ok().map(|m| (m.dev(), m.ino()));
+            s.identity.map(|i| (i.dev, i.ino)).into_iter().chain(now)
+        })
+        .collect()
+}
+
+/// Put back the shard set a killed run was replacing. Publishing a set moves the old shards
+/// aside (`.NAME.PID.backup`, the first shard first) and renames the new first shard into
+/// place last, and a rollback renames the first shard back last: so while a backup of a
+/// first shard exists and no first shard is at its name, the old set is complete only under
+/// the backup names. A later run renames them back (the first shard last, over any shard of
+/// the killed run), instead of removing them as leftovers and perhaps failing afterwards:
+/// the previous child is never lost. Backups of processes that are alive, of another host,
+/// of other names, or given as parents are left alone; backups whose first shard is in place
+/// (the new set was published) are leftovers ([`leftovers`]). Returns the paths restored.
+pub(super) fn restore_interrupted(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecError> {
+    let prefix = shard_prefix(plan);
+    let inputs = input_ids(plan);
+    // Per process that made them: (shard number, target name, backup path).
+    let mut by_pid: std::collections::BTreeMap<i32, Vec<(u64, String, PathBuf)>> =
+        Default::default();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir, "read directory"))? {
+        let entry = entry.map_err(io_err(dir, "read directory"))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let hidden = name.ends_with(BACKUP_SUFFIX).then(|| parse_hidden(&name));
+        let Some(hidden) = hidden.flatten() else {
+            continue;
+        };
+        let Some((p, no, _)) = parse_shard_name(Path::new(hidden.target)) else {
+            continue;
+        };
+        let backup = dir.join(&name);
+        let is_file_not_input = std::fs::symlink_metadata(&backup)
+            .is_ok_and(|m| m.is_file() && !inputs.contains(&(m.dev(), m.ino())));
+        if p == prefix && hidden.is_stale() && is_file_not_input {
+            let target = hidden.target.to_string();
+            by_pid
+                .entry(hidden.pid)
+                .or_default()
+                .push((no, target, backup));
+        }
+    }
+    let mut restored = Vec::new();
+    for (_, mut files) in by_pid {
+        let Some((_, first, _)) = files.iter().find(|(no, _, _)| *no == 1) else {
+            continue;
+        };
+        if std::fs::symlink_metadata(dir.join(first)).is_ok() {
+            continue;
+        }
+        // The first shard last, so that no first shard heads a set that is not all back.
+        files.sort_by_key(|(no, _, _)| (*no == 1, *no));
+        for (no, target, backup) in files {
+            let path = dir.join(target);
+            if no == 1 {
+                super::publish::sync_dir(dir);
+            }
+            std::fs::rename(&backup, &path).map_err(|source| ExecError::Io {
+                path: backup.clone(),
+                op: "put back a file an interrupted run had moved aside",
+                source,
+            })?;
+            restored.push(path);
+        }
+        super::publish::sync_dir(dir);
+    }
+    Ok(restored)
+}
+
 /// Files an interrupted run into this output left in `dir`, which the next run removes
 /// without `--force`:
 /// - hidden temporary and backup files of this output's names, whose process is gone;
@@ -273,16 +354,7 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
         out_names.iter().any(|n| n == target)
             || parse_shard_name(Path::new(target)).is_some_and(|(p, _, _)| p == prefix)
     };
-    // Every parent file, by device and inode: as planned from, and as its path is now.
-    let inputs: Vec<(u64, u64)> = plan
-        .parents
-        .iter()
-        .flat_map(|p| p.model.shards())
-        .flat_map(|s| {
-            let now = std::fs::metadata(&s.path).ok().map(|m| (m.dev(), m.ino()));
-            s.identity.map(|i| (i.dev, i.ino)).into_iter().chain(now)
-        })
-        .collect();
+    let inputs = input_ids(plan);
     let is_input = |m: &Metadata| inputs.contains(&(m.dev(), m.ino()));
     let mut found = Vec::new();
     // (count, no, name) of shards of this prefix.

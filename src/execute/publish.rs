@@ -10,6 +10,10 @@
 //!
 //! A kill between the first and last rename leaves shards without a first shard (and the old
 //! files under hidden backup names); the next run into the same output removes them.
+//!
+//! With `keep` (the part files of a remote splice, kept for `--resume`), a failure leaves the
+//! new files at their temporary names instead of deleting them: those not yet renamed stay,
+//! and those already renamed into place are renamed back.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -29,8 +33,8 @@ pub(super) struct Staged {
 struct Journal {
     /// (path, backup) of old files moved aside, in order.
     aside: Vec<(PathBuf, PathBuf)>,
-    /// New files renamed into place, in order.
-    placed: Vec<PathBuf>,
+    /// (path, temporary name) of new files renamed into place, in order.
+    placed: Vec<(PathBuf, PathBuf)>,
 }
 
 pub(super) fn rename(from: &Path, to: &Path, hooks: &Hooks) -> std::io::Result<()> {
@@ -48,15 +52,23 @@ pub(super) fn sync_dir(dir: &Path) {
 
 /// Put `staged` (in shard order) into place, replacing existing files only with `force`.
 /// On error, the previous files are back at their paths (or, if that fails too, the error
-/// says where they are kept).
+/// says where they are kept), and the new ones are deleted, or with `keep` left at their
+/// temporary names.
 pub(super) fn publish(
-    staged: Vec<Staged>,
+    mut staged: Vec<Staged>,
     dir: &Path,
     force: bool,
+    keep: bool,
     hooks: &Hooks,
 ) -> Result<(), ExecError> {
     let mut journal = Journal::default();
-    match put_in_place(staged, dir, force, hooks, &mut journal) {
+    let result = put_in_place(&mut staged, dir, force, hooks, &mut journal);
+    if result.is_err() && keep {
+        for s in staged {
+            let _ = s.temp.keep();
+        }
+    }
+    match result {
         Ok(()) => {
             sync_dir(dir);
             // The new set is durable: the old files can go. One that cannot be removed is a
@@ -66,12 +78,14 @@ pub(super) fn publish(
             }
             Ok(())
         }
-        Err(e) => Err(roll_back(journal, e, hooks)),
+        Err(e) => Err(roll_back(journal, e, keep, hooks)),
     }
 }
 
+/// Rename what `staged` holds into place; each one renamed is taken out of it, so on error
+/// it holds those not renamed.
 fn put_in_place(
-    staged: Vec<Staged>,
+    staged: &mut Vec<Staged>,
     dir: &Path,
     force: bool,
     hooks: &Hooks,
@@ -79,7 +93,7 @@ fn put_in_place(
 ) -> Result<(), ExecError> {
     let many = staged.len() > 1;
     // Checked again here: the output may have appeared since the checks before copying.
-    for s in &staged {
+    for s in staged.iter() {
         let meta = match std::fs::symlink_metadata(&s.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -112,34 +126,36 @@ fn put_in_place(
         }
     }
     // The first shard last.
-    let mut staged = staged;
     if many {
         staged.rotate_left(1);
     }
-    let last = staged.len() - 1;
-    for (i, s) in staged.into_iter().enumerate() {
-        if many && i == last {
+    while !staged.is_empty() {
+        if many && staged.len() == 1 {
             sync_dir(dir);
         }
+        let s = &staged[0];
         rename(&s.temp, &s.path, hooks).map_err(|e| ExecError::Io {
             path: s.path.clone(),
             op: "rename into place",
             source: e,
         })?;
+        let s = staged.remove(0);
         // Renamed: nothing is left at the temporary name to delete.
-        let _ = s.temp.keep();
-        journal.placed.push(s.path);
+        let temp = s.temp.keep().unwrap_or_default();
+        journal.placed.push((s.path, temp));
     }
     Ok(())
 }
 
 /// Undo a failed publish: remove the new files, rename the backups back, the first shard
 /// last, so no first shard is visible until its whole set is back.
-fn roll_back(journal: Journal, cause: ExecError, hooks: &Hooks) -> ExecError {
-    for path in journal.placed.iter().rev() {
-        // Removed so that no shard of the failed run is left; a backup renamed back
-        // replaces it anyway.
-        let _ = std::fs::remove_file(path);
+fn roll_back(journal: Journal, cause: ExecError, keep: bool, hooks: &Hooks) -> ExecError {
+    for (path, temp) in journal.placed.iter().rev() {
+        // Taken away so that no shard of the failed run is left (a backup renamed back
+        // replaces it anyway): back to its temporary name when it is kept, else removed.
+        if !keep || std::fs::rename(path, temp).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
     }
     let mut pending = journal.aside.iter().rev();
     while let Some((path, backup)) = pending.next() {

@@ -126,7 +126,9 @@ pub(super) type ShardJobs<'p> = (Vec<Job>, Vec<Job>, Vec<(u64, &'p [u8])>);
 
 /// What the threads tell the coordinating thread.
 enum Msg {
-    /// Bytes `range` of the shard are written (all of a job, or its start when it failed).
+    /// Bytes `range` of the shard, one whole job, are written. (Part of a job that failed
+    /// is not recorded: the journal holds whole jobs only, so each of its lines can be
+    /// checked against the plan.)
     Written(Range<u64>),
     /// A thread stopped with this error.
     Failed(ExecError),
@@ -389,8 +391,8 @@ fn fetch_jobs(
             },
             stop,
         );
-        if written > 0 {
-            let _ = tx.send(Msg::Written(j.dest..j.dest + written));
+        if r.is_ok() {
+            let _ = tx.send(Msg::Written(j.dest..j.dest + j.len));
         }
         let e = match r {
             Ok(()) => continue,
@@ -416,10 +418,21 @@ pub(super) fn write_all(
     remote: &RemoteOptions,
     hooks: &Hooks,
 ) -> Result<(Vec<tempfile::TempPath>, Resume, u64), ExecError> {
-    let mut state = Resume::open(plan, remote.resume)?;
+    let is_remote = |p: usize, s: usize| matches!(sources[p][s], Source::Http(_));
+    let jobs: Vec<Vec<Range<u64>>> = (0..plan.shards.len())
+        .map(|i| {
+            let mut r: Vec<Range<u64>> = shard_jobs(plan, i, &is_remote, JOB_BYTES)
+                .1
+                .iter()
+                .map(Job::dest_range)
+                .collect();
+            r.sort_by_key(|r| r.start);
+            r
+        })
+        .collect();
+    let mut state = Resume::open(plan, remote.resume, &jobs)?;
     let counters = Counters::default();
     let resumed = state.resumed;
-    let is_remote = |p: usize, s: usize| matches!(sources[p][s], Source::Http(_));
     let to_fetch: u64 = (0..plan.shards.len())
         .flat_map(|i| shard_jobs(plan, i, &is_remote, u64::MAX).1)
         .map(|j| j.len)
@@ -462,10 +475,11 @@ pub(super) fn write_all(
             Ok((temps, state, resumed))
         }
         Err(e) => {
-            let bytes = resumed + counters.fetched.load(Ordering::Relaxed);
-            // Bytes of a parent that changed are worthless; with none, there is nothing to
-            // continue from.
-            if e.parent_changed() || bytes == 0 {
+            let bytes = resumed + state.recorded;
+            // Bytes of a parent that changed, or that could not be told from a changed
+            // file's (no validator), are worthless; with none, there is nothing to continue
+            // from.
+            if e.parent_changed() || bytes == 0 || super::journal::unvalidated(plan).is_some() {
                 state.discard();
                 return Err(e);
             }

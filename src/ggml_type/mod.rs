@@ -5,7 +5,7 @@
 //! ik has its own types (ids 97-99 and 133 up), keeps ids mainline removed (31-33) and reuses
 //! one (36), lacks some of mainline's (34, 35, 40, 42), and sizes Q8_K (15) differently. An
 //! id's meaning can therefore depend on the file's [`Flavour`]; [`classify_id`] says which ids
-//! decide a flavour and which need one. The reader (`gguf::read`) decides a file's flavour;
+//! decide a flavour (those only one program defines) and which need one (Q8_K). The reader (`gguf::read`) decides a file's flavour;
 //! everything after it works with resolved [`GgmlType`]s.
 //!
 //! Ids that neither table defines are unknown on purpose: guessing a size would corrupt data.
@@ -85,30 +85,34 @@ impl Origin {
 }
 
 /// What a type id tells about a file's flavour.
+///
+/// A file can only be for a program that defines every id it uses: an id only one program
+/// defines decides the flavour. Only an id both define differently leaves it open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdClass {
     /// The same type, with the same layout, in both tables.
     Shared,
-    /// A type only ik_llama.cpp defines, in the id ranges mainline has never used (97 and up):
-    /// a file that has it is ik_llama.cpp's.
+    /// A type only mainline llama.cpp defines (TQ1_0, TQ2_0, NVFP4, Q2_0): ik_llama.cpp has
+    /// no type with this id, so a file that has it is mainline's.
+    MainlineOnly,
+    /// A type only ik_llama.cpp defines (its own ranges 97 and up, and 31-33 and 36, which
+    /// mainline removed): a file that has it is ik_llama.cpp's.
     IkOnly,
-    /// An id below 97 that the two tables do not agree on (one lacks it, or the sizes
-    /// differ): its meaning depends on the flavour, which must come from elsewhere.
+    /// Both tables define the id, differently (Q8_K: 292 bytes in mainline, 296 in ik): its
+    /// meaning depends on the flavour, which must come from elsewhere.
     Contested,
     /// Neither table defines it.
     Unknown,
 }
-
-/// Ids from here up are ik_llama.cpp's own range; mainline's ids grow from 0 and are at 42.
-const IK_OWN_RANGE: u32 = 97;
 
 /// How the id `id` bears on a file's flavour.
 pub fn classify_id(id: u32) -> IdClass {
     match (mainline::get(id), ik::get(id)) {
         (None, None) => IdClass::Unknown,
         (Some(m), Some(k)) if m.same_bytes(k) => IdClass::Shared,
-        (None, Some(_)) if id >= IK_OWN_RANGE => IdClass::IkOnly,
-        _ => IdClass::Contested,
+        (Some(_), Some(_)) => IdClass::Contested,
+        (Some(_), None) => IdClass::MainlineOnly,
+        (None, Some(_)) => IdClass::IkOnly,
     }
 }
 

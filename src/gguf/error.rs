@@ -244,7 +244,7 @@ pub enum GgufError {
     /// A tensor's type id means different types to llama.cpp and ik_llama.cpp, and no
     /// other tensor shows which program the file is for.
     #[error(
-        "{path}: tensor '{tensor}': type id {id} means {mainline} to llama.cpp but {ik} to ik_llama.cpp, and no tensor of the file has a type only ik_llama.cpp defines; say which program the file is for with --flavour mainline or --flavour ik"
+        "{path}: tensor '{tensor}': type id {id} means {mainline} to llama.cpp but {ik} to ik_llama.cpp, and no tensor of the file has a type only one of them defines; say which program the file is for with --flavour mainline or --flavour ik"
     )]
     AmbiguousType {
         /// The file being read.

@@ -50,26 +50,60 @@ pub fn shard_path(prefix: &str, no: u64, count: u64) -> PathBuf {
     PathBuf::from(format!("{prefix}-{no:05}-of-{count:05}.gguf"))
 }
 
-/// Give every shard of a set the flavour one shard's ids show: re-read with ik_llama.cpp's
-/// table the shards whose ids could not tell (contested ids) or are shared by both tables.
+/// The errors [`Model::open_with`] makes itself name the URL it was given: shown without
+/// user info or query (the errors of each shard's file already are).
+fn redact_urls(e: GgufError) -> GgufError {
+    let r = |p: PathBuf| PathBuf::from(crate::source::url::redact(&p.to_string_lossy()));
+    match e {
+        GgufError::ShardMissing {
+            path,
+            missing,
+            expected,
+            count,
+        } => GgufError::ShardMissing {
+            path: r(path),
+            missing: r(missing),
+            expected,
+            count,
+        },
+        GgufError::ShardMismatch {
+            path,
+            what,
+            expected,
+            found,
+        } => GgufError::ShardMismatch {
+            path: r(path),
+            what,
+            expected,
+            found: crate::source::url::redact(&found),
+        },
+        e => e,
+    }
+}
+
+/// Give every shard of a set the flavour one shard's ids show (an id only one program
+/// defines): re-read with that table the shards read otherwise and those whose ids could not
+/// tell (an id both programs define differently).
 fn one_flavour(
     paths: &[PathBuf],
     shards: &mut [Result<GgufFile, GgufError>],
     open: &OpenShard<'_>,
 ) {
-    let Some(basis) = shards.iter().find_map(|s| match s {
-        Ok(f) if f.flavour == Flavour::Ik => Some(f.flavour_basis.clone()),
+    let Some((flavour, basis)) = shards.iter().find_map(|s| match s {
+        Ok(f) if matches!(f.flavour_basis, FlavourBasis::Tensor { .. }) => {
+            Some((f.flavour, f.flavour_basis.clone()))
+        }
         _ => None,
     }) else {
         return;
     };
     for (path, shard) in paths.iter().zip(shards.iter_mut()) {
         let reread = match shard {
-            Ok(f) => f.flavour != Flavour::Ik,
+            Ok(f) => f.flavour != flavour,
             Err(e) => matches!(e, GgufError::AmbiguousType { .. }),
         };
         if reread {
-            *shard = open(path, Some(Flavour::Ik)).map(|mut f| {
+            *shard = open(path, Some(flavour)).map(|mut f| {
                 f.flavour_basis = basis.clone();
                 f
             });
@@ -116,6 +150,19 @@ impl Model {
         Model::open_at_as(location, http, None)
     }
 
+    /// Open the model a command-line or manifest argument names: a local path, an
+    /// `http(s)://` URL or an `hf://` name (see [`Location::parse`]), with `flavour`'s type
+    /// table (`None`: detected). The one way a named parent is opened, by `splice`,
+    /// `assemble`, `inspect`, `diff`, `verify` and batch manifests alike.
+    pub fn open_arg(
+        arg: &Path,
+        http: &Arc<Http>,
+        flavour: Option<Flavour>,
+    ) -> Result<Model, GgufError> {
+        let location = Location::parse(arg, http.endpoint())?;
+        Model::open_at_as(&location, http, flavour)
+    }
+
     /// [`Model::open_at`] with `flavour`'s type table (`None`: detected).
     pub fn open_at_as(
         location: &Location,
@@ -128,6 +175,7 @@ impl Model {
                 Model::open_with(Path::new(url), flavour, &|p: &Path, f: Option<Flavour>| {
                     GgufFile::open_url_as(http, &p.to_string_lossy(), f)
                 })
+                .map_err(redact_urls)
             }
         }
     }
@@ -262,7 +310,8 @@ impl Model {
         &self.shards
     }
 
-    /// The type table the model is read with: ik_llama.cpp's if any shard is read with it.
+    /// The type table the model is read with: the one a shard's type ids (or `--flavour`)
+    /// decided; mainline when every id means the same to both programs.
     pub fn flavour(&self) -> Flavour {
         self.flavour_shard().flavour
     }
@@ -275,7 +324,7 @@ impl Model {
     fn flavour_shard(&self) -> &GgufFile {
         self.shards
             .iter()
-            .find(|s| s.flavour == Flavour::Ik)
+            .find(|s| s.flavour_basis != FlavourBasis::Shared)
             .unwrap_or(&self.shards[0])
     }
 
@@ -407,8 +456,8 @@ mod tests {
         };
         let prefix = dir.path().join("m");
         let path = |no| shard_path(prefix.to_str().unwrap(), no, 2);
-        // Shard 1: a Q4_0_4X4 tensor (id 31: ik's, removed from mainline); shard 2: IQ4_KS.
-        let first = split(0).tensor_raw("a", &[32], 31, vec![0; 18]);
+        // Shard 1: a Q8_K tensor (id 15: 292 bytes to mainline, 296 to ik); shard 2: IQ4_KS.
+        let first = split(0).tensor_raw("a", &[256], 15, vec![0; 296]);
         std::fs::write(path(1), first.build()).unwrap();
         let second = split(1).tensor("b", &[256], GgmlType::IQ4_KS, 2);
         std::fs::write(path(2), second.build()).unwrap();
@@ -419,13 +468,29 @@ mod tests {
                 m.flavour_basis(),
                 FlavourBasis::Tensor { id: 144, .. }
             ));
-            assert_eq!(m.tensor("a").unwrap().info.ty.name(), "Q4_0_4X4");
+            assert_eq!(m.tensor("a").unwrap().info.n_bytes, 296);
         }
-        // Without the ik shard's evidence, the contested id is an error that names the fix.
+        // A shard with an id only mainline defines (NVFP4) tells the other way.
+        let second = split(1).tensor_raw("b", &[64], 40, vec![0; 36]);
+        std::fs::write(path(2), second.build()).unwrap();
+        for given in [1, 2] {
+            let m = Model::open(&path(given)).unwrap();
+            assert_eq!(m.flavour(), Flavour::Mainline);
+            assert!(matches!(
+                m.flavour_basis(),
+                FlavourBasis::Tensor {
+                    id: 40,
+                    flavour: Flavour::Mainline,
+                    ..
+                }
+            ));
+            assert_eq!(m.tensor("a").unwrap().info.n_bytes, 292);
+        }
+        // Without another shard's evidence, the contested id is an error that names the fix.
         let second = split(1).tensor("b", &[256], GgmlType::Q4_K, 2);
         std::fs::write(path(2), second.build()).unwrap();
         let e = Model::open(&path(2)).unwrap_err();
-        assert!(matches!(e, GgufError::AmbiguousType { id: 31, .. }), "{e}");
+        assert!(matches!(e, GgufError::AmbiguousType { id: 15, .. }), "{e}");
         let m = Model::open_as(&path(2), Some(Flavour::Ik)).unwrap();
         assert_eq!(*m.flavour_basis(), FlavourBasis::Given);
     }

@@ -271,8 +271,8 @@ fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Resu
         });
     }
 
-    // Which table the type ids are read with needs every tensor's id: the first ik-only id
-    // may come after a contested one.
+    // Which table the type ids are read with needs every tensor's id: the first id only one
+    // program defines may come after a contested one.
     let ids = raw.iter().map(|t| (t.name.as_str(), t.type_id));
     let (flavour, flavour_basis) = flavour::decide_flavour(path, ids, given)?;
     let mut tensors = Vec::with_capacity(raw.len());
@@ -478,7 +478,9 @@ impl GgufFile {
     ) -> Result<GgufFile, GgufError> {
         let (remote, first) = HttpFile::open(Arc::clone(http), url, REMOTE_FIRST_READ)?;
         let remote = Arc::new(remote);
-        let path = Path::new(url);
+        // The path shown in errors and reports (and recorded by name in a child): never with
+        // the URL's user info or query.
+        let path = Path::new(remote.url());
         let f = read_growing(
             path,
             remote.len(),

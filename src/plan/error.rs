@@ -148,7 +148,7 @@ pub enum PlanError {
     },
     /// A rule with `experts` matched a tensor that is not cut by expert.
     #[error(
-        "{origin}: a rule with `experts` matched '{tensor}', which is not a stacked expert tensor (ffn_*_exps) or a router; narrow the regex, e.g. to '_exps'"
+        "{origin}: a rule with `experts` matched '{tensor}', which is not cut by expert (not a stacked expert tensor ffn_*_exps or a router: all experts share it, or it is one expert of the old per-expert layout); narrow the regex to the stacked tensors, e.g. '_exps\\.', or take the routed experts whole"
     )]
     ExpertsOnPlainTensor {
         /// The rule.
@@ -372,6 +372,64 @@ pub enum PlanError {
         /// Which matrix would come from which parent.
         detail: String,
     },
+    /// A rule's regex takes a weight's companion (`.scale`, `.bias`, ...) but not the weight:
+    /// the two are one unit, and no program can use a child that has one parent's weight
+    /// with another's companion.
+    #[error(
+        "{origin}: it selects {companion} but not its weight {weight}: a weight and its companions (.scale, .input_scale, .bias) are one unit and go together. Write the rule for the weight ({weight}); its companions follow it"
+    )]
+    CompanionWithoutWeight {
+        /// The rule.
+        origin: String,
+        /// The companion it selects.
+        companion: String,
+        /// The weight it does not select.
+        weight: String,
+    },
+    /// A companion cannot be cut into the experts its weight is taken by.
+    #[error(
+        "{companion} (shape {shape:?}) cannot follow {weight} expert by expert: {reason}; take the weight whole, or fix the file (llama.cpp expects one value per expert)"
+    )]
+    CompanionCannotFollow {
+        /// The companion.
+        companion: String,
+        /// Its weight.
+        weight: String,
+        /// The companion's shape.
+        shape: Vec<u64>,
+        /// Why it cannot be cut like the weight.
+        reason: String,
+    },
+    /// A parent gives a weight whose companion the child would not carry (the child has the
+    /// base's tensors, and the base has no such companion, or stores the weight in another
+    /// layout): the values the parent's blocks mean would be lost.
+    #[error(
+        "parent '{parent}' has {companion} beside {weight}, but the child (the tensors of base '{base}') would not carry it, so {weight} from '{parent}' would lose it; make '{parent}' the base (recipe `base = \"{parent}\"`), or take {weight} from a parent without it"
+    )]
+    CompanionDropped {
+        /// The parent.
+        parent: String,
+        /// The child's weight taken from it.
+        weight: String,
+        /// The parent's companion the child would lose.
+        companion: String,
+        /// The base parent.
+        base: String,
+    },
+    /// A mix rule selects a weight whose values a companion scales (NVFP4's `.scale`), or
+    /// the scale itself: the values are the blocks times the scale, and ggml's quantizers
+    /// make blocks without such a scale.
+    #[error(
+        "{origin}: {tensor} is scaled by {companion} (its values are the blocks times the scale); mixing scaled weights is not supported, since ggml's quantizers make no second-level scale: take the tensor whole from one parent (a pick rule), or exclude it from the mix rule"
+    )]
+    ScaledMix {
+        /// The mix rule.
+        origin: String,
+        /// The tensor.
+        tensor: String,
+        /// The scale companion.
+        companion: String,
+    },
     /// The child would hold types only ik_llama.cpp defines and types only mainline
     /// llama.cpp defines, so neither program would load it.
     #[error(
@@ -386,5 +444,31 @@ pub enum PlanError {
         mainline_tensor: String,
         /// Its type.
         mainline_type: String,
+    },
+    /// The child would have more experts per layer than any program that would load it
+    /// accepts (`LLAMA_MAX_EXPERTS`): it would abort at load.
+    #[error(
+        "the child would have {count} experts per layer, but {program} loads at most {limit} (its LLAMA_MAX_EXPERTS): keep fewer experts (--experts, --keep, --keep-top), or pass --force-expert-count if your build allows more"
+    )]
+    TooManyExperts {
+        /// Experts per layer.
+        count: u64,
+        /// The highest limit of the programs that would load the child.
+        limit: u64,
+        /// The program with that limit.
+        program: &'static str,
+    },
+    /// A child tensor's name would be too long for ggml (`GGML_MAX_NAME`): no program would
+    /// read the file.
+    #[error(
+        "tensor '{tensor}' would have a name of {len} bytes; ggml reads names of at most {max} bytes (GGML_MAX_NAME), so no program would load the child"
+    )]
+    NameTooLong {
+        /// The tensor.
+        tensor: String,
+        /// Its name's length in bytes.
+        len: usize,
+        /// The longest name ggml reads.
+        max: u64,
     },
 }

@@ -148,12 +148,7 @@ fn imatrix_keys(p: &Parent) -> Vec<(String, ValueRef<'_>)> {
 
 /// `Q4_K_M, model-Q4_K_M.gguf`: what tells quants of one model apart.
 fn quant_label(p: &Parent) -> String {
-    let file = p
-        .model
-        .path()
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = recorded_file_name(p);
     match p
         .model
         .get("general.file_type")
@@ -248,15 +243,23 @@ pub(crate) fn made_by(parents: &[Parent]) -> String {
     out.push_str(env!("CARGO_PKG_VERSION"));
     out.push('\n');
     for p in parents {
-        let file = p
-            .model
-            .path()
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file = recorded_file_name(p);
         out.push_str(&format!("# --parent {}={}\n", p.name, file));
     }
     out
+}
+
+/// The parent's first file as the child records it: a local file by its name, a remote one
+/// by the last segment of its URL's path, never with the URL's user info, query or fragment
+/// (a signature in `?X-Amz-Signature=…` must not end up in a file people share).
+fn recorded_file_name(p: &Parent) -> String {
+    let path = p.model.path();
+    if p.model.shards()[0].remote.is_some() {
+        return crate::source::url::file_name(&path.to_string_lossy());
+    }
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A hash (FNV-1a, 128 bits) of everything that decides the output bytes: metadata, tensors

@@ -20,6 +20,7 @@ pub mod owners;
 mod piece;
 mod shards;
 mod tensors;
+mod units;
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -32,7 +33,7 @@ use crate::roles::{self, Role};
 pub use assembly::{AssemblyReport, ExpertSource, LayerExperts};
 pub(crate) use compat::{STRUCTURAL_KEYS, same_value, show_value};
 pub use error::PlanError;
-pub use loaders::Loaders;
+pub use loaders::{GGML_MAX_NAME, IK_LLAMA_MAX_EXPERTS, LLAMA_MAX_EXPERTS, Loaders, OverLimit};
 pub use metadata::shard_kvs;
 pub use mixed::{MixReport, SliceDecision};
 use owners::{Candidate, OwnerError};
@@ -170,11 +171,23 @@ pub struct PlanParts<'p> {
 }
 
 /// Lay out `parts` as the output `output` (the first shard's path when split): the set
-/// identity, the shards and every tensor's offset.
+/// identity, the shards and every tensor's offset. A child with more experts than its
+/// loaders accept gets a warning (see [`finish_with`]).
 pub fn finish<'p>(
     parts: PlanParts<'p>,
     output: &Path,
     split: SplitOptions,
+) -> Result<Plan<'p>, PlanError> {
+    finish_with(parts, output, split, OverLimit::Warn)
+}
+
+/// [`finish`], saying what to do when the child has more experts per layer than every
+/// program that would load it accepts.
+pub fn finish_with<'p>(
+    parts: PlanParts<'p>,
+    output: &Path,
+    split: SplitOptions,
+    experts: OverLimit,
 ) -> Result<Plan<'p>, PlanError> {
     let PlanParts {
         parents,
@@ -187,8 +200,10 @@ pub fn finish<'p>(
         imatrices,
     } = parts;
     let loaders = loaders::loaders(&tensors, &mut warnings)?;
+    loaders::check_limits(&loaders, &tensors, &kvs, experts, &mut warnings)?;
     let set_id = metadata::set_id(parents, &kvs, &tensors, &imatrices, split);
     let shards = shards::assign_shards(&mut tensors, &kvs, &set_id, output, split)?;
+    loaders::check_shards(&loaders, shards.len(), &mut warnings);
     Ok(Plan {
         parents,
         base,
@@ -315,6 +330,7 @@ pub fn build<'p>(
             .any(|k| k == KEY_CHAT_TEMPLATE);
     compat::check_compatible(parents, base, template_set, &mut warnings)?;
     let mut mixer = mixed::Mixer::new(parents, base, recipe)?;
+    let units = units::UnitRules::new(parents, base);
 
     // Routers last: with `router`, a rule's router rows follow the experts it actually took
     // in that layer, which is known only once the stacked expert tensors are planned.
@@ -331,12 +347,23 @@ pub fn build<'p>(
             if (class.role == Role::Router) != routers {
                 continue;
             }
+            // A companion is selected by what selects its weight (the same rules, the same
+            // experts); a rule taking it without its weight is refused.
+            let selector = units.base().selector(name);
+            let companion = selector != name.as_str();
+            units.check_selection(
+                name,
+                recipe
+                    .rules
+                    .iter()
+                    .map(|r| (r.origin.clone(), r.selects(name), r.selects(selector))),
+            )?;
             let candidates: Vec<Candidate> = recipe
                 .rules
                 .iter()
                 .enumerate()
                 .filter(|(r, rule)| {
-                    rule.selects(name)
+                    rule.selects(selector)
                         || (rule.router
                             && class.role == Role::Router
                             && class.layer.is_some_and(|l| took_experts[*r].contains(&l)))
@@ -360,6 +387,7 @@ pub fn build<'p>(
                 }
                 (Err(_), None) => None,
             };
+            let n_experts = units.walk_count(name, n_experts);
             let a = owners::assign(&candidates, n_experts, base).map_err(|e| match e {
                 OwnerError::NotExpertIndexed { rule } => PlanError::ExpertsOnPlainTensor {
                     origin: recipe.rules[rule].origin.clone(),
@@ -376,10 +404,13 @@ pub fn build<'p>(
                     count,
                 },
             })?;
+            units.check_follows(t.info, &a.owners)?;
+            units.check_none_dropped(t.info, &a.owners)?;
             for &r in &a.matched {
                 matched[r] += 1;
             }
             if is_stacked_experts(name)
+                && !companion
                 && let Some(l) = class.layer
             {
                 for &r in &a.took_experts {
@@ -402,6 +433,9 @@ pub fn build<'p>(
                     .unwrap_or_else(|| format!("base '{}'", parents[p].name))
             };
             let mixes = a.owners.parents().iter().any(|&p| p >= parents.len());
+            if let Some(&mix) = a.owners.parents().iter().find(|&&p| p >= parents.len()) {
+                units.check_mix(name, &origin(mix))?;
+            }
             planned[i] = Some(if mixes {
                 mixer.plan_tensor(t.info, &a.owners, &origin)?
             } else {

@@ -11,6 +11,7 @@ use crate::ftype;
 use crate::ggml_type::Origin;
 use crate::gguf::{Model, ValueRef};
 use crate::roles;
+use crate::roles::unit::Units;
 
 /// Hyperparameters worth showing first: the `{arch}.*` keys.
 fn hyperparameters(model: &Model) -> Vec<(String, ValueRef<'_>)> {
@@ -60,6 +61,7 @@ fn model_totals(model: &Model) -> (Totals, Totals) {
 /// every tensor with its absolute offset, and totals by type and group.
 pub fn inspect_json(model: &Model) -> Value {
     let first = model.first();
+    let units = Units::of(model);
     let kvs: Vec<Value> = first
         .kvs()
         .iter()
@@ -75,6 +77,7 @@ pub fn inspect_json(model: &Model) -> Value {
                 "shape": t.info.dims, "bytes": t.info.n_bytes, "shard": t.shard + 1,
                 "offset": t.file_offset,
                 "group": roles::role_of(&t.info.name).label(),
+                "companion_of": units.head(&t.info.name),
             })
         })
         .collect();
@@ -157,6 +160,14 @@ pub fn inspect_text(model: &Model) -> String {
     let (by_type, by_group) = model_totals(model);
     totals_text(&mut out, "totals by type", &by_type);
     totals_text(&mut out, "totals by group", &by_group);
+    let units = Units::of(model);
+    if units.count() > 0 {
+        let _ = writeln!(
+            out,
+            "companions: {} tensors (.scale, .input_scale, .bias, ... beside a STEM.weight), counted in their weight's group; they go wherever their weight goes",
+            units.count()
+        );
+    }
     let _ = writeln!(out, "\ntensor data: {}", human_bytes(model.data_bytes()));
     if roles::output_is_tied(model) {
         let _ = writeln!(

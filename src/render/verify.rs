@@ -228,6 +228,29 @@ pub fn verify_text(r: &VerifyReport) -> String {
         }
     }
 
+    if !r.torn.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nweight and companion from different parents ({}): the child computes values neither parent has:",
+            r.torn.len()
+        );
+        for u in &r.torn {
+            let experts = u
+                .experts
+                .as_ref()
+                .map(|e| format!(" experts {}", ranges_text(e)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}{experts}: from {}, but {} from {}",
+                u.weight,
+                u.weight_from.join("|"),
+                u.companion,
+                u.companion_from.join("|")
+            );
+        }
+    }
+
     let mixed: Vec<&TensorSources> = r.mixed().collect();
     if !mixed.is_empty() {
         let how = if r.recipe.is_some() {
@@ -317,6 +340,11 @@ pub fn verify_json(r: &VerifyReport) -> Value {
         })).collect::<Vec<_>>(),
         "unmatched": r.unmatched().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         "mixed": r.mixed().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        "torn_units": r.torn.iter().map(|u| json!({
+            "weight": u.weight, "companion": u.companion,
+            "experts": u.experts.as_ref().map(|e| ranges_json(e)),
+            "weight_from": u.weight_from, "companion_from": u.companion_from,
+        })).collect::<Vec<_>>(),
         "recipe": r.recipe.as_ref().map(|c| json!({
             "assembled": c.assembled, "tensors": c.tensors, "keys": c.keys,
             "mismatches": c.mismatches.iter().map(Mismatch::to_json).collect::<Vec<_>>(),

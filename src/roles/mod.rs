@@ -3,11 +3,16 @@
 //! how it is cut into experts ([`cut`]), and how a tensor of one converter layout is found in a
 //! parent of another ([`views`]: fused `ffn_gate_up_exps` against separate gate and up).
 //!
+//! A weight and its companions are one unit ([`unit`]): `STEM.SUFFIX` beside `STEM.weight`
+//! (`.bias`, `.scale`, `.input_scale`, and whatever suffix llama.cpp adds next) has the
+//! weight's role, layer and expert cut, and goes wherever the weight goes.
+//!
 //! The planner, `diff`, `verify`, `inspect` and the plan printer ask this module and nothing
 //! else, so they cannot disagree about a name. Names follow llama.cpp's `llama-arch.cpp`
 //! (`LLM_TENSOR_NAMES`): `token_embd`, `output`, `output_norm`, and per block `blk.N.*`.
 
 pub mod cut;
+pub mod unit;
 pub mod views;
 
 use crate::gguf::Model;
@@ -148,12 +153,32 @@ pub fn split_block(name: &str) -> (Option<u64>, &str) {
     (None, name)
 }
 
-/// The name with its block prefix and its `.weight`/`.bias` suffix cut off: `ffn_up_exps`.
+/// A name cut at its last `.` into what it names and its suffix: `blk.0.attn_q.scale` ->
+/// (`blk.0.attn_q`, `Some("scale")`). A suffix is a word that is not all digits (the expert
+/// number of the old per-expert layout, `ffn_gate.5`, is part of what the name names); a
+/// name without one gives `(name, None)`. By rule, not by list: whatever suffix a converter
+/// adds next is a suffix too.
+pub fn split_suffix(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once('.') {
+        Some((stem, suffix))
+            if !stem.is_empty()
+                && !suffix.is_empty()
+                && !suffix.bytes().all(|b| b.is_ascii_digit())
+                && suffix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            (stem, Some(suffix))
+        }
+        _ => (name, None),
+    }
+}
+
+/// The name with its block prefix and its suffix (`.weight`, `.bias`, `.scale`, ...) cut
+/// off: `ffn_up_exps`. A weight and its companions have the same stem, and so the same role.
 fn stem(name: &str) -> &str {
     let (_, rest) = split_block(name);
-    rest.strip_suffix(".weight")
-        .or_else(|| rest.strip_suffix(".bias"))
-        .unwrap_or(rest)
+    split_suffix(rest).0
 }
 
 /// Classify a tensor name.
@@ -200,9 +225,16 @@ fn role_of_stem(stem: &str, in_block: bool) -> (Role, Option<ExpertMatrix>) {
         Role::Router
     } else if stem.ends_with("_shexp") {
         Role::SharedExperts
-    } else if stem.ends_with("_exps") || is_per_expert_ffn(stem) {
+    } else if stem.ends_with("_exps")
+        // GroveMoE's chunk experts, and the latent projections routed experts of latent
+        // MoEs compute in: they belong to the routed experts (whole; not cut by expert).
+        || stem.ends_with("_chexps")
+        || stem.starts_with("ffn_latent_")
+        || is_per_expert_ffn(stem)
+    {
         Role::RoutedExperts
-    } else if stem.starts_with("attn_") {
+    } else if stem.starts_with("attn_") || stem.starts_with("indexer.") {
+        // DeepSeek V3.2's lightning indexer picks the keys attention reads: attention.
         Role::Attention
     } else if matches!(stem, "ffn_gate" | "ffn_up" | "ffn_down") {
         Role::DenseFfn

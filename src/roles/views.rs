@@ -199,8 +199,14 @@ pub fn view<'m>(want: &TensorInfo, parent: &'m Model) -> Result<View<'m>, Unavai
         });
     }
     let class = classify(&want.name);
+    // Only weights are converted between layouts: a companion of a fused tensor (one scale
+    // per expert for gate and up together) has no separate counterpart, nor the reverse.
+    let matrix = match super::unit::suffix(&want.name) {
+        Some(super::unit::WEIGHT_SUFFIX) => class.matrix,
+        _ => None,
+    };
     let sibling = |from: &str, to: &str| want.name.replacen(from, to, 1);
-    match class.matrix {
+    match matrix {
         Some(m @ (ExpertMatrix::Gate | ExpertMatrix::Up)) => {
             let from = if m == ExpertMatrix::Gate {
                 "ffn_gate_exps"

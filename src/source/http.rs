@@ -7,9 +7,13 @@
 //! and a file changed since it was planned from are errors, found before a byte is used.
 //! Redirects are followed by hand, so the token (`HF_TOKEN`) is only ever sent to the Hub
 //! endpoint's origin, and the final (signed CDN) URL is remembered; when it expires (`403` or
-//! `410` on the remembered URL) the original URL is resolved again. `5xx`, `408`, `429`,
+//! `410` on the remembered URL) the original URL is resolved again. Errors name the URL as
+//! given, and the redirect target without its query ([`url::redact`]): a signature is never
+//! shown. `5xx`, `408`, `429`,
 //! timeouts and dropped connections are retried with exponential backoff, continuing a
-//! broken range from its last byte received.
+//! broken range from its last byte received; a connection that broke after delivering at
+//! least [`RETRY_AT_ONCE_AFTER`] bytes is reopened at once (the server answers; only the
+//! connection failed), so a proxy that cuts long responses costs a request, not a delay.
 
 use std::io::Read;
 use std::ops::Range;
@@ -30,6 +34,10 @@ pub const ENV_TOKEN: &str = "HF_TOKEN";
 pub const ENV_BACKOFF_MS: &str = "GGUF_SPLICE_HTTP_BACKOFF_MS";
 /// Redirects followed per request (the Hub uses one).
 pub const MAX_REDIRECTS: u32 = 10;
+/// An attempt that delivered at least this many bytes before it failed is retried without
+/// waiting. (Less, and it counts as a failure with backoff: a server that breaks every
+/// connection after a few bytes must not be hammered.)
+pub const RETRY_AT_ONCE_AFTER: u64 = 1 << 20;
 /// Bytes read from a response body at once.
 const READ_BUF: usize = 256 << 10;
 
@@ -145,6 +153,15 @@ impl Http {
         (url::origin(target)? == *self.token_origin.as_ref()?).then_some(token)
     }
 
+    /// The wait before the next attempt, after `failures` failures in a row, the last of
+    /// which delivered `progressed` bytes.
+    pub(super) fn delay(&self, failures: u32, progressed: u64) -> Duration {
+        if progressed >= RETRY_AT_ONCE_AFTER {
+            return Duration::ZERO;
+        }
+        self.backoff(failures)
+    }
+
     pub(super) fn backoff(&self, failures: u32) -> Duration {
         let factor = 1u32 << failures.saturating_sub(1).min(16);
         self.opts
@@ -185,7 +202,10 @@ impl From<SourceError> for Failure {
 #[derive(Debug)]
 pub struct HttpFile {
     http: Arc<Http>,
-    url: String,
+    /// The URL requested (before redirects), secrets included.
+    given: String,
+    /// `url` as it is shown ([`url::redact`]).
+    shown: String,
     target: Mutex<Option<String>>,
     identity: RemoteIdentity,
     fetched: AtomicU64,
@@ -201,7 +221,8 @@ impl HttpFile {
     ) -> Result<(HttpFile, Vec<u8>), SourceError> {
         let mut file = HttpFile {
             http,
-            url: url.to_string(),
+            given: url.to_string(),
+            shown: url::redact(url),
             target: Mutex::new(None),
             identity: RemoteIdentity {
                 len: 0,
@@ -231,9 +252,19 @@ impl HttpFile {
         Ok((file, bytes))
     }
 
-    /// The URL as given (before redirects).
+    /// The URL as given (before redirects), as it may be shown: without user info, with
+    /// `?…` for its query ([`url::redact`]).
     pub fn url(&self) -> &str {
-        &self.url
+        &self.shown
+    }
+
+    /// What errors name: the URL as given, and where it was redirected to, both redacted.
+    fn named(&self, target: &str) -> String {
+        if target == self.given {
+            self.shown.clone()
+        } else {
+            format!("{} (redirected to {})", self.shown, url::redact(target))
+        }
     }
 
     /// Size and validators seen when the file was opened.
@@ -286,7 +317,7 @@ impl HttpFile {
     ) -> Result<(), FetchError> {
         if range.end > self.identity.len {
             return Err(FetchError::Source(SourceError::BadResponse {
-                url: self.url.clone(),
+                url: self.shown.clone(),
                 range,
                 what: "range",
                 expected: format!("bytes within the file's {} bytes", self.identity.len),
@@ -320,7 +351,8 @@ impl HttpFile {
             }
             let before = pos;
             let result = self.attempt(&mut pos, &mut end, &mut seen, sink, &mut buf, cancelled);
-            if pos > before {
+            let progressed = pos - before;
+            if progressed > 0 {
                 failures = 0;
             }
             match result {
@@ -333,13 +365,13 @@ impl HttpFile {
                     failures += 1;
                     if failures >= self.http.opts.attempts {
                         return Err(FetchError::Source(SourceError::GaveUp {
-                            url: self.url.clone(),
+                            url: self.shown.clone(),
                             range: pos..end,
                             attempts: failures,
                             last,
                         }));
                     }
-                    let wait = self.http.backoff(failures);
+                    let wait = self.http.delay(failures, progressed);
                     let until = std::time::Instant::now() + wait;
                     while std::time::Instant::now() < until {
                         if cancelled() {
@@ -368,7 +400,7 @@ impl HttpFile {
     ) -> Result<(), Failure> {
         let cached = self.target.lock().expect("not poisoned").clone();
         let from_cache = cached.is_some();
-        let mut target = cached.unwrap_or_else(|| self.url.clone());
+        let mut target = cached.unwrap_or_else(|| self.given.clone());
         let range = *pos..*end;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self
@@ -377,9 +409,14 @@ impl HttpFile {
                 .get(&target)
                 .header("Range", format!("bytes={}-{}", range.start, range.end - 1));
             if let Some(token) = self.http.token_for(&target) {
+                if token.chars().any(|c| c.is_ascii_control() && c != '\t') {
+                    return Err(SourceError::BadToken.into());
+                }
                 req = req.header("Authorization", format!("Bearer {token}"));
             }
-            let resp = req.call().map_err(|e| classify(&target, e))?;
+            let resp = req
+                .call()
+                .map_err(|e| classify(&self.named(&target), &target, e))?;
             let status = resp.status().as_u16();
             let header = |name: &str| {
                 resp.headers()
@@ -390,18 +427,18 @@ impl HttpFile {
             match status {
                 301 | 302 | 303 | 307 | 308 => {
                     let loc = header("location").ok_or_else(|| SourceError::BadResponse {
-                        url: target.clone(),
+                        url: self.named(&target),
                         range: range.clone(),
                         what: "redirect",
                         expected: "a Location header".into(),
                         found: "none".into(),
                     })?;
                     target = url::join(&target, &loc).ok_or_else(|| SourceError::BadResponse {
-                        url: target.clone(),
+                        url: self.named(&target),
                         range: range.clone(),
                         what: "redirect",
                         expected: "an http(s) Location".into(),
-                        found: loc.clone(),
+                        found: url::redact(&loc),
                     })?;
                     continue;
                 }
@@ -409,7 +446,7 @@ impl HttpFile {
                 200 => {
                     // Dropped unread: the connection closes, nothing more is downloaded.
                     return Err(SourceError::RangeIgnored {
-                        url: target,
+                        url: self.named(&target),
                         range,
                         status,
                     }
@@ -417,7 +454,7 @@ impl HttpFile {
                 }
                 403 | 410 if from_cache => return Err(Failure::Expired),
                 401 | 403 => {
-                    let fix = match (self.http.token_for(&self.url), &self.http.opts.token) {
+                    let fix = match (self.http.token_for(&self.given), &self.http.opts.token) {
                         (Some(_), _) => {
                             "the token in HF_TOKEN cannot read this file (gated or private repository?)"
                         }
@@ -427,13 +464,18 @@ impl HttpFile {
                         }
                     };
                     return Err(SourceError::Denied {
-                        url: target,
+                        url: self.named(&target),
                         status,
                         fix,
                     }
                     .into());
                 }
-                404 => return Err(SourceError::NotFound { url: target }.into()),
+                404 => {
+                    return Err(SourceError::NotFound {
+                        url: self.named(&target),
+                    }
+                    .into());
+                }
                 416 if seen.is_none() && range.start == 0 => {
                     // Opening an empty file: `Content-Range: bytes */0`.
                     let total = header("content-range").and_then(|c| parse_total(&c));
@@ -442,15 +484,15 @@ impl HttpFile {
                         *end = 0;
                         return Ok(());
                     }
-                    return Err(bad_status(&target, &range, status));
+                    return Err(bad_status(&self.named(&target), &range, status));
                 }
                 408 | 429 | 500..=599 => return Err(Failure::Retry(format!("HTTP {status}"))),
-                _ => return Err(bad_status(&target, &range, status)),
+                _ => return Err(bad_status(&self.named(&target), &range, status)),
             }
             let cr = header("content-range").unwrap_or_default();
             let (start, last, total) =
                 parse_content_range(&cr).ok_or_else(|| SourceError::BadResponse {
-                    url: target.clone(),
+                    url: self.named(&target),
                     range: range.clone(),
                     what: "Content-Range",
                     expected: format!("bytes {}-{}/SIZE", range.start, range.end - 1),
@@ -465,7 +507,7 @@ impl HttpFile {
                 Some(then) => {
                     if let Some((what, expected, found)) = then.difference(&now) {
                         return Err(SourceError::Changed {
-                            url: self.url.clone(),
+                            url: self.shown.clone(),
                             what,
                             expected,
                             found,
@@ -480,7 +522,7 @@ impl HttpFile {
             }
             if start != range.start || last < start || last >= *end {
                 return Err(SourceError::BadResponse {
-                    url: target,
+                    url: self.named(&target),
                     range: range.clone(),
                     what: "Content-Range",
                     expected: format!("bytes {}-{}/{total}", range.start, *end - 1),
@@ -488,7 +530,7 @@ impl HttpFile {
                 }
                 .into());
             }
-            if target != self.url {
+            if target != self.given {
                 *self.target.lock().expect("not poisoned") = Some(target.clone());
             }
             let stop = last + 1;
@@ -516,7 +558,7 @@ impl HttpFile {
             return Ok(());
         }
         Err(SourceError::TooManyRedirects {
-            url: self.url.clone(),
+            url: self.shown.clone(),
             max: MAX_REDIRECTS,
         }
         .into())
@@ -542,16 +584,18 @@ fn identity_of(len: u64, header: &dyn Fn(&str) -> Option<String>) -> RemoteIdent
     }
 }
 
-/// Transport errors: the network's (retried) or the URL's (not).
-fn classify(url: &str, e: ureq::Error) -> Failure {
+/// Transport errors: the network's (retried) or the URL's (not). `url` is the URL as shown;
+/// the client's message may quote the `requested` one, which is redacted in it.
+fn classify(url: &str, requested: &str, e: ureq::Error) -> Failure {
+    let message = e.to_string().replace(requested, &url::redact(requested));
     match e {
         ureq::Error::Timeout(_)
         | ureq::Error::Io(_)
         | ureq::Error::ConnectionFailed
-        | ureq::Error::Protocol(_) => Failure::Retry(e.to_string()),
-        e => Failure::Fatal(FetchError::Source(SourceError::Http {
+        | ureq::Error::Protocol(_) => Failure::Retry(message),
+        _ => Failure::Fatal(FetchError::Source(SourceError::Http {
             url: url.to_string(),
-            message: e.to_string(),
+            message,
         })),
     }
 }

@@ -156,6 +156,27 @@ fn an_expired_target_is_resolved_again_and_the_token_stays_home() {
     assert!(!cdn_heads.iter().any(auth));
 }
 
+#[test]
+fn a_token_with_a_line_break_is_called_malformed_and_never_sent() {
+    let (hub, seen) = serve(|_, _| {
+        (
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n".into(),
+            vec![],
+        )
+    });
+    let h = Arc::new(Http::new(HttpOptions {
+        endpoint: hub.clone(),
+        token: Some("hf_abc\nhf_def".into()),
+        backoff: Duration::from_millis(1),
+        env_proxy: false,
+        ..HttpOptions::default()
+    }));
+    let e = HttpFile::open(h, &format!("{hub}/o/r/resolve/main/m.gguf"), 10).unwrap_err();
+    assert!(matches!(e, SourceError::BadToken), "{e:?}");
+    assert!(!e.to_string().contains("hf_abc"), "{e}");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 fn open_err(answer: impl Fn(usize, &str) -> Answer + Send + 'static) -> SourceError {
     let (url, _) = serve(answer);
     HttpFile::open(http(), &format!("{url}/m.gguf"), 16).unwrap_err()
@@ -292,4 +313,39 @@ fn backoff_doubles_up_to_the_cap() {
     assert_eq!(h.backoff(1), Duration::from_millis(500));
     assert_eq!(h.backoff(3), Duration::from_secs(2));
     assert_eq!(h.backoff(20), Duration::from_secs(30));
+}
+
+#[test]
+fn a_connection_broken_after_a_long_delivery_is_reopened_at_once() {
+    let h = Http::new(HttpOptions::default());
+    assert_eq!(h.delay(1, super::http::RETRY_AT_ONCE_AFTER), Duration::ZERO);
+    assert_eq!(h.delay(1, 4096), h.backoff(1));
+    assert_eq!(h.delay(2, 0), h.backoff(2));
+
+    // End to end: with an hour of backoff, a range whose first response breaks after
+    // 2 MiB still completes (a regression would wait, and fail the timeout below).
+    let data = content(3 << 20);
+    let served = data.clone();
+    let (url, seen) = serve(move |n, h| match n {
+        1 => partial(h, &served, "\"v1\"", Some(2 << 20)),
+        _ => partial(h, &served, "\"v1\"", None),
+    });
+    let http = Arc::new(Http::new(HttpOptions {
+        backoff: Duration::from_secs(3600),
+        attempts: 3,
+        env_proxy: false,
+        ..HttpOptions::default()
+    }));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (f, _) = HttpFile::open(http, &format!("{url}/m.gguf"), 16).unwrap();
+        let mut buf = vec![0u8; 3 << 20];
+        let _ = tx.send(f.read_exact_at(&mut buf, 0).map(|()| buf));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the retry waited for the backoff")
+        .unwrap();
+    assert!(got == data);
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }

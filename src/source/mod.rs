@@ -47,13 +47,14 @@ impl Location {
             }
             return Ok(Location::Local(arg.to_path_buf()));
         };
+        // Errors never echo user info or a query: they may hold a password or a signature.
         let resolved = url::resolve_hf(s, endpoint).map_err(|reason| SourceError::BadUrl {
-            url: s.to_string(),
+            url: url::redact(s),
             reason,
         })?;
         if !url::is_valid(&resolved) {
             return Err(SourceError::BadUrl {
-                url: s.to_string(),
+                url: url::redact(s),
                 reason: "expected http(s)://HOST/PATH (no user name or password in the URL)".into(),
             });
         }
@@ -160,7 +161,7 @@ pub enum SourceError {
     /// A `hf://` or `http(s)://` argument is not a URL that can be read.
     #[error("'{url}': {reason}")]
     BadUrl {
-        /// The argument as given.
+        /// The argument as given, redacted ([`url::redact`]).
         url: String,
         /// What is wrong with it.
         reason: String,
@@ -182,6 +183,12 @@ pub enum SourceError {
         /// The URL asked for (after redirects).
         url: String,
     },
+    /// `HF_TOKEN` holds a line break or another control character, which no HTTP header
+    /// can carry (the token itself is never shown).
+    #[error(
+        "HF_TOKEN is malformed: it holds a line break or another control character; set it to the token alone (hf_...)"
+    )]
+    BadToken,
     /// The server answered 401 or 403.
     #[error("{url}: access denied (HTTP {status}); {fix}")]
     Denied {

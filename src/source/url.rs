@@ -1,6 +1,8 @@
 //! Just enough URL handling for remote parents: `hf://` names resolved against the Hub
-//! endpoint, origins (the token stays on the endpoint's), and redirect targets. No query
-//! parsing: URLs are passed through as the user or the server wrote them.
+//! endpoint, origins (the token stays on the endpoint's), redirect targets, and the forms of a
+//! URL that may be shown or recorded ([`redact`], [`public`]). No query parsing: URLs are
+//! requested as the user or the server wrote them, but never shown with their user info,
+//! query or fragment, which may hold credentials or signatures (`?X-Amz-Signature=…`).
 
 /// Whether a command-line argument names a remote file rather than a local path.
 pub fn is_remote(arg: &str) -> bool {
@@ -35,6 +37,53 @@ fn split(url: &str) -> Option<(String, &str, &str)> {
         return None;
     }
     Some((scheme, authority, path))
+}
+
+/// `scheme://[userinfo@]host/path?query#fragment` -> (`scheme://`, `host`, `/path`, whether
+/// there was user info, whether there was a non-empty query); `None` for what is not a URL.
+fn parts(url: &str) -> Option<(&str, &str, &str, bool, bool)> {
+    let i = url.find("://")?;
+    let (scheme, rest) = (&url[..i + 3], &url[i + 3..]);
+    let (before_fragment, _) = rest.split_once('#').unwrap_or((rest, ""));
+    let (before_query, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    let end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(end);
+    let (had_user, host) = match authority.rsplit_once('@') {
+        Some((_, host)) => (true, host),
+        None => (false, authority),
+    };
+    Some((scheme, host, path, had_user, !query.is_empty()))
+}
+
+/// `url` as it may be recorded in a file people share: without user info, query or fragment
+/// (`https://user:pw@host/x.gguf?sig=1#a` -> `https://host/x.gguf`). Anything that is not a
+/// `scheme://` URL is returned unchanged.
+pub fn public(url: &str) -> String {
+    match parts(url) {
+        Some((scheme, host, path, _, _)) => format!("{scheme}{host}{path}"),
+        None => url.to_string(),
+    }
+}
+
+/// `url` as messages and reports show it: [`public`], with `***@` where user info was and
+/// `?…` where a query was, so the reader sees that something was left out but not what.
+pub fn redact(url: &str) -> String {
+    match parts(url) {
+        Some((scheme, host, path, user, query)) => format!(
+            "{scheme}{}{host}{path}{}",
+            if user { "***@" } else { "" },
+            if query { "?…" } else { "" }
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The last path segment of a URL's [`public`] form (`x.gguf` of `https://h/d/x.gguf?sig=1`).
+pub fn file_name(url: &str) -> String {
+    let p = public(url);
+    p.rsplit('/').next().unwrap_or("").to_string()
 }
 
 /// Whether `url` is an absolute http(s) URL with a host (and no user info).
@@ -230,5 +279,23 @@ mod tests {
         assert_eq!(join(base, "ftp://x/y"), None);
         assert_eq!(join(base, "file:/etc/passwd"), None);
         assert!(is_remote("HTTPS://x") && is_remote("hf://o/r/f") && !is_remote("./x.gguf"));
+    }
+
+    #[test]
+    fn urls_are_shown_and_recorded_without_secrets() {
+        let u = "https://user:pa55w0rd@h.example:8080/d/x.gguf?X-Amz-Signature=abc/def#frag";
+        assert_eq!(public(u), "https://h.example:8080/d/x.gguf");
+        assert_eq!(redact(u), "https://***@h.example:8080/d/x.gguf?…");
+        assert_eq!(file_name(u), "x.gguf");
+        // `@` and `/` inside the query are not user info or path.
+        let q = "http://h/x.gguf?a=b@c/d";
+        assert_eq!(public(q), "http://h/x.gguf");
+        assert_eq!(redact(q), "http://h/x.gguf?…");
+        assert_eq!(redact("http://h/x.gguf?"), "http://h/x.gguf");
+        assert_eq!(public("http://u@h"), "http://h");
+        for plain in ["http://h/x.gguf", "hf://o/r/x.gguf@v1", "/local/x?.gguf"] {
+            assert_eq!(public(plain), plain);
+            assert_eq!(redact(plain), plain);
+        }
     }
 }

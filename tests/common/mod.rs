@@ -415,3 +415,33 @@ pub fn assert_ok(o: &Output) {
 pub fn assert_exit(o: &Output, code: i32) {
     assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
 }
+
+/// Assert that every tensor of `child` comes from the parents `owner` names: `owner(name)`
+/// lists a parent id per slice along the outermost dimension (one id: the whole tensor);
+/// `parents` maps ids to files. The expected bytes are the parents' own slices, read here.
+pub fn assert_slices_from(child: &Path, parents: &[(u8, &Path)], owner: impl Fn(&str) -> Vec<u8>) {
+    let child = gguf_splice::gguf::Model::open(child).unwrap();
+    let models: Vec<(u8, gguf_splice::gguf::Model)> = parents
+        .iter()
+        .map(|(id, p)| (*id, gguf_splice::gguf::Model::open(p).unwrap()))
+        .collect();
+    for t in child.tensors() {
+        let name = &t.info.name;
+        let owners = owner(name);
+        let got = tensor_bytes(&child, name);
+        let s = got.len() / owners.len();
+        for (e, o) in owners.iter().enumerate() {
+            let (_, m) = models
+                .iter()
+                .find(|(id, _)| id == o)
+                .expect("owner is a parent");
+            let want = tensor_bytes(m, name);
+            assert_eq!(
+                &got[e * s..(e + 1) * s],
+                &want[e * s..(e + 1) * s],
+                "{name}: slice {e} of {} should come from parent {o}",
+                owners.len()
+            );
+        }
+    }
+}

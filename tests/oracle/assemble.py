@@ -9,7 +9,9 @@ general.architecture is written first by GGUFWriter; general.alignment, if the b
 sets the writer's alignment). Each tensor is copied raw (never dequantized) from the first
 --take parent whose REGEX re.search-matches its name, else from the base. Then each
 --take-experts (in the order given) replaces experts FIRST..LAST (inclusive, 0-based) of
-every matching 3-D tensor whose name contains "_exps" with those experts' bytes from PATH
+every matching tensor whose name contains "_exps" (3-D stacked weights, and their {n_expert}
+scales and [n, n_expert] biases: experts are slices along the last dimension) with those
+experts' bytes from PATH
 (type and shape must equal the child's tensor). Any PATH may be the first shard
 `X-00001-of-0000N.gguf` of a split set. The child is one file.
 
@@ -81,7 +83,7 @@ def parent_tensor(m, name):
             ttype, shape, n_bytes = m.info(fused)
             if len(shape) != 3 or shape[1] % 2:
                 raise SystemExit(f"{m.path}: {fused}: shape {shape} is not [n_embd, 2*n_ff, n_expert]")
-            n_exp = shape[2]
+            n_exp = shape[-1]
             # (expert, gate|up, bytes of n_ff rows): rows are contiguous, gate rows first
             halves = np.asarray(m.raw(fused), dtype=np.uint8).reshape(n_exp, 2, n_bytes // n_exp // 2)
             half = halves[:, 0 if sep.group("half") == "gate" else 1, :]
@@ -188,13 +190,15 @@ def main():
                 raise SystemExit(f"{name}: shape {base_shape} in the base, {shape} from {src.path}")
 
         for rx, path, e0, e1 in a.take_experts:
-            if not rx.search(name) or "_exps" not in name or len(shape) != 3:
+            # the experts of a tensor are its slices along the last dimension: 3-D stacked
+            # weights, and their per-expert companions ({n_expert} scales, [n, n_expert] biases)
+            if not rx.search(name) or "_exps" not in name:
                 continue
             donor = model(path)
             dt, ds, ddata = parent_tensor(donor, name)
             if (dt, ds, len(ddata)) != (ttype, shape, n_bytes):
                 raise SystemExit(f"{name}: type/shape differ: child {ttype} {shape}, {path} {dt} {ds}")
-            n_exp = shape[2]
+            n_exp = shape[-1]
             if e1 >= n_exp:
                 raise SystemExit(f"{name}: expert {e1} out of range (n_expert {n_exp})")
             s = n_bytes // n_exp

@@ -49,6 +49,10 @@ int main(int argc, char ** argv) {
 
     llama_model_params mparams = llama_model_default_params();
     mparams.n_gpu_layers = 0;
+    // No extra buffer types (weight repacking, AMX): on a CPU with AMX the AMX buffer type
+    // leaves graph nodes with no backend (GGML_ASSERT(*cur_backend_id != -1) in
+    // ggml_backend_sched_split_graph, b11434), and the oracle must run on every machine.
+    mparams.use_extra_bufts = false;
 
     llama_model * model = llama_model_load_from_file(path.c_str(), mparams);
     if (!model) {

@@ -8,6 +8,10 @@ for every tensor that A and B both have with the same shape: each dequantized by
 (`gguf.quants.dequantize`), then in float64 the relative distance |A - B| / |B| and the
 cosine <A, B> / (|A| |B|), of the whole tensor and, for stacked routed-expert tensors
 (`*_exps.*`), of each expert (the outermost dimension). Non-finite numbers are null.
+
+A weight `STEM.weight` with a companion `STEM.scale` is compared as llama.cpp b11434 computes
+with it: its dequantized values times the scale (one value for the whole tensor, or one per
+expert, the outermost dimension).
 """
 import json
 import math
@@ -27,7 +31,12 @@ def values(model, name):
     _, t = model.tensors[name]
     x = dequantize(t.data, GGMLQuantizationType(int(t.tensor_type)))
     dims = [int(d) for d in t.shape]  # ne0 first
-    return np.asarray(x, dtype=np.float64).reshape(list(reversed(dims)))
+    x = np.asarray(x, dtype=np.float64).reshape(list(reversed(dims)))
+    scale = name[: -len(".weight")] + ".scale" if name.endswith(".weight") else None
+    if scale in model.tensors:
+        s = np.asarray(values(model, scale), dtype=np.float64).ravel()
+        x = x * (s[0] if s.size == 1 else s.reshape([-1] + [1] * (x.ndim - 1)))
+    return x
 
 
 def finite(x):

@@ -9,6 +9,8 @@
 //! them: answer 503; drop the connection after n body bytes; expire every target issued so
 //! far (their next use gets 403); forward without `Range` (nginx answers 200 with the whole
 //! file); change the file on disk (new contents and mtime, hence a new ETag) before serving.
+//! It can also strip the validators (`ETag`, `Last-Modified`) from every answer, as some
+//! servers send none.
 // Shared by tests/remote.rs and tests/remote_faults.rs; each uses part of it.
 #![allow(dead_code)]
 
@@ -50,6 +52,7 @@ pub struct Record {
 struct State {
     faults: Vec<(u32, Fault)>,
     ignore_range_always: bool,
+    strip_validators: bool,
     data_from: HashMap<String, u64>,
     data_requests: u32,
     next_sig: u64,
@@ -122,6 +125,11 @@ impl Proxy {
     /// Ignore Range in every request.
     pub fn ignore_range_always(&self, on: bool) {
         self.state.lock().unwrap().ignore_range_always = on;
+    }
+
+    /// Send no `ETag` or `Last-Modified` in any answer.
+    pub fn strip_validators(&self, on: bool) {
+        self.state.lock().unwrap().strip_validators = on;
     }
 
     /// Forget requests and faults.
@@ -221,7 +229,7 @@ fn handle(
         .split('&')
         .find_map(|kv| kv.strip_prefix("sig=")?.parse().ok());
 
-    let (faults, ignore_range, expired, data) = {
+    let (faults, ignore_range, expired, data, strip) = {
         let mut s = state.lock().unwrap();
         let data =
             range.is_some_and(|(a, _): (u64, u64)| s.data_from.get(&file).is_some_and(|&d| a >= d));
@@ -242,7 +250,13 @@ fn handle(
             s.expired_below = s.next_sig;
         }
         let expired = listener == "cdn" && sig.is_none_or(|g| g < s.expired_below);
-        (now, s.ignore_range_always, expired, data)
+        (
+            now,
+            s.ignore_range_always,
+            expired,
+            data,
+            s.strip_validators,
+        )
     };
     let mut record = Record {
         listener,
@@ -286,6 +300,12 @@ fn handle(
         .unwrap_or(0);
     let mut out_head = String::new();
     for (i, line) in resp_head.trim_end().split("\r\n").enumerate() {
+        let key = line
+            .split_once(':')
+            .map(|(k, _)| k.trim().to_ascii_lowercase());
+        if i > 0 && strip && matches!(key.as_deref(), Some("etag" | "last-modified")) {
+            continue;
+        }
         let rewritten = match line.split_once(':') {
             Some((k, v)) if i > 0 && k.eq_ignore_ascii_case("location") && listener == "hub" => {
                 let mut s = state.lock().unwrap();

@@ -83,8 +83,8 @@ impl Server {
         self.out.path().join(name)
     }
 
-    /// Run the binary against this server, with extra environment variables.
-    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// The binary with `args` against this server, with extra environment variables.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_gguf-splice"));
         c.args(args)
             .env("HF_ENDPOINT", self.proxy.endpoint())
@@ -94,11 +94,50 @@ impl Server {
             .env("NO_PROXY", "127.0.0.1")
             .env("no_proxy", "127.0.0.1")
             .env_remove("GGUF_SPLICE_TEST_KILL_AT")
-            .env_remove("GGUF_SPLICE_TEST_FAIL_AT");
+            .env_remove("GGUF_SPLICE_TEST_FAIL_AT")
+            .env_remove("GGUF_SPLICE_TEST_PAUSE_AT");
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().expect("binary runs")
+        c
+    }
+
+    /// Run the binary against this server, with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().expect("binary runs")
+    }
+
+    /// Start the binary with `args` paused at the test hook step `at` (`shard:1`, ...): returns
+    /// once it is paused there, with the file to remove to let it go on.
+    pub fn start_paused(&self, args: &[&str], at: &str) -> (std::process::Child, PathBuf) {
+        let flag = self
+            .root
+            .path()
+            .join(format!("paused-{}", at.replace(':', "-")));
+        let mut child = self
+            .command(
+                args,
+                &[
+                    ("GGUF_SPLICE_TEST_PAUSE_AT", at),
+                    ("GGUF_SPLICE_TEST_PAUSE_FILE", flag.to_str().unwrap()),
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        // Waiting for a condition the run signals, not for time to pass.
+        while !flag.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "ended ({status}) before pausing at {at}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        (child, flag)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -97,6 +97,7 @@ pub fn options(selection: Selection) -> AssembleOptions {
         selection,
         router: None,
         experts_used: None,
+        force_expert_count: false,
     }
 }
 

@@ -15,10 +15,12 @@ mod scene;
 mod svg;
 mod term;
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use crate::compare::{Sources, ValueStatus, ValuesReport, VerifyReport};
-use crate::roles::{self, Class, Role};
+use crate::roles::{self, Class, Role, unit};
 
 pub use png::{MAX_PNG_SCALE, Png, map_png};
 pub use svg::map_svg;
@@ -100,6 +102,17 @@ struct Item<'a> {
     name: &'a str,
     class: Class,
     cells: Vec<Cell>,
+}
+
+/// The companions among `names` (`.scale`, `.bias`, ... beside a `.weight` of the list): a
+/// map shows units by their weight. A companion's bytes from another parent than its
+/// weight's make `verify` fail on their own (its torn units), and a `.scale` is part of its
+/// weight's values in `diff --values`.
+fn companions<'a>(names: impl Iterator<Item = &'a str> + Clone) -> HashSet<&'a str> {
+    let all: HashSet<&str> = names.clone().collect();
+    names
+        .filter(|n| unit::head_name(n).is_some_and(|h| all.contains(h.as_str())))
+        .collect()
 }
 
 /// Panel order: gate, fused gate/up, up, down, then anything else, by name.
@@ -197,9 +210,11 @@ impl Map {
     /// The map of `diff --values`: each expert's distance; a strip cell is the pooled
     /// distance of its tensors (as the report's summary by layer and role).
     pub fn from_values(r: &ValuesReport) -> Map {
+        let companion = companions(r.tensors.iter().map(|t| t.name.as_str()));
         let items: Vec<Item> = r
             .tensors
             .iter()
+            .filter(|t| !companion.contains(t.name.as_str()))
             .map(|t| {
                 let cells = match &t.status {
                     ValueStatus::Compared {
@@ -243,6 +258,7 @@ impl Map {
     /// The map of `verify`: the parents each expert (and each other tensor) matches byte
     /// for byte; tensors a mix rule makes are [`Cell::Mixed`].
     pub fn from_verify(r: &VerifyReport) -> Map {
+        let companion = companions(r.tensors.iter().map(|t| t.name.as_str()));
         let parents: Vec<String> = r.parents.iter().map(|(n, _)| n.clone()).collect();
         let index = |names: &[String]| -> Vec<usize> {
             let mut v: Vec<usize> = names
@@ -255,6 +271,7 @@ impl Map {
         let items: Vec<Item> = r
             .tensors
             .iter()
+            .filter(|t| !companion.contains(t.name.as_str()))
             .map(|t| {
                 let cell = |names: &[String]| {
                     if names.is_empty() && t.mixed {
