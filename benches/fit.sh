@@ -8,7 +8,7 @@
 # seed 11), F32, with an imatrix from fixtures/imatrix-text.txt. llama-quantize (with that
 # imatrix) makes the parents Q8_0 (the reference), Q4_K_M, Q3_K_S and Q2_K, and Q3_K_M, whose
 # file size is the budget. Children at that budget: fit (with and without --imatrix), and hand
-# mixes by role (three of them over the budget, for scale). Each model's KLD is against the reference's logits, on README.md's text
+# mixes by role (three of them over the budget, for scale). Each model's KLD is against the reference's logits, on the README's and docs/'s text
 # (256-token chunks). Prints a Markdown table (bytes, KLD mean, same-top-token %).
 #
 # Needs the gguf-py venv (fixtures/setup-python.sh, or GGUF_SPLICE_PYTHON) and llama.cpp
@@ -68,7 +68,8 @@ done
 
 # The reference's logits, then each model's KLD against them.
 EVAL="$WORK/eval.txt"
-cp README.md "$EVAL"
+# The project's own prose (text other than the imatrix's): the README and the guides.
+cat README.md docs/*.md > "$EVAL"
 PPL=(-f "$EVAL" -c 256 -b 256 --chunks 12 -t $T --no-repack --seed 1)
 "$LLAMA_BIN/llama-perplexity" -m "$WORK/Q8_0.gguf" "${PPL[@]}" --kl-divergence-base "$WORK/base.kld" \
     >"$WORK/base.log" 2>&1 || { cat "$WORK/base.log" >&2; exit 1; }

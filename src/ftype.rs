@@ -1,5 +1,5 @@
 //! `general.file_type`: llama.cpp's `llama_ftype`, the label of a file's quant mix
-//! (`15 = Q4_K_M`). Only shown: a spliced child keeps its base's value (see the README).
+//! (`15 = Q4_K_M`). Only shown: a spliced child keeps its base's value (see docs/metadata.md).
 //! From llama.cpp's `include/llama.h` (build 11434); ids 4-6 and 33-35 were removed.
 
 const NAMES: &[(u64, &str)] = &[

@@ -289,7 +289,7 @@ pub(crate) struct AssemblySpec {
     imatrix: Option<PathBuf>,
     /// For dense parents, the router rows: random:SEED (seeded, reproducible), uniform (all
     /// experts score the same; the default), or a .npy/.safetensors file of gate vectors
-    /// (per layer x per expert; see the README).
+    /// (per layer x per expert; see docs/assemble.md).
     #[arg(long, value_name = "random:SEED|uniform|FILE")]
     router: Option<String>,
     /// Experts used per token (expert_used_count). Default: the base's for MoE parents, 2

@@ -29,7 +29,7 @@ use gguf_splice::plan::{Parent, PlanError};
 use gguf_splice::recipe::RecipeError;
 use gguf_splice::source::{Http, SourceError};
 
-/// Exit codes, documented in the README.
+/// Exit codes, documented in docs/guarantees.md ("Exit codes").
 ///
 /// The rule: a problem with what an input *holds* (a malformed GGUF, a bad recipe, a recipe or
 /// chat template that is too large or not UTF-8, parents that do not fit together) exits 3; a

@@ -3,7 +3,7 @@
 //! carries it out, for `execute` (writing), `verify` (recomputing) and the planner itself
 //! (the distances a `threshold` needs, [`distances`]).
 //!
-//! The arithmetic, chosen so anyone can reproduce it bit for bit (README, "Mixing"):
+//! The arithmetic, chosen so anyone can reproduce it bit for bit (docs/mixing.md):
 //! 1. each parent's rows are dequantized to f32 by ggml's `to_float` (F32 is read as is);
 //! 2. each value is multiplied by its parent's weight (the recipe's number rounded to f32),
 //!    in f32;

@@ -1,5 +1,5 @@
 //! Remote files read in place with HTTP range requests (blocking ureq over rustls: one
-//! thread per connection, see the README's "Remote parents" for why).
+//! thread per connection, see docs/remote.md for why).
 //!
 //! Every request asks for `Range: bytes=a-b` and accepts only `206` with a `Content-Range`
 //! that starts at `a` and a total size and validators (`ETag`, else `Last-Modified`) equal to
