@@ -90,7 +90,7 @@ pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
     #[command(flatten)]
-    pub(crate) record: super::provenance::RecordArgs,
+    pub(crate) record: RecordArgs,
     /// The child is an MoE made by `assemble` with the --base, --experts, --keep,
     /// --keep-top/--imatrix, --router and --experts-used given here: check it against that
     /// plan (each output expert against the parent expert it came from).
@@ -161,7 +161,7 @@ pub(crate) struct SpliceArgs {
     #[command(flatten)]
     pub(crate) rules: RecipeArgs,
     #[command(flatten)]
-    pub(crate) like: super::provenance::LikeArgs,
+    pub(crate) like: LikeArgs,
     #[command(flatten)]
     pub(crate) out: OutputArgs,
 }
@@ -357,4 +357,44 @@ impl AssemblySpec {
         .find(|(given, _)| *given)
         .map(|(_, name)| name)
     }
+}
+
+/// Where parents the child records are found when not given with `--parent`.
+#[derive(Args)]
+pub(crate) struct RecordArgs {
+    /// A directory holding the child's local parents under the file names it records
+    /// (`inspect CHILD --provenance` lists them); `--parent NAME=PATH` still wins.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) parents_dir: Option<PathBuf>,
+}
+
+/// `inspect --provenance` and the parents it may plan with.
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    /// Show the child's lineage: its parents and their identities, its recipe or assemble
+    /// options, where each tensor and expert came from (planned from the record, with the
+    /// parents found as `verify` finds them: headers only), and general.base_model.*.
+    #[arg(long)]
+    pub(crate) provenance: bool,
+    /// NAME=PATH: a parent to plan with instead of the recorded one (with --provenance); PATH
+    /// is any shard, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
+    #[arg(long = "parent", value_name = "NAME=PATH", requires = "provenance")]
+    pub(crate) parents: Vec<String>,
+    /// A directory holding the child's local parents under their recorded file names
+    /// (with --provenance).
+    #[arg(long, value_name = "DIR", requires = "provenance")]
+    pub(crate) parents_dir: Option<PathBuf>,
+}
+
+/// `splice --like CHILD`: the options that make a child again from its record.
+#[derive(Args)]
+pub(crate) struct LikeArgs {
+    /// Make a child as CHILD was made, from its record: its recipe (or assemble options)
+    /// and split, with its parents (found as `verify` finds them) or those given with
+    /// --parent NAME=PATH; --split-max-size/--split-max-tensors override the split.
+    #[arg(long, value_name = "CHILD", conflicts_with_all = ["recipe", "takes", "allow_partial_experts"])]
+    pub(crate) like: Option<PathBuf>,
+    /// With --like: a directory holding the parents under their recorded file names.
+    #[arg(long, value_name = "DIR", requires = "like")]
+    pub(crate) parents_dir: Option<PathBuf>,
 }

@@ -86,7 +86,7 @@ enum Command {
         #[command(flatten)]
         flavour: FlavourArg,
         #[command(flatten)]
-        provenance: provenance::InspectArgs,
+        provenance: args::InspectArgs,
     },
     /// Build a child model from parents by rules.
     Splice(SpliceArgs),

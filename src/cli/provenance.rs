@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-
-use super::args::{FlavourArg, SpliceArgs, VerifyArgs};
+use super::args::{FlavourArg, InspectArgs, VerifyArgs};
 use super::{CliError, emit, exit, print_json};
 use gguf_splice::assemble::{self, AssembleOptions};
 use gguf_splice::compare::{self, Basis, CompareError, CompareOptions, VerifyReport};
@@ -14,15 +12,6 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::record::{ChildRecord, Made, ParentRecord};
 use gguf_splice::plan::{self, Parent, Plan, PlanError, SplitOptions};
 use gguf_splice::render::provenance::{Sources, provenance_json, provenance_text};
-
-/// Where parents the child records are found when not given with `--parent`.
-#[derive(Args)]
-pub(crate) struct RecordArgs {
-    /// A directory holding the child's local parents under the file names it records
-    /// (`inspect CHILD --provenance` lists them); `--parent NAME=PATH` still wins.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) parents_dir: Option<PathBuf>,
-}
 
 /// The parents to check or re-make `child` with: the given ones, then those the record
 /// names, from `--parents-dir` or their recorded URL, in the recorded order (the first is
@@ -155,24 +144,6 @@ fn assembled(
     Ok(r)
 }
 
-/// `inspect --provenance` and the parents it may plan with.
-#[derive(Args)]
-pub(crate) struct InspectArgs {
-    /// Show the child's lineage: its parents and their identities, its recipe or assemble
-    /// options, where each tensor and expert came from (planned from the record, with the
-    /// parents found as `verify` finds them: headers only), and general.base_model.*.
-    #[arg(long)]
-    pub(crate) provenance: bool,
-    /// NAME=PATH: a parent to plan with instead of the recorded one (with --provenance); PATH
-    /// is any shard, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
-    #[arg(long = "parent", value_name = "NAME=PATH", requires = "provenance")]
-    pub(crate) parents: Vec<String>,
-    /// A directory holding the child's local parents under their recorded file names
-    /// (with --provenance).
-    #[arg(long, value_name = "DIR", requires = "provenance")]
-    pub(crate) parents_dir: Option<PathBuf>,
-}
-
 /// `inspect CHILD --provenance`. Parents that cannot be found leave the sources out, with
 /// the reason: the record is worth showing without them.
 pub(crate) fn inspect(
@@ -241,34 +212,4 @@ pub(crate) fn replan<'p>(
             Ok(assemble::plan(parents, &options, output, split)?)
         }
     }
-}
-
-/// `splice --like CHILD`: the options that make a child again from its record.
-#[derive(Args)]
-pub(crate) struct LikeArgs {
-    /// Make a child as CHILD was made, from its record: its recipe (or assemble options)
-    /// and split, with its parents (found as `verify` finds them) or those given with
-    /// --parent NAME=PATH; --split-max-size/--split-max-tensors override the split.
-    #[arg(long, value_name = "CHILD", conflicts_with_all = ["recipe", "takes", "allow_partial_experts"])]
-    pub(crate) like: Option<PathBuf>,
-    /// With --like: a directory holding the parents under their recorded file names.
-    #[arg(long, value_name = "DIR", requires = "like")]
-    pub(crate) parents_dir: Option<PathBuf>,
-}
-
-/// `splice --like CHILD -o NEW`.
-pub(crate) fn like(args: &SpliceArgs, child: &Path) -> Result<i32, CliError> {
-    let flavour = args.rules.flavour;
-    let model = flavour.open(child)?;
-    let record = ChildRecord::read(&model)?;
-    let parents = parents(
-        &args.rules.parents,
-        flavour,
-        args.like.parents_dir.as_deref(),
-        &record,
-    )?;
-    let split = args.out.split();
-    let split = split.is_split().then_some(split);
-    let mut plan = replan(&parents, &record, &args.out.output, split)?;
-    super::splice::write_plan(&mut plan, &args.out)
 }

@@ -3,15 +3,17 @@
 
 use super::args::{OutputArgs, SpliceArgs};
 use super::progress::{Progress, Task};
+use super::provenance;
 use super::{CliError, emit, exit, install_cancel, open_parents, print_json, say};
 use gguf_splice::execute::{self, ExecOptions, RemoteOptions, ShardOutcome, ShardRun};
+use gguf_splice::plan::record::ChildRecord;
 use gguf_splice::plan::{self, Plan};
 use gguf_splice::render;
 
 /// `splice`: plan, then (unless --dry-run) write the child.
 pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     if let Some(child) = &args.like.like {
-        return super::provenance::like(&args, child);
+        return like(&args, child);
     }
     if args.rules.parents.is_empty() {
         return Err(CliError::Usage(
@@ -21,6 +23,23 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
     let parents = open_parents(&args.rules)?;
     let recipe = args.rules.recipe()?.unwrap_or_default();
     let mut plan = plan::build(&parents, &recipe, &args.out.output, args.out.split())?;
+    write_plan(&mut plan, &args.out)
+}
+
+/// `splice --like CHILD -o NEW`.
+pub(crate) fn like(args: &SpliceArgs, child: &std::path::Path) -> Result<i32, CliError> {
+    let flavour = args.rules.flavour;
+    let model = flavour.open(child)?;
+    let record = ChildRecord::read(&model)?;
+    let parents = provenance::parents(
+        &args.rules.parents,
+        flavour,
+        args.like.parents_dir.as_deref(),
+        &record,
+    )?;
+    let split = args.out.split();
+    let split = split.is_split().then_some(split);
+    let mut plan = provenance::replan(&parents, &record, &args.out.output, split)?;
     write_plan(&mut plan, &args.out)
 }
 

@@ -323,7 +323,7 @@ pub(super) fn restore_interrupted(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf
         for (no, target, backup) in files {
             let path = dir.join(target);
             if no == 1 {
-                super::publish::sync_dir(dir);
+                sync_dir(dir);
             }
             std::fs::rename(&backup, &path).map_err(|source| ExecError::Io {
                 path: backup.clone(),
@@ -332,7 +332,7 @@ pub(super) fn restore_interrupted(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf
             })?;
             restored.push(path);
         }
-        super::publish::sync_dir(dir);
+        sync_dir(dir);
     }
     Ok(restored)
 }
@@ -408,6 +408,14 @@ pub(super) fn leftovers(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ExecErr
     }
     found.sort();
     Ok(found)
+}
+
+/// Make renames in `dir` durable. Best effort: some filesystems refuse fsync on a
+/// directory, and nothing already written is lost if it fails.
+pub(super) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 #[cfg(test)]

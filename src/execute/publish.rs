@@ -15,12 +15,11 @@
 //! new files at their temporary names instead of deleting them: those not yet renamed stay,
 //! and those already renamed into place are renamed back.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::ExecError;
 use super::hooks::{Hooks, Step};
-use super::outputs::{backup_path, non_regular};
+use super::outputs::{backup_path, non_regular, sync_dir};
 
 /// A complete, fsynced temporary file and the path it is published at.
 pub(super) struct Staged {
@@ -40,14 +39,6 @@ struct Journal {
 pub(super) fn rename(from: &Path, to: &Path, hooks: &Hooks) -> std::io::Result<()> {
     hooks.step(Step::Rename)?;
     std::fs::rename(from, to)
-}
-
-/// Make renames in `dir` durable. Best effort: some filesystems refuse fsync on a
-/// directory, and nothing already written is lost if it fails.
-pub(super) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Put `staged` (in shard order) into place, replacing existing files only with `force`.

@@ -372,7 +372,7 @@ pub fn execute_shard(plan: &Plan, i: usize, opts: &ExecOptions) -> Result<ShardR
     })?;
     // Renamed: nothing is left at the temporary name to delete.
     let _ = temp.keep();
-    publish::sync_dir(dir);
+    outputs::sync_dir(dir);
     let done = complete_set(plan, &hooks)?;
     Ok(run(ShardOutcome::Written, done, removed))
 }
@@ -423,7 +423,7 @@ fn complete_set(plan: &Plan, hooks: &Hooks) -> Result<bool, ExecError> {
     }
     match publish::rename(&staged, first, hooks) {
         Ok(()) => {
-            publish::sync_dir(parent_dir(first));
+            outputs::sync_dir(parent_dir(first));
             Ok(true)
         }
         // Another job renamed it first.
