@@ -2,28 +2,26 @@
 //! gguf-splice: build a child GGUF model whose tensors (or single experts) come from two or
 //! more quantized parents, without dequantizing anything.
 //!
-//! Layers, each depending only on those above it:
-//! - [`ggml_type`], [`layout`], [`ftype`]: the type tables and all size arithmetic;
-//! - [`input`]: opening the files a user names (regular files only, text up to a cap);
-//! - [`source`]: where bytes come from: local files, or HTTP(S) and `hf://` files read in
-//!   place by range requests;
-//! - [`gguf`]: the container (reader, writer, shard sets);
-//! - [`roles`]: what a tensor is (layer, role, how it is cut into experts, how one converter
-//!   layout is read from another); the only module that reads meaning into tensor names;
+//! Layers, each depending only on those listed before it (the order is checked by looking
+//! at the imports: nothing points back up):
+//! - [`ggml_type`], [`ftype`], [`input`], [`distance`], [`source`]: the type tables, file-type
+//!   labels, opening the files a user names (regular files only, text up to a cap), the one
+//!   definition of how far apart two tensors' values are, and where bytes come from (local
+//!   files, or HTTP(S) and `hf://` files read in place by range requests);
+//! - [`layout`], [`ggml`]: all size arithmetic on file-derived numbers; ggml's own quantizers
+//!   and dequantizers, loaded at run time (`libggml-base`);
+//! - [`gguf`]: the container (reader, writer, shard sets, flavours);
+//! - [`roles`], [`mix`]: what a tensor is (layer, role, expert cut, its unit of weight and
+//!   companions, views across converter layouts), the only module that reads meaning into
+//!   tensor names; weight mixing, the bytes of tensors computed from several parents;
 //! - [`recipe`]: rules and metadata edits, parsed from TOML or the command line;
-//! - [`presets`]: the recipes of `mappings/`, built in;
-//! - [`plan`]: recipe x parents -> a fully checked plan of every output byte;
-//! - [`assemble`]: parents x experts list -> the plan of an MoE (dense models stacked as
-//!   experts, MoE experts pruned, reordered or united);
-//! - [`distance`]: how far apart two tensors' values are (`diff --values`, maps, mix
-//!   thresholds);
-//! - [`ggml`]: ggml's own quantizers and dequantizers, loaded at run time (`libggml-base`);
-//! - [`mix`]: weight mixing: the bytes of tensors computed from several parents;
-//! - [`fit`]: the child that fills a size budget best, picked per unit from existing quants;
-//! - [`execute`]: writes a plan to disk, deciding nothing;
+//! - [`plan`], [`presets`]: recipe x parents -> a fully checked plan of every output byte;
+//!   the recipes of `mappings/`, built in;
+//! - [`assemble`], [`fit`], [`execute`], [`compare`]: the plan of an MoE (dense models
+//!   stacked as experts, MoE experts pruned, reordered or united); the child that fills a
+//!   size budget best; writing a plan to disk, deciding nothing; `diff` and `verify`;
 //! - [`batch`]: many children from one manifest, cut into independent shard jobs;
-//! - [`compare`]: `diff` and `verify`: byte-level comparison of models;
-//! - [`render`]: every text and JSON report (inspect, plan, diff, verify).
+//! - [`render`]: every text and JSON report (inspect, plan, diff, verify, maps).
 //!
 //! # Example
 //!
