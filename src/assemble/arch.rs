@@ -13,8 +13,9 @@
 
 use super::Kind;
 use crate::gguf::{OwnedValue, ValueType};
-use crate::plan::metadata::{inherited, made_by, record_parents, set_kv};
-use crate::plan::{KEY_SPLICE_RECIPE, Parent, PlanValue};
+use crate::plan::{
+    KEY_SPLICE_RECIPE, Parent, PlanValue, inherited, made_by, record_parents, set_kv,
+};
 
 /// A dense architecture and the MoE architecture it becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

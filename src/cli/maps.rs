@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use super::CliError;
 use gguf_splice::compare::VerifyReport;
 use gguf_splice::render::{self, map::Map};
-use gguf_splice::roles::cut::is_stacked_experts;
 
 /// Where to draw a map, and in which format (by the file's extension).
 #[derive(Clone, Debug)]
@@ -126,21 +125,13 @@ fn terminal_width() -> Option<usize> {
     (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
 }
 
-/// The most experts one tensor of a map may have: DeepSeek has 256, and no picture shows
-/// more than a few thousand columns.
-pub(crate) const MAX_MAP_EXPERTS: u64 = 1 << 16;
-
-/// Refuse to draw a child whose stacked expert tensors claim more experts than
-/// [`MAX_MAP_EXPERTS`]: the map would hold a cell for each.
+/// Refuse to draw a child whose stacked expert tensors claim more experts than a map
+/// holds ([`render::map::MAX_MAP_EXPERTS`]): the map would hold a cell for each.
 pub(crate) fn check_drawable(r: &VerifyReport) -> Result<(), CliError> {
-    let too_many = r.tensors.iter().find(|t| {
-        is_stacked_experts(&t.name) && t.dims.last().is_some_and(|&n| n > MAX_MAP_EXPERTS)
-    });
-    match too_many {
-        Some(t) => Err(CliError::Usage(format!(
-            "tensor '{}' has {} experts; a map draws at most {MAX_MAP_EXPERTS} per tensor (the report is complete without --map and --grid)",
-            t.name,
-            t.dims.last().copied().unwrap_or(0)
+    match render::map::too_many_experts(r) {
+        Some((tensor, n)) => Err(CliError::Usage(format!(
+            "tensor '{tensor}' has {n} experts; a map draws at most {} per tensor (the report is complete without --map and --grid)",
+            render::map::MAX_MAP_EXPERTS
         ))),
         None => Ok(()),
     }

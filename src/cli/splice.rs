@@ -5,7 +5,7 @@ use super::args::{OutputArgs, SpliceArgs};
 use super::progress::{Progress, Task};
 use super::provenance;
 use super::{CliError, emit, exit, install_cancel, open_parents, print_json, say};
-use gguf_splice::execute::{self, ExecOptions, RemoteOptions, ShardOutcome, ShardRun};
+use gguf_splice::execute::{self, ExecOptions, RemoteOptions, ShardOutcome};
 use gguf_splice::plan::record::ChildRecord;
 use gguf_splice::plan::{self, Plan};
 use gguf_splice::render;
@@ -199,7 +199,7 @@ fn splice_shard(
         say(format_args!("removed {}", f.display()));
     }
     if args.json {
-        print_json(&shard_json(&run, k, count, secs))?;
+        print_json(&render::shard_json(&run, k, count, secs))?;
     } else if !args.quiet {
         say(format_args!(
             "shard {k} of {count}: {} {} ({secs:.1} s); {}",
@@ -217,19 +217,4 @@ fn splice_shard(
         ));
     }
     Ok(exit::OK)
-}
-
-/// What `splice --shard K --json` prints.
-fn shard_json(run: &ShardRun, k: u64, count: usize, secs: f64) -> serde_json::Value {
-    serde_json::json!({
-        "shard": k,
-        "shards": count,
-        "path": run.path,
-        "bytes": run.bytes,
-        "written": run.outcome == ShardOutcome::Written,
-        "set_complete": run.set_complete,
-        "seconds": secs,
-        "removed": run.removed,
-        "created_dir": run.created_dir,
-    })
 }

@@ -15,7 +15,7 @@ mod build;
 mod compat;
 mod error;
 mod loaders;
-pub(crate) mod metadata;
+mod metadata;
 pub mod mixed;
 mod needs_ggml;
 pub mod owners;
@@ -35,6 +35,10 @@ pub(crate) use compat::{STRUCTURAL_KEYS, same_value, show_value};
 pub use error::PlanError;
 pub use loaders::{GGML_MAX_NAME, IK_LLAMA_MAX_EXPERTS, LLAMA_MAX_EXPERTS, Loaders, OverLimit};
 pub use metadata::shard_kvs;
+/// The metadata steps every planner of a child shares (`build` and `assemble`): a key set
+/// in order, a parent's inheritable keys, the parents recorded as `general.base_model.*`,
+/// and the `general.name`-style "made by" text.
+pub(crate) use metadata::{inherited, made_by, record_parents, set_kv};
 pub use mixed::{MixReport, SliceDecision};
 pub use needs_ggml::require_ggml;
 pub use piece::{Made, ParentBytes, Piece, PlannedTensor, RunSource, Source, SourceRun};

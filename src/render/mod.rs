@@ -34,7 +34,7 @@ pub use inspect::{inspect_json, inspect_text};
 pub use plan::{plan_json, plan_text};
 pub use values::{number, values_json, values_text};
 pub use verify::{verify_json, verify_text};
-pub use written::{written_json, written_text};
+pub use written::{shard_json, written_json, written_text};
 
 /// Expert runs shown per tensor in a text label.
 const SHOWN_RANGES: usize = 8;

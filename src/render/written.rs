@@ -1,10 +1,11 @@
 //! The summary of a finished `splice`: the files written, and for remote parents the bytes
-//! received from each (and what `--resume` saved).
+//! received from each (and what `--resume` saved); and what one shard job (`--shard K`)
+//! did.
 
 use serde_json::{Value, json};
 
 use super::{human_bytes, plural_count};
-use crate::execute::Written;
+use crate::execute::{ShardOutcome, ShardRun, Written};
 use crate::plan::Plan;
 
 /// One line per fact, for stderr.
@@ -66,6 +67,21 @@ pub fn written_json(plan: &Plan, w: &Written, secs: f64) -> Value {
         "resumed_bytes": w.resumed,
         "created_dir": w.created_dir.as_ref().map(|d| d.display().to_string()),
         "warnings": plan.warnings,
+    })
+}
+
+/// What `splice --shard K --json` prints.
+pub fn shard_json(run: &ShardRun, k: u64, count: usize, secs: f64) -> Value {
+    json!({
+        "shard": k,
+        "shards": count,
+        "path": run.path,
+        "bytes": run.bytes,
+        "written": run.outcome == ShardOutcome::Written,
+        "set_complete": run.set_complete,
+        "seconds": secs,
+        "removed": run.removed,
+        "created_dir": run.created_dir,
     })
 }
 

@@ -104,6 +104,20 @@ struct Item<'a> {
     cells: Vec<Cell>,
 }
 
+/// The most experts one tensor of a map may have: DeepSeek has 256, and no picture shows
+/// more than a few thousand columns.
+pub const MAX_MAP_EXPERTS: u64 = 1 << 16;
+
+/// A stacked expert tensor of `r` that claims more experts than a map holds
+/// ([`MAX_MAP_EXPERTS`]), and its count: a map of it would hold a cell for each.
+pub fn too_many_experts(r: &VerifyReport) -> Option<(&str, u64)> {
+    r.tensors.iter().find_map(|t| {
+        let n = t.dims.last().copied().unwrap_or(0);
+        (roles::cut::is_stacked_experts(&t.name) && n > MAX_MAP_EXPERTS)
+            .then_some((t.name.as_str(), n))
+    })
+}
+
 /// The companions among `names` (`.scale`, `.bias`, ... beside a `.weight` of the list): a
 /// map shows units by their weight. A companion's bytes from another parent than its
 /// weight's make `verify` fail on their own (its torn units), and a `.scale` is part of its
