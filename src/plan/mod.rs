@@ -16,6 +16,7 @@ mod error;
 mod loaders;
 pub(crate) mod metadata;
 pub mod mixed;
+pub mod mixed_scales;
 mod needs_ggml;
 pub mod owners;
 mod piece;
@@ -339,6 +340,9 @@ pub fn build<'p>(
     let mut planned: Vec<Option<PlannedTensor>> = vec![None; base_model.tensor_count()];
     // Per layer: (tensor, owner of each expert) of its stacked routed-expert tensors.
     let mut expert_owners: BTreeMap<u64, Vec<(String, Vec<usize>)>> = BTreeMap::new();
+    // Scale companions of mixed weights, planned from their weight's pieces once every
+    // weight is: (index, weight's index, origin of each parent, the mix rule's origin).
+    let mut scales_of_mixes: Vec<(usize, usize, Vec<String>, String)> = Vec::new();
     for routers in [false, true] {
         for (i, t) in base_model.tensors().enumerate() {
             let name = &t.info.name;
@@ -431,16 +435,34 @@ pub fn build<'p>(
                     .map(|&r| recipe.rules[r].origin.clone())
                     .unwrap_or_else(|| format!("base '{}'", parents[p].name))
             };
-            let mixes = a.owners.parents().iter().any(|&p| p >= parents.len());
-            if let Some(&mix) = a.owners.parents().iter().find(|&&p| p >= parents.len()) {
-                units.check_mix(name, &origin(mix))?;
+            let mix = a.owners.parents().into_iter().find(|&p| p >= parents.len());
+            if let Some(mix) = mix
+                && companion
+                && roles::unit::is_scale(name)
+                && let Some(w) = base_model.tensors().position(|t| t.info.name == selector)
+            {
+                let origins = (0..parents.len()).map(origin).collect();
+                scales_of_mixes.push((i, w, origins, origin(mix)));
+                continue;
             }
-            planned[i] = Some(if mixes {
+            planned[i] = Some(if mix.is_some() {
                 mixer.plan_tensor(t.info, &a.owners, &origin)?
             } else {
                 tensors::plan_tensor(parents, base, t.info, &a.owners, &origin)?
             });
         }
+    }
+    for (i, w, origins, rule) in scales_of_mixes {
+        let info = base_model.tensors().nth(i).expect("a base tensor").info;
+        let weight = planned[w].as_ref().expect("every weight is planned");
+        planned[i] = Some(mixed_scales::plan_companion(
+            parents,
+            base,
+            info,
+            weight,
+            &|p| origins[p].clone(),
+            &rule,
+        )?);
     }
     // Owners are parents, or mix rules past them (see rule_parents).
     let owner_name = |id: usize| match parents.get(id) {

@@ -6,8 +6,9 @@
 //!   ([`PlanError::CompanionWithoutWeight`]): no program can use such a child, so
 //!   `allow_partial_experts` does not override it.
 //! - A companion that cannot be cut like its weight (`{1}` beside experts taken one by one),
-//!   a parent whose companions of a weight the child would drop, and a mix of values a
-//!   companion scales are refused, each naming both tensors.
+//!   and a parent whose companions of a weight the child would drop are refused, each naming
+//!   both tensors. A mix applies a weight's `.scale` to the values it mixes
+//!   ([`mixed_scales`](super::mixed_scales)).
 
 use crate::plan::owners::Owners;
 use crate::plan::{Parent, PlanError};
@@ -117,7 +118,7 @@ impl<'p> UnitRules<'p> {
         let base = &self.parents[self.base].model;
         for p in owners.parents() {
             let Some(parent) = self.parents.get(p) else {
-                continue; // a mix rule: checked by `check_mix`
+                continue; // a mix rule: its parents' scales are applied (`mixed_scales`)
             };
             let sources: Vec<String> = match views::view(info, &parent.model) {
                 Ok(v) => v
@@ -145,27 +146,5 @@ impl<'p> UnitRules<'p> {
             }
         }
         Ok(())
-    }
-
-    /// A mix of a weight scaled by a companion (or of the scale itself) is refused: the
-    /// values are the blocks times the scale, and ggml's quantizers make no such scale.
-    pub(crate) fn check_mix(&self, name: &str, origin: &str) -> Result<(), PlanError> {
-        let base = self.base();
-        let scaled = if base.is_companion(name) {
-            unit::is_scale(name).then(|| name.to_string())
-        } else {
-            base.companions(name)
-                .iter()
-                .find(|c| unit::is_scale(c))
-                .cloned()
-        };
-        match scaled {
-            Some(companion) => Err(PlanError::ScaledMix {
-                origin: origin.to_string(),
-                tensor: name.to_string(),
-                companion,
-            }),
-            None => Ok(()),
-        }
     }
 }
