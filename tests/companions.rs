@@ -482,3 +482,20 @@ fn assembling_dense_parents_stacks_their_scales_into_per_expert_scales() {
         }
     }
 }
+
+#[test]
+fn a_mix_of_parents_whose_input_scales_differ_is_refused() {
+    // The marker bytes make every parent's `.input_scale` its own: llama.cpp b11434 loads
+    // but does not apply it, so no value is right for a mixed expert.
+    let two = Two::new(true, true);
+    let e = two
+        .refusal(
+            "[[rules]]\nrole = \"routed_experts\"\nexperts = \"1\"\nmix = { v3 = 0.5, r1 = 0.5 }\n",
+        )
+        .expect("refused");
+    assert!(
+        matches!(&e, PlanError::MixInputScaleDiffers { tensor, expert: 1, .. }
+            if tensor.ends_with("_exps.input_scale")),
+        "{e}"
+    );
+}
