@@ -347,8 +347,13 @@ impl<'p, 'r> Mixer<'p, 'r> {
             .into_iter()
             .map(|(_, shard, offset, len)| Span { shard, offset, len })
             .collect();
-        let scales =
-            super::mixed_scales::factors(&self.parents[p], info, experts, &self.origin(rule))?;
+        let scales = super::mixed_scales::factors(
+            &self.parents[p],
+            info,
+            view,
+            experts,
+            &self.origin(rule),
+        )?;
         Ok(Input {
             parent: p,
             weight,

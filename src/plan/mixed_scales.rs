@@ -21,6 +21,7 @@ use crate::ggml_type::GgmlType;
 use crate::gguf::TensorInfo;
 use crate::mix::MixError;
 use crate::roles::unit;
+use crate::roles::views::View;
 
 /// The origin of the made `.scale` bytes of mixed experts, for reports and `verify`.
 pub const MIXED_SCALE: &str = "scale 1.0 of mixed values";
@@ -61,21 +62,48 @@ fn matrices(info: &TensorInfo) -> u64 {
     total / info.dims.get(1).copied().unwrap_or(1).max(1)
 }
 
-/// Parent `parent`'s `.scale` factors of weight `info` (the child's tensor) for `experts`
-/// (all: `None`), as [`Input::scales`](crate::mix::Input::scales) takes them; `None` when the
-/// parent has no `.scale` beside it. `origin` names the mix rule.
+/// Parent `parent`'s `.scale` factors of weight `info` (the child's tensor, which `view`
+/// reads in the parent) for `experts` (all: `None`), as
+/// [`Input::scales`](crate::mix::Input::scales) takes them; `None` when the parent has no
+/// `.scale` beside it. A parent that stores the weight fused (`ffn_gate_up_exps`) scales both
+/// halves of an expert by its one scale; one that stores the halves separately, each with
+/// its own scale, is refused for a fused child. `origin` names the mix rule.
 pub(super) fn factors(
     parent: &Parent,
     info: &TensorInfo,
+    view: &View,
     experts: &Option<Range<u64>>,
     origin: &str,
 ) -> Result<Option<Vec<f32>>, PlanError> {
-    let Some(name) = companion(&info.name, "scale") else {
-        return Ok(None);
+    let mut sources: Vec<&str> = view
+        .parts()
+        .iter()
+        .map(|x| x.source.info.name.as_str())
+        .collect();
+    sources.dedup();
+    let scales: Vec<String> = sources
+        .iter()
+        .filter_map(|s| companion(s, "scale"))
+        .filter(|c| parent.model.tensor(c).is_some())
+        .collect();
+    let name = match (sources.as_slice(), scales.as_slice()) {
+        (_, []) => return Ok(None),
+        ([_], [one]) => one.clone(),
+        (_, [first, ..]) => {
+            return Err(PlanError::MixScaleUnusable {
+                origin: origin.to_string(),
+                tensor: info.name.clone(),
+                scale: first.clone(),
+                parent: parent.name.clone(),
+                found: format!(
+                    "one of the scales of {} (another layout, whose halves have scales of their own)",
+                    sources.join(" and ")
+                ),
+                matrices: matrices(info),
+            });
+        }
     };
-    let Some(t) = parent.model.tensor(&name) else {
-        return Ok(None);
-    };
+    let t = parent.model.tensor(&name).expect("found above");
     let (count, n) = (t.info.dims.iter().product::<u64>(), matrices(info));
     if t.info.ty != GgmlType::F32 || !(count == 1 || count == n) {
         return Err(PlanError::MixScaleUnusable {
