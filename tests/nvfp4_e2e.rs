@@ -325,3 +325,63 @@ fn a_mix_of_scaled_nvfp4_experts_computes_numpys_scaled_values_and_runs_like_the
     assert_eq!(bad[0]["tensor"], name);
     assert_eq!(bad[0]["experts"], serde_json::json!([[1, 1]]));
 }
+
+#[test]
+fn a_threshold_measures_scaled_values_and_kept_experts_keep_their_scale() {
+    let test = "a_threshold_measures_scaled_values_and_kept_experts_keep_their_scale";
+    if !have(test, &[Oracle::GgufPy, Oracle::Llama, Oracle::Ggml]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let a = nvfp4_parent(d.path(), "a", "1");
+    // The same blocks as a, other scales: the values differ by the scales alone, so expert
+    // e of each matrix is |sc[e] / sa[e] - 1| from a's.
+    let c = d.path().join("c.gguf");
+    let src = repo().join("fixtures/qwen3moe-a-mainline.gguf");
+    python(
+        "nvfp4_parents.py",
+        &[src.to_str().unwrap(), c.to_str().unwrap(), "1", "7"],
+    );
+    let names: Vec<String> = (0..2)
+        .flat_map(|l| ["gate", "up", "down"].map(|m| format!("blk.{l}.ffn_{m}_exps.scale")))
+        .collect();
+    let distances: Vec<Vec<f64>> = names
+        .iter()
+        .map(|n| {
+            let (sa, sc) = (f32s(&a, n), f32s(&c, n));
+            sa.iter()
+                .zip(&sc)
+                .map(|(a, c)| (*c as f64 / *a as f64 - 1.0).abs())
+                .collect()
+        })
+        .collect();
+    let mut all: Vec<f64> = distances.iter().flatten().copied().collect();
+    all.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let mid = all.len() / 2;
+    assert!(
+        all[mid] - all[mid - 1] > 1e-3,
+        "a threshold between {all:?}"
+    );
+    let threshold = (all[mid - 1] + all[mid]) / 2.0;
+    let (pa, pc) = (format!("a={}", a.display()), format!("c={}", c.display()));
+    let child = splice_recipe(
+        d.path(),
+        [&pa, &pc],
+        &format!(
+            "[[rules]]\nrole = \"routed_experts\"\nexperts = \"0-3\"\nmix = {{ a = 0.5, c = 0.5 }}\nthreshold = {threshold}\n"
+        ),
+        "child",
+    );
+    for (n, d) in names.iter().zip(&distances) {
+        let sa = f32s(&a, n);
+        let want: Vec<f32> = (0..4)
+            .map(|e| if d[e] < threshold { sa[e] } else { 1.0 })
+            .collect();
+        assert_eq!(
+            f32s(&child, n),
+            want,
+            "{n}: distances {d:?}, threshold {threshold}"
+        );
+    }
+    probe(&child);
+}
