@@ -206,18 +206,27 @@ impl Job {
         self.rows * self.out_row_bytes()
     }
 
-    /// `mix r1 0.75 + v3 0.25 -> Q4_K`, or `v3 requantized to Q4_K`, for reports.
+    /// `mix r1 0.75 + v3 0.25 -> Q4_K`, or `v3 requantized to Q4_K`, for reports; inputs
+    /// multiplied by their `.scale` say so.
     pub fn label(&self, names: &[String]) -> String {
+        let scaled = if self.inputs.iter().any(|i| i.scales.is_some()) {
+            " (values times each parent's .scale)"
+        } else {
+            ""
+        };
         match self.inputs.as_slice() {
             [i] if i.weight == 1.0 => {
-                format!("{} requantized to {}", names[i.parent], self.out_type)
+                format!(
+                    "{}{scaled} requantized to {}",
+                    names[i.parent], self.out_type
+                )
             }
             inputs => {
                 let parts: Vec<String> = inputs
                     .iter()
                     .map(|i| format!("{} {}", names[i.parent], i.weight))
                     .collect();
-                format!("mix {} -> {}", parts.join(" + "), self.out_type)
+                format!("mix {}{scaled} -> {}", parts.join(" + "), self.out_type)
             }
         }
     }
