@@ -544,3 +544,18 @@ fn a_mix_scales_a_fused_parents_halves_by_its_one_scale() {
         assert_eq!(scales, [None, Some(vec![3.0, 4.0])], "{name}");
     }
 }
+
+#[test]
+fn a_mix_parent_whose_companion_the_child_lacks_is_refused_but_for_its_scale() {
+    // v3 (the base) has no expert scales; r1 has `.scale` and `.input_scale`. The mix
+    // applies r1's `.scale` to its values, but its `.input_scale` would be lost.
+    let two = Two::new(false, true);
+    let e = two
+        .refusal("[[rules]]\nrole = \"routed_experts\"\nmix = { v3 = 0.5, r1 = 0.5 }\n")
+        .expect("refused");
+    assert!(
+        matches!(&e, PlanError::CompanionDropped { parent, companion, .. }
+            if parent == "r1" && companion.ends_with("_exps.input_scale")),
+        "{e}"
+    );
+}

@@ -408,7 +408,14 @@ pub fn build<'p>(
                 },
             })?;
             units.check_follows(t.info, &a.owners)?;
-            units.check_none_dropped(t.info, &a.owners)?;
+            units.check_none_dropped(t.info, &a.owners, &|id| {
+                let spec = recipe.rules[id - parents.len()].mix.as_ref();
+                spec.map(|m| m.effective())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|(name, _)| names.iter().position(|n| n == name))
+                    .collect()
+            })?;
             for &r in &a.matched {
                 matched[r] += 1;
             }

@@ -105,21 +105,30 @@ impl<'p> UnitRules<'p> {
     /// Every parent that gives bytes of weight `name` gives its companions too: a parent
     /// whose weight has a companion the child (the base's tensor list) lacks would lose it,
     /// and with it, for a `.scale`, the values. Converted layouts are checked through the
-    /// tensors the parent's bytes come from.
+    /// tensors the parent's bytes come from. A mix rule's parents (`mixed(owner)`, for an
+    /// owner past the parents) are checked too, but for `.scale`, which the mix applies to
+    /// their values (see [`mixed_scales`](super::mixed_scales)).
     pub(crate) fn check_none_dropped(
         &self,
         info: &crate::gguf::TensorInfo,
         owners: &Owners,
+        mixed: &dyn Fn(usize) -> Vec<usize>,
     ) -> Result<(), PlanError> {
         // Only a weight has companions: `STEM.weight`.
         let Some(stem) = info.name.strip_suffix(".weight") else {
             return Ok(());
         };
         let base = &self.parents[self.base].model;
+        let mut givers: Vec<(usize, bool)> = Vec::new();
         for p in owners.parents() {
-            let Some(parent) = self.parents.get(p) else {
-                continue; // a mix rule: its parents' scales are applied (`mixed_scales`)
-            };
+            if p < self.parents.len() {
+                givers.push((p, false));
+            } else {
+                givers.extend(mixed(p).into_iter().map(|q| (q, true)));
+            }
+        }
+        for (p, in_mix) in givers {
+            let parent = &self.parents[p];
             let sources: Vec<String> = match views::view(info, &parent.model) {
                 Ok(v) => v
                     .parts()
@@ -133,6 +142,9 @@ impl<'p> UnitRules<'p> {
                     // The child's name for the companion: the same suffix on the child's
                     // weight.
                     let suffix = unit::suffix(c).unwrap_or_default();
+                    if in_mix && suffix == "scale" {
+                        continue;
+                    }
                     let wanted = format!("{stem}.{suffix}");
                     if base.tensor(&wanted).is_none() || source != &info.name {
                         return Err(PlanError::CompanionDropped {
