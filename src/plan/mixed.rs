@@ -2,7 +2,9 @@
 //! is, in order: copied from a picked parent; kept from the base (a `threshold` found the
 //! parents too close); copied from the one parent of a mix whose weight is 1 (no
 //! requantization); or computed by a [`Job`] for [`crate::mix`]: the parents' rows with their
-//! weights, the output type, and the importance matrix entry.
+//! weights, the output type, and the importance matrix entry. A weight's `.scale` goes into
+//! each parent's input as factors, and its scale companions follow the weight's pieces
+//! (`plan::mixed_scales`).
 //!
 //! A threshold needs the distances between the parents' dequantized values, so the planner
 //! reads and dequantizes every parent's rows of such tensors here, before the plan exists

@@ -16,7 +16,7 @@ mod error;
 mod loaders;
 pub(crate) mod metadata;
 pub mod mixed;
-pub mod mixed_scales;
+mod mixed_scales;
 mod needs_ggml;
 pub mod owners;
 mod piece;
