@@ -17,6 +17,7 @@ pub mod mix;
 mod take;
 
 pub use error::{RecipeError, short_pattern};
+pub(crate) use error::{at, did_you_mean, explain, toml_message, toml_position, unknown_field};
 use error::{regex_error, toml_error};
 pub use mix::MixSpec;
 pub use take::parse_take;
@@ -29,8 +30,9 @@ pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
 pub const MAX_CHAT_TEMPLATE_BYTES: u64 = 1 << 20;
 
 /// The form of a `--take` rule, for messages and help.
-pub const TAKE_FORM: &str = "REGEX=PARENT[:experts=RANGES][:layers=RANGES][:router]";
-const TAKE_OPTIONS: &str = "experts=RANGES, layers=RANGES, router";
+pub const TAKE_FORM: &str =
+    "REGEX=PARENT[:role=ROLE][:experts=RANGES][:layers=RANGES][:router][:optional]";
+const TAKE_OPTIONS: &str = "role=ROLE, experts=RANGES, layers=RANGES, router, optional";
 /// The value types `metadata.set` accepts.
 const SET_TYPES: &[&str] = &[
     "u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string",

@@ -23,32 +23,8 @@ fn fixture(name: &str) -> PathBuf {
     repo().join("fixtures").join(name)
 }
 
-fn probe(model: &Path) -> Value {
-    let out = Command::new(llama_bin().join("llama-splice-probe"))
-        .arg(model)
-        .output()
-        .expect("probe runs");
-    assert!(
-        out.status.success(),
-        "llama.cpp failed to load/run {}: {}",
-        model.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn python(script: &str, args: &[&str]) -> Value {
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle").join(script))
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&oracle_script(script, args)).unwrap()
 }
 
 /// gguf-py's view: keys by name, tensors by name (type, shape, sha256, per-expert sha256).
@@ -139,7 +115,7 @@ fn copies_of_one_dense_model_generate_its_tokens_for_any_router() {
     npy_router(&npy, 2, 4, 256);
     for (arch, moe) in [("llama", "llama"), ("qwen3", "qwen3moe")] {
         let dense = fixture(&format!("{arch}-ft-a-q4km.gguf"));
-        let want = probe(&dense);
+        let want = llama_probe(&dense);
         let parent = format!("a={}", dense.display());
         // (Three copies too: llama.cpp takes expert counts that are not powers of two.)
         for (router, used, copies) in [
@@ -164,7 +140,7 @@ fn copies_of_one_dense_model_generate_its_tokens_for_any_router() {
                 o,
                 "--force",
             ]);
-            let got = probe(&out);
+            let got = llama_probe(&out);
             assert_eq!(
                 got["tokens"], want["tokens"],
                 "{arch} router {router}, {used} used"
@@ -222,7 +198,7 @@ fn moes_of_two_fine_tunes_load_and_generate() {
             fixture(&format!("{arch}-ft-a-q4km.gguf")),
             fixture(&format!("{arch}-ft-b-q4km.gguf")),
         );
-        let (pa, pb) = (probe(&a), probe(&b));
+        let (pa, pb) = (llama_probe(&a), llama_probe(&b));
         let out = dir.path().join(format!("{arch}-ab.gguf"));
         let o = out.to_str().unwrap();
         let parents = [format!("a={}", a.display()), format!("b={}", b.display())];
@@ -240,7 +216,7 @@ fn moes_of_two_fine_tunes_load_and_generate() {
                 o,
                 "--force",
             ]);
-            let got = probe(&out);
+            let got = llama_probe(&out);
             assert_eq!(got["tokens"].as_array().unwrap().len(), 8, "{arch}");
             assert!(
                 got["logits"]
@@ -337,8 +313,8 @@ fn pruned_deepseek2_keeps_its_bytes_and_runs() {
         pd.tensors.iter().map(key).collect::<Vec<_>>()
     );
     assert_eq!(
-        probe(&same),
-        probe(&v3),
+        llama_probe(&same),
+        llama_probe(&v3),
         "the same tensors generate the same"
     );
     // Half the experts: 1 and 3.
@@ -371,7 +347,7 @@ fn pruned_deepseek2_keeps_its_bytes_and_runs() {
     for (name, e) in &he {
         assert_eq!(e, &vec![pe[name][1].clone(), pe[name][3].clone()], "{name}");
     }
-    let p = probe(&half);
+    let p = llama_probe(&half);
     assert_eq!(p["tokens"].as_array().unwrap().len(), 8);
     note(format!(
         "assemble e2e: deepseek2 pruned to experts 1,3: tokens {}",
@@ -463,7 +439,7 @@ fn keep_top_keeps_the_experts_the_imatrix_counts_most() {
             }
         }
     }
-    assert_eq!(probe(&out)["tokens"].as_array().unwrap().len(), 8);
+    assert_eq!(llama_probe(&out)["tokens"].as_array().unwrap().len(), 8);
 }
 
 #[test]
@@ -500,9 +476,9 @@ fn union_of_two_deepseek2_models_loads_with_the_summed_expert_count() {
         let want: Vec<Value> = ve[name].iter().chain(&re[name]).cloned().collect();
         assert_eq!(e, &want, "{name}");
     }
-    let p = probe(&out);
+    let p = llama_probe(&out);
     assert_eq!(p["tokens"].as_array().unwrap().len(), 8);
-    assert_ne!(p["logits"], probe(&v3)["logits"]);
+    assert_ne!(p["logits"], llama_probe(&v3)["logits"]);
     note(format!(
         "assemble e2e: deepseek2 v3 + r1, 8 experts: tokens {}",
         p["tokens"]

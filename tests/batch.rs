@@ -406,7 +406,9 @@ fn a_bad_child_stops_the_batch_before_any_output() {
             "output = 'bad.gguf'\ntake = ['no_such_tensor=r1']",
             3,
         ),
-        ("dir", "output = 'missing/bad.gguf'", 4),
+        // A directory that cannot be: a path through the manifest, a regular file (a
+        // missing directory is created; see tests/cli/outputs.rs).
+        ("dir", "output = 'm.toml/bad.gguf'", 4),
         (
             "same",
             "output = 'late/chimera-late-00002-of-00003.gguf'",

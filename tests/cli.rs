@@ -1,8 +1,16 @@
 //! The command line as a user meets it: presets by name from anywhere, generated shell
 //! completions and man page, the JSON summary of a real splice, and warnings under --quiet.
+//! The modules under `tests/cli/` hold the rest, by theme.
 
 mod common;
+#[path = "cli/messages.rs"]
+mod messages;
+#[path = "cli/outputs.rs"]
+mod outputs;
+#[path = "cli/rules.rs"]
+mod rules;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -212,9 +220,9 @@ fn an_output_error_is_not_buried_under_warnings() {
     assert_ok(&o);
     assert!(stderr(&o).contains("warning: chat template differs"));
     // ...but a run that cannot write says only why.
-    let missing = s.dir.path().join("missing").join("child.gguf");
+    let through_a_file = ok.join("child.gguf");
     let exists = ok.to_str().unwrap();
-    for out in [missing.to_str().unwrap(), exists] {
+    for out in [through_a_file.to_str().unwrap(), exists] {
         let o = s.splice(&["--recipe", &recipe, "-o", out]);
         assert_exit(&o, 4);
         assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));

@@ -232,7 +232,7 @@ fn without_ggml_fit_says_how_to_get_one() {
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = run_without_ggml(&args);
-    assert_exit(&o, 2);
+    assert_exit(&o, 5);
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("pip install libggml-python"), "{e}");

@@ -10,37 +10,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
-fn probe(model: &Path) -> Value {
-    let out = Command::new(llama_bin().join("llama-splice-probe"))
-        .arg(model)
-        .output()
-        .expect("probe runs");
-    assert!(
-        out.status.success(),
-        "llama.cpp failed to load/run {}: {}",
-        model.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn python(script: &str, args: &[String]) -> Vec<u8> {
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle").join(script))
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    oracle_script(script, args)
 }
 
 /// gguf-py's tensors in file order: name, type, shape, sha256, and per-expert sha256 for
@@ -116,10 +91,10 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
             format!("{EXPERTS}={}", fixture("r1-iq2mix.gguf")),
         ],
     );
-    let want = probe(&reference);
+    let want = llama_probe(&reference);
     assert_ne!(
         want["logits"],
-        probe(Path::new(&fixture("v3-q3mix.gguf")))["logits"],
+        llama_probe(Path::new(&fixture("v3-q3mix.gguf")))["logits"],
         "the experts matter"
     );
 
@@ -166,7 +141,7 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
                 v3[n].clone()
             }
         });
-        let got = probe(c);
+        let got = llama_probe(c);
         assert_eq!(got["tokens"], want["tokens"], "{}", c.display());
         assert_eq!(got["logits"], want["logits"], "{}", c.display());
     }
@@ -224,7 +199,7 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
             assert_eq!(t["sha256"], v3[name]["sha256"], "{name}");
         }
     }
-    let (got, want) = (probe(&child), probe(&reference));
+    let (got, want) = (llama_probe(&child), llama_probe(&reference));
     assert_eq!(got["tokens"], want["tokens"]);
     assert_eq!(got["logits"], want["logits"]);
 }
@@ -386,12 +361,12 @@ fn r1t_preset_on_fused_parents_takes_every_routed_expert() {
     // ffn_gate_up_exps: the child had v3's gate/up experts with r1's down experts, exit 0.
     assert_same_tensors(&child, &reference, &[("v3", &v3), ("r1", &r1)]);
     assert_verify_ok(&child, &parents, &recipe);
-    let (got, want) = (probe(&child), probe(&reference));
+    let (got, want) = (llama_probe(&child), llama_probe(&reference));
     assert_eq!(got["tokens"], want["tokens"]);
     assert_eq!(got["logits"], want["logits"]);
     assert_ne!(
         want["logits"],
-        probe(Path::new(&v3))["logits"],
+        llama_probe(Path::new(&v3))["logits"],
         "the experts matter"
     );
 }
@@ -442,13 +417,13 @@ fn cross_layout_chimera(base: &str, donor: &str, experts: Option<&str>, twin: (&
     };
     let reference = assemble(dir.path(), "reference.gguf", &base, &take(&donor));
     assert_same_tensors(&child, &reference, &[("v3", &base), ("r1", &donor)]);
-    let (got, want) = (probe(&child), probe(&reference));
+    let (got, want) = (llama_probe(&child), llama_probe(&reference));
     assert_eq!(got["tokens"], want["tokens"]);
     assert_eq!(got["logits"], want["logits"]);
 
     // The same chimera from parents that share the separate layout.
     let twin = assemble(dir.path(), "twin.gguf", &twin_base, &take(&twin_donor));
-    let twin_out = probe(&twin);
+    let twin_out = llama_probe(&twin);
     assert_eq!(
         got["tokens"], twin_out["tokens"],
         "greedy tokens of the twin"
@@ -458,7 +433,7 @@ fn cross_layout_chimera(base: &str, donor: &str, experts: Option<&str>, twin: (&
     assert_eq!(got["logits"], twin_out["logits"], "logits of the twin");
     assert_ne!(
         got["logits"],
-        probe(Path::new(&base))["logits"],
+        llama_probe(Path::new(&base))["logits"],
         "the experts matter"
     );
 }

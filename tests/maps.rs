@@ -242,3 +242,58 @@ fn the_r1t_distance_map_against_v3_shows_exactly_the_routed_experts_changed() {
         }
     }
 }
+
+/// A PNG's width and height, from its header.
+fn png_size(p: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(p).unwrap();
+    let at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (at(16), at(20))
+}
+
+#[test]
+fn a_map_says_where_it_went_is_sized_for_a_screen_and_keys_every_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = chimera(dir.path());
+    let png = dir.path().join("map.png");
+    let o = verify(&child, &["--map", png.to_str().unwrap()]);
+    assert_ok(&o);
+    let (w, h) = png_size(&png);
+    assert!(
+        stderr(&o).contains(&format!(
+            "wrote the map to {} (PNG, {w} x {h} pixels, scale 2)",
+            png.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // Scaled for a screen by default; --map-scale chooses.
+    assert!(w >= 1600, "{w}");
+    let one = dir.path().join("one.png");
+    assert_ok(&verify(
+        &child,
+        &["--map", one.to_str().unwrap(), "--map-scale", "1"],
+    ));
+    assert_eq!(png_size(&one), (w / 2, h / 2));
+    check_png(&one);
+    assert_exit(&verify(&child, &["--map", "x.png", "--map-scale", "9"]), 2);
+
+    // The key: the blank cells (no experts in the dense block 0) are explained, and the
+    // strip's note names only its own columns (routed experts are the panels).
+    let svg = dir.path().join("map.svg");
+    let o = verify(&child, &["--map", svg.to_str().unwrap()]);
+    assert!(stderr(&o).contains("(SVG)"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(texts.iter().any(|t| t.starts_with("blank: ")), "{texts:?}");
+    let note = texts
+        .iter()
+        .find(|t| t.contains("other tensors: "))
+        .unwrap();
+    assert!(!note.contains("exp "), "{note}");
+    assert!(note.contains("shx shared experts"), "{note}");
+}

@@ -16,42 +16,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
-fn probe(model: &Path) -> Value {
-    let out = Command::new(llama_bin().join("llama-splice-probe"))
-        .arg(model)
-        .output()
-        .expect("probe runs");
-    assert!(
-        out.status.success(),
-        "llama.cpp failed to load/run {}: {}",
-        model.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn python(script: &str, args: &[&str]) {
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle").join(script))
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn nvfp4_parent(dir: &Path, name: &str, seed: &str) -> PathBuf {
     let p = dir.join(format!("{name}.gguf"));
     let src = repo().join("fixtures/qwen3moe-a-mainline.gguf");
-    python(
+    oracle_script(
         "nvfp4_parents.py",
         &[src.to_str().unwrap(), p.to_str().unwrap(), seed],
     );
@@ -87,7 +59,7 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
     // The reference: gguf-py moves experts 2-3 of every `_exps` tensor, scales included.
     let reference = d.path().join("reference.gguf");
     let take = format!("_exps={}:2-3", b.display());
-    python(
+    oracle_script(
         "assemble.py",
         &[
             "--base",
@@ -101,7 +73,7 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
     // The old planner's child: the blocks of experts 2-3, the scales of the base.
     let torn = d.path().join("torn.gguf");
     let take = format!(r"_exps\.weight={}:2-3", b.display());
-    python(
+    oracle_script(
         "assemble.py",
         &[
             "--base",
@@ -113,7 +85,11 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
         ],
     );
 
-    let (got, want, wrong) = (probe(&child), probe(&reference), probe(&torn));
+    let (got, want, wrong) = (
+        llama_probe(&child),
+        llama_probe(&reference),
+        llama_probe(&torn),
+    );
     assert_eq!(got["tokens"], want["tokens"]);
     assert_eq!(got["logits"], want["logits"], "bit-identical logits");
     assert_ne!(

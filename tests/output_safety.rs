@@ -716,18 +716,22 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
     let copied = std::cell::Cell::new(0u64);
     let progress = |n: u64| copied.set(n);
 
-    let missing = s.dir.path().join("missing");
-    let out = missing.join("x.gguf");
+    // A directory that cannot be: a path through a regular file.
+    let file = s.out.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("sub").join("x.gguf");
     let e = execute_with(&parents, &out, false, &progress).unwrap_err();
     assert!(
-        matches!(&e, ExecError::OutputDirMissing { dir } if *dir == missing),
+        matches!(&e, ExecError::Io { path, source, .. }
+            if source.raw_os_error() == Some(libc::ENOTDIR) && path.starts_with(&file)),
         "{e:?}"
     );
     let plan = plan::build(&parents, &Recipe::default(), &out, SplitOptions::default()).unwrap();
     assert!(matches!(
         execute::check_outputs(&plan, true),
-        Err(ExecError::OutputDirMissing { .. })
+        Err(ExecError::Io { .. })
     ));
+    std::fs::remove_file(&file).unwrap();
 
     let dir = s.out.join("existing");
     std::fs::create_dir(&dir).unwrap();
@@ -736,17 +740,13 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
     assert_eq!(copied.get(), 0, "nothing was copied");
     assert_eq!(names(&s.out), ["existing"]);
 
-    // The command line: exit 4 naming the directory; --dry-run warns of the same.
+    // The command line: exit 4 naming the path; --dry-run warns of the same.
+    std::fs::write(&file, b"x").unwrap();
     let o = run(&["splice", "--parent", &s.v3, "-o", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4));
     let err = stderr(&o);
-    assert!(
-        err.contains(&format!(
-            "output directory {} does not exist",
-            missing.display()
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     let o = run(&[
         "splice",
         "--parent",
@@ -761,7 +761,6 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
         "{}",
         stderr(&o)
     );
-    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     // With --json, the warning is in the plan's warnings too.
     let o = run(&[
         "splice",
@@ -776,12 +775,33 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let warnings = plan["warnings"].as_array().unwrap();
     assert!(
-        warnings.iter().any(|w| {
-            let w = w.as_str().unwrap();
-            w.starts_with("writing would fail") && w.contains("does not exist")
-        }),
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("writing would fail")),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn a_missing_output_directory_is_created_after_the_checks() {
+    let s = setup();
+    let parents = parents_of(&[("v3", &s.dir.path().join("v3.gguf"))]);
+    let progress = |_: u64| {};
+    let missing = s.out.join("a").join("b");
+    let out = missing.join("x.gguf");
+    // Checking creates nothing.
+    let plan = plan::build(&parents, &Recipe::default(), &out, SplitOptions::default()).unwrap();
+    execute::check_outputs(&plan, false).unwrap();
+    assert!(names(&s.out).is_empty());
+    let w = execute_with(&parents, &out, false, &progress).unwrap();
+    assert_eq!(w.created_dir.as_deref(), Some(missing.as_path()));
+    assert!(out.is_file());
+    // The mode `mkdir -p` gives.
+    let mode = std::fs::metadata(&missing).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o700, 0o700, "{mode:o}");
+    // Written again (with --force): the directory exists, nothing is created.
+    let w = execute_with(&parents, &out, true, &progress).unwrap();
+    assert_eq!(w.created_dir, None);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -203,10 +203,22 @@ pub fn check_all(batch: &Batch, plans: &[Plan], force: bool) -> Result<(), Batch
             }
             _ => {}
         }
-        let dir = match shard.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        // A directory still to be created will be on its nearest existing ancestor's
+        // filesystem (check_paths made sure that one is a writable directory).
+        let dir = shard
+            .path
+            .ancestors()
+            .skip(1)
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .find(|d| d.exists())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let dev = std::fs::metadata(&dir)
             .map_err(|source| {
                 exec_err(batch, job.child)(ExecError::Io {
@@ -307,8 +319,8 @@ fn run_whole(
     let total = plan.tensors.iter().map(|t| t.info.n_bytes).sum();
     (opts.events)(JobEvent::Started { job: first, total });
     let started = Instant::now();
-    let (outcome, mut removed) = if complete {
-        (ShardOutcome::Skipped, Vec::new())
+    let (outcome, mut removed, mut created_dir) = if complete {
+        (ShardOutcome::Skipped, Vec::new(), None)
     } else {
         let fetched = |done, total| {
             (opts.events)(JobEvent::Progress {
@@ -332,7 +344,7 @@ fn run_whole(
             },
         )
         .map_err(&err)?;
-        (ShardOutcome::Written, written.removed)
+        (ShardOutcome::Written, written.removed, written.created_dir)
     };
     let seconds = started.elapsed().as_secs_f64();
     let mut out = Vec::with_capacity(jobs.len());
@@ -350,6 +362,7 @@ fn run_whole(
                 outcome,
                 set_complete: true,
                 removed: std::mem::take(&mut removed),
+                created_dir: created_dir.take(),
             },
             total,
             // The whole run's time, once.

@@ -27,6 +27,7 @@ use super::BatchError;
 use crate::input;
 use crate::plan::{SplitOptions, parse_size};
 use crate::presets::Preset;
+use crate::recipe;
 use crate::source::url;
 
 /// The largest manifest read: a ladder of a thousand children is a few hundred KB.
@@ -106,6 +107,36 @@ enum SizeValue {
     Text(String),
 }
 
+/// A TOML error of the manifest, on one line with its position, as a recipe's: an unknown
+/// field names the closest valid one.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> BatchError {
+    let (line, col) = recipe::toml_position(text, e);
+    let message = recipe::toml_message(e);
+    if let Some((field, valid, suggestion)) = recipe::unknown_field(&message) {
+        return BatchError::UnknownField {
+            path: path.to_path_buf(),
+            line,
+            col,
+            table: if valid.iter().any(|v| v == "output") {
+                "[[children]]"
+            } else {
+                "the manifest's top level"
+            },
+            field,
+            valid,
+            suggestion,
+        };
+    }
+    let (message, hint) = recipe::explain(text, e, message);
+    BatchError::Toml {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message,
+        hint,
+    }
+}
+
 impl Manifest {
     /// Read and check a manifest file (a regular UTF-8 file of at most
     /// [`MAX_MANIFEST_BYTES`]).
@@ -117,10 +148,7 @@ impl Manifest {
     /// Parse and check manifest text; `path` is where it was read from (paths in it are
     /// relative to its directory).
     pub fn from_toml(text: &str, path: &Path) -> Result<Manifest, BatchError> {
-        let file: ManifestFile = toml::from_str(text).map_err(|e| BatchError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let file: ManifestFile = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         // Empty for a manifest in the current directory: its paths stay as written.
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let bad = |child: &str, field: &str, expected: &str, found: String| BatchError::BadField {
@@ -399,10 +427,25 @@ mod tests {
             BatchError::RecipeNotFound { recipe, presets, .. }
                 if recipe == "no-such-recipe" && presets.contains("deepseek-r1t-chimera")
         ));
-        assert!(matches!(
-            parse(&child("outptu = 'x'")).unwrap_err(),
-            BatchError::Toml { .. }
-        ));
+        // A typo reads as in a recipe: one line, its position, the closest field.
+        let e = parse(&child("recipie = 'x'")).unwrap_err();
+        assert!(
+            matches!(&e, BatchError::UnknownField { field, suggestion: Some(s), table: "[[children]]", line: 6, col: 1, .. }
+                if field == "recipie" && s == "recipe"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        let e = parse(&format!("parent = 1\n{PARENTS}")).unwrap_err();
+        assert!(
+            matches!(&e, BatchError::UnknownField { suggestion: Some(s), table: "the manifest's top level", .. } if s == "parents"),
+            "{e:?}"
+        );
+        let e = parse(&child("take = [\"blk\\.1=r1\"]")).unwrap_err();
+        assert!(
+            matches!(&e, BatchError::Toml { hint, .. } if hint.contains("single quotes")),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
         assert!(matches!(
             parse(PARENTS).unwrap_err(),
             BatchError::NoChildren { .. }

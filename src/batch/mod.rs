@@ -26,7 +26,7 @@ use crate::execute::ExecError;
 use crate::gguf::{GgufError, Model};
 use crate::input::InputError;
 use crate::plan::{self, Parent, Plan, PlanError};
-use crate::recipe::{Recipe, RecipeError};
+use crate::recipe::{self, Recipe, RecipeError};
 use crate::source::Http;
 
 pub use jobs::{
@@ -50,13 +50,43 @@ pub enum BatchError {
         #[source]
         source: std::io::Error,
     },
-    /// The manifest is not valid TOML, or has a field of the wrong type or an unknown one.
-    #[error("{path}: {message}")]
+    /// The manifest is not valid TOML, or has a field of the wrong type; one line, as for a
+    /// recipe.
+    #[error("{}: {message}{hint}", recipe::at(.path, *.line, *.col))]
     Toml {
         /// The manifest file.
         path: PathBuf,
-        /// The parser's message.
+        /// Line of the error (1-based; 0 when the parser gave no position).
+        line: usize,
+        /// Column of the error, in characters (1-based; 0 without a position).
+        col: usize,
+        /// The parser's message, on one line.
         message: String,
+        /// How to fix a common cause, or empty.
+        hint: &'static str,
+    },
+    /// A key the manifest format does not have (a typo, most often), said as for a recipe.
+    #[error(
+        "{}: unknown field '{}' in {table} ({})",
+        recipe::at(.path, *.line, *.col),
+        recipe::short_pattern(.field),
+        recipe::did_you_mean(.suggestion.as_deref(), .valid)
+    )]
+    UnknownField {
+        /// The manifest file.
+        path: PathBuf,
+        /// Line of the field (1-based; 0 when the parser gave no position).
+        line: usize,
+        /// Column of the field, in characters (1-based; 0 without a position).
+        col: usize,
+        /// The field as written.
+        field: String,
+        /// The table it is in: `[[children]]` or the manifest's top level.
+        table: &'static str,
+        /// The fields that table has.
+        valid: Vec<String>,
+        /// The valid field closest to the one written, if one is close enough.
+        suggestion: Option<String>,
     },
     /// The manifest's `[parents]` table is missing or empty.
     #[error("{manifest}: no parents; add a [parents] table (NAME = \"PATH\")")]

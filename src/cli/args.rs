@@ -28,10 +28,11 @@ pub(crate) struct RecipeArgs {
     /// A recipe: a file, or the name of a built-in preset (`gguf-splice presets` lists them).
     #[arg(long, value_name = "FILE|PRESET")]
     pub(crate) recipe: Option<PathBuf>,
-    /// REGEX=NAME[:experts=RANGES][:layers=RANGES][:router]: take matching tensors from
-    /// parent NAME (options as the recipe fields of the same names). Comes before the
-    /// recipe's rules; the first matching rule wins. The rule is split at the first `=NAME`
-    /// followed by `:` or the end; write `\=` for an `=` the regex must keep there.
+    /// REGEX=NAME[:role=ROLE][:experts=RANGES][:layers=RANGES][:router][:optional]: take
+    /// matching tensors from parent NAME (options as the recipe fields of the same names;
+    /// with role, REGEX may be empty: `=r1:role=routed_experts`). Comes before the recipe's
+    /// rules; the first matching rule wins. The rule is split at the first `=NAME` followed
+    /// by `:` or the end; write `\=` for an `=` the regex must keep there.
     #[arg(long = "take", value_name = "RULE")]
     pub(crate) takes: Vec<String>,
     /// Allow the stacked expert matrices of one layer (gate, up, down) to come from
@@ -82,7 +83,7 @@ impl RecipeArgs {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Any shard of the child.
+    /// Any shard of the child, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     pub(crate) child: PathBuf,
     /// The parents, recipe and --take rules the child was made with (default: those the
     /// child records).
@@ -97,7 +98,8 @@ pub(crate) struct VerifyArgs {
     pub(crate) assembled: bool,
     #[command(flatten)]
     pub(crate) assembly: AssemblySpec,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub(crate) progress: ProgressMode,
     /// Print the report as JSON.
@@ -107,6 +109,10 @@ pub(crate) struct VerifyArgs {
     /// FILE.png, or FILE.json (the data behind the picture).
     #[arg(long, value_name = "FILE", value_parser = super::maps::parse_map_path)]
     pub(crate) map: Option<super::maps::MapPath>,
+    /// PNG maps: draw each pixel as N x N (1-4). Default: the largest that keeps the picture
+    /// within 2400 pixels wide.
+    #[arg(long, value_name = "N", requires = "map", value_parser = super::maps::parse_map_scale)]
+    pub(crate) map_scale: Option<u32>,
     /// Print the same grid in the terminal after the report (colors when stdout is a
     /// terminal and NO_COLOR is unset).
     #[arg(long, conflicts_with = "json")]
@@ -116,10 +122,10 @@ pub(crate) struct VerifyArgs {
 /// `diff`: two models, and whether to compare bytes or dequantized values.
 #[derive(Args)]
 pub(crate) struct DiffArgs {
-    /// Any shard of the first model.
+    /// Any shard of the first model, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     pub(crate) a: PathBuf,
-    /// Any shard of the second model (the reference: distances are relative to its norm,
-    /// as a mix threshold is relative to the base's).
+    /// Any shard of the second model, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]): the reference (distances are relative to its
+    /// norm, as a mix threshold is relative to the base's).
     pub(crate) b: PathBuf,
     /// Compare dequantized values (ggml's to_float): per tensor and per expert, the
     /// relative distance ‖A − B‖ / ‖B‖ and the cosine similarity, with summaries by role
@@ -134,13 +140,18 @@ pub(crate) struct DiffArgs {
     /// picture). Implies --values.
     #[arg(long, value_name = "FILE", value_parser = super::maps::parse_map_path)]
     pub(crate) map: Option<super::maps::MapPath>,
+    /// PNG maps: draw each pixel as N x N (1-4). Default: the largest that keeps the picture
+    /// within 2400 pixels wide.
+    #[arg(long, value_name = "N", requires = "map", value_parser = super::maps::parse_map_scale)]
+    pub(crate) map_scale: Option<u32>,
     /// Print the same grid in the terminal after the report (colors when stdout is a
     /// terminal and NO_COLOR is unset). Implies --values.
     #[arg(long, conflicts_with = "json")]
     pub(crate) grid: bool,
     #[command(flatten)]
     pub(crate) flavour: FlavourArg,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub(crate) progress: ProgressMode,
 }
@@ -194,7 +205,8 @@ pub(crate) struct OutputArgs {
     /// every other shard is complete (see `batch`).
     #[arg(long, value_name = "K", conflicts_with = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) shard: Option<u64>,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub(crate) progress: ProgressMode,
 }
@@ -241,7 +253,8 @@ pub(crate) fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
 /// where it is written.
 #[derive(Args)]
 pub(crate) struct AssembleArgs {
-    /// NAME=PATH: a parent and the name the options call it by; PATH may be any shard.
+    /// NAME=PATH: a parent and the name the options call it by; PATH may be any shard,
+    /// local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
     pub(crate) parents: Vec<String>,
     #[command(flatten)]

@@ -59,7 +59,8 @@ pub struct BatchArgs {
     /// No progress bar and no messages about removed files (warnings are still printed).
     #[arg(long, short)]
     quiet: bool,
-    /// Progress on stderr: a bar on a terminal (auto), JSON lines (json), bar, or none.
+    /// Progress on stderr: auto (a bar when stderr is a terminal, else nothing), bar (the
+    /// same, with a note when there is no terminal), json (JSON lines, for logs), or none.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     progress: ProgressMode,
 }
@@ -95,6 +96,7 @@ pub fn exit_code(e: &BatchError) -> i32 {
         BatchError::Exec { .. } => exit::IO,
         BatchError::Compare { source, .. } => compare_code(source),
         BatchError::Toml { .. }
+        | BatchError::UnknownField { .. }
         | BatchError::NoParents { .. }
         | BatchError::NoChildren { .. }
         | BatchError::BadField { .. }
@@ -188,19 +190,48 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         (None, false) => None,
     };
     // Warnings are not progress: --quiet does not hide them. A job's log says what concerns
-    // its own child.
+    // its own child. Children of the same parents share warnings about them (their chat
+    // templates differ): each is said once, with the children it concerns.
     let job_child = job.and_then(|k| batch::jobs(&plans).get(k).map(|j| j.child));
+    let mut warnings: Vec<(&str, Vec<&str>)> = Vec::new();
     for (i, (c, p)) in batch.children.iter().zip(&plans).enumerate() {
         if job_child.is_some_and(|j| j != i) {
             continue;
         }
         for w in &p.warnings {
-            say(format_args!("warning: child {}: {w}", c.spec.label));
+            match warnings.iter_mut().find(|(text, _)| text == w) {
+                Some((_, children)) => children.push(&c.spec.label),
+                None => warnings.push((w, vec![&c.spec.label])),
+            }
         }
     }
+    for (w, children) in warnings {
+        let which = if children.len() == 1 {
+            "child"
+        } else {
+            "children"
+        };
+        say(format_args!(
+            "warning: {which} {}: {w}",
+            children.join(", ")
+        ));
+    }
     if args.dry_run {
-        if let Err(e) = batch::check_all(&batch, &plans, args.force) {
-            say(format_args!("warning: writing would fail: {e}"));
+        match batch::check_all(&batch, &plans, args.force) {
+            Err(e) => say(format_args!("warning: writing would fail: {e}")),
+            Ok(()) => {
+                let mut dirs: Vec<_> = plans
+                    .iter()
+                    .filter_map(|p| execute::missing_dir(&p.shards[0].path))
+                    .collect();
+                dirs.dedup();
+                for dir in dirs {
+                    say(format_args!(
+                        "would create the output directory {}",
+                        dir.display()
+                    ));
+                }
+            }
         }
         let rows = batch::summarize(&batch, &plans, &[]);
         if args.json {
@@ -244,6 +275,12 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
         None => batch::run_all(&batch, &plans, &opts)?,
     };
     if !args.quiet {
+        for dir in reports.iter().filter_map(|r| r.run.created_dir.as_ref()) {
+            say(format_args!(
+                "created the output directory {}",
+                dir.display()
+            ));
+        }
         for f in reports.iter().flat_map(|r| &r.run.removed) {
             say(format_args!("removed {}", f.display()));
         }

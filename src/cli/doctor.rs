@@ -6,7 +6,7 @@ use gguf_splice::ggml::{self, GgmlError};
 use gguf_splice::ggml_type::GgmlType;
 
 /// Print the ggml found (where, how, version, commit) and check every mainline type of our
-/// table against it. No ggml, or a refused one: the one-line error, exit 2.
+/// table against it. No ggml, or a refused one: the one-line error, exit 5.
 pub(crate) fn doctor() -> Result<i32, CliError> {
     let g = ggml::library()?;
     let refused: Vec<GgmlError> = GgmlType::all().filter_map(|t| g.check(t).err()).collect();
@@ -35,5 +35,5 @@ pub(crate) fn doctor() -> Result<i32, CliError> {
         out.push_str(&format!("  {e}\n"));
     }
     emit(&out)?;
-    Ok(exit::USAGE)
+    Ok(exit::UNSUPPORTED)
 }

@@ -58,8 +58,9 @@ pub(crate) fn exit_code(e: &FitError) -> i32 {
             exit::IO
         }
         FitError::Recipe(e) => super::recipe_code(e),
-        FitError::Unavailable(_)
-        | FitError::UnknownReference { .. }
+        // No usable ggml: this machine lacks what the command needs.
+        FitError::Unavailable(_) => exit::UNSUPPORTED,
+        FitError::UnknownReference { .. }
         | FitError::ReferenceLacks { .. }
         | FitError::BudgetTooSmall { .. } => exit::USAGE,
         _ => exit::BAD_INPUT,
@@ -68,7 +69,7 @@ pub(crate) fn exit_code(e: &FitError) -> i32 {
 
 /// Write `text` to `path` through a temporary file beside it, renamed into place.
 fn write_atomic(path: &Path, text: &str) -> Result<(), CliError> {
-    let err = |source| CliError::WriteFile {
+    let err = |source| CliError::Write {
         path: path.to_path_buf(),
         source,
     };

@@ -18,6 +18,15 @@ pub(crate) struct MapPath {
     format: MapFormat,
 }
 
+/// `--map-scale N`: 1 to [`render::map::MAX_PNG_SCALE`].
+pub(crate) fn parse_map_scale(s: &str) -> Result<u32, String> {
+    let max = render::map::MAX_PNG_SCALE;
+    match s.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}': a whole number from 1 to {max}")),
+    }
+}
+
 /// The formats a map is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MapFormat {
@@ -48,20 +57,28 @@ pub(crate) fn parse_map_path(s: &str) -> Result<MapPath, String> {
     Ok(MapPath { path, format })
 }
 
-/// Write a map to its file: to a temporary file beside it, then renamed into place.
-pub(crate) fn write_map(to: &MapPath, map: &Map) -> Result<(), CliError> {
+/// Write a map to its file (a PNG at `scale`, see [`render::map::map_png`]): to a temporary
+/// file beside it, then renamed into place; then say where it went.
+pub(crate) fn write_map(to: &MapPath, map: &Map, scale: Option<u32>) -> Result<(), CliError> {
     let err = |source| CliError::Map {
         path: to.path.clone(),
         source,
     };
-    let bytes = match to.format {
-        MapFormat::Svg => render::map::map_svg(map).into_bytes(),
-        MapFormat::Png => render::map::map_png(map).map_err(err)?,
+    let (bytes, what) = match to.format {
+        MapFormat::Svg => (render::map::map_svg(map).into_bytes(), "SVG".to_string()),
+        MapFormat::Png => {
+            let png = render::map::map_png(map, scale).map_err(err)?;
+            let what = format!(
+                "PNG, {} x {} pixels, scale {}",
+                png.width, png.height, png.scale
+            );
+            (png.bytes, what)
+        }
         MapFormat::Json => {
             let mut t =
                 serde_json::to_string_pretty(&map.to_json()).expect("JSON values serialise");
             t.push('\n');
-            t.into_bytes()
+            (t.into_bytes(), "JSON".to_string())
         }
     };
     let dir = match to.path.parent() {
@@ -77,6 +94,10 @@ pub(crate) fn write_map(to: &MapPath, map: &Map) -> Result<(), CliError> {
     use std::io::Write;
     tmp.write_all(&bytes).map_err(err)?;
     tmp.persist(&to.path).map_err(|e| err(e.error))?;
+    super::say(format_args!(
+        "wrote the map to {} ({what})",
+        to.path.display()
+    ));
     Ok(())
 }
 

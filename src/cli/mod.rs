@@ -34,7 +34,8 @@ use gguf_splice::source::{Http, SourceError};
 /// The rule: a problem with what an input *holds* (a malformed GGUF, a bad recipe, a recipe or
 /// chat template that is too large or not UTF-8, parents that do not fit together) exits 3; a
 /// failure to *get at* a file or write one (missing, unreadable, not a regular file, output
-/// exists, disk full) exits 4, whatever kind of file it is.
+/// exists, disk full) exits 4, whatever kind of file it is; a command that this build lacks
+/// the means for (a mix or `--values` without ggml), however it was asked for, exits 5.
 pub(crate) mod exit {
     /// Success.
     pub const OK: i32 = 0;
@@ -48,6 +49,10 @@ pub(crate) mod exit {
     /// I/O: opening, reading or writing a file failed (missing, permissions, not a regular
     /// file, output exists, disk full, ...).
     pub const IO: i32 = 4;
+    /// This build lacks what the command needs: ggml's quantizers for a mix rule, its
+    /// dequantizers for `diff --values` (build with `--features ggml`). Another build of the
+    /// same command line can succeed.
+    pub const UNSUPPORTED: i32 = 5;
     /// Interrupted by Ctrl-C; nothing was left at the output path.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -73,8 +78,9 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's (or shard set's) metadata, tensors and totals.
     Inspect {
-        /// Any shard of the model.
+        /// Any shard of the model, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
         file: PathBuf,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -134,10 +140,17 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `gguf-splice man > gguf-splice.1`.
-    Man,
+    /// Print a man page (roff), or write them all: `man > gguf-splice.1`, `man splice`,
+    /// `man presets-show`, `man share/man/man1/`.
+    Man {
+        /// A subcommand whose page to print (`splice`, `presets-show`); or a directory to
+        /// write every page into (gguf-splice.1, gguf-splice-splice.1, ...): one that
+        /// exists, or a path with a `/` (created if missing). Without it, the main page.
+        #[arg(value_name = "SUBCOMMAND|DIR")]
+        target: Option<std::path::PathBuf>,
+    },
     /// Say which ggml mixing, `diff --values` and value maps would use: where it was found,
-    /// how, its version and commit, and whether its type table agrees with ours (exits 2
+    /// how, its version and commit, and whether its type table agrees with ours (exits 5
     /// when there is none, or it is refused).
     Doctor,
 }
@@ -180,13 +193,13 @@ pub(crate) enum CliError {
     Stdout(std::io::Error),
     #[error(transparent)]
     Fit(#[from] gguf_splice::fit::FitError),
-    #[error("writing {path}: {source}")]
-    WriteFile {
+    #[error("writing the map {path}: {source}")]
+    Map {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("writing the map {path}: {source}")]
-    Map {
+    #[error("writing {path}: {source}")]
+    Write {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -216,11 +229,11 @@ pub(crate) fn gguf_code(e: &GgufError) -> i32 {
 pub(crate) fn plan_code(e: &PlanError) -> i32 {
     match e {
         PlanError::ChatTemplateFile(e) => input_code(e),
+        PlanError::MixUnavailable { .. } => exit::UNSUPPORTED,
+        PlanError::Measure { source, .. } if lacks_ggml(source) => exit::UNSUPPORTED,
         PlanError::Measure { source, .. } if is_read(source) => exit::IO,
         // A remote parent where only local ones can be read: change the command line.
         PlanError::RemoteMix { .. } => exit::USAGE,
-        // What the command needs is not on this machine (no usable ggml): as for --values.
-        PlanError::MixUnavailable { .. } => exit::USAGE,
         _ => exit::BAD_INPUT,
     }
 }
@@ -238,11 +251,13 @@ pub(crate) fn compare_code(e: &CompareError) -> i32 {
     match e {
         CompareError::Gguf(e) => gguf_code(e),
         CompareError::Plan(e) => plan_code(e),
+        CompareError::Mix(e) if lacks_ggml(e) => exit::UNSUPPORTED,
         // ggml refusing rows, or an unreadable importance matrix: the input's fault.
         CompareError::Mix(e) if !is_read(e) => exit::BAD_INPUT,
         CompareError::Mix(_) => exit::IO,
-        // --values in a build that cannot dequantize: the command line asks too much.
-        CompareError::ValuesUnavailable(_) => exit::USAGE,
+        // --values with no usable ggml: this machine lacks what the command needs.
+        CompareError::ValuesUnavailable(_) => exit::UNSUPPORTED,
+        CompareError::Dequantize { source, .. } if source.is_missing_ggml() => exit::UNSUPPORTED,
         CompareError::Open { .. } | CompareError::Read { .. } | CompareError::Remote { .. } => {
             exit::IO
         }
@@ -256,10 +271,10 @@ impl CliError {
         match self {
             CliError::Usage(_) => exit::USAGE,
             // No usable ggml: what the command needs is not on this machine.
-            CliError::Ggml(_) => exit::USAGE,
+            CliError::Ggml(_) => exit::UNSUPPORTED,
             CliError::Source(SourceError::BadUrl { .. }) => exit::USAGE,
             CliError::Source(_) => exit::IO,
-            CliError::Stdout(_) | CliError::Map { .. } | CliError::WriteFile { .. } => exit::IO,
+            CliError::Stdout(_) | CliError::Map { .. } | CliError::Write { .. } => exit::IO,
             CliError::Fit(e) => fit::exit_code(e),
             CliError::Gguf(e) => gguf_code(e),
             CliError::Recipe(e) => recipe_code(e),
@@ -274,11 +289,7 @@ impl CliError {
             {
                 exit::USAGE
             }
-            CliError::Exec(ExecError::Mix(MixError::Ggml { source, .. }))
-                if source.is_missing_ggml() =>
-            {
-                exit::USAGE
-            }
+            CliError::Exec(ExecError::Mix(e)) if lacks_ggml(e) => exit::UNSUPPORTED,
             // ggml refusing rows, or an unreadable importance matrix: the input's fault.
             CliError::Exec(ExecError::Mix(e)) if !is_read(e) => exit::BAD_INPUT,
             CliError::Exec(_) => exit::IO,
@@ -299,6 +310,11 @@ impl CliError {
 pub(crate) fn http() -> &'static std::sync::Arc<Http> {
     static HTTP: std::sync::OnceLock<std::sync::Arc<Http>> = std::sync::OnceLock::new();
     HTTP.get_or_init(|| std::sync::Arc::new(Http::from_env()))
+}
+
+/// A mixing error that says this build has no ggml (exit code UNSUPPORTED).
+fn lacks_ggml(e: &MixError) -> bool {
+    matches!(e, MixError::Ggml { source, .. } if source.is_missing_ggml())
 }
 
 /// A mixing error that is a failed read or write (exit code IO), not bad input.
@@ -339,7 +355,7 @@ pub fn main() -> i32 {
             None => None,
         }),
         Command::Completions { shell } => help::completions(shell),
-        Command::Man => help::man(),
+        Command::Man { target } => help::man(target.as_deref()),
         Command::Doctor => doctor::doctor(),
     };
     match result {

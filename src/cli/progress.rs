@@ -21,9 +21,10 @@ use serde_json::json;
 pub enum ProgressMode {
     /// A bar when stderr is a terminal, else nothing.
     Auto,
-    /// A bar.
+    /// A bar; a bar is drawn only on a terminal: elsewhere a note says so and nothing more is
+    /// shown (use json for logs).
     Bar,
-    /// JSON lines on stderr.
+    /// JSON lines on stderr, for logs and dashboards.
     Json,
     /// Nothing.
     None,
@@ -67,9 +68,15 @@ const JSON_INTERVAL: Duration = Duration::from_secs(1);
 impl Progress {
     /// A reporter for `mode`; `quiet` turns the automatic bar off (JSON lines stay: asked for).
     pub fn new(mode: ProgressMode, quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        if mode == ProgressMode::Bar && !terminal {
+            super::say(format_args!(
+                "note: --progress bar draws only on a terminal, and stderr is not one: no progress is shown (--progress json writes lines a log can keep)"
+            ));
+        }
         let show_bar = match mode {
-            ProgressMode::Bar => true,
-            ProgressMode::Auto => !quiet && std::io::stderr().is_terminal(),
+            ProgressMode::Bar => terminal,
+            ProgressMode::Auto => !quiet && terminal,
             ProgressMode::Json | ProgressMode::None => false,
         };
         let bar = if show_bar {

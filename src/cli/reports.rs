@@ -56,7 +56,7 @@ pub(crate) fn diff(args: DiffArgs) -> Result<i32, CliError> {
         p.finish("done");
         let map = Map::from_values(&r);
         if let Some(m) = &args.map {
-            maps::write_map(m, &map)?;
+            maps::write_map(m, &map, args.map_scale)?;
         }
         if args.json {
             print_json(&render::values_json(&r))?;
@@ -93,7 +93,7 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<i32, CliError> {
         None
     };
     if let (Some(m), Some(map)) = (&args.map, &map) {
-        maps::write_map(m, map)?;
+        maps::write_map(m, map, args.map_scale)?;
     }
     let shown = if args.json {
         print_json(&render::verify_json(&r))

@@ -28,12 +28,24 @@ pub(crate) fn splice(args: SpliceArgs) -> Result<i32, CliError> {
 /// `splice` and `assemble`.
 pub(crate) fn write_plan(plan: &mut Plan, args: &OutputArgs) -> Result<i32, CliError> {
     if args.dry_run {
-        // Say now what would stop the real run at the output: on stderr, and with the
-        // plan's other warnings (so in --json too).
-        if let Err(e) = execute::check_outputs(plan, args.force) {
-            let w = format!("writing would fail: {e}");
-            say(format_args!("warning: {w}"));
-            plan.warnings.push(w);
+        // Say now what would stop the real run at the output.
+        match execute::check_outputs(plan, args.force) {
+            // Once: on stderr, and in --json's warnings (not also in the text plan on stdout).
+            Err(e) => {
+                let w = format!("writing would fail: {e}");
+                say(format_args!("warning: {w}"));
+                if args.json {
+                    plan.warnings.push(w);
+                }
+            }
+            Ok(()) => {
+                if let Some(dir) = execute::missing_dir(&args.output) {
+                    say(format_args!(
+                        "would create the output directory {}",
+                        dir.display()
+                    ));
+                }
+            }
         }
         if args.json {
             print_json(&render::plan_json(plan))?;
@@ -158,6 +170,12 @@ fn splice_shard(
     let written = run.outcome == ShardOutcome::Written;
     progress.finish(if written { "done" } else { "skipped" });
     let secs = started.elapsed().as_secs_f64();
+    if let Some(dir) = &run.created_dir {
+        say(format_args!(
+            "created the output directory {}",
+            dir.display()
+        ));
+    }
     for f in &run.removed {
         say(format_args!("removed {}", f.display()));
     }
@@ -193,5 +211,6 @@ fn shard_json(run: &ShardRun, k: u64, count: usize, secs: f64) -> serde_json::Va
         "set_complete": run.set_complete,
         "seconds": secs,
         "removed": run.removed,
+        "created_dir": run.created_dir,
     })
 }

@@ -87,12 +87,6 @@ pub enum ExecError {
         /// The lock file.
         lock: PathBuf,
     },
-    /// The directory the output goes into does not exist.
-    #[error("the output directory {dir} does not exist; create it first")]
-    OutputDirMissing {
-        /// The output directory.
-        dir: PathBuf,
-    },
     /// No file can be created in the output directory.
     #[error("cannot create files in the output directory {dir}: {source}")]
     OutputDirNotWritable {

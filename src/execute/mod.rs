@@ -37,6 +37,7 @@ mod shard;
 pub use error::ExecError;
 use error::io_err;
 use hooks::{Hooks, Step};
+pub use outputs::missing_dir;
 use outputs::{non_regular, parent_dir};
 pub use shard::{
     ShardOutcome, ShardRun, ShardState, check_shard_paths, execute_shard, publish_if_complete,
@@ -101,10 +102,12 @@ pub struct Written {
     pub fetched: Vec<Fetched>,
     /// Tensor bytes an interrupted earlier run had written, not fetched again (`--resume`).
     pub resumed: u64,
+    /// The output directory, if this run created it (it did not exist).
+    pub created_dir: Option<PathBuf>,
 }
 
-/// Check everything about the output before a byte is copied: the directory exists and is
-/// writable; no output is an input (by device and inode, so links count), a directory, a
+/// Check everything about the output before a byte is copied: the directory is writable
+/// (or missing under a writable one: it is created once every check has passed); no output is an input (by device and inode, so links count), a directory, a
 /// device, a FIFO, a socket or a symbolic link; an existing output needs `force` (unless it
 /// is a leftover of an interrupted run); and the free space suffices. `--dry-run` reports
 /// the same problems.
@@ -124,8 +127,13 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
         }
     }
     let dir = parent_dir(&plan.shards[0].path);
-    outputs::check_dir(dir)?;
-    let leftovers = outputs::leftovers(plan, dir)?;
+    // A directory still to be created holds nothing yet.
+    let existing = outputs::check_dir(dir)?;
+    let leftovers = if existing == dir {
+        outputs::leftovers(plan, dir)?
+    } else {
+        Vec::new()
+    };
     for shard in &plan.shards {
         if !check_target(plan, &shard.path)? {
             continue;
@@ -148,7 +156,7 @@ fn survey(plan: &Plan, force: bool) -> Result<Vec<PathBuf>, ExecError> {
             needed = needed.saturating_sub(m.blocks().saturating_mul(512));
         }
     }
-    check_space(dir, needed)?;
+    check_space(existing, needed)?;
     Ok(leftovers)
 }
 
@@ -432,8 +440,9 @@ pub fn execute_with(
     // Held until the set is published or rolled back: no other run, local or remote, writes
     // this output meanwhile, and what this run finds there is no live run's. (Bad output
     // paths and directories are left to `survey` to name.)
+    // A directory still to be created is locked once it is made, after the checks.
     let paths_ok = plan.shards.iter().all(|s| outputs::names_a_file(&s.path));
-    let _lock = if paths_ok && outputs::check_dir(dir).is_ok() {
+    let lock = if paths_ok && outputs::check_dir(dir).is_ok_and(|existing| existing == dir) {
         // A set that a killed run was replacing is put back before anything is checked
         // or removed: it is the previous child, which `--force` alone may replace.
         let lock = lock::OutputLock::take(plan)?;
@@ -445,6 +454,12 @@ pub fn execute_with(
     let leftovers = survey(plan, opts.force)?;
     // Parents are opened read-only, and must still be the files that were planned from.
     let sources = identity::open_parents(plan)?;
+    // Every check has passed: a missing output directory is created now, and locked.
+    let created_dir = outputs::create_dir(&plan.shards[0].path)?;
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => lock::OutputLock::take(plan)?,
+    };
 
     let mut removed = Vec::new();
     for path in leftovers {
@@ -521,5 +536,6 @@ pub fn execute_with(
         removed,
         fetched,
         resumed,
+        created_dir,
     })
 }

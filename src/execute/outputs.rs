@@ -115,33 +115,72 @@ pub(super) fn non_regular(ft: FileType) -> Option<&'static str> {
     })
 }
 
-/// The output directory must exist, be a directory, and be writable.
-pub(super) fn check_dir(dir: &Path) -> Result<(), ExecError> {
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ExecError::OutputDirMissing {
-                dir: dir.to_path_buf(),
-            });
+/// The nearest directory at or above `dir` that exists, or the error that stops looking:
+/// for a missing output directory, where it will be created.
+fn existing_ancestor(dir: &Path) -> Result<&Path, ExecError> {
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            // `.` or `/` missing (a working directory that was removed) ends the walk.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && at != Path::new(".") => {
+                match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => at = p,
+                    Some(_) => at = Path::new("."),
+                    None => return Err(io_err(at, "output directory")(e)),
+                }
+            }
+            Err(e) => return Err(io_err(at, "output directory")(e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(io_err(at, "output directory")(
+                    std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                ));
+            }
+            Ok(_) => return Ok(at),
         }
-        Err(e) => return Err(io_err(dir, "output directory")(e)),
-        Ok(m) if !m.is_dir() => {
-            return Err(io_err(dir, "output directory")(
-                std::io::Error::from_raw_os_error(libc::ENOTDIR),
-            ));
-        }
-        Ok(_) => {}
     }
+}
+
+/// The output directory must be a writable directory, or be missing under one: it is then
+/// created once every check has passed ([`create_dir`]), as build tools create theirs.
+/// Returns the directory that exists and will hold the output (for free space): `dir`, or
+/// the ancestor it will be created in.
+pub(super) fn check_dir(dir: &Path) -> Result<&Path, ExecError> {
+    let existing = existing_ancestor(dir)?;
     use std::os::unix::ffi::OsStrExt;
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io_err(dir, "output directory")(std::io::Error::other(e)))?;
+    let c_dir = std::ffi::CString::new(existing.as_os_str().as_bytes())
+        .map_err(|e| io_err(existing, "output directory")(std::io::Error::other(e)))?;
     // SAFETY: c_dir is a valid NUL-terminated string; access only reads it.
     if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
         return Err(ExecError::OutputDirNotWritable {
-            dir: dir.to_path_buf(),
+            dir: existing.to_path_buf(),
             source: std::io::Error::last_os_error(),
         });
     }
-    Ok(())
+    Ok(existing)
+}
+
+/// The output directory of `path` if it does not exist yet (it will be created).
+pub fn missing_dir(path: &Path) -> Option<PathBuf> {
+    let dir = parent_dir(path);
+    matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        .then(|| dir.to_path_buf())
+}
+
+/// Create the output directory of `path` (and its missing parents) if it does not exist,
+/// with the mode the umask gives (0777 & !umask, as `mkdir -p`). Returns it if this call
+/// created it. Called only once every check of the output has passed.
+pub(super) fn create_dir(path: &Path) -> Result<Option<PathBuf>, ExecError> {
+    let Some(dir) = missing_dir(path) else {
+        return Ok(None);
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&dir)
+        .map_err(|source| ExecError::OutputDirNotWritable {
+            dir: dir.clone(),
+            source,
+        })?;
+    Ok(Some(dir))
 }
 
 /// The prefix shard names of this output start with: `DIR/child` for `child.gguf` or

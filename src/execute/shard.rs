@@ -85,6 +85,8 @@ pub struct ShardRun {
     /// Files this job removed: temporary files of killed jobs of this shard, a staged first
     /// shard of another plan, and (with `force`) a first shard of another set.
     pub removed: Vec<PathBuf>,
+    /// The output directory, if this job created it (it did not exist).
+    pub created_dir: Option<PathBuf>,
 }
 
 /// The hidden name a set's first shard waits under until the set is complete; `None` for an
@@ -310,6 +312,9 @@ pub fn execute_shard(plan: &Plan, i: usize, opts: &ExecOptions) -> Result<ShardR
     let dir = parent_dir(&shard.path);
     outputs::check_dir(dir)?;
     check_target(plan, &shard.path)?;
+    // The paths are checked (a batch checked every child's): a missing output directory
+    // is created now, before its files are looked at.
+    let created_dir = outputs::create_dir(&shard.path)?;
     let mut removed = Vec::new();
     let staged = staged_path(plan);
     if staged.is_some() {
@@ -321,6 +326,7 @@ pub fn execute_shard(plan: &Plan, i: usize, opts: &ExecOptions) -> Result<ShardR
         outcome,
         set_complete,
         removed,
+        created_dir: created_dir.clone(),
     };
     match shard_state(plan, i)? {
         ShardState::Complete | ShardState::Staged => {

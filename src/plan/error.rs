@@ -32,12 +32,15 @@ pub enum PlanError {
     },
     /// The recipe lists a parent (`parents = [...]`) that the command line did not give.
     #[error(
-        "the recipe expects a parent named '{0}'; give it with --parent {0}=PATH",
-        short_pattern(.name)
+        "the recipe expects a parent named '{0}'{1}; give it with --parent {0}=PATH",
+        short_pattern(.name),
+        .given.as_ref().map(|g| format!(" (you gave '{}': names are case-sensitive)", short_pattern(g))).unwrap_or_default()
     )]
     MissingParent {
         /// The parent's name.
         name: String,
+        /// A parent given under the same name in another case (`V3` for `v3`), if any.
+        given: Option<String>,
     },
     /// No parent at all.
     #[error("no parents given; use --parent NAME=PATH (at least one)")]
@@ -155,7 +158,7 @@ pub enum PlanError {
     },
     /// A rule not marked `optional` selects no tensor: most likely a typo in its regex.
     #[error(
-        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule `optional = true`",
+        "{origin}: '{}' takes no tensor of the base (no name matches, or earlier rules took them all){note}; fix the regex or mark the rule optional (`optional = true` in a recipe, `:optional` in --take)",
         short_pattern(.pattern)
     )]
     RuleMatchedNothing {
@@ -360,7 +363,7 @@ pub enum PlanError {
     /// The gate, up and down matrices of one layer's experts would come from different
     /// parents, making experts that are part one model and part another.
     #[error(
-        "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule, e.g. `role = \"routed_experts\"`, which covers separate and fused (ffn_gate_up_exps) layouts"
+        "blk.{layer}: the routed experts would be assembled from different parents ({detail}): every expert would be part one model, part another. Select all of a layer's expert matrices with one rule by role, which covers separate and fused (ffn_gate_up_exps) layouts: `role = \"routed_experts\"` in a recipe, `--take '=PARENT:role=routed_experts'`"
     )]
     ExpertsTornApart {
         /// The block number.

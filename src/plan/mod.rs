@@ -269,6 +269,10 @@ pub fn build<'p>(
         if !names.contains(&expected.as_str()) {
             return Err(PlanError::MissingParent {
                 name: expected.clone(),
+                given: names
+                    .iter()
+                    .find(|n| n.eq_ignore_ascii_case(expected))
+                    .map(|n| n.to_string()),
             });
         }
     }

@@ -110,7 +110,7 @@ pub enum RecipeError {
     },
     /// A `--take` rule with no `=PARENT` where the split rule finds one.
     #[error(
-        "{origin}: '{}' is not of the form {TAKE_FORM} (PARENT: letters, digits, '_', '.', '-')",
+        "{origin}: '{}' is not of the form {TAKE_FORM} (PARENT: letters, digits, '_', '.', '-'; REGEX may be empty only with role=ROLE)",
         short_pattern(.text)
     )]
     BadTake {
@@ -183,7 +183,7 @@ pub enum RecipeError {
 }
 
 /// `path:line:col`, or `path` when the position is not known.
-pub(super) fn at(path: &Path, line: usize, col: usize) -> String {
+pub(crate) fn at(path: &Path, line: usize, col: usize) -> String {
     if line == 0 {
         path.display().to_string()
     } else {
@@ -192,7 +192,7 @@ pub(super) fn at(path: &Path, line: usize, col: usize) -> String {
 }
 
 /// `did you mean 'x'?`, or the list of valid names when nothing is close.
-pub(super) fn did_you_mean(suggestion: Option<&str>, valid: &[String]) -> String {
+pub(crate) fn did_you_mean(suggestion: Option<&str>, valid: &[String]) -> String {
     match suggestion {
         Some(s) => format!("did you mean '{s}'?"),
         None => format!("valid fields: {}", valid.join(", ")),
@@ -279,47 +279,20 @@ pub(super) fn regex_error(pattern: &str, e: &regex::Error) -> String {
 /// A TOML error in one line, with the position the parser gave, and for the common
 /// mistakes, the fix: the closest valid field for a typo, single quotes for a regex.
 pub(super) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> RecipeError {
-    let start = e.span().map_or(0, |s| s.start.min(text.len()));
-    let (line, col) = match e.span() {
-        None => (0, 0),
-        Some(_) => {
-            let before = &text[..char_boundary(text, start)];
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            (
-                before.matches('\n').count() + 1,
-                before[line_start..].chars().count() + 1,
-            )
-        }
-    };
-    let message = e.message().lines().collect::<Vec<_>>().join("; ");
-    // serde: "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`").
-    if message.starts_with("unknown field `") {
-        let mut names = message.split('`').skip(1).step_by(2).map(str::to_string);
-        let field = names.next().unwrap_or_default();
-        let valid: Vec<String> = names.collect();
+    let (line, col) = toml_position(text, e);
+    let message = toml_message(e);
+    if let Some((field, valid, suggestion)) = unknown_field(&message) {
         return RecipeError::UnknownField {
             path: path.to_path_buf(),
             line,
             col,
-            suggestion: closest(&field, valid.iter().map(String::as_str)),
+            suggestion,
             table: table_of(&valid),
             field,
             valid,
         };
     }
-    let (message, hint) =
-        if message.starts_with("missing escaped value") || message.contains("escape") {
-            let escape: String = text[char_boundary(text, start.saturating_sub(1))..]
-                .chars()
-                .take(2)
-                .collect();
-            (
-                format!("'{escape}' is not a TOML escape in a double-quoted string"),
-                "; write regexes in single quotes ('...'), which TOML takes literally",
-            )
-        } else {
-            (message, "")
-        };
+    let (message, hint) = explain(text, e, message);
     RecipeError::Toml {
         path: path.to_path_buf(),
         line,
@@ -327,6 +300,56 @@ pub(super) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Recipe
         message,
         hint,
     }
+}
+
+/// Where a TOML error is: line and column (in characters), 1-based; `(0, 0)` when the
+/// parser gave no position. Shared with batch manifests, so errors read the same in both.
+pub(crate) fn toml_position(text: &str, e: &toml::de::Error) -> (usize, usize) {
+    let Some(span) = e.span() else {
+        return (0, 0);
+    };
+    let before = &text[..char_boundary(text, span.start.min(text.len()))];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// The parser's `message`, with how to fix a common cause (an escape such as `\.` in a
+/// double-quoted regex), or an empty hint.
+pub(crate) fn explain(text: &str, e: &toml::de::Error, message: String) -> (String, &'static str) {
+    if !(message.starts_with("missing escaped value") || message.contains("escape")) {
+        return (message, "");
+    }
+    let start = e.span().map_or(0, |s| s.start.min(text.len()));
+    let escape: String = text[char_boundary(text, start.saturating_sub(1))..]
+        .chars()
+        .take(2)
+        .collect();
+    (
+        format!("'{escape}' is not a TOML escape in a double-quoted string"),
+        "; write regexes in single quotes ('...'), which TOML takes literally",
+    )
+}
+
+/// A TOML parser's message on one line (without the excerpt of the file it quotes).
+pub(crate) fn toml_message(e: &toml::de::Error) -> String {
+    e.message().lines().collect::<Vec<_>>().join("; ")
+}
+
+/// An unknown field in serde's message (`unknown field `x`, expected one of `a`, `b``, or
+/// `expected `a` or `b``): the field, the valid fields, and the closest valid one if close
+/// enough.
+pub(crate) fn unknown_field(message: &str) -> Option<(String, Vec<String>, Option<String>)> {
+    if !message.starts_with("unknown field `") {
+        return None;
+    }
+    let mut names = message.split('`').skip(1).step_by(2).map(str::to_string);
+    let field = names.next().unwrap_or_default();
+    let valid: Vec<String> = names.collect();
+    let suggestion = closest(&field, valid.iter().map(String::as_str));
+    Some((field, valid, suggestion))
 }
 
 /// The largest char boundary of `text` at or before `i`.

@@ -49,6 +49,22 @@ fn takes_split_at_the_first_name_followed_by_options() {
 }
 
 #[test]
+fn takes_say_what_recipe_rules_say() {
+    // `optional` and `role` as in a recipe: a hint naming a recipe field works in --take.
+    let r = parse_take(r"blk\.9\.attn=r1:optional", "t").unwrap();
+    assert!(r.optional && r.role.is_none());
+    assert!(!parse_take("x=r1", "t").unwrap().optional);
+    let r = parse_take("=r1:role=routed_experts:layers=3-5", "t").unwrap();
+    assert!(r.pattern.is_none());
+    assert_eq!(r.role, Some(Role::RoutedExperts));
+    assert_eq!(r.from, "r1");
+    assert!(r.selects("blk.4.ffn_gate_up_exps.weight"));
+    assert!(!r.selects("blk.4.attn_q.weight") && !r.selects("blk.7.ffn_down_exps.weight"));
+    let r = parse_take("_exps=r1:role=routed_experts", "t").unwrap();
+    assert!(r.pattern.is_some() && r.role.is_some());
+}
+
+#[test]
 fn take_options_are_named_when_wrong() {
     let err = |text: &str| parse_take(text, "--take #1").unwrap_err();
     let e = err("exps=r1:expert=0-1");
@@ -64,7 +80,11 @@ fn take_options_are_named_when_wrong() {
     assert!(
         matches!(&e, RecipeError::UnknownTakeOption { suggestion: Some(s), .. } if s == "layers")
     );
-    let e = err("exps=r1:optional");
+    let e = err("exps=r1:optionl");
+    assert!(
+        matches!(&e, RecipeError::UnknownTakeOption { suggestion: Some(s), .. } if s == "optional")
+    );
+    let e = err("exps=r1:bogus");
     assert!(matches!(
         &e,
         RecipeError::UnknownTakeOption {
@@ -72,6 +92,8 @@ fn take_options_are_named_when_wrong() {
             ..
         }
     ));
+    let e = err("=r1:role=routed_expert");
+    assert!(matches!(&e, RecipeError::UnknownRole { role, .. } if role == "routed_expert"));
     let e = err("exps=r1:experts=0..2");
     assert!(matches!(&e, RecipeError::BadRange { what: "experts", text, .. } if text == "0..2"));
     let e = err("exps=r1:layers=x");
@@ -90,6 +112,13 @@ fn take_options_are_named_when_wrong() {
         ("exps=r1:experts=1:router:router", "is given twice"),
         ("exps=r1:experts=1:router=yes", "takes no value"),
         ("exps=r1:", "is empty"),
+        ("exps=r1:optional:optional", "is given twice"),
+        ("exps=r1:optional=yes", "takes no value"),
+        ("=r1:role", "needs a value"),
+        (
+            "=r1:role=routed_experts:role=routed_experts",
+            "is given twice",
+        ),
     ] {
         let e = err(text);
         assert!(

@@ -10,7 +10,11 @@ use crate::plan::Plan;
 /// One line per fact, for stderr.
 pub fn written_text(w: &Written, secs: f64) -> String {
     let names: Vec<String> = w.files.iter().map(|f| f.display().to_string()).collect();
-    let mut out = format!(
+    let mut out = match &w.created_dir {
+        Some(dir) => format!("created the output directory {}\n", dir.display()),
+        None => String::new(),
+    };
+    out += &format!(
         "wrote {} in {} ({:.1} s, {}/s): {}\n",
         human_bytes(w.bytes),
         plural_count(w.files.len(), "file"),
@@ -60,6 +64,7 @@ pub fn written_json(plan: &Plan, w: &Written, secs: f64) -> Value {
         "removed_leftovers": w.removed.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "fetched": w.fetched.iter().map(|f| json!({"parent": f.parent, "bytes": f.bytes})).collect::<Vec<_>>(),
         "resumed_bytes": w.resumed,
+        "created_dir": w.created_dir.as_ref().map(|d| d.display().to_string()),
         "warnings": plan.warnings,
     })
 }
@@ -80,10 +85,14 @@ mod tests {
                 bytes: 1536,
             }],
             resumed: 512,
+            created_dir: Some("out/dir".into()),
         };
         let t = written_text(&w, 1.0);
         assert!(t.contains("fetched 1.50 KiB from parent 'r1'"), "{t}");
         assert!(t.contains("resumed: 512 B"), "{t}");
-        assert!(t.starts_with("wrote 2.00 KiB in 1 file ("), "{t}");
+        assert!(
+            t.starts_with("created the output directory out/dir\nwrote 2.00 KiB in 1 file ("),
+            "{t}"
+        );
     }
 }

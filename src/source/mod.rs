@@ -34,6 +34,17 @@ impl Location {
     /// (resolved against `endpoint`, see [`url::resolve_hf`]), or else a local path.
     pub fn parse(arg: &Path, endpoint: &str) -> Result<Location, SourceError> {
         let Some(s) = arg.to_str().filter(|s| url::is_remote(s)) else {
+            // `hf:/org/repo/x.gguf` is a local path only if there is such a file.
+            if let Some(meant) = arg.to_str().and_then(url::near_miss)
+                && std::fs::symlink_metadata(arg).is_err()
+            {
+                return Err(SourceError::BadUrl {
+                    url: arg.display().to_string(),
+                    reason: format!(
+                        "no such file, and not a URL: did you mean '{meant}' (two slashes)?"
+                    ),
+                });
+            }
             return Ok(Location::Local(arg.to_path_buf()));
         };
         // Errors never echo user info or a query: they may hold a password or a signature.

@@ -11,6 +11,19 @@ pub fn is_remote(arg: &str) -> bool {
         .any(|s| arg.len() >= s.len() && arg[..s.len()].eq_ignore_ascii_case(s))
 }
 
+/// The remote name a local path that does not exist was most likely meant to be: `hf:/ORG/…`
+/// or `https:/HOST/…` (one slash, or none) read as `hf://ORG/…`, `https://HOST/…`.
+pub fn near_miss(arg: &str) -> Option<String> {
+    ["https:", "http:", "hf:"].iter().find_map(|scheme| {
+        let rest = arg
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &arg[scheme.len()..])?;
+        let rest = rest.trim_start_matches('/');
+        (!rest.is_empty() && !is_remote(arg)).then(|| format!("{}//{rest}", &arg[..scheme.len()]))
+    })
+}
+
 /// `scheme://authority/rest` -> (scheme lowercased, authority, `/rest` or "").
 fn split(url: &str) -> Option<(String, &str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
@@ -182,6 +195,31 @@ pub fn resolve_hf(arg: &str, endpoint: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheme_with_too_few_slashes_is_named() {
+        assert_eq!(
+            near_miss("hf:/org/repo/x.gguf").as_deref(),
+            Some("hf://org/repo/x.gguf")
+        );
+        assert_eq!(
+            near_miss("https:host/x.gguf").as_deref(),
+            Some("https://host/x.gguf")
+        );
+        assert_eq!(
+            near_miss("HF:/o/r/x.gguf").as_deref(),
+            Some("HF://o/r/x.gguf")
+        );
+        for fine in [
+            "hf://o/r/x.gguf",
+            "models/hf/x.gguf",
+            "hf:",
+            "x.gguf",
+            "hfx:/a",
+        ] {
+            assert_eq!(near_miss(fine), None, "{fine}");
+        }
+    }
 
     #[test]
     fn hf_names_resolve_like_hf_hub_url() {

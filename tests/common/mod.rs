@@ -459,3 +459,35 @@ pub fn assert_slices_from(child: &Path, parents: &[(u8, &Path)], owner: impl Fn(
         }
     }
 }
+
+/// Real llama.cpp's greedy tokens and logits for `model` (`llama-splice-probe`, see
+/// tests/oracle/probe.cpp), as JSON; panics with llama.cpp's stderr if it fails.
+pub fn llama_probe(model: &Path) -> serde_json::Value {
+    let out = Command::new(llama_bin().join("llama-splice-probe"))
+        .arg(model)
+        .output()
+        .expect("probe runs");
+    assert!(
+        out.status.success(),
+        "llama.cpp failed to load/run {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Run the oracle script `tests/oracle/SCRIPT` with gguf-py's Python; its stdout. Panics
+/// with its stderr if it fails.
+pub fn oracle_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Vec<u8> {
+    let out = Command::new(oracle_python())
+        .arg(repo().join("tests/oracle").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

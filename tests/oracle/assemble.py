@@ -125,6 +125,26 @@ def raw_field_value(field):
     return v, vtype, None
 
 
+def writer_like(base, out):
+    """A GGUFWriter for `out` holding `base`'s key/values in `base`'s order (split.* and
+    gguf-py's pseudo-keys aside; general.architecture is written first by GGUFWriter;
+    general.alignment sets the writer's alignment)."""
+    first = base.readers[0]
+    arch_field = first.fields.get("general.architecture")
+    if arch_field is None:
+        raise SystemExit(f"{base.path}: no general.architecture")
+    w = GGUFWriter(out, bytes(arch_field.parts[-1]).decode("utf-8"))
+    for name, field in first.fields.items():
+        if is_pseudo_key(name) or name.startswith("split.") or name == "general.architecture":
+            continue
+        val, vtype, sub = raw_field_value(field)
+        if name == "general.alignment":
+            w.add_custom_alignment(int(val))
+            continue
+        w.add_key_value(name, val, vtype, sub_type=sub)
+    return w
+
+
 def parse_take(s):
     if "=" not in s:
         raise SystemExit(f"--take wants REGEX=PATH, got {s!r}")
@@ -158,21 +178,7 @@ def main():
         return models[path]
 
     base = model(a.base)
-    first = base.readers[0]
-    arch_field = first.fields.get("general.architecture")
-    if arch_field is None:
-        raise SystemExit(f"{a.base}: no general.architecture")
-    arch = bytes(arch_field.parts[-1]).decode("utf-8")
-
-    w = GGUFWriter(a.out, arch)
-    for name, field in first.fields.items():
-        if is_pseudo_key(name) or name.startswith("split.") or name == "general.architecture":
-            continue  # general.architecture: GGUFWriter has already written it first
-        val, vtype, sub = raw_field_value(field)
-        if name == "general.alignment":
-            w.add_custom_alignment(int(val))
-            continue
-        w.add_key_value(name, val, vtype, sub_type=sub)
+    w = writer_like(base, a.out)
 
     for name in base.order:
         src = base

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from assemble import parse_take, parse_take_experts, raw_field_value  # noqa: E402
-from ggufio import is_pseudo_key, shard_paths  # noqa: E402
+from assemble import parse_take, parse_take_experts, writer_like  # noqa: E402
+from ggufio import shard_paths  # noqa: E402
 
-from gguf import GGUFReader, GGUFWriter  # noqa: E402
+from gguf import GGUFReader  # noqa: E402
 
 
 def read_types(path):
@@ -106,17 +106,7 @@ def main():
         return models[path]
 
     base = model(a.base)
-    first = base.readers[0]
-    arch = bytes(first.fields["general.architecture"].parts[-1]).decode("utf-8")
-    w = GGUFWriter(a.out, arch)
-    for name, field in first.fields.items():
-        if is_pseudo_key(name) or name.startswith("split.") or name == "general.architecture":
-            continue
-        val, vtype, sub = raw_field_value(field)
-        if name == "general.alignment":
-            w.add_custom_alignment(int(val))
-            continue
-        w.add_key_value(name, val, vtype, sub_type=sub)
+    w = writer_like(base, a.out)
 
     datas = []
     for name in base.order:

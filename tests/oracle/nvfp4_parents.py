@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from assemble import Model, raw_field_value  # noqa: E402
-from ggufio import is_pseudo_key  # noqa: E402
+from assemble import Model, writer_like  # noqa: E402
 
-from gguf import GGMLQuantizationType, GGUFWriter  # noqa: E402
+from gguf import GGMLQuantizationType  # noqa: E402
 
 EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down)_exps\.weight$")
 BLOCK_VALUES, BLOCK_BYTES = 64, 36
@@ -35,17 +34,7 @@ def main():
     rng = np.random.default_rng(seed)
     scale_rng = np.random.default_rng(int(sys.argv[4]) if len(sys.argv) > 4 else seed + 1000)
     m = Model(src)
-    first = m.readers[0]
-    arch = bytes(first.fields["general.architecture"].parts[-1]).decode("utf-8")
-    w = GGUFWriter(out, arch)
-    for name, field in first.fields.items():
-        if is_pseudo_key(name) or name.startswith("split.") or name == "general.architecture":
-            continue
-        val, vtype, sub = raw_field_value(field)
-        if name == "general.alignment":
-            w.add_custom_alignment(int(val))
-            continue
-        w.add_key_value(name, val, vtype, sub_type=sub)
+    w = writer_like(m, out)
     for name in m.order:
         ttype, shape, n_bytes = m.info(name)
         if not EXPS.match(name):

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::compare::{Sources, ValueStatus, ValuesReport, VerifyReport};
 use crate::roles::{self, Class, Role, unit};
 
-pub use png::map_png;
+pub use png::{MAX_PNG_SCALE, Png, map_png};
 pub use svg::map_svg;
 pub use term::{TermOptions, map_term};
 
@@ -481,9 +481,13 @@ mod tests {
         let svg = map_svg(&map);
         // A tooltip per cell: 58 layers x 256 experts x 3 panels, and the strip's.
         assert_eq!(svg.matches("<title>").count(), 58 * 256 * 3 + 62 * 4);
-        let png = map_png(&map).unwrap();
-        let size = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let png = map_png(&map, None).unwrap();
+        let size = u32::from_be_bytes(png.bytes[16..20].try_into().unwrap());
+        assert_eq!((size, png.width, png.scale), (png.width, size, 1));
         assert!((1000..3200).contains(&size), "width {size}");
+        // Scaled: each pixel as 2 x 2.
+        let twice = map_png(&map, Some(2)).unwrap();
+        assert_eq!((twice.width, twice.height), (2 * png.width, 2 * png.height));
         let grid = map_term(
             &map,
             &TermOptions {

@@ -23,6 +23,31 @@ struct Canvas {
     pixels: Vec<u8>,
 }
 
+impl Canvas {
+    /// Each pixel as `s` x `s` pixels (nearest neighbour: the bitmap fonts stay crisp).
+    fn scaled(self, s: u32) -> Canvas {
+        if s == 1 {
+            return self;
+        }
+        let (w, s) = (self.width as usize, s as usize);
+        let mut pixels = Vec::with_capacity(self.pixels.len() * s * s);
+        for row in self.pixels.chunks(w * 3) {
+            let wide: Vec<u8> = row
+                .chunks(3)
+                .flat_map(|p| std::iter::repeat_n(p, s).flatten().copied())
+                .collect();
+            for _ in 0..s {
+                pixels.extend_from_slice(&wide);
+            }
+        }
+        Canvas {
+            width: self.width * s as u32,
+            height: self.height * s as u32,
+            pixels,
+        }
+    }
+}
+
 impl OriginDimensions for Canvas {
     fn size(&self) -> embedded_graphics::geometry::Size {
         embedded_graphics::geometry::Size::new(self.width, self.height)
@@ -54,9 +79,34 @@ fn color(c: [u8; 3]) -> Rgb888 {
     Rgb888::new(c[0], c[1], c[2])
 }
 
-/// The map as a PNG file's bytes.
-pub fn map_png(map: &Map) -> std::io::Result<Vec<u8>> {
+/// The largest scale a PNG is drawn at: each pixel of the layout as 4 x 4.
+pub const MAX_PNG_SCALE: u32 = 4;
+
+/// The width a PNG is scaled up to at most by default: a screen's, so that the bitmap
+/// fonts (6 x 10 pixels) are readable without zooming.
+const SCREEN_WIDTH: u32 = 2400;
+
+/// A map drawn as PNG.
+#[derive(Clone, Debug)]
+pub struct Png {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// Width, pixels.
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+    /// Pixels per layout pixel, each way.
+    pub scale: u32,
+}
+
+/// The map as a PNG file, each layout pixel drawn as `scale` x `scale` pixels (at most
+/// [`MAX_PNG_SCALE`]); `None`: the largest scale that keeps it within a screen's width
+/// (2400 pixels), at least 1.
+pub fn map_png(map: &Map, scale: Option<u32>) -> std::io::Result<Png> {
     let scene = layout(map);
+    let scale = scale
+        .unwrap_or(SCREEN_WIDTH / scene.width.max(1))
+        .clamp(1, MAX_PNG_SCALE);
     let mut canvas = Canvas {
         width: scene.width,
         height: scene.height,
@@ -109,6 +159,7 @@ pub fn map_png(map: &Map) -> std::io::Result<Vec<u8>> {
             }
         }
     }
+    let canvas = canvas.scaled(scale);
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, canvas.width, canvas.height);
@@ -119,5 +170,10 @@ pub fn map_png(map: &Map) -> std::io::Result<Vec<u8>> {
             .write_image_data(&canvas.pixels)
             .map_err(std::io::Error::other)?;
     }
-    Ok(out)
+    Ok(Png {
+        bytes: out,
+        width: canvas.width,
+        height: canvas.height,
+        scale,
+    })
 }

@@ -71,8 +71,8 @@ pub(crate) const WHITE: Rgb = [255, 255, 255];
 const FRAME: Rgb = [160, 160, 160];
 /// Distance exactly 0: the values are equal.
 pub(crate) const IDENTICAL: Rgb = [217, 217, 217];
-/// Not compared.
-pub(crate) const NOT_COMPARED: Rgb = [255, 255, 255];
+/// Not compared: pale red, apart from white (no tensor there) and the ramp.
+pub(crate) const NOT_COMPARED: Rgb = [250, 200, 200];
 /// Several parents (identical in them).
 pub(crate) const SEVERAL: Rgb = [170, 170, 170];
 /// No parent: the alarm.
@@ -409,14 +409,32 @@ pub(crate) fn layout(map: &Map) -> Scene {
         }
     }
     y += 32;
-    let note = "row -: tensors outside blocks; strip: emb embeddings, attn attention, norm norms, ffn dense FFN, rtr router, shx shared experts, exp routed experts, out output";
-    items.push(text(MARGIN, y, note, Size::Small, Anchor::Start));
-    width = width.max(lx).max(MARGIN + width_of(note, Size::Small)) + MARGIN;
+    let note = note(map);
+    items.push(text(MARGIN, y, note.clone(), Size::Small, Anchor::Start));
+    width = width.max(lx).max(MARGIN + width_of(&note, Size::Small)) + MARGIN;
     Scene {
         width,
         height: y + MARGIN,
         items,
     }
+}
+
+/// The line under the key: what the row `-` and the strip's column labels mean, for the
+/// rows and columns this map has (the routed experts are the panels, never a column).
+pub(crate) fn note(map: &Map) -> String {
+    let mut parts = Vec::new();
+    if map.rows.contains(&None) {
+        parts.push("row -: tensors outside blocks".to_string());
+    }
+    if !map.roles.is_empty() {
+        let columns: Vec<String> = map
+            .roles
+            .iter()
+            .map(|r| format!("{} {}", role_abbrev(*r), r.label()))
+            .collect();
+        parts.push(format!("other tensors: {}", columns.join(", ")));
+    }
+    parts.join("; ")
 }
 
 fn frame(x: u32, y: u32, w: u32, h: u32) -> Item {
@@ -434,6 +452,15 @@ fn frame(x: u32, y: u32, w: u32, h: u32) -> Item {
 /// The legend's swatches: the special cells of a distance map, or each parent and the
 /// other provenance cells.
 pub(crate) fn legend(map: &Map, max: f64) -> Vec<(Rgb, String)> {
+    let mut v = swatches(map, max);
+    // Cells left white: a layer without that tensor (a dense layer in an expert panel).
+    if map.cells().any(|c| *c == Cell::Empty) {
+        v.push((WHITE, "blank: the layer has no such tensor".into()));
+    }
+    v
+}
+
+fn swatches(map: &Map, max: f64) -> Vec<(Rgb, String)> {
     match &map.kind {
         MapKind::Distance { .. } => vec![
             (IDENTICAL, "0: equal values".to_string()),
@@ -468,6 +495,48 @@ mod tests {
         assert_eq!(ticks(0.0), vec![0.0]);
         let shown: Vec<String> = ticks(0.04).into_iter().map(tick_label).collect();
         assert_eq!(shown, ["0", "0.01", "0.02", "0.03", "0.04"]);
+    }
+
+    #[test]
+    fn the_key_names_every_color_and_only_columns_that_exist() {
+        let map = Map {
+            kind: MapKind::Provenance {
+                child: "c".into(),
+                parents: vec!["v3".into(), "r1".into()],
+            },
+            rows: vec![None, Some(0), Some(1)],
+            panels: vec![super::super::Panel {
+                name: "ffn_up_exps".into(),
+                experts: 2,
+                cells: vec![
+                    vec![Cell::Empty, Cell::Empty],
+                    vec![Cell::Empty, Cell::Empty],
+                    vec![Cell::Parents(vec![1]), Cell::Parents(vec![0])],
+                ],
+            }],
+            roles: vec![Role::Attention, Role::DenseFfn],
+            strip: vec![
+                vec![Cell::Empty, Cell::Empty],
+                vec![Cell::Parents(vec![0]), Cell::Parents(vec![0])],
+                vec![Cell::Parents(vec![0]), Cell::Empty],
+            ],
+        };
+        let key = legend(&map, 0.0);
+        let colors: Vec<Rgb> = key.iter().map(|(c, _)| *c).collect();
+        for c in map
+            .cells()
+            .filter_map(|c| cell_color(c, 0.0))
+            .chain([WHITE])
+        {
+            assert!(colors.contains(&c), "{c:?} is not in the key {key:?}");
+        }
+        let note = note(&map);
+        assert_eq!(
+            note,
+            "row -: tensors outside blocks; other tensors: attn attention, ffn dense FFN"
+        );
+        // A distance map: not compared is not white (white is a layer without the tensor).
+        assert_ne!(NOT_COMPARED, WHITE);
     }
 
     #[test]
