@@ -140,19 +140,10 @@ fn f32s(model: &Path, tensor: &str) -> Vec<f32> {
         .collect()
 }
 
-/// gguf-py's (type name, sha256) of each tensor, in order.
+/// gguf-py's (name, type name, sha256) of each tensor, in order.
 fn dump(model: &Path) -> Vec<(String, String, String)> {
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle/dump.py"))
-        .arg(model)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value =
+        serde_json::from_slice(&oracle_script("dump.py", &[model.to_str().unwrap()])).unwrap();
     v["tensors"]
         .as_array()
         .unwrap()
@@ -214,7 +205,7 @@ fn a_mix_of_scaled_nvfp4_experts_computes_numpys_scaled_values_and_runs_like_the
         "child",
     );
     let reference = d.path().join("reference.gguf");
-    python(
+    oracle_script(
         "mix_scaled.py",
         &[
             "--base",
@@ -247,7 +238,7 @@ fn a_mix_of_scaled_nvfp4_experts_computes_numpys_scaled_values_and_runs_like_the
         assert_eq!(f32s(&child, &format!("blk.0.ffn_{m}_exps.scale")), base0);
     }
     // Real llama.cpp: the same logits as the reference.
-    let (got, want) = (probe(&child), probe(&reference));
+    let (got, want) = (llama_probe(&child), llama_probe(&reference));
     assert_eq!(got["tokens"], want["tokens"]);
     assert_eq!(got["logits"], want["logits"], "bit-identical logits");
 
@@ -266,7 +257,7 @@ fn a_mix_of_scaled_nvfp4_experts_computes_numpys_scaled_values_and_runs_like_the
             assert_eq!(f32s(&part, &name), [base[0], 1.0, 1.0, base[3]], "{name}");
         }
     }
-    probe(&part);
+    llama_probe(&part);
 
     // A child whose mixed experts kept a parent's scale is caught by verify: the made 1.0
     // scale pieces are checked like any other.
@@ -314,7 +305,7 @@ fn a_threshold_measures_scaled_values_and_kept_experts_keep_their_scale() {
     // e of each matrix is |sc[e] / sa[e] - 1| from a's.
     let c = d.path().join("c.gguf");
     let src = repo().join("fixtures/qwen3moe-a-mainline.gguf");
-    python(
+    oracle_script(
         "nvfp4_parents.py",
         &[src.to_str().unwrap(), c.to_str().unwrap(), "1", "7"],
     );
@@ -359,5 +350,5 @@ fn a_threshold_measures_scaled_values_and_kept_experts_keep_their_scale() {
             "{n}: distances {d:?}, threshold {threshold}"
         );
     }
-    probe(&child);
+    llama_probe(&child);
 }
