@@ -17,8 +17,9 @@ use gguf_splice::render;
 
 #[derive(Args)]
 pub(crate) struct FitArgs {
-    /// NAME=PATH: a quant of the model to choose from (local or remote, any shard). All
-    /// parents are quants of one model; the first is the base (tensor order, metadata).
+    /// NAME=PATH: a quant of the model to choose from; PATH is any shard, local or remote
+    /// (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]). All parents are quants of one
+    /// model; the first is the base (tensor order, metadata).
     #[arg(long = "parent", value_name = "NAME=PATH", required = true)]
     pub(crate) parents: Vec<String>,
     /// The child's whole size (headers and every shard included): bytes, or 240G / 500M

@@ -163,7 +163,8 @@ pub(crate) struct InspectArgs {
     /// parents found as `verify` finds them: headers only), and general.base_model.*.
     #[arg(long)]
     pub(crate) provenance: bool,
-    /// NAME=PATH: a parent to plan with instead of the recorded one (with --provenance).
+    /// NAME=PATH: a parent to plan with instead of the recorded one (with --provenance); PATH
+    /// is any shard, local or remote (https://…, hf://ORG/REPO/PATH/FILE.gguf[@REVISION]).
     #[arg(long = "parent", value_name = "NAME=PATH", requires = "provenance")]
     pub(crate) parents: Vec<String>,
     /// A directory holding the child's local parents under their recorded file names
