@@ -482,3 +482,80 @@ fn assembling_dense_parents_stacks_their_scales_into_per_expert_scales() {
         }
     }
 }
+
+#[test]
+fn a_mix_of_parents_whose_input_scales_differ_is_refused() {
+    // The marker bytes make every parent's `.input_scale` its own: llama.cpp b11434 loads
+    // but does not apply it, so no value is right for a mixed expert.
+    let two = Two::new(true, true);
+    let e = two
+        .refusal(
+            "[[rules]]\nrole = \"routed_experts\"\nexperts = \"1\"\nmix = { v3 = 0.5, r1 = 0.5 }\n",
+        )
+        .expect("refused");
+    assert!(
+        matches!(&e, PlanError::MixInputScaleDiffers { tensor, expert: 1, .. }
+            if tensor.ends_with("_exps.input_scale")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_mix_scales_a_fused_parents_halves_by_its_one_scale() {
+    // r1 stores gate and up fused, with one scale per expert beside them; the base (v3)
+    // stores them separately, without scales. Each half of r1's expert e is scaled by its
+    // scale[e] in the mix.
+    let dir = tempfile::tempdir().unwrap();
+    let s: Vec<u8> = [2.0f32, 3.0, 4.0, 5.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let r1 =
+        fused_parent(R1, F32).tensor_raw("blk.1.ffn_gate_up_exps.scale", &[N_EXPERT], F32.id(), s);
+    let parents = vec![
+        Parent {
+            name: "v3".into(),
+            model: Model::open(&write(dir.path(), "a.gguf", &parent(V3, F32).build())).unwrap(),
+        },
+        Parent {
+            name: "r1".into(),
+            model: Model::open(&write(dir.path(), "b.gguf", &r1.build())).unwrap(),
+        },
+    ];
+    let r = Recipe::from_toml(
+        "[[rules]]\nrole = \"routed_experts\"\nlayers = \"1\"\nexperts = \"1-2\"\nmix = { v3 = 0.5, r1 = 0.5 }\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let p = plan::build(&parents, &r, &dir.path().join("c"), SplitOptions::default()).unwrap();
+    for half in ["gate", "up"] {
+        let name = format!("blk.1.ffn_{half}_exps.weight");
+        let t = p.tensors.iter().find(|t| t.info.name == name).unwrap();
+        let jobs: Vec<&gguf_splice::mix::Job> = t
+            .pieces
+            .iter()
+            .filter_map(|pc| match &pc.source {
+                plan::Source::Mix(j) => Some(&**j),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(jobs.len(), 1, "{name}");
+        let scales: Vec<_> = jobs[0].inputs.iter().map(|i| i.scales.clone()).collect();
+        assert_eq!(scales, [None, Some(vec![3.0, 4.0])], "{name}");
+    }
+}
+
+#[test]
+fn a_mix_parent_whose_companion_the_child_lacks_is_refused_but_for_its_scale() {
+    // v3 (the base) has no expert scales; r1 has `.scale` and `.input_scale`. The mix
+    // applies r1's `.scale` to its values, but its `.input_scale` would be lost.
+    let two = Two::new(false, true);
+    let e = two
+        .refusal("[[rules]]\nrole = \"routed_experts\"\nmix = { v3 = 0.5, r1 = 0.5 }\n")
+        .expect("refused");
+    assert!(
+        matches!(&e, PlanError::CompanionDropped { parent, companion, .. }
+            if parent == "r1" && companion.ends_with("_exps.input_scale")),
+        "{e}"
+    );
+}

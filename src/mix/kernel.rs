@@ -1,5 +1,5 @@
-//! One chunk of rows: read each parent's rows, dequantize, weight, sum, quantize (or sum the
-//! squares a distance needs). Pure functions of the rows, so chunks can run in any order.
+//! One chunk of rows: read each parent's rows, dequantize, scale, weight, sum, quantize (or
+//! sum the squares a distance needs). Pure functions of the rows, so chunks can run in any order.
 
 use std::ops::Range;
 
@@ -62,6 +62,25 @@ fn dequantize_rows(
     })
 }
 
+/// Multiply each row of `out` (rows `rows` of `input`, counted from its first row, which
+/// starts a matrix) by its matrix's scale, in f32; nothing without a scale.
+fn apply_scales(
+    input: &Input,
+    n_per_row: u64,
+    rows_per_matrix: u64,
+    rows: &Range<u64>,
+    out: &mut [f32],
+) {
+    if input.scales.is_none() {
+        return;
+    }
+    for (i, row) in out.chunks_exact_mut(n_per_row as usize).enumerate() {
+        let m = (rows.start + i as u64) / rows_per_matrix.max(1);
+        let s = input.scale(m).expect("scaled");
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+}
+
 /// Rows `rows` (relative to the job's first row) of the job, quantized.
 pub(super) fn mix_rows(
     job: &Job,
@@ -85,6 +104,8 @@ pub(super) fn mix_rows(
             &mut raw,
             target,
         )?;
+        // The job's first row starts a matrix: its rows count from there.
+        apply_scales(input, job.n_per_row, job.rows_per_matrix, &rows, target);
         let w = input.weight;
         if k == 0 {
             // The first product starts the sum (not 0 + product: -0.0 stays -0.0).
@@ -95,6 +116,20 @@ pub(super) fn mix_rows(
         }
     }
     drop(tmp);
+    if job.out_type.name() == "NVFP4"
+        && let Some((i, &v)) = acc
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.abs() > super::NVFP4_MAX)
+    {
+        return Err(MixError::OutOfRange {
+            tensor: job.tensor.clone(),
+            row: job.first_row + rows.start + (i / n) as u64,
+            value: v,
+            ty: job.out_type,
+            max: super::NVFP4_MAX,
+        });
+    }
 
     let row_bytes = job.out_row_bytes() as usize;
     let mut out = vec![0u8; (rows.end - rows.start) as usize * row_bytes];
@@ -145,6 +180,7 @@ pub(super) fn row_sums(
         &mut raw,
         &mut base,
     )?;
+    apply_scales(m.base, m.n_per_row, m.rows_per_matrix, &rows, &mut base);
     let mut out: Vec<Vec<f64>> = base
         .chunks_exact(n)
         .map(|row| {
@@ -163,6 +199,7 @@ pub(super) fn row_sums(
             &mut raw,
             &mut other,
         )?;
+        apply_scales(input, m.n_per_row, m.rows_per_matrix, &rows, &mut other);
         for (i, (b, p)) in base.chunks_exact(n).zip(other.chunks_exact(n)).enumerate() {
             out[i][k + 1] = distance::Sums::row(p, b).d2;
         }

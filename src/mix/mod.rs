@@ -5,13 +5,21 @@
 //!
 //! The arithmetic, chosen so anyone can reproduce it bit for bit (docs/mixing.md):
 //! 1. each parent's rows are dequantized to f32 by ggml's `to_float` (F32 is read as is);
-//! 2. each value is multiplied by its parent's weight (the recipe's number rounded to f32),
-//!    in f32;
-//! 3. the products are summed in f32, in the order the parents are written in the rule:
+//! 2. a weight with a `.scale` companion (NVFP4's second-level scale): each dequantized value
+//!    is multiplied, in f32, by that parent's scale of its matrix (`scale[e]` for expert e of
+//!    a `{n_expert}` scale, `scale[0]` for a `{1}` one), as llama.cpp b11434 multiplies it
+//!    into the matmul result ([`Input::scales`]); `.input_scale` is not applied (b11434's
+//!    graph does not);
+//! 3. each value is multiplied by its parent's weight (the recipe's number rounded to f32),
+//!    in f32: `w * (x * s)`;
+//! 4. the products are summed in f32, in the order the parents are written in the rule:
 //!    `((w1*x1) + (w2*x2)) + (w3*x3)`, no fused multiply-add, parents of weight 0 left out;
-//! 4. the sums are quantized by `ggml_quantize_chunk` to the output type, one call per run of
+//! 5. the sums are quantized by `ggml_quantize_chunk` to the output type, one call per run of
 //!    rows of one matrix (expert), with that matrix's importance weights if an imatrix is
-//!    given, exactly as `llama-quantize` passes them; then `ggml_validate_row_data`.
+//!    given, exactly as `llama-quantize` passes them; then `ggml_validate_row_data`. The
+//!    output has no second-level scale (the child's `.scale` of a mixed expert is 1.0), so a
+//!    value NVFP4 cannot hold without one (beyond 448 × 6, its largest UE4M3 scale times its
+//!    largest E2M1 value) is refused ([`MixError::OutOfRange`]) instead of saturated.
 //!
 //! Every output row depends only on the same row of each parent, so rows are processed in
 //! chunks, several chunks in parallel (rayon), and written in order: the bytes are the same
@@ -90,10 +98,31 @@ pub enum MixError {
         #[source]
         source: std::io::Error,
     },
+    /// A mixed value is beyond what the output type holds without a second-level scale
+    /// (NVFP4: 448 × 6), which ggml's quantizers do not make.
+    #[error(
+        "tensor '{tensor}': mixed value {value} (row {row} of the tensor) is beyond {max}, the largest {ty} holds without a second-level scale (448 x 6), and ggml's quantizers make no such scale; choose another output type (`type = \"Q8_0\"`, F16, F32)"
+    )]
+    OutOfRange {
+        /// The tensor being mixed.
+        tensor: String,
+        /// The row of the tensor that holds it.
+        row: u64,
+        /// The value.
+        value: f32,
+        /// The output type.
+        ty: GgmlType,
+        /// The largest magnitude it holds.
+        max: f32,
+    },
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
 }
+
+/// The largest magnitude NVFP4 holds: its largest UE4M3 sub-block scale (448) times its
+/// largest E2M1 value (6); ggml's quantizer saturates anything beyond.
+pub const NVFP4_MAX: f32 = 448.0 * 6.0;
 
 /// A byte range of a parent's shard file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -119,6 +148,18 @@ pub struct Input {
     pub spans: Vec<Span>,
     /// The rows come from a tensor of another layout (fused gate/up experts).
     pub converted: bool,
+    /// The parent's second-level scale of the rows (its `.scale` companion), multiplied into
+    /// each dequantized value before the weight: one factor for all rows, or one per matrix
+    /// (expert) of the rows, in order. `None`: the weight has no scale.
+    pub scales: Option<Vec<f32>>,
+}
+
+impl Input {
+    /// The factor of the rows of matrix `m` (counted from the input's first matrix).
+    fn scale(&self, m: u64) -> Option<f32> {
+        let s = self.scales.as_ref()?;
+        Some(if s.len() == 1 { s[0] } else { s[m as usize] })
+    }
 }
 
 /// Which importance weights a job quantizes with.
@@ -165,18 +206,27 @@ impl Job {
         self.rows * self.out_row_bytes()
     }
 
-    /// `mix r1 0.75 + v3 0.25 -> Q4_K`, or `v3 requantized to Q4_K`, for reports.
+    /// `mix r1 0.75 + v3 0.25 -> Q4_K`, or `v3 requantized to Q4_K`, for reports; inputs
+    /// multiplied by their `.scale` say so.
     pub fn label(&self, names: &[String]) -> String {
+        let scaled = if self.inputs.iter().any(|i| i.scales.is_some()) {
+            " (values times each parent's .scale)"
+        } else {
+            ""
+        };
         match self.inputs.as_slice() {
             [i] if i.weight == 1.0 => {
-                format!("{} requantized to {}", names[i.parent], self.out_type)
+                format!(
+                    "{}{scaled} requantized to {}",
+                    names[i.parent], self.out_type
+                )
             }
             inputs => {
                 let parts: Vec<String> = inputs
                     .iter()
                     .map(|i| format!("{} {}", names[i.parent], i.weight))
                     .collect();
-                format!("mix {} -> {}", parts.join(" + "), self.out_type)
+                format!("mix {}{scaled} -> {}", parts.join(" + "), self.out_type)
             }
         }
     }
@@ -342,10 +392,12 @@ pub struct Measure<'a> {
     pub rows: u64,
     /// Slices: each is `rows / slices` rows.
     pub slices: u64,
+    /// Rows per matrix (expert): the inputs' scales change from one matrix to the next.
+    pub rows_per_matrix: u64,
 }
 
 /// For each slice, the largest relative distance `‖P − B‖ / ‖B‖` (Frobenius norms of the
-/// dequantized values, B the base) over the other parents P, as [`crate::distance`] defines
+/// dequantized values times their scales, B the base) over the other parents P, as [`crate::distance`] defines
 /// it (the same numbers `diff --values` shows): sums of squares in f64, row by row in order,
 /// so the result does not depend on chunking or threads. A slice where B is all zeros has
 /// distance 0 if P is too, else infinity. This reads and dequantizes every compared

@@ -51,6 +51,7 @@ fn input(parent: usize, weight: f32, floats: u64) -> Input {
             },
         ],
         converted: false,
+        scales: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn distances_are_relative_frobenius_norms() {
         n_per_row: n,
         rows,
         slices: 3,
+        rows_per_matrix: 2,
     };
     assert_eq!(distances(&m, &c).unwrap(), vec![0.0, 0.5, 0.0]);
     // Chunks of one row give the same sums.
@@ -266,4 +268,133 @@ fn without_ggml_a_job_is_refused() {
             ..
         }
     ));
+}
+
+/// Chunkings that split matrices and cross their boundaries.
+const CHUNKINGS: [(u64, usize); 3] = [(1, 1), (64 * 3, 2), (1 << 20, 16)];
+
+#[test]
+fn scales_multiply_each_matrix_before_the_weight() {
+    if crate::ggml::test_library("scales_multiply_each_matrix_before_the_weight").is_none() {
+        return;
+    }
+    // Four matrices (experts) of two rows of 64; the job computes matrices 1-3.
+    let (n, rpm) = (64usize, 2usize);
+    let (a, b) = (data(8, 4 * rpm * n), data(9, 4 * rpm * n));
+    let ps = parents(&[a.clone(), b.clone()]);
+    let (sa, sb) = ([1.75f32, 0.3, 3.1], 0.6f32);
+    // Rows 2..8 of each parent: spans from the second matrix on.
+    let rows_of = |p: usize, scales: Vec<f32>, w: f32| Input {
+        spans: vec![Span {
+            shard: 0,
+            offset: 8 + (rpm * n * 4) as u64,
+            len: (3 * rpm * n * 4) as u64,
+        }],
+        scales: Some(scales),
+        ..input(p, w, 0)
+    };
+    let mut j = job(
+        vec![rows_of(0, sa.to_vec(), 0.75), rows_of(1, vec![sb], 0.25)],
+        GgmlType::F32,
+        n as u64,
+        (3 * rpm) as u64,
+    );
+    j.first_row = rpm as u64;
+    j.rows_per_matrix = rpm as u64;
+    let want: Vec<f32> = (0..3 * rpm * n)
+        .map(|i| {
+            let (k, m) = (rpm * n + i, i / (rpm * n));
+            0.75f32 * (a[k] * sa[m]) + 0.25f32 * (b[k] * sb)
+        })
+        .collect();
+    // Scaling after the weight rounds differently: the order is part of the arithmetic.
+    let after: Vec<f32> = (0..3 * rpm * n)
+        .map(|i| {
+            let (k, m) = (rpm * n + i, i / (rpm * n));
+            0.75f32 * a[k] * sa[m] + 0.25f32 * b[k] * sb
+        })
+        .collect();
+    assert_ne!(want, after);
+    let want: Vec<u8> = want.iter().flat_map(|x| x.to_le_bytes()).collect();
+    for (chunk_elements, chunks_in_flight) in CHUNKINGS {
+        let c = ctx(
+            &ps,
+            Limits {
+                chunk_elements,
+                chunks_in_flight,
+            },
+        );
+        assert_eq!(run_to_vec(&j, &c), want, "chunks of {chunk_elements}");
+    }
+}
+
+#[test]
+fn distances_compare_scaled_values() {
+    if crate::ggml::test_library("distances_compare_scaled_values").is_none() {
+        return;
+    }
+    // The parent's blocks are half the base's, its scale 2 for matrix 1 only: the values
+    // llama.cpp computes with are equal there.
+    let (n, rows) = (4u64, 4u64);
+    let b: Vec<f32> = vec![1.0; 16];
+    let p: Vec<f32> = vec![0.5; 16];
+    let ps = parents(&[b, p]);
+    let base = input(0, 1.0, n * rows);
+    let others = [Input {
+        scales: Some(vec![1.0, 2.0]),
+        ..input(1, 1.0, n * rows)
+    }];
+    let m = Measure {
+        tensor: "t",
+        base: &base,
+        others: &others,
+        n_per_row: n,
+        rows,
+        slices: 2,
+        rows_per_matrix: 2,
+    };
+    for (chunk_elements, chunks_in_flight) in CHUNKINGS {
+        let c = ctx(
+            &ps,
+            Limits {
+                chunk_elements,
+                chunks_in_flight,
+            },
+        );
+        assert_eq!(distances(&m, &c).unwrap(), vec![0.5, 0.0]);
+    }
+}
+
+#[test]
+fn nvfp4_refuses_values_it_cannot_hold_without_a_second_scale() {
+    let test = "nvfp4_refuses_values_it_cannot_hold_without_a_second_scale";
+    if crate::ggml::test_library(test).is_none() {
+        return;
+    }
+    let n = 64u64;
+    let mut x = vec![0.25f32; 64];
+    x[5] = -1000.0;
+    let ps = parents(&[x]);
+    let c = ctx(&ps, Limits::default());
+    let nvfp4 = GgmlType::from_name("NVFP4").unwrap();
+    // 1000 fits (448 x 6 = 2688): quantized.
+    let fits = job(vec![input(0, 1.0, n)], nvfp4, n, 1);
+    assert_eq!(run_to_vec(&fits, &c).len() as u64, fits.out_bytes());
+    // Scaled by 3, it does not.
+    let scaled = Input {
+        scales: Some(vec![3.0]),
+        ..input(0, 1.0, n)
+    };
+    let e = run(
+        &job(vec![scaled], nvfp4, n, 1),
+        &c,
+        &AtomicBool::new(false),
+        &mut |_| Ok(()),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, MixError::OutOfRange { row: 0, value, .. } if value == -3000.0),
+        "{e}"
+    );
 }

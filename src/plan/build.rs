@@ -12,7 +12,7 @@ use super::owners::{self, Candidate, OwnerError};
 use super::units::UnitRules;
 use super::{
     KEY_CHAT_TEMPLATE, Parent, Plan, PlanError, PlanParts, PlannedTensor, RuleReport, SplitOptions,
-    compat, finish, metadata, mixed, needs_ggml, record, tensors,
+    compat, finish, metadata, mixed, mixed_scales, needs_ggml, record, tensors,
 };
 use crate::gguf::{Model, TensorLoc};
 use crate::recipe::{Recipe, Rule, short_pattern};
@@ -41,6 +41,7 @@ pub fn build<'p>(
         took_experts: vec![HashSet::new(); recipe.rules.len()],
         expert_owners: BTreeMap::new(),
         planned: vec![None; parents[base].model.tensor_count()],
+        scales_of_mixes: Vec::new(),
     };
     walk.run(&mut mixer)?;
     // Owners are parents, or mix rules past them (see `resolve`).
@@ -190,20 +191,36 @@ struct Walk<'p, 'r> {
     expert_owners: BTreeMap<u64, Vec<(String, Vec<usize>)>>,
     /// Per base tensor: its plan.
     planned: Vec<Option<PlannedTensor>>,
+    /// Scale companions of mixed weights, planned from their weight's pieces once every
+    /// weight is: (index, the weight's index, the origin of each parent, the mix rule's).
+    scales_of_mixes: Vec<(usize, usize, Vec<String>, String)>,
 }
 
 impl Walk<'_, '_> {
     /// Plan every base tensor, routers last: with `router`, a rule's router rows follow the
     /// experts it actually took in that layer, which is known only once the stacked expert
-    /// tensors are planned.
+    /// tensors are planned. The scale companions of mixed weights come after their weights
+    /// (see [`mixed_scales`]).
     fn run(&mut self, mixer: &mut mixed::Mixer) -> Result<(), PlanError> {
         let base_model = &self.parents[self.base].model;
         for routers in [false, true] {
             for (i, t) in base_model.tensors().enumerate() {
                 if (roles::classify(&t.info.name).role == Role::Router) == routers {
-                    self.planned[i] = Some(self.plan_one(t, mixer)?);
+                    self.planned[i] = self.plan_one(i, t, mixer)?;
                 }
             }
+        }
+        for (i, w, origins, rule) in std::mem::take(&mut self.scales_of_mixes) {
+            let info = base_model.tensors().nth(i).expect("a base tensor").info;
+            let weight = self.planned[w].as_ref().expect("every weight is planned");
+            self.planned[i] = Some(mixed_scales::plan_companion(
+                self.parents,
+                self.base,
+                info,
+                weight,
+                &|p| origins[p].clone(),
+                &rule,
+            )?);
         }
         Ok(())
     }
@@ -270,12 +287,14 @@ impl Walk<'_, '_> {
     }
 
     /// Plan one base tensor: its owners, the checks on its unit, the bookkeeping of experts
-    /// taken, then its pieces (copied, or computed by a mix).
+    /// taken, then its pieces (copied, or computed by a mix); `None` for a scale companion
+    /// of a mixed weight (`i`: its index), planned once its weight is.
     fn plan_one(
         &mut self,
+        i: usize,
         t: TensorLoc,
         mixer: &mut mixed::Mixer,
-    ) -> Result<PlannedTensor, PlanError> {
+    ) -> Result<Option<PlannedTensor>, PlanError> {
         let (parents, base) = (self.parents, self.base);
         let name = &t.info.name;
         let class = roles::classify(name);
@@ -292,7 +311,14 @@ impl Walk<'_, '_> {
         )?;
         let a = self.assign(t, &selector)?;
         self.units.check_follows(t.info, &a.owners)?;
-        self.units.check_none_dropped(t.info, &a.owners)?;
+        self.units.check_none_dropped(t.info, &a.owners, &|id| {
+            let spec = self.recipe.rules[id - parents.len()].mix.as_ref();
+            spec.map(|m| m.effective())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|(n, _)| parents.iter().position(|p| p.name == *n))
+                .collect()
+        })?;
         for &r in &a.matched {
             self.matched[r] += 1;
         }
@@ -319,13 +345,24 @@ impl Walk<'_, '_> {
                 .map(|&r| self.recipe.rules[r].origin.clone())
                 .unwrap_or_else(|| format!("base '{}'", parents[p].name))
         };
-        match a.owners.parents().iter().find(|&&p| p >= parents.len()) {
-            Some(&mix) => {
-                self.units.check_mix(name, &origin(mix))?;
-                mixer.plan_tensor(t.info, &a.owners, &origin)
-            }
-            None => tensors::plan_tensor(parents, base, t.info, &a.owners, &origin),
+        let mix = a.owners.parents().into_iter().find(|&p| p >= parents.len());
+        if let Some(mix) = mix
+            && companion
+            && roles::unit::is_scale(name)
+        {
+            let base_model = &parents[base].model;
+            let w = base_model
+                .tensors()
+                .position(|t| t.info.name == selector)
+                .expect("a companion's weight is a base tensor");
+            let origins = (0..parents.len()).map(origin).collect();
+            self.scales_of_mixes.push((i, w, origins, origin(mix)));
+            return Ok(None);
         }
+        Ok(Some(match mix {
+            Some(_) => mixer.plan_tensor(t.info, &a.owners, &origin)?,
+            None => tensors::plan_tensor(parents, base, t.info, &a.owners, &origin)?,
+        }))
     }
 }
 

@@ -415,19 +415,40 @@ pub enum PlanError {
         /// The base parent.
         base: String,
     },
-    /// A mix rule selects a weight whose values a companion scales (NVFP4's `.scale`), or
-    /// the scale itself: the values are the blocks times the scale, and ggml's quantizers
-    /// make blocks without such a scale.
+    /// A mix rule selects a weight whose `.scale` companion cannot be applied to the
+    /// parent's values: not F32, or neither one value nor one per matrix (expert).
     #[error(
-        "{origin}: {tensor} is scaled by {companion} (its values are the blocks times the scale); mixing scaled weights is not supported, since ggml's quantizers make no second-level scale: take the tensor whole from one parent (a pick rule), or exclude it from the mix rule"
+        "{origin}: {scale} of parent '{parent}' is {found}, not F32 with one value or one per expert ({matrices}), so the values of {tensor} cannot be computed to mix them; take {tensor} whole from one parent (a pick rule), or exclude it from the mix rule"
     )]
-    ScaledMix {
+    MixScaleUnusable {
         /// The mix rule.
         origin: String,
-        /// The tensor.
+        /// The weight mixed.
         tensor: String,
-        /// The scale companion.
-        companion: String,
+        /// Its scale companion.
+        scale: String,
+        /// The parent.
+        parent: String,
+        /// The scale's type and shape.
+        found: String,
+        /// Matrices (experts) of the weight.
+        matrices: u64,
+    },
+    /// The parents mixed into an expert have different `.input_scale` values for it:
+    /// llama.cpp b11434 loads but does not apply `.input_scale`, so no value is right for
+    /// the mix.
+    #[error(
+        "{origin}: {tensor} (expert {expert}) differs between the parents mixed: {values}; llama.cpp b11434 loads .input_scale but does not apply it, so no value is right for the mixed expert; mix only parents with the same input scale, or take the expert from one parent (a pick rule)"
+    )]
+    MixInputScaleDiffers {
+        /// The mix rule.
+        origin: String,
+        /// The `.input_scale` companion.
+        tensor: String,
+        /// The expert (0 for a tensor taken whole).
+        expert: u64,
+        /// Each parent and its value: `a 1, b 0.5`.
+        values: String,
     },
     /// The child would hold types only ik_llama.cpp defines and types only mainline
     /// llama.cpp defines, so neither program would load it.

@@ -318,6 +318,10 @@ pub(super) fn set_id(
                                 .into_iter()
                                 .for_each(|v| h.u64(v));
                         }
+                        if let Some(scales) = &i.scales {
+                            h.bytes(b"scales");
+                            scales.iter().for_each(|s| h.u64(s.to_bits() as u64));
+                        }
                     }
                     [
                         job.out_type.id() as u64,

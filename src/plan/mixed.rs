@@ -2,7 +2,9 @@
 //! is, in order: copied from a picked parent; kept from the base (a `threshold` found the
 //! parents too close); copied from the one parent of a mix whose weight is 1 (no
 //! requantization); or computed by a [`Job`] for [`crate::mix`]: the parents' rows with their
-//! weights, the output type, and the importance matrix entry.
+//! weights, the output type, and the importance matrix entry. A weight's `.scale` goes into
+//! each parent's input as factors, and its scale companions follow the weight's pieces
+//! (`plan::mixed_scales`).
 //!
 //! A threshold needs the distances between the parents' dequantized values, so the planner
 //! reads and dequantizes every parent's rows of such tensors here, before the plan exists
@@ -332,20 +334,36 @@ impl<'p, 'r> Mixer<'p, 'r> {
         }
     }
 
-    /// `p`'s rows of `experts`, as a mix input.
-    fn input(&self, p: usize, weight: f32, view: &View, experts: &Option<Range<u64>>) -> Input {
+    /// `p`'s rows of `experts` of `info`, as a mix input of rule `rule`, with the parent's
+    /// `.scale` factors (see [`mixed_scales`](super::mixed_scales)).
+    fn input(
+        &self,
+        (p, weight): (usize, f32),
+        view: &View,
+        info: &TensorInfo,
+        experts: &Option<Range<u64>>,
+        rule: usize,
+    ) -> Result<Input, PlanError> {
         let spans = view
             .parts_of(experts.clone().unwrap_or(0..view.count()))
             .into_iter()
             .map(|(_, shard, offset, len)| Span { shard, offset, len })
             .collect();
-        Input {
+        let scales = super::mixed_scales::factors(
+            &self.parents[p],
+            info,
+            view,
+            experts,
+            &self.origin(rule),
+        )?;
+        Ok(Input {
             parent: p,
             weight,
             ty: view.ty(),
             spans,
             converted: view.conversion() != Conversion::Same,
-        }
+            scales,
+        })
     }
 
     fn check_input(
@@ -401,11 +419,11 @@ impl<'p, 'r> Mixer<'p, 'r> {
         for &p in &others {
             self.check_input(info, rule, p, views[&p].ty())?;
         }
-        let base_input = self.input(self.base, 1.0, &views[&self.base], &experts);
+        let base_input = self.input((self.base, 1.0), &views[&self.base], info, &experts, rule)?;
         let other_inputs: Vec<Input> = others
             .iter()
-            .map(|&p| self.input(p, 1.0, &views[&p], &experts))
-            .collect();
+            .map(|&p| self.input((p, 1.0), &views[&p], info, &experts, rule))
+            .collect::<Result<_, _>>()?;
         let (_, rows, per) = Self::rows(info, &experts, count);
         let slices = if per_expert { rows / per } else { 1 };
         let origin = self.origin(rule);
@@ -424,6 +442,7 @@ impl<'p, 'r> Mixer<'p, 'r> {
             n_per_row: info.dims[0],
             rows,
             slices,
+            rows_per_matrix: info.dims.get(1).copied().unwrap_or(1).max(1),
         };
         let d = mix::distances(&measure, &ctx)
             .map_err(|source| PlanError::Measure { origin, source })?;
@@ -549,8 +568,8 @@ impl<'p, 'r> Mixer<'p, 'r> {
             tensor: info.name.clone(),
             inputs: inputs
                 .iter()
-                .map(|&(p, w)| self.input(p, w, &views[&p], &experts))
-                .collect(),
+                .map(|&(p, w)| self.input((p, w), &views[&p], info, &experts, rule))
+                .collect::<Result<_, _>>()?,
             out_type: out_ty,
             n_per_row: ne0,
             rows,

@@ -17,6 +17,7 @@ mod error;
 mod loaders;
 mod metadata;
 pub mod mixed;
+mod mixed_scales;
 mod needs_ggml;
 pub mod owners;
 mod piece;

@@ -6,8 +6,9 @@
 //!   ([`PlanError::CompanionWithoutWeight`]): no program can use such a child, so
 //!   `allow_partial_experts` does not override it.
 //! - A companion that cannot be cut like its weight (`{1}` beside experts taken one by one),
-//!   a parent whose companions of a weight the child would drop, and a mix of values a
-//!   companion scales are refused, each naming both tensors.
+//!   and a parent whose companions of a weight the child would drop are refused, each naming
+//!   both tensors. A mix applies a weight's `.scale` to the values it mixes
+//!   ([`mixed_scales`](super::mixed_scales)).
 
 use crate::plan::owners::Owners;
 use crate::plan::{Parent, PlanError};
@@ -104,21 +105,30 @@ impl<'p> UnitRules<'p> {
     /// Every parent that gives bytes of weight `name` gives its companions too: a parent
     /// whose weight has a companion the child (the base's tensor list) lacks would lose it,
     /// and with it, for a `.scale`, the values. Converted layouts are checked through the
-    /// tensors the parent's bytes come from.
+    /// tensors the parent's bytes come from. A mix rule's parents (`mixed(owner)`, for an
+    /// owner past the parents) are checked too, but for `.scale`, which the mix applies to
+    /// their values (see [`mixed_scales`](super::mixed_scales)).
     pub(crate) fn check_none_dropped(
         &self,
         info: &crate::gguf::TensorInfo,
         owners: &Owners,
+        mixed: &dyn Fn(usize) -> Vec<usize>,
     ) -> Result<(), PlanError> {
         // Only a weight has companions: `STEM.weight`.
         let Some(stem) = info.name.strip_suffix(".weight") else {
             return Ok(());
         };
         let base = &self.parents[self.base].model;
+        let mut givers: Vec<(usize, bool)> = Vec::new();
         for p in owners.parents() {
-            let Some(parent) = self.parents.get(p) else {
-                continue; // a mix rule: checked by `check_mix`
-            };
+            if p < self.parents.len() {
+                givers.push((p, false));
+            } else {
+                givers.extend(mixed(p).into_iter().map(|q| (q, true)));
+            }
+        }
+        for (p, in_mix) in givers {
+            let parent = &self.parents[p];
             let sources: Vec<String> = match views::view(info, &parent.model) {
                 Ok(v) => v
                     .parts()
@@ -132,6 +142,9 @@ impl<'p> UnitRules<'p> {
                     // The child's name for the companion: the same suffix on the child's
                     // weight.
                     let suffix = unit::suffix(c).unwrap_or_default();
+                    if in_mix && suffix == "scale" {
+                        continue;
+                    }
                     let wanted = format!("{stem}.{suffix}");
                     if base.tensor(&wanted).is_none() || source != &info.name {
                         return Err(PlanError::CompanionDropped {
@@ -145,27 +158,5 @@ impl<'p> UnitRules<'p> {
             }
         }
         Ok(())
-    }
-
-    /// A mix of a weight scaled by a companion (or of the scale itself) is refused: the
-    /// values are the blocks times the scale, and ggml's quantizers make no such scale.
-    pub(crate) fn check_mix(&self, name: &str, origin: &str) -> Result<(), PlanError> {
-        let base = self.base();
-        let scaled = if base.is_companion(name) {
-            unit::is_scale(name).then(|| name.to_string())
-        } else {
-            base.companions(name)
-                .iter()
-                .find(|c| unit::is_scale(c))
-                .cloned()
-        };
-        match scaled {
-            Some(companion) => Err(PlanError::ScaledMix {
-                origin: origin.to_string(),
-                tensor: name.to_string(),
-                companion,
-            }),
-            None => Ok(()),
-        }
     }
 }

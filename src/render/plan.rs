@@ -324,6 +324,7 @@ fn job_json(plan: &Plan, job: &Job) -> Value {
         "inputs": job.inputs.iter().map(|i| json!({
             "parent": plan.parents[i.parent].name, "weight": i.weight, "type": i.ty.name(),
             "bytes": i.spans.iter().map(|s| s.len).sum::<u64>(), "converted": i.converted,
+            "scales": i.scales,
         })).collect::<Vec<_>>(),
     })
 }
