@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from assemble import Model, raw_field_value  # noqa: E402
-from ggufio import is_pseudo_key  # noqa: E402
+from assemble import Model, writer_like  # noqa: E402
 
-from gguf import GGMLQuantizationType, GGUFWriter  # noqa: E402
+from gguf import GGMLQuantizationType  # noqa: E402
 from gguf.quants import dequantize  # noqa: E402
 
 
@@ -59,17 +58,7 @@ def main():
         return models[path]
 
     base = model(a.base)
-    first = base.readers[0]
-    arch = bytes(first.fields["general.architecture"].parts[-1]).decode("utf-8")
-    w = GGUFWriter(a.out, arch)
-    for name, field in first.fields.items():
-        if is_pseudo_key(name) or name.startswith("split.") or name == "general.architecture":
-            continue
-        val, vtype, sub = raw_field_value(field)
-        if name == "general.alignment":
-            w.add_custom_alignment(int(val))
-            continue
-        w.add_key_value(name, val, vtype, sub_type=sub)
+    w = writer_like(base, a.out)
 
     for name in base.order:
         data = None
