@@ -665,3 +665,36 @@ fn the_ggml_beside_llama_quantize_on_path_is_found() {
         "{text}"
     );
 }
+
+#[test]
+fn without_ggml_a_batch_that_mixes_is_refused_before_any_job_writes() {
+    // A whole run and a job of a job array: both refused up front (exit 5), nothing written,
+    // as `splice` refuses; listing the jobs needs no ggml.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("farm.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[parents]\nv3 = \"{}\"\nr1 = \"{}\"\n\n[[children]]\noutput = \"mixed.gguf\"\nrecipe = \"r1t-mix-75\"\nsplit_max_tensors = 40\n",
+            fixture("v3-q3mix.gguf").display(),
+            fixture("r1-q3mix.gguf").display()
+        ),
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    assert_ok(&run_without_ggml(&["batch", m, "--list-jobs"]));
+    for extra in [&[][..], &["--job", "1"]] {
+        let mut args = vec!["batch", m];
+        args.extend_from_slice(extra);
+        let o = run_without_ggml(&args);
+        assert_exit(&o, 5);
+        let e = stderr(&o);
+        assert!(e.contains("pip install libggml-python"), "{e}");
+        let written: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains("mixed"))
+            .collect();
+        assert!(written.is_empty(), "{written:?}");
+    }
+}

@@ -18,7 +18,7 @@ use super::{Batch, BatchError};
 use crate::execute::{
     self, ExecError, ExecOptions, RemoteOptions, ShardOutcome, ShardRun, ShardState,
 };
-use crate::plan::Plan;
+use crate::plan::{self, Plan};
 
 /// One independent unit of work: one output shard of one child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +262,7 @@ pub fn run_job(
         count: all.len(),
     })?;
     check_paths(batch, plans)?;
+    check_ggml(batch, plans, std::iter::once(job.child))?;
     execute_job(batch, plans, job, opts)
 }
 
@@ -275,6 +276,7 @@ pub fn run_all(
     opts: &RunOptions,
 ) -> Result<Vec<JobReport>, BatchError> {
     check_all(batch, plans, opts.force)?;
+    check_ggml(batch, plans, 0..plans.len())?;
     let all = jobs(plans);
     let mut reports = Vec::with_capacity(all.len());
     for (child, plan) in plans.iter().enumerate() {
@@ -288,6 +290,23 @@ pub fn run_all(
         }
     }
     Ok(reports)
+}
+
+/// A child that mixes needs a ggml to be written: refused before any job writes, as `splice`
+/// refuses it (planning, `--dry-run` and `--list-jobs` need none).
+fn check_ggml(
+    batch: &Batch,
+    plans: &[Plan],
+    children: impl Iterator<Item = usize>,
+) -> Result<(), BatchError> {
+    for i in children {
+        plan::require_ggml(&plans[i]).map_err(|source| BatchError::Plan {
+            manifest: batch.manifest.path.clone(),
+            child: batch.children[i].spec.label.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether a child reads a remote parent. Shard jobs cannot fetch one (they write with
