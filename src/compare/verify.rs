@@ -2,7 +2,7 @@
 //! each parent's view of the child's layout; with a recipe, whether the child is exactly what
 //! the plan makes: every planned piece checked against the parent it names.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use super::engine::{FileSet, FirstDiffs, Slicing, Target, compare_targets, slicing};
@@ -59,178 +59,46 @@ pub fn verify_plan(
     run(child, plan.parents, Some(plan), opts)
 }
 
+/// Verify `child` against `parents` (and `plan`): one comparison of every child tensor with
+/// each parent's view of it, the pieces of tensors whose bytes moved or were made checked
+/// against their sources, then the sources of each tensor, torn units and the plan's check.
 fn run(
     child: &Model,
     parents: &[Parent],
     plan: Option<&Plan>,
     opts: &CompareOptions,
 ) -> Result<VerifyReport, CompareError> {
-    let mut files = FileSet::default();
-    let fc = files.add(child)?;
-    let fp: Vec<usize> = parents
-        .iter()
-        .map(|p| files.add(&p.model))
-        .collect::<Result<_, _>>()?;
-    // The sources bytes can match: the parents, then (added by piece checks) made bytes.
-    let mut names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
-
-    // Planned tensors checked piece by piece, by the child's tensor index.
-    let mut direct: HashMap<usize, &PlannedTensor> = HashMap::new();
-    for pt in plan
-        .iter()
-        .flat_map(|p| p.tensors.iter().filter(|t| is_direct(p, t)))
-    {
-        if let Some(i) = child.tensors().position(|t| t.info.name == pt.info.name) {
-            let t = child.tensor(&pt.info.name).expect("found");
-            if t.info.ty == pt.info.ty && t.info.dims == pt.info.dims {
-                direct.insert(i, pt);
-            }
-        }
-    }
-
-    // One target per child tensor: its bytes against each parent's view of it, where the
-    // parent has it (or a layout it converts from) with the same type and cut.
-    let mut targets: Vec<Target> = Vec::with_capacity(child.tensor_count());
-    let mut cands: Vec<Vec<usize>> = Vec::with_capacity(child.tensor_count());
-    for (ti, t) in child.tensors().enumerate() {
-        let sl = slicing(t.info);
-        let mut idx = Vec::new();
-        let mut vs = Vec::new();
-        for (i, p) in parents.iter().enumerate() {
-            if direct.contains_key(&ti) {
-                break;
-            }
-            if let Ok(v) = views::view(t.info, &p.model)
-                && v.ty() == t.info.ty
-                && v.count() == sl.count
-                && v.slice_bytes() == sl.bytes
-            {
-                idx.push(i);
-                vs.push((fp[i], v));
-            }
-        }
-        targets.push(Target {
-            tensor: t.info.name.clone(),
-            slicing: sl,
-            child_file: fc + t.shard,
-            child_offset: t.file_offset,
-            candidates: vs,
-        });
-        cands.push(idx);
-    }
-
-    let results = compare_targets(&targets, &files, opts)?;
-
-    // Per child tensor, per slice: the parents it matches.
-    let mut sets: Vec<Vec<Vec<usize>>> = results
-        .iter()
-        .zip(&cands)
-        .zip(&targets)
-        .map(|((firsts, idx), t)| {
-            (0..t.slicing.count as usize)
-                .map(|s| {
-                    idx.iter()
-                        .zip(firsts)
-                        .filter(|(_, f)| f[s].is_none())
-                        .map(|(&p, _)| p)
-                        .collect()
-                })
-                .collect()
-        })
-        .collect();
-
-    // Tensors checked piece by piece: their sources are what their pieces matched.
-    let mut checks: HashMap<usize, Vec<PieceCheck>> = HashMap::new();
-    let mut direct: Vec<(usize, &PlannedTensor)> = direct.into_iter().collect();
-    direct.sort_by_key(|(i, _)| *i);
-    for (i, pt) in direct {
-        let sl = targets[i].slicing;
-        let c = pieces::check_tensor(
-            child,
-            pt,
-            sl,
-            &files,
-            (fc, &fp),
-            &mut names,
-            opts.chunk_bytes,
-        )?;
-        sets[i] = pieces::sets(&c, sl.count);
-        let mut compared: Vec<usize> = c.iter().map(|c| c.source).collect();
-        compared.sort_unstable();
-        compared.dedup();
-        cands[i] = compared;
-        checks.insert(i, c);
-    }
-
-    let tensors: Vec<TensorSources> = child
-        .tensors()
-        .enumerate()
-        .map(|(i, t)| {
-            let sl = targets[i].slicing;
-            let sets = &sets[i];
-            let sources = if sl.by_expert && sets.iter().any(|s| *s != sets[0]) {
-                Sources::Experts(expert_runs(sets, 0..sl.count, &names))
-            } else {
-                Sources::Whole(sets[0].iter().map(|&p| names[p].clone()).collect())
-            };
-            TensorSources {
-                name: t.info.name.clone(),
-                ty: t.info.ty,
-                dims: t.info.dims.clone(),
-                group: roles::role_of(&t.info.name),
-                compared: cands[i].iter().map(|&p| names[p].clone()).collect(),
-                sources,
-                mixed: false,
-            }
-        })
-        .collect();
-
-    // Which tensors a mix rule makes: the plan's, or those the recorded recipe selects.
-    let recorded = if plan.is_none() {
-        mixed::recorded_mix(child)
-    } else {
-        None
+    let files = Files::open(child, parents)?;
+    let direct = direct_tensors(child, plan);
+    let (targets, cands) = targets(child, parents, &files, &direct);
+    let results = compare_targets(&targets, &files.set, opts)?;
+    let mut found = Found {
+        // The sources bytes can match: the parents, then (added by piece checks) made bytes.
+        names: parents.iter().map(|p| p.name.clone()).collect(),
+        sets: matched_sets(&results, &cands, &targets),
+        cands,
+        checks: HashMap::new(),
     };
-    let tensors: Vec<TensorSources> = tensors
-        .into_iter()
-        .map(|mut t| {
-            t.mixed = match (&plan, &recorded) {
-                (Some(p), _) => p.tensors.iter().any(|pt| {
-                    pt.info.name == t.name
-                        && pt.pieces.iter().any(|x| matches!(x.source, Source::Mix(_)))
-                }),
-                (None, Some(r)) => mixed::mixes(r, &t.name),
-                (None, None) => false,
-            };
-            t
-        })
-        .collect();
-
-    let torn = units::torn_units(child, &sets, &names);
-    let slicings: Vec<Slicing> = targets.iter().map(|t| t.slicing).collect();
-    let mut recipe = plan.map(|plan| {
-        check_plan(
-            child,
-            plan,
-            &PlanInputs {
-                names: &names,
-                cands: &cands,
-                slicings: &slicings,
-                sets: &sets,
-                firsts: &results,
-                checks: &checks,
-            },
-        )
-    });
-    if let (Some(plan), Some(check)) = (plan, &mut recipe) {
-        let found = |name: &str| {
-            tensors
-                .iter()
-                .find(|t| t.name == name)
-                .map_or(Sources::Whole(Vec::new()), |t| t.sources.clone())
-        };
-        mixed::check(child, plan, parents, &found, &mut check.mismatches)?;
+    for (i, pt) in direct {
+        found.check_pieces(child, i, pt, targets[i].slicing, &files, opts.chunk_bytes)?;
     }
+    let tensors = tensor_sources(child, plan, &targets, &found);
+    let torn = units::torn_units(child, &found.sets, &found.names);
+    let slicings: Vec<Slicing> = targets.iter().map(|t| t.slicing).collect();
+    let recipe = match plan {
+        None => None,
+        Some(plan) => {
+            let inputs = PlanInputs {
+                names: &found.names,
+                cands: &found.cands,
+                slicings: &slicings,
+                sets: &found.sets,
+                firsts: &results,
+                checks: &found.checks,
+            };
+            Some(check_recipe(child, plan, parents, &inputs, &tensors)?)
+        }
+    };
 
     Ok(VerifyReport {
         child: ModelSummary::of(child),
@@ -248,6 +116,220 @@ fn run(
         },
         not_recorded: not_recorded(child, parents),
     })
+}
+
+/// The child's and the parents' files, open for comparing.
+struct Files {
+    set: FileSet,
+    /// The child's first file in `set`.
+    child: usize,
+    /// Each parent's first file in `set`.
+    parents: Vec<usize>,
+}
+
+impl Files {
+    fn open(child: &Model, parents: &[Parent]) -> Result<Files, CompareError> {
+        let mut set = FileSet::default();
+        let fc = set.add(child)?;
+        let fp: Vec<usize> = parents
+            .iter()
+            .map(|p| set.add(&p.model))
+            .collect::<Result<_, _>>()?;
+        Ok(Files {
+            set,
+            child: fc,
+            parents: fp,
+        })
+    }
+}
+
+/// The planned tensors checked piece by piece (their bytes moved or were made), by the
+/// child's tensor index: those the child has with the planned type and shape.
+fn direct_tensors<'p>(child: &Model, plan: Option<&'p Plan>) -> BTreeMap<usize, &'p PlannedTensor> {
+    let mut direct = BTreeMap::new();
+    for pt in plan
+        .iter()
+        .flat_map(|p| p.tensors.iter().filter(|t| is_direct(p, t)))
+    {
+        if let Some(i) = child.tensors().position(|t| t.info.name == pt.info.name) {
+            let t = child.tensor(&pt.info.name).expect("found");
+            if t.info.ty == pt.info.ty && t.info.dims == pt.info.dims {
+                direct.insert(i, pt);
+            }
+        }
+    }
+    direct
+}
+
+/// One target per child tensor: its bytes against each parent's view of it, where the
+/// parent has it (or a layout it converts from) with the same type and cut; none for a
+/// tensor checked piece by piece. Also returns, per child tensor, the parents compared.
+fn targets<'m>(
+    child: &Model,
+    parents: &'m [Parent],
+    files: &Files,
+    direct: &BTreeMap<usize, &PlannedTensor>,
+) -> (Vec<Target<'m>>, Vec<Vec<usize>>) {
+    let mut targets: Vec<Target> = Vec::with_capacity(child.tensor_count());
+    let mut cands: Vec<Vec<usize>> = Vec::with_capacity(child.tensor_count());
+    for (ti, t) in child.tensors().enumerate() {
+        let sl = slicing(t.info);
+        let mut idx = Vec::new();
+        let mut vs = Vec::new();
+        for (i, p) in parents.iter().enumerate() {
+            if direct.contains_key(&ti) {
+                break;
+            }
+            if let Ok(v) = views::view(t.info, &p.model)
+                && v.ty() == t.info.ty
+                && v.count() == sl.count
+                && v.slice_bytes() == sl.bytes
+            {
+                idx.push(i);
+                vs.push((files.parents[i], v));
+            }
+        }
+        targets.push(Target {
+            tensor: t.info.name.clone(),
+            slicing: sl,
+            child_file: files.child + t.shard,
+            child_offset: t.file_offset,
+            candidates: vs,
+        });
+        cands.push(idx);
+    }
+    (targets, cands)
+}
+
+/// Per child tensor, per slice: the parents it matches.
+fn matched_sets(
+    results: &[FirstDiffs],
+    cands: &[Vec<usize>],
+    targets: &[Target],
+) -> Vec<Vec<Vec<usize>>> {
+    results
+        .iter()
+        .zip(cands)
+        .zip(targets)
+        .map(|((firsts, idx), t)| {
+            (0..t.slicing.count as usize)
+                .map(|s| {
+                    idx.iter()
+                        .zip(firsts)
+                        .filter(|(_, f)| f[s].is_none())
+                        .map(|(&p, _)| p)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What the comparison found, by child tensor index.
+struct Found {
+    /// The sources: the parents, then labels of made bytes.
+    names: Vec<String>,
+    /// Per child tensor: the sources compared.
+    cands: Vec<Vec<usize>>,
+    /// Per child tensor, per slice: the sources matched.
+    sets: Vec<Vec<Vec<usize>>>,
+    /// The piece checks of tensors checked piece by piece.
+    checks: HashMap<usize, Vec<PieceCheck>>,
+}
+
+impl Found {
+    /// Check child tensor `i` piece by piece against `pt`: its sources are what its pieces
+    /// matched.
+    fn check_pieces(
+        &mut self,
+        child: &Model,
+        i: usize,
+        pt: &PlannedTensor,
+        sl: Slicing,
+        files: &Files,
+        chunk: usize,
+    ) -> Result<(), CompareError> {
+        let c = pieces::check_tensor(
+            child,
+            pt,
+            sl,
+            &files.set,
+            (files.child, &files.parents),
+            &mut self.names,
+            chunk,
+        )?;
+        self.sets[i] = pieces::sets(&c, sl.count);
+        let mut compared: Vec<usize> = c.iter().map(|c| c.source).collect();
+        compared.sort_unstable();
+        compared.dedup();
+        self.cands[i] = compared;
+        self.checks.insert(i, c);
+        Ok(())
+    }
+}
+
+/// Each child tensor's sources (by expert where they differ), and whether a mix rule makes
+/// it: the plan's, or those the recipe the child records selects.
+fn tensor_sources(
+    child: &Model,
+    plan: Option<&Plan>,
+    targets: &[Target],
+    found: &Found,
+) -> Vec<TensorSources> {
+    let names = &found.names;
+    let recorded = if plan.is_none() {
+        mixed::recorded_mix(child)
+    } else {
+        None
+    };
+    let is_mixed = |name: &str| match (plan, &recorded) {
+        (Some(p), _) => p.tensors.iter().any(|pt| {
+            pt.info.name == name && pt.pieces.iter().any(|x| matches!(x.source, Source::Mix(_)))
+        }),
+        (None, Some(r)) => mixed::mixes(r, name),
+        (None, None) => false,
+    };
+    child
+        .tensors()
+        .enumerate()
+        .map(|(i, t)| {
+            let sl = targets[i].slicing;
+            let sets = &found.sets[i];
+            let sources = if sl.by_expert && sets.iter().any(|s| *s != sets[0]) {
+                Sources::Experts(expert_runs(sets, 0..sl.count, names))
+            } else {
+                Sources::Whole(sets[0].iter().map(|&p| names[p].clone()).collect())
+            };
+            TensorSources {
+                name: t.info.name.clone(),
+                ty: t.info.ty,
+                dims: t.info.dims.clone(),
+                group: roles::role_of(&t.info.name),
+                compared: found.cands[i].iter().map(|&p| names[p].clone()).collect(),
+                sources,
+                mixed: is_mixed(&t.info.name),
+            }
+        })
+        .collect()
+}
+
+/// The child against the plan ([`check_plan`]), its mixed pieces computed again.
+fn check_recipe(
+    child: &Model,
+    plan: &Plan,
+    parents: &[Parent],
+    inputs: &PlanInputs,
+    tensors: &[TensorSources],
+) -> Result<RecipeCheck, CompareError> {
+    let mut check = check_plan(child, plan, inputs);
+    let found = |name: &str| {
+        tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map_or(Sources::Whole(Vec::new()), |t| t.sources.clone())
+    };
+    mixed::check(child, plan, parents, &found, &mut check.mismatches)?;
+    Ok(check)
 }
 
 /// The given parents whose identity differs from the one the child records for their name.
@@ -280,10 +362,32 @@ struct PlanInputs<'a> {
     checks: &'a HashMap<usize, Vec<PieceCheck>>,
 }
 
+/// The child against the plan: tensor names and order, each planned tensor's type, shape
+/// and pieces, and the metadata.
 fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck {
     let mut mismatches = Vec::new();
+    let child_index = check_names(child, plan, &mut mismatches);
+    for pt in &plan.tensors {
+        if let Some(&ci) = child_index.get(pt.info.name.as_str()) {
+            check_planned(child, pt, ci, inp, &mut mismatches);
+        }
+    }
+    let keys = check_keys(child, plan, &mut mismatches);
+    RecipeCheck {
+        assembled: plan.assembly.is_some(),
+        tensors: plan.tensors.len(),
+        keys,
+        mismatches,
+    }
+}
 
-    // Tensor names and order.
+/// Tensor names and order: planned tensors the child lacks, tensors it has that the plan
+/// does not make, and the first out of order. Returns the child's tensor indexes by name.
+fn check_names<'c>(
+    child: &'c Model,
+    plan: &plan::Plan,
+    mismatches: &mut Vec<Mismatch>,
+) -> HashMap<&'c str, usize> {
     let child_names: Vec<&str> = child.tensors().map(|t| t.info.name.as_str()).collect();
     let plan_names: Vec<&str> = plan.tensors.iter().map(|t| t.info.name.as_str()).collect();
     let child_index: HashMap<&str, usize> = child_names
@@ -334,86 +438,104 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
             found: found.to_string(),
         });
     }
+    child_index
+}
 
-    // Each planned tensor: type, shape, and each piece's bytes.
-    for pt in &plan.tensors {
-        let name = pt.info.name.as_str();
-        let Some(&ci) = child_index.get(name) else {
+/// One planned tensor that the child has (its index `ci`): type, shape, and each piece's
+/// bytes.
+fn check_planned(
+    child: &Model,
+    pt: &PlannedTensor,
+    ci: usize,
+    inp: &PlanInputs,
+    mismatches: &mut Vec<Mismatch>,
+) {
+    let name = pt.info.name.as_str();
+    let t = child.tensor(name).expect("indexed");
+    if t.info.ty != pt.info.ty {
+        mismatches.push(Mismatch::TypeDiffers {
+            tensor: name.into(),
+            expected: pt.info.ty,
+            found: t.info.ty,
+        });
+        return;
+    }
+    if t.info.dims != pt.info.dims {
+        mismatches.push(Mismatch::ShapeDiffers {
+            tensor: name.into(),
+            expected: pt.info.dims.clone(),
+            found: t.info.dims.clone(),
+        });
+        return;
+    }
+    match inp.checks.get(&ci) {
+        Some(checks) => pieces::mismatches(pt, inp.slicings[ci], checks, inp.names, mismatches),
+        None => check_piece_sources(pt, ci, inp, mismatches),
+    }
+}
+
+/// The pieces of a planned tensor compared as a whole with each parent: each piece's
+/// experts (all of them: `None`) must match the parent it names. A converted piece is part
+/// of one expert, checked through the parent's view of the whole expert. Mixed pieces are
+/// computed again by `mixed::check`.
+fn check_piece_sources(
+    pt: &PlannedTensor,
+    ci: usize,
+    inp: &PlanInputs,
+    mismatches: &mut Vec<Mismatch>,
+) {
+    let name = pt.info.name.as_str();
+    let sl = inp.slicings[ci];
+    let sets = &inp.sets[ci];
+    let mut seen: Vec<(usize, Range<u64>)> = Vec::new();
+    for piece in &pt.pieces {
+        let Some(parent) = piece.parent() else {
             continue;
         };
-        let t = child.tensor(name).expect("indexed");
-        if t.info.ty != pt.info.ty {
-            mismatches.push(Mismatch::TypeDiffers {
-                tensor: name.into(),
-                expected: pt.info.ty,
-                found: t.info.ty,
-            });
+        let range = piece.experts.clone().unwrap_or(0..sl.count);
+        if seen.iter().any(|(p, r)| *p == parent && *r == range) {
             continue;
         }
-        if t.info.dims != pt.info.dims {
-            mismatches.push(Mismatch::ShapeDiffers {
-                tensor: name.into(),
-                expected: pt.info.dims.clone(),
-                found: t.info.dims.clone(),
-            });
+        seen.push((parent, range.clone()));
+        let expected = inp.names[parent].clone();
+        let bad: Vec<u64> = range
+            .clone()
+            .filter(|&s| sets.get(s as usize).is_none_or(|m| !m.contains(&parent)))
+            .collect();
+        if bad.is_empty() {
             continue;
         }
-        let sl = inp.slicings[ci];
-        let sets = &inp.sets[ci];
-        if let Some(checks) = inp.checks.get(&ci) {
-            pieces::mismatches(pt, sl, checks, inp.names, &mut mismatches);
-            continue;
-        }
-        // Each piece says which experts it makes (all of them: `None`); a converted piece is
-        // part of one expert, checked through the parent's view of the whole expert.
-        // Mixed pieces are computed again by `mixed::check`.
-        let mut seen: Vec<(usize, Range<u64>)> = Vec::new();
-        for piece in &pt.pieces {
-            let Some(parent) = piece.parent() else {
-                continue;
-            };
-            let range = piece.experts.clone().unwrap_or(0..sl.count);
-            if seen.iter().any(|(p, r)| *p == parent && *r == range) {
-                continue;
-            }
-            seen.push((parent, range.clone()));
-            let expected = inp.names[parent].clone();
-            let bad: Vec<u64> = range
+        let cand = inp.cands[ci].iter().position(|&p| p == parent);
+        let first_offset = cand.and_then(|c| {
+            range
                 .clone()
-                .filter(|&s| sets.get(s as usize).is_none_or(|m| !m.contains(&parent)))
-                .collect();
-            if bad.is_empty() {
-                continue;
-            }
-            let cand = inp.cands[ci].iter().position(|&p| p == parent);
-            let first_offset = cand.and_then(|c| {
-                range
-                    .clone()
-                    .filter_map(|s| inp.firsts[ci][c].get(s as usize).copied().flatten())
-                    .min()
-            });
-            let (experts, found) = if sl.by_expert {
-                (
-                    Some(to_ranges(bad.iter().copied())),
-                    Sources::Experts(expert_runs(sets, bad.into_iter(), inp.names)),
-                )
-            } else {
-                (
-                    None,
-                    Sources::Whole(sets[0].iter().map(|&p| inp.names[p].clone()).collect()),
-                )
-            };
-            mismatches.push(Mismatch::BytesDiffer {
-                tensor: name.into(),
-                experts,
-                expected,
-                found,
-                first_offset,
-            });
-        }
+                .filter_map(|s| inp.firsts[ci][c].get(s as usize).copied().flatten())
+                .min()
+        });
+        let (experts, found) = if sl.by_expert {
+            (
+                Some(to_ranges(bad.iter().copied())),
+                Sources::Experts(expert_runs(sets, bad.into_iter(), inp.names)),
+            )
+        } else {
+            (
+                None,
+                Sources::Whole(sets[0].iter().map(|&p| inp.names[p].clone()).collect()),
+            )
+        };
+        mismatches.push(Mismatch::BytesDiffer {
+            tensor: name.into(),
+            experts,
+            expected,
+            found,
+            first_offset,
+        });
     }
+}
 
-    // Metadata, raw type and bytes; the recipe record and split keys aside.
+/// Metadata, raw type and bytes; the recipe record and split keys aside. Returns the number
+/// of planned keys compared.
+fn check_keys(child: &Model, plan: &plan::Plan, mismatches: &mut Vec<Mismatch>) -> usize {
     let first = child.first();
     // The record is not compared (its ggml key names the ggml that made the mixed bytes,
     // which may rightly differ from the one verifying, see `mixed::check`).
@@ -443,11 +565,5 @@ fn check_plan(child: &Model, plan: &plan::Plan, inp: &PlanInputs) -> RecipeCheck
             });
         }
     }
-
-    RecipeCheck {
-        assembled: plan.assembly.is_some(),
-        tensors: plan.tensors.len(),
-        keys,
-        mismatches,
-    }
+    keys
 }

@@ -4,7 +4,8 @@
 //! length is checked against the bytes the *file* has left before anything is allocated, so a
 //! hostile header cannot make us allocate more than the file's size justifies. When the prefix
 //! is too short but the file is long enough, the parse stops with `NeedMore` and the caller
-//! reads a longer prefix; tensor data is never read.
+//! reads a longer prefix; tensor data is never read. The parser's passes (preamble,
+//! key/values, alignment, tensor infos, types, data layout) are in `read/parse.rs`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -13,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::GgufError;
-use super::flavour::{self, FlavourBasis};
+use super::flavour::FlavourBasis;
 use super::value::{ValueRef, ValueType};
 use crate::ggml_type::{Flavour, GgmlType};
-use crate::layout::{self, DEFAULT_ALIGNMENT, MAX_DIMS};
 use crate::source::{Http, HttpFile, Source, SourceError};
-use cursor::{Cursor, Stop, What};
+use cursor::Stop;
+use parse::parse;
 
 /// ggml's GGML_MAX_NAME: tensor names must be shorter than this.
 pub const MAX_TENSOR_NAME: u64 = 64;
@@ -114,274 +115,6 @@ impl FileIdentity {
             ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
-}
-
-/// A tensor info as stored, before its type id is resolved.
-struct RawInfo {
-    name: String,
-    dims: Vec<u64>,
-    type_id: u32,
-    offset: u64,
-}
-
-/// Parse a header from `buf`, a prefix of a file of `file_len` bytes.
-fn parse(path: &Path, buf: &[u8], file_len: u64, given: Option<Flavour>) -> Result<GgufFile, Stop> {
-    let mut c = Cursor {
-        path,
-        buf,
-        file_len,
-        pos: 0,
-    };
-    let magic = c.take(4, What("magic", None))?;
-    if magic != b"GGUF" {
-        return Err(GgufError::BadMagic {
-            path: path.to_path_buf(),
-            found: magic.try_into().expect("4 bytes"),
-        }
-        .into());
-    }
-    let version = c.u32(What("version", None))?;
-    if !(2..=3).contains(&version) {
-        return Err(GgufError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-        }
-        .into());
-    }
-    let tensor_count = c.u64(What("tensor count", None))?;
-    let kv_count = c.u64(What("key/value count", None))?;
-    // A key/value needs at least a key length, a type and a 1-byte value; a tensor info at
-    // least a name length, n_dims, type and offset.
-    c.check_count(What("the key/value count", None), kv_count, 8 + 4 + 1)?;
-    c.check_count(What("the tensor count", None), tensor_count, 8 + 4 + 4 + 8)?;
-
-    // Reserve only what the bytes already read could hold: the file-size check above still
-    // lets a count claim the (mostly tensor data) rest of a 50 GB shard.
-    let reserve =
-        |count: u64, min_size: u64| count.min((buf.len() / min_size as usize) as u64) as usize;
-    let mut kvs = Vec::with_capacity(reserve(kv_count, 13));
-    let mut kv_index = HashMap::with_capacity(reserve(kv_count, 13));
-    for _ in 0..kv_count {
-        let at = c.offset();
-        let key = c.string(What("key", None))?;
-        if key.is_empty() {
-            return Err(GgufError::EmptyKey {
-                path: path.to_path_buf(),
-                offset: at,
-            }
-            .into());
-        }
-        if kv_index.contains_key(&key) {
-            return Err(GgufError::DuplicateKey {
-                path: path.to_path_buf(),
-                key,
-                offset: at,
-            }
-            .into());
-        }
-        let type_at = c.offset();
-        let type_id = c.u32(What("value type", Some(&key)))?;
-        let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-            path: path.to_path_buf(),
-            key: key.clone(),
-            offset: type_at,
-            found: type_id,
-        })?;
-        let start = c.pos;
-        c.skip_value(&key, ty, 0)?;
-        kv_index.insert(key.clone(), kvs.len());
-        kvs.push(KeyValue {
-            key,
-            ty,
-            raw: start..c.pos,
-        });
-    }
-
-    let alignment = match kv_index.get("general.alignment") {
-        None => DEFAULT_ALIGNMENT,
-        Some(&i) => {
-            let kv = &kvs[i];
-            let value = ValueRef {
-                ty: kv.ty,
-                raw: &buf[kv.raw.clone()],
-            };
-            // ggml requires the u32 type, as well as a non-zero power of two.
-            if kv.ty != ValueType::U32 {
-                return Err(GgufError::BadKeyValue {
-                    path: path.to_path_buf(),
-                    key: kv.key.clone(),
-                    expected: "type u32".into(),
-                    found: format!("type {}", kv.ty),
-                }
-                .into());
-            }
-            let a = value.as_u64().expect("u32 decodes");
-            if !a.is_power_of_two() {
-                return Err(GgufError::BadAlignment {
-                    path: path.to_path_buf(),
-                    found: a,
-                }
-                .into());
-            }
-            a
-        }
-    };
-
-    let mut raw = Vec::with_capacity(reserve(tensor_count, 24));
-    let mut tensor_index = HashMap::with_capacity(reserve(tensor_count, 24));
-    for _ in 0..tensor_count {
-        let at = c.offset();
-        let name = c.string(What("tensor name", None))?;
-        if name.len() as u64 >= MAX_TENSOR_NAME {
-            return Err(GgufError::TensorNameTooLong {
-                path: path.to_path_buf(),
-                len: name.len() as u64,
-                name,
-                offset: at,
-            }
-            .into());
-        }
-        if tensor_index.contains_key(&name) {
-            return Err(GgufError::DuplicateTensor {
-                path: path.to_path_buf(),
-                name,
-                offset: at,
-            }
-            .into());
-        }
-        let n_dims = c.u32(What("n_dims", Some(&name)))?;
-        if n_dims as usize > MAX_DIMS {
-            return Err(GgufError::TooManyDims {
-                path: path.to_path_buf(),
-                tensor: name,
-                found: n_dims,
-            }
-            .into());
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        for _ in 0..n_dims {
-            dims.push(c.u64(What("shape", Some(&name)))?);
-        }
-        let type_id = c.u32(What("type", Some(&name)))?;
-        let offset = c.u64(What("offset", Some(&name)))?;
-        tensor_index.insert(name.clone(), raw.len());
-        raw.push(RawInfo {
-            name,
-            dims,
-            type_id,
-            offset,
-        });
-    }
-
-    // Which table the type ids are read with needs every tensor's id: the first id only one
-    // program defines may come after a contested one.
-    let ids = raw.iter().map(|t| (t.name.as_str(), t.type_id));
-    let (flavour, flavour_basis) = flavour::decide_flavour(path, ids, given)?;
-    let mut tensors = Vec::with_capacity(raw.len());
-    for RawInfo {
-        name,
-        dims,
-        type_id,
-        offset,
-    } in raw
-    {
-        let ty = flavour::resolve_type(path, &name, type_id, flavour, &flavour_basis)?;
-        let ne0 = dims.first().copied().unwrap_or(1);
-        if ne0 % ty.block_size() != 0 {
-            return Err(GgufError::NotBlockMultiple {
-                path: path.to_path_buf(),
-                tensor: name,
-                ty: ty.name().into(),
-                ne0,
-                block_size: ty.block_size(),
-            }
-            .into());
-        }
-        // ggml stores ne as int64: it refuses a negative dimension and any product past
-        // INT64_MAX.
-        let n_bytes = Some(())
-            .filter(|_| dims.iter().all(|&d| d <= i64::MAX as u64))
-            .and_then(|_| layout::element_count(&dims))
-            .filter(|&n| n <= i64::MAX as u64)
-            .and_then(|_| layout::tensor_bytes(ty, &dims))
-            .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| GgufError::SizeOverflow {
-                path: path.to_path_buf(),
-                tensor: name.clone(),
-                dims: dims.clone(),
-            })?;
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ty,
-            offset,
-            n_bytes,
-        });
-    }
-
-    let header_end = c.offset();
-    let data_offset = layout::pad_to(header_end, alignment).ok_or(GgufError::SizeOverflow {
-        path: path.to_path_buf(),
-        tensor: "<header>".into(),
-        dims: vec![header_end],
-    })?;
-
-    // Offsets must be the contiguous padded sequence, and the data must be in the file.
-    let mut expected = 0u64;
-    for t in &tensors {
-        if t.offset != expected {
-            return Err(GgufError::BadOffset {
-                path: path.to_path_buf(),
-                tensor: t.name.clone(),
-                expected,
-                found: t.offset,
-            }
-            .into());
-        }
-        let end = data_offset
-            .checked_add(t.offset)
-            .and_then(|o| o.checked_add(t.n_bytes));
-        match end {
-            Some(end) if end <= file_len => {}
-            _ => {
-                return Err(GgufError::DataPastEnd {
-                    path: path.to_path_buf(),
-                    tensor: t.name.clone(),
-                    end: end.unwrap_or(u64::MAX),
-                    file_len,
-                }
-                .into());
-            }
-        }
-        expected = t
-            .offset
-            .checked_add(t.n_bytes)
-            .and_then(|o| layout::pad_to(o, alignment))
-            .ok_or_else(|| GgufError::SizeOverflow {
-                path: path.to_path_buf(),
-                tensor: t.name.clone(),
-                dims: t.dims.clone(),
-            })?;
-    }
-
-    Ok(GgufFile {
-        path: path.to_path_buf(),
-        version,
-        // Filled in by the caller, which owns the buffer.
-        header: Arc::from(Vec::new()),
-        info_end: header_end,
-        kvs,
-        kv_index,
-        tensors,
-        tensor_index,
-        alignment,
-        data_offset,
-        file_len,
-        flavour,
-        flavour_basis,
-        identity: None,
-        remote: None,
-    })
 }
 
 /// Read a growing prefix of a file of `file_len` bytes until the header parses: `fill`
@@ -614,5 +347,6 @@ impl GgufFile {
 
 mod cursor;
 mod digest;
+mod parse;
 #[cfg(test)]
 mod tests;

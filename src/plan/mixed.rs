@@ -1,10 +1,14 @@
 //! Tensors a mix rule selects. Each run of the tensor (the whole tensor, or runs of experts)
 //! is, in order: copied from a picked parent; kept from the base (a `threshold` found the
 //! parents too close); copied from the one parent of a mix whose weight is 1 (no
-//! requantization); or computed by a [`Job`] for [`crate::mix`]: the parents' rows with their
-//! weights, the output type, and the importance matrix entry. A weight's `.scale` goes into
-//! each parent's input as factors, and its scale companions follow the weight's pieces
-//! (`plan::mixed_scales`).
+//! requantization); or computed by a [`Job`](crate::mix::Job) for [`crate::mix`]: the
+//! parents' rows with their weights, the output type, and the importance matrix entry (built
+//! in `mixed/job.rs`). A weight's `.scale` goes into each parent's input as factors, and its
+//! scale companions follow the weight's pieces (`plan::mixed_scales`).
+//!
+//! `Mixer::plan_tensor` plans one tensor in steps: what makes each run of one owner
+//! (`actions`, with the threshold decisions of `decide`), the output type (`out_type`), then
+//! the pieces (`pieces`).
 //!
 //! A threshold needs the distances between the parents' dequantized values, so the planner
 //! reads and dequantizes every parent's rows of such tensors here, before the plan exists
@@ -20,11 +24,13 @@ use crate::ggml;
 use crate::ggml_type::GgmlType;
 use crate::gguf::TensorInfo;
 use crate::layout;
-use crate::mix::{self, Ctx, Imatrix, ImatrixUse, Input, Job, Limits, Measure, Span};
+use crate::mix::{self, Ctx, Imatrix, Input, Limits, Measure};
 use crate::recipe::{MixSpec, Recipe};
 use crate::roles::cut::expert_cut;
 use crate::roles::views::{Conversion, View};
 use crate::source::Source as ByteSource;
+
+mod job;
 
 /// What happened to one slice (the whole tensor, or one expert or run of experts) that a
 /// mix rule selected.
@@ -68,6 +74,32 @@ enum Action {
 
 /// The parents' shard files, open for reading: by parent, then shard.
 type OpenParents = Vec<Vec<ByteSource>>;
+
+/// Experts of a run; `None`: the whole tensor.
+type Experts = Option<Range<u64>>;
+
+/// What makes a run of experts.
+type Run = (Action, Experts);
+
+/// Each parent's view of the tensor being planned, by parent index.
+type Views<'p> = HashMap<usize, View<'p>>;
+
+/// Runs of one owner: (owner, experts).
+fn runs(owners: &Owners) -> Vec<(usize, Experts)> {
+    match owners {
+        Owners::Whole(o) => vec![(*o, None)],
+        Owners::Experts(v) => {
+            let mut runs: Vec<(usize, Experts)> = Vec::new();
+            for (e, &o) in v.iter().enumerate() {
+                match runs.last_mut() {
+                    Some((q, Some(r))) if *q == o => r.end = e as u64 + 1,
+                    _ => runs.push((o, Some(e as u64..e as u64 + 1))),
+                }
+            }
+            runs
+        }
+    }
+}
 
 /// Plans mixed tensors for one plan: holds the importance matrices and the files the
 /// threshold measurements read.
@@ -144,149 +176,23 @@ impl<'p, 'r> Mixer<'p, 'r> {
     }
 
     /// Plan `info` (the base's tensor), some of whose owners are mix rules (ids past the
-    /// parents).
+    /// parents): what makes each run, the output type, then the pieces.
     pub(super) fn plan_tensor(
         &mut self,
         info: &TensorInfo,
         owners: &Owners,
         origin: &dyn Fn(usize) -> String,
     ) -> Result<PlannedTensor, PlanError> {
-        let n = self.parents.len();
         let count = match expert_cut(info) {
             Ok(Some(c)) => c.count(),
             _ => 1,
         };
-        // Runs of one owner: (owner, experts), experts None for the whole tensor.
-        let runs: Vec<(usize, Option<Range<u64>>)> = match owners {
-            Owners::Whole(o) => vec![(*o, None)],
-            Owners::Experts(v) => {
-                let mut runs: Vec<(usize, Option<Range<u64>>)> = Vec::new();
-                for (e, &o) in v.iter().enumerate() {
-                    match runs.last_mut() {
-                        Some((q, Some(r))) if *q == o => r.end = e as u64 + 1,
-                        _ => runs.push((o, Some(e as u64..e as u64 + 1))),
-                    }
-                }
-                runs
-            }
-        };
-        let mut views: HashMap<usize, View<'p>> = HashMap::new();
-        let (parents, base) = (self.parents, self.base);
-        let view = |p: usize, views: &mut HashMap<usize, View<'p>>| -> Result<(), PlanError> {
-            if let std::collections::hash_map::Entry::Vacant(e) = views.entry(p) {
-                e.insert(parent_view(parents, base, info, p, origin)?);
-            }
-            Ok(())
-        };
-        view(self.base, &mut views)?;
-        let mut actions: Vec<(Action, Option<Range<u64>>)> = Vec::new();
-        let mut slices = Vec::new();
-        for (owner, experts) in runs {
-            if owner < n {
-                view(owner, &mut views)?;
-                actions.push((Action::Copy(owner), experts));
-                continue;
-            }
-            let rule = owner - n;
-            for (p, _) in self.spec(rule).effective() {
-                let p = self.parent_index(p);
-                view(p, &mut views)?;
-            }
-            for d in self.decide(info, rule, experts, count, &views)? {
-                let a = if d.mixed {
-                    Action::Mix(rule)
-                } else {
-                    Action::Keep(rule)
-                };
-                // Consecutive experts with the same fate make one piece.
-                match (actions.last_mut(), &d.experts) {
-                    (Some((b, Some(r))), Some(e)) if *b == a && r.end == e.start => r.end = e.end,
-                    _ => actions.push((a, d.experts.clone())),
-                }
-                slices.push(d);
-            }
-        }
-
-        // The output type: the base's when the whole tensor is kept, else the mix rules'.
+        let mut views: Views<'p> = HashMap::new();
+        self.view(&mut views, info, self.base, origin)?;
+        let (actions, slices) = self.actions(info, owners, count, &mut views, origin)?;
         let base_ty = views[&self.base].ty();
-        let whole_kept = matches!(actions.as_slice(), [(Action::Keep(_), None)]);
-        let mut out: Option<(GgmlType, String)> = None;
-        for (a, _) in &actions {
-            if let Action::Mix(r) | Action::Keep(r) = a {
-                let ty = self.spec(*r).out_type.unwrap_or(base_ty);
-                match &out {
-                    None => out = Some((ty, self.recipe.rules[*r].source_label())),
-                    Some((t, first)) if *t != ty => {
-                        return Err(PlanError::MixTypeMismatch {
-                            tensor: info.name.clone(),
-                            first: first.clone(),
-                            first_type: *t,
-                            second: self.recipe.rules[*r].source_label(),
-                            second_type: ty,
-                        });
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        let (out_ty, out_label) = match (whole_kept, out) {
-            (true, _) => (base_ty, String::new()),
-            (false, Some(o)) => o,
-            (false, None) => unreachable!("a mixed tensor has a mix rule among its owners"),
-        };
-
-        let mut pieces: Vec<Piece> = Vec::new();
-        let mut imatrix = None;
-        for (action, experts) in actions {
-            let (rule, inputs) = match action {
-                Action::Copy(p) => {
-                    if views[&p].ty() != out_ty {
-                        return Err(PlanError::MixTypeMismatch {
-                            tensor: info.name.clone(),
-                            first: out_label.clone(),
-                            first_type: out_ty,
-                            second: self.names[p].clone(),
-                            second_type: views[&p].ty(),
-                        });
-                    }
-                    copy_pieces(p, &views[&p], experts, &mut pieces);
-                    continue;
-                }
-                Action::Keep(rule) => (rule, vec![(self.base, 1.0f32)]),
-                Action::Mix(rule) => {
-                    let eff = self.spec(rule).effective();
-                    (
-                        rule,
-                        eff.iter()
-                            .map(|(p, w)| (self.parent_index(p), *w))
-                            .collect(),
-                    )
-                }
-            };
-            // One parent at weight 1 already in the output type: its bytes, as a pick.
-            if let [(p, w)] = inputs.as_slice()
-                && *w == 1.0
-                && views[p].ty() == out_ty
-            {
-                copy_pieces(*p, &views[p], experts, &mut pieces);
-                continue;
-            }
-            let job = self.job(info, rule, &inputs, out_ty, experts.clone(), count, &views)?;
-            imatrix = match (&job.imatrix, self.imatrix_of[rule]) {
-                (Some(u), _) => Some(self.imatrices[u.file].path().display().to_string()),
-                (None, Some(i)) => Some(format!(
-                    "none: {} has no entry for this tensor",
-                    self.imatrices[i].path().display()
-                )),
-                (None, None) => None,
-            };
-            pieces.push(Piece {
-                len: job.out_bytes(),
-                experts,
-                source: Source::Mix(Box::new(job)),
-                converted: false,
-            });
-        }
+        let (out_ty, out_label) = self.out_type(info, &actions, base_ty)?;
+        let (pieces, imatrix) = self.pieces(info, actions, (out_ty, &out_label), count, &views)?;
         let n_bytes =
             layout::tensor_bytes(out_ty, &info.dims).ok_or_else(|| PlanError::Overflow {
                 tensor: info.name.clone(),
@@ -317,73 +223,167 @@ impl<'p, 'r> Mixer<'p, 'r> {
         })
     }
 
+    /// Parent `p`'s view of `info`, made once.
+    fn view(
+        &self,
+        views: &mut Views<'p>,
+        info: &TensorInfo,
+        p: usize,
+        origin: &dyn Fn(usize) -> String,
+    ) -> Result<(), PlanError> {
+        if let std::collections::hash_map::Entry::Vacant(e) = views.entry(p) {
+            e.insert(parent_view(self.parents, self.base, info, p, origin)?);
+        }
+        Ok(())
+    }
+
+    /// What makes each run of one owner: a copy from a picked parent, or each threshold
+    /// decision of a mix rule (consecutive experts with the same fate in one run). Returns
+    /// the runs and the decisions; the views of every parent they read are made.
+    fn actions(
+        &mut self,
+        info: &TensorInfo,
+        owners: &Owners,
+        count: u64,
+        views: &mut Views<'p>,
+        origin: &dyn Fn(usize) -> String,
+    ) -> Result<(Vec<Run>, Vec<SliceDecision>), PlanError> {
+        let n = self.parents.len();
+        let mut actions: Vec<Run> = Vec::new();
+        let mut slices = Vec::new();
+        for (owner, experts) in runs(owners) {
+            if owner < n {
+                self.view(views, info, owner, origin)?;
+                actions.push((Action::Copy(owner), experts));
+                continue;
+            }
+            let rule = owner - n;
+            for (p, _) in self.spec(rule).effective() {
+                let p = self.parent_index(p);
+                self.view(views, info, p, origin)?;
+            }
+            for d in self.decide(info, rule, experts, count, views)? {
+                let a = if d.mixed {
+                    Action::Mix(rule)
+                } else {
+                    Action::Keep(rule)
+                };
+                // Consecutive experts with the same fate make one piece.
+                match (actions.last_mut(), &d.experts) {
+                    (Some((b, Some(r))), Some(e)) if *b == a && r.end == e.start => r.end = e.end,
+                    _ => actions.push((a, d.experts.clone())),
+                }
+                slices.push(d);
+            }
+        }
+        Ok((actions, slices))
+    }
+
+    /// The output type: the base's when the whole tensor is kept, else the mix rules' (which
+    /// must agree); with the label of the rule that set it.
+    fn out_type(
+        &self,
+        info: &TensorInfo,
+        actions: &[Run],
+        base_ty: GgmlType,
+    ) -> Result<(GgmlType, String), PlanError> {
+        let whole_kept = matches!(actions, [(Action::Keep(_), None)]);
+        let mut out: Option<(GgmlType, String)> = None;
+        for (a, _) in actions {
+            if let Action::Mix(r) | Action::Keep(r) = a {
+                let ty = self.spec(*r).out_type.unwrap_or(base_ty);
+                match &out {
+                    None => out = Some((ty, self.recipe.rules[*r].source_label())),
+                    Some((t, first)) if *t != ty => {
+                        return Err(PlanError::MixTypeMismatch {
+                            tensor: info.name.clone(),
+                            first: first.clone(),
+                            first_type: *t,
+                            second: self.recipe.rules[*r].source_label(),
+                            second_type: ty,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(match (whole_kept, out) {
+            (true, _) => (base_ty, String::new()),
+            (false, Some(o)) => o,
+            (false, None) => unreachable!("a mixed tensor has a mix rule among its owners"),
+        })
+    }
+
+    /// The pieces of each run: copies (a pick, or one parent at weight 1 already in the
+    /// output type) or a mix job; with the importance matrix the last job uses, or why none.
+    fn pieces(
+        &self,
+        info: &TensorInfo,
+        actions: Vec<Run>,
+        (out_ty, out_label): (GgmlType, &str),
+        count: u64,
+        views: &Views<'p>,
+    ) -> Result<(Vec<Piece>, Option<String>), PlanError> {
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut imatrix = None;
+        for (action, experts) in actions {
+            let (rule, inputs) = match action {
+                Action::Copy(p) => {
+                    if views[&p].ty() != out_ty {
+                        return Err(PlanError::MixTypeMismatch {
+                            tensor: info.name.clone(),
+                            first: out_label.to_string(),
+                            first_type: out_ty,
+                            second: self.names[p].clone(),
+                            second_type: views[&p].ty(),
+                        });
+                    }
+                    copy_pieces(p, &views[&p], experts, &mut pieces);
+                    continue;
+                }
+                Action::Keep(rule) => (rule, vec![(self.base, 1.0f32)]),
+                Action::Mix(rule) => {
+                    let eff = self.spec(rule).effective();
+                    (
+                        rule,
+                        eff.iter()
+                            .map(|(p, w)| (self.parent_index(p), *w))
+                            .collect(),
+                    )
+                }
+            };
+            // One parent at weight 1 already in the output type: its bytes, as a pick.
+            if let [(p, w)] = inputs.as_slice()
+                && *w == 1.0
+                && views[p].ty() == out_ty
+            {
+                copy_pieces(*p, &views[p], experts, &mut pieces);
+                continue;
+            }
+            let job = self.job(info, rule, &inputs, out_ty, experts.clone(), count, views)?;
+            imatrix = match (&job.imatrix, self.imatrix_of[rule]) {
+                (Some(u), _) => Some(self.imatrices[u.file].path().display().to_string()),
+                (None, Some(i)) => Some(format!(
+                    "none: {} has no entry for this tensor",
+                    self.imatrices[i].path().display()
+                )),
+                (None, None) => None,
+            };
+            pieces.push(Piece {
+                len: job.out_bytes(),
+                experts,
+                source: Source::Mix(Box::new(job)),
+                converted: false,
+            });
+        }
+        Ok((pieces, imatrix))
+    }
+
     fn parent_index(&self, name: &str) -> usize {
         self.names
             .iter()
             .position(|n| n == name)
             .expect("checked by build")
-    }
-
-    /// The rows of `experts` (all: `None`) of a tensor of `count` slices.
-    fn rows(info: &TensorInfo, experts: &Option<Range<u64>>, count: u64) -> (u64, u64, u64) {
-        let total: u64 = info.dims.iter().skip(1).product();
-        let per = total / count;
-        match experts {
-            None => (0, total, per),
-            Some(e) => (e.start * per, (e.end - e.start) * per, per),
-        }
-    }
-
-    /// `p`'s rows of `experts` of `info`, as a mix input of rule `rule`, with the parent's
-    /// `.scale` factors (see [`mixed_scales`](super::mixed_scales)).
-    fn input(
-        &self,
-        (p, weight): (usize, f32),
-        view: &View,
-        info: &TensorInfo,
-        experts: &Option<Range<u64>>,
-        rule: usize,
-    ) -> Result<Input, PlanError> {
-        let spans = view
-            .parts_of(experts.clone().unwrap_or(0..view.count()))
-            .into_iter()
-            .map(|(_, shard, offset, len)| Span { shard, offset, len })
-            .collect();
-        let scales = super::mixed_scales::factors(
-            &self.parents[p],
-            info,
-            view,
-            experts,
-            &self.origin(rule),
-        )?;
-        Ok(Input {
-            parent: p,
-            weight,
-            ty: view.ty(),
-            spans,
-            converted: view.conversion() != Conversion::Same,
-            scales,
-        })
-    }
-
-    fn check_input(
-        &self,
-        info: &TensorInfo,
-        rule: usize,
-        p: usize,
-        ty: GgmlType,
-    ) -> Result<(), PlanError> {
-        // Without a ggml nothing is measured, and the plan can be shown but not written
-        // (see `needs_ggml`); with one, the type must be one it dequantizes.
-        if !ggml::available() || ggml::can_dequantize(ty) {
-            return Ok(());
-        }
-        Err(PlanError::MixInputType {
-            origin: self.origin(rule),
-            tensor: info.name.clone(),
-            parent: self.names[p].clone(),
-            ty,
-        })
     }
 
     /// Threshold decisions for a run that mix rule `rule` owns: per expert under an
@@ -488,94 +488,5 @@ impl<'p, 'r> Mixer<'p, 'r> {
         }
         self.files = Some(files);
         Ok(())
-    }
-
-    /// The job that computes `experts` of `info` from `inputs` (parent, weight).
-    #[allow(clippy::too_many_arguments)]
-    fn job(
-        &self,
-        info: &TensorInfo,
-        rule: usize,
-        inputs: &[(usize, f32)],
-        out_ty: GgmlType,
-        experts: Option<Range<u64>>,
-        count: u64,
-        views: &HashMap<usize, View<'p>>,
-    ) -> Result<Job, PlanError> {
-        let ne0 = info.dims[0];
-        let origin = self.origin(rule);
-        let bad_out = |reason: String| PlanError::MixOutputType {
-            origin: origin.clone(),
-            tensor: info.name.clone(),
-            ty: out_ty,
-            reason,
-        };
-        if !ggml::can_quantize(out_ty) {
-            return Err(bad_out(
-                "ggml cannot quantize to it; choose e.g. Q4_K, Q6_K, Q8_0, IQ4_XS or F32".into(),
-            ));
-        }
-        if !ne0.is_multiple_of(out_ty.block_size()) {
-            return Err(bad_out(format!(
-                "its rows have {ne0} elements, not a multiple of {out_ty}'s block of {}; choose a type with a smaller block (Q8_0, Q4_0: 32)",
-                out_ty.block_size()
-            )));
-        }
-        for &(p, _) in inputs {
-            self.check_input(info, rule, p, views[&p].ty())?;
-        }
-        let (first_row, rows, _) = Self::rows(info, &experts, count);
-        let rows_per_matrix = info.dims.get(1).copied().unwrap_or(1).max(1);
-        let total_rows: u64 = info.dims.iter().skip(1).product();
-        let matrices = total_rows / rows_per_matrix;
-        let imatrix = match self.imatrix_of[rule] {
-            None => None,
-            Some(i) => match self.imatrices[i].values(&info.name) {
-                Some(v) if v == ne0 * matrices => Some(ImatrixUse {
-                    file: i,
-                    entry: info.name.clone(),
-                }),
-                Some(found) => {
-                    return Err(PlanError::MixImatrixSize {
-                        origin,
-                        tensor: info.name.clone(),
-                        path: self.imatrices[i].path().to_path_buf(),
-                        expected: ne0 * matrices,
-                        found,
-                        ne0,
-                        matrices,
-                    });
-                }
-                None => None,
-            },
-        };
-        if imatrix.is_none() && ggml::requires_imatrix(out_ty) {
-            return Err(PlanError::MixNeedsImatrix {
-                origin,
-                tensor: info.name.clone(),
-                ty: out_ty,
-                found: self.imatrix_of[rule]
-                    .map(|i| {
-                        format!(
-                            " ({} has no entry for it)",
-                            self.imatrices[i].path().display()
-                        )
-                    })
-                    .unwrap_or_default(),
-            });
-        }
-        Ok(Job {
-            tensor: info.name.clone(),
-            inputs: inputs
-                .iter()
-                .map(|&(p, w)| self.input((p, w), &views[&p], info, &experts, rule))
-                .collect::<Result<_, _>>()?,
-            out_type: out_ty,
-            n_per_row: ne0,
-            rows,
-            first_row,
-            rows_per_matrix,
-            imatrix,
-        })
     }
 }

@@ -14,14 +14,19 @@
 //! broken range from its last byte received; a connection that broke after delivering at
 //! least [`RETRY_AT_ONCE_AFTER`] bytes is reopened at once (the server answers; only the
 //! connection failed), so a proxy that cuts long responses costs a request, not a delay.
+//!
+//! One attempt follows redirects here; what each response means (its status, its
+//! `Content-Range` and validators, its body) is decided in `http/response.rs`.
 
-use std::io::Read;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{RemoteIdentity, SourceError, url};
+use response::Next;
+
+mod response;
 
 /// The Hub endpoint when `HF_ENDPOINT` is not set (huggingface_hub's default).
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -389,7 +394,8 @@ impl HttpFile {
     }
 
     /// One request for `pos..end` (following redirects) and its body, advancing `pos` by
-    /// the bytes handed to the sink.
+    /// the bytes handed to the sink: each response's status says whether to follow a
+    /// redirect; a partial response's range and validators are checked, then its body read.
     fn attempt(
         &self,
         pos: &mut u64,
@@ -406,21 +412,7 @@ impl HttpFile {
         // The Hub says which commit a revision resolved to on its redirect to the CDN.
         let mut commit = None;
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self
-                .http
-                .agent
-                .get(&target)
-                .header("Range", format!("bytes={}-{}", range.start, range.end - 1));
-            if let Some(token) = self.http.token_for(&target) {
-                if token.chars().any(|c| c.is_ascii_control() && c != '\t') {
-                    return Err(SourceError::BadToken.into());
-                }
-                req = req.header("Authorization", format!("Bearer {token}"));
-            }
-            let resp = req
-                .call()
-                .map_err(|e| classify(&self.named(&target), &target, e))?;
-            let status = resp.status().as_u16();
+            let resp = self.request(&target, &range)?;
             let header = |name: &str| {
                 resp.headers()
                     .get(name)
@@ -430,181 +422,31 @@ impl HttpFile {
             if let Some(c) = header("x-repo-commit") {
                 commit = Some(c);
             }
-            match status {
-                301 | 302 | 303 | 307 | 308 => {
-                    let loc = header("location").ok_or_else(|| SourceError::BadResponse {
-                        url: self.named(&target),
-                        range: range.clone(),
-                        what: "redirect",
-                        expected: "a Location header".into(),
-                        found: "none".into(),
-                    })?;
-                    target = url::join(&target, &loc).ok_or_else(|| SourceError::BadResponse {
-                        url: self.named(&target),
-                        range: range.clone(),
-                        what: "redirect",
-                        expected: "an http(s) Location".into(),
-                        found: url::redact(&loc),
-                    })?;
+            let status = resp.status().as_u16();
+            match self.on_status(&target, &range, status, &header, from_cache, seen.is_none())? {
+                Next::Redirect(next) => {
+                    target = next;
                     continue;
                 }
-                206 => {}
-                200 => {
-                    // Dropped unread: the connection closes, nothing more is downloaded.
-                    return Err(SourceError::RangeIgnored {
-                        url: self.named(&target),
-                        range,
-                        status,
-                    }
-                    .into());
+                Next::Empty(identity) => {
+                    *seen = Some(identity);
+                    *end = 0;
+                    return Ok(());
                 }
-                403 | 410 if from_cache => return Err(Failure::Expired),
-                401 | 403 => {
-                    let fix = match (self.http.token_for(&self.given), &self.http.opts.token) {
-                        (Some(_), _) => {
-                            "the token in HF_TOKEN cannot read this file (gated or private repository?)"
-                        }
-                        (None, None) => "set HF_TOKEN to a token that can read this repository",
-                        (None, Some(_)) => {
-                            "HF_TOKEN is only sent to HF_ENDPOINT's host; check the URL"
-                        }
-                    };
-                    return Err(SourceError::Denied {
-                        url: self.named(&target),
-                        status,
-                        fix,
-                    }
-                    .into());
-                }
-                404 => {
-                    return Err(SourceError::NotFound {
-                        url: self.named(&target),
-                    }
-                    .into());
-                }
-                416 if seen.is_none() && range.start == 0 => {
-                    // Opening an empty file: `Content-Range: bytes */0`.
-                    let total = header("content-range").and_then(|c| parse_total(&c));
-                    if total == Some(0) {
-                        *seen = Some(identity_of(0, &header));
-                        *end = 0;
-                        return Ok(());
-                    }
-                    return Err(bad_status(&self.named(&target), &range, status));
-                }
-                408 | 429 | 500..=599 => return Err(Failure::Retry(format!("HTTP {status}"))),
-                _ => return Err(bad_status(&self.named(&target), &range, status)),
+                Next::Partial => {}
             }
-            let cr = header("content-range").unwrap_or_default();
-            let (start, last, total) =
-                parse_content_range(&cr).ok_or_else(|| SourceError::BadResponse {
-                    url: self.named(&target),
-                    range: range.clone(),
-                    what: "Content-Range",
-                    expected: format!("bytes {}-{}/SIZE", range.start, range.end - 1),
-                    found: if cr.is_empty() {
-                        "none".into()
-                    } else {
-                        cr.clone()
-                    },
-                })?;
-            let mut now = identity_of(total, &header);
-            now.commit = now.commit.or(commit.take());
-            match seen {
-                Some(then) => {
-                    if let Some((what, expected, found)) = then.difference(&now) {
-                        return Err(SourceError::Changed {
-                            url: self.shown.clone(),
-                            what,
-                            expected,
-                            found,
-                        }
-                        .into());
-                    }
-                }
-                None => {
-                    *end = (*end).min(total);
-                    *seen = Some(now);
-                }
-            }
-            if start != range.start || last < start || last >= *end {
-                return Err(SourceError::BadResponse {
-                    url: self.named(&target),
-                    range: range.clone(),
-                    what: "Content-Range",
-                    expected: format!("bytes {}-{}/{total}", range.start, *end - 1),
-                    found: cr,
-                }
-                .into());
-            }
+            let stop = self.check_partial(&target, &range, &header, commit.take(), seen, end)?;
             if target != self.given {
                 *self.target.lock().expect("not poisoned") = Some(target.clone());
             }
-            let stop = last + 1;
             let mut body = resp.into_body().into_reader();
-            while *pos < stop {
-                if cancelled() {
-                    return Err(Failure::Fatal(FetchError::Cancelled));
-                }
-                let want = ((stop - *pos) as usize).min(buf.len());
-                let n = match body.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(Failure::Retry(format!(
-                            "the connection closed after byte {} of {}",
-                            *pos,
-                            stop - 1
-                        )));
-                    }
-                    Ok(n) => n,
-                    Err(e) => return Err(Failure::Retry(e.to_string())),
-                };
-                self.fetched.fetch_add(n as u64, Ordering::Relaxed);
-                sink(&buf[..n]).map_err(|e| Failure::Fatal(FetchError::Sink(e)))?;
-                *pos += n as u64;
-            }
-            return Ok(());
+            return self.read_body(&mut body, pos, stop, sink, buf, cancelled);
         }
         Err(SourceError::TooManyRedirects {
             url: self.shown.clone(),
             max: MAX_REDIRECTS,
         }
         .into())
-    }
-}
-
-fn bad_status(url: &str, range: &Range<u64>, status: u16) -> Failure {
-    SourceError::BadResponse {
-        url: url.to_string(),
-        range: range.clone(),
-        what: "status",
-        expected: "206 Partial Content".into(),
-        found: status.to_string(),
-    }
-    .into()
-}
-
-fn identity_of(len: u64, header: &dyn Fn(&str) -> Option<String>) -> RemoteIdentity {
-    RemoteIdentity {
-        len,
-        etag: header("etag"),
-        last_modified: header("last-modified"),
-        commit: header("x-repo-commit"),
-    }
-}
-
-/// Transport errors: the network's (retried) or the URL's (not). `url` is the URL as shown;
-/// the client's message may quote the `requested` one, which is redacted in it.
-fn classify(url: &str, requested: &str, e: ureq::Error) -> Failure {
-    let message = e.to_string().replace(requested, &url::redact(requested));
-    match e {
-        ureq::Error::Timeout(_)
-        | ureq::Error::Io(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::Protocol(_) => Failure::Retry(message),
-        _ => Failure::Fatal(FetchError::Source(SourceError::Http {
-            url: url.to_string(),
-            message,
-        })),
     }
 }
 

@@ -4,7 +4,7 @@
 //! Text is ASCII and measured in the PNG's bitmap fonts (6 x 10 and 7 x 13 pixels), so both
 //! pictures have the same layout.
 
-use super::{Cell, Map, MapKind};
+use super::{Cell, Map, MapKind, Panel};
 use crate::render::values::number;
 use crate::roles::Role;
 
@@ -221,17 +221,26 @@ fn width_of(s: &str, size: Size) -> u32 {
     s.chars().count() as u32 * size.char_width()
 }
 
-/// Lay out `map`.
+/// Lay out `map`: the header, then the grid's row labels, a panel per stacked-experts
+/// tensor and the strip of other tensors, then the key.
 pub(crate) fn layout(map: &Map) -> Scene {
     let mut items = Vec::new();
-    let max = map.max_distance();
-    let rows = map.rows.len().max(1) as u32;
-    let cell_h = (480 / rows).clamp(4, 16);
-    // Big cells get a white seam, so single experts stand apart; small ones touch.
-    let seam = |size: u32| u32::from(size >= 8);
-    let label_every = 11u32.div_ceil(cell_h) as usize;
+    let (width, header_end) = header(map, &mut items);
+    let mut grid = Grid::below(map, header_end, items);
+    grid.row_labels();
+    let mut x = MARGIN + LABEL_W;
+    for p in &map.panels {
+        x = grid.panel(p, x);
+    }
+    if !map.roles.is_empty() {
+        x = grid.strip(x);
+    }
+    grid.key(width.max(x - GAP + MARGIN))
+}
 
-    // Header.
+/// The title and the lines naming the files; returns the width they need and the last
+/// line's baseline.
+fn header(map: &Map, items: &mut Vec<Item>) -> (u32, u32) {
     let mut y = MARGIN + 13;
     let (title, lines) = match &map.kind {
         MapKind::Distance { a, b } => (
@@ -254,57 +263,95 @@ pub(crate) fn layout(map: &Map) -> Scene {
         width = width.max(MARGIN + width_of(&l, Size::Small));
         items.push(text(MARGIN, y, l, Size::Small, Anchor::Start));
     }
-    let top = y + LINE + 8; // panel titles' baseline
-    let y0 = top + 6; // first row
-    let grid_h = rows * cell_h;
+    (width, y)
+}
 
-    // Row labels.
-    items.push(text(
-        MARGIN + LABEL_W - 6,
-        top,
-        "layer",
-        Size::Small,
-        Anchor::End,
-    ));
-    for i in (0..map.rows.len()).step_by(label_every) {
-        let yy = y0 + i as u32 * cell_h + cell_h / 2 + 4;
-        items.push(text(
-            MARGIN + LABEL_W - 6,
-            yy,
-            map.row_label(i),
-            Size::Small,
-            Anchor::End,
-        ));
+/// Big cells get a white seam, so single experts stand apart; small ones touch.
+fn seam(size: u32) -> u32 {
+    u32::from(size >= 8)
+}
+
+/// The grid's geometry, shared by the steps that draw into it, and the items drawn so far.
+struct Grid<'m> {
+    map: &'m Map,
+    /// The largest distance, which the ramp is scaled to.
+    max: f64,
+    cell_h: u32,
+    /// The panel titles' baseline.
+    top: u32,
+    /// The first row's top.
+    y0: u32,
+    grid_h: u32,
+    items: Vec<Item>,
+}
+
+impl<'m> Grid<'m> {
+    /// The grid of `map` under a header whose last baseline is `header_end`.
+    fn below(map: &'m Map, header_end: u32, items: Vec<Item>) -> Self {
+        let rows = map.rows.len().max(1) as u32;
+        let cell_h = (480 / rows).clamp(4, 16);
+        let top = header_end + LINE + 8;
+        Grid {
+            map,
+            max: map.max_distance(),
+            cell_h,
+            top,
+            y0: top + 6,
+            grid_h: rows * cell_h,
+            items,
+        }
     }
 
-    let row_name = |i: usize| match map.rows[i] {
-        Some(l) => format!("blk.{l}"),
-        None => "outside blocks".to_string(),
-    };
-    let mut x = MARGIN + LABEL_W;
-    for p in &map.panels {
+    /// Small text at (x, y).
+    fn label(&mut self, x: u32, y: u32, s: impl Into<String>, anchor: Anchor) {
+        self.items.push(text(x, y, s, Size::Small, anchor));
+    }
+
+    fn row_name(&self, i: usize) -> String {
+        match self.map.rows[i] {
+            Some(l) => format!("blk.{l}"),
+            None => "outside blocks".to_string(),
+        }
+    }
+
+    /// "layer" and the labels of as many rows as fit.
+    fn row_labels(&mut self) {
+        let x = MARGIN + LABEL_W - 6;
+        self.label(x, self.top, "layer", Anchor::End);
+        let label_every = 11u32.div_ceil(self.cell_h) as usize;
+        for i in (0..self.map.rows.len()).step_by(label_every) {
+            let yy = self.y0 + i as u32 * self.cell_h + self.cell_h / 2 + 4;
+            let label = self.map.row_label(i);
+            self.label(x, yy, label, Anchor::End);
+        }
+    }
+
+    /// One tensor's experts as columns at `x`, with expert ticks; returns the next panel's x.
+    fn panel(&mut self, p: &Panel, x: u32) -> u32 {
+        let (cell_h, y0, grid_h) = (self.cell_h, self.y0, self.grid_h);
         let cell_w = (768 / p.experts.max(1) as u32).clamp(2, 16);
         let w = cell_w * p.experts as u32;
-        items.push(text(x, top, p.name.clone(), Size::Small, Anchor::Start));
-        items.push(frame(x, y0, w, grid_h));
+        self.label(x, self.top, p.name.clone(), Anchor::Start);
+        self.items.push(frame(x, y0, w, grid_h));
         for (i, row) in p.cells.iter().enumerate() {
             for (e, c) in row.iter().enumerate() {
-                let Some(fill) = cell_color(c, max) else {
+                let Some(fill) = cell_color(c, self.max) else {
                     continue;
                 };
-                items.push(Item::Rect {
+                let title = format!(
+                    "{} {} expert {e}: {}",
+                    self.row_name(i),
+                    p.name,
+                    cell_text(self.map, c)
+                );
+                self.items.push(Item::Rect {
                     x: x + e as u32 * cell_w,
                     y: y0 + i as u32 * cell_h,
                     w: cell_w - seam(cell_w),
                     h: cell_h - seam(cell_h),
                     fill,
                     stroke: None,
-                    title: Some(format!(
-                        "{} {} expert {e}: {}",
-                        row_name(i),
-                        p.name,
-                        cell_text(map, c)
-                    )),
+                    title: Some(title),
                 });
             }
         }
@@ -316,106 +363,99 @@ pub(crate) fn layout(map: &Map) -> Scene {
         let ty = y0 + grid_h + 12;
         for e in (0..p.experts).step_by(step as usize) {
             let tx = x + e as u32 * cell_w + cell_w / 2;
-            items.push(text(tx, ty, e.to_string(), Size::Small, Anchor::Middle));
+            self.label(tx, ty, e.to_string(), Anchor::Middle);
         }
-        items.push(text(
-            x + w / 2,
-            ty + LINE,
-            "expert",
-            Size::Small,
-            Anchor::Middle,
-        ));
-        x += w.max(width_of(&p.name, Size::Small)) + GAP;
+        self.label(x + w / 2, ty + LINE, "expert", Anchor::Middle);
+        x + w.max(width_of(&p.name, Size::Small)) + GAP
     }
 
-    // The strip of other tensors.
-    if !map.roles.is_empty() {
+    /// The strip of other tensors at `x`, a column per role; returns the x after it.
+    fn strip(&mut self, x: u32) -> u32 {
+        let (map, cell_h, y0, grid_h) = (self.map, self.cell_h, self.y0, self.grid_h);
         let w = STRIP_W * map.roles.len() as u32;
-        items.push(frame(x, y0, w, grid_h));
+        self.items.push(frame(x, y0, w, grid_h));
         for (k, role) in map.roles.iter().enumerate() {
             let cx = x + k as u32 * STRIP_W;
             for (i, row) in map.strip.iter().enumerate() {
                 let c = &row[k];
-                let Some(fill) = cell_color(c, max) else {
+                let Some(fill) = cell_color(c, self.max) else {
                     continue;
                 };
-                items.push(Item::Rect {
+                let title = format!("{} {}: {}", self.row_name(i), role, cell_text(map, c));
+                self.items.push(Item::Rect {
                     x: cx,
                     y: y0 + i as u32 * cell_h,
                     w: STRIP_W - 1,
                     h: cell_h - seam(cell_h),
                     fill,
                     stroke: None,
-                    title: Some(format!("{} {}: {}", row_name(i), role, cell_text(map, c))),
+                    title: Some(title),
                 });
             }
             let ty = y0 + grid_h + 12;
             let label = role_abbrev(*role);
-            items.push(text(
-                cx + STRIP_W / 2,
-                ty,
-                label,
-                Size::Small,
-                Anchor::Middle,
-            ));
+            self.label(cx + STRIP_W / 2, ty, label, Anchor::Middle);
         }
-        items.push(text(x, top, "other tensors", Size::Small, Anchor::Start));
-        x += w.max(width_of("other tensors", Size::Small)) + GAP;
+        self.label(x, self.top, "other tensors", Anchor::Start);
+        x + w.max(width_of("other tensors", Size::Small)) + GAP
     }
-    width = width.max(x - GAP + MARGIN);
 
-    // Legend.
-    let mut y = y0 + grid_h + 12 + LINE + 20;
-    let legend = legend(map, max);
-    let mut lx = MARGIN;
-    match &map.kind {
-        MapKind::Distance { .. } => {
-            // A color bar with ticks, then the special cells.
-            let bar_w = 256u32;
-            for k in 0..bar_w {
-                items.push(Item::Rect {
-                    x: lx + k,
-                    y: y - 10,
-                    w: 1,
-                    h: 12,
-                    fill: ramp(k as f64 / (bar_w - 1) as f64),
-                    stroke: None,
-                    title: None,
-                });
-            }
-            for t in ticks(max) {
-                let tx = lx + (t / if max > 0.0 { max } else { 1.0 } * (bar_w - 1) as f64) as u32;
-                items.push(text(tx, y + 14, tick_label(t), Size::Small, Anchor::Middle));
-            }
-            lx += bar_w + 16;
+    /// The key under the grid (a distance map's color bar, then a swatch per color), the
+    /// note, and the picture's size, at least `width` wide.
+    fn key(mut self, mut width: u32) -> Scene {
+        let mut y = self.y0 + self.grid_h + 12 + LINE + 20;
+        let mut lx = MARGIN;
+        if let MapKind::Distance { .. } = self.map.kind {
+            lx = self.color_bar(lx, y);
         }
-        MapKind::Provenance { .. } => {}
-    }
-    for (color, label) in legend {
-        items.push(Item::Rect {
-            x: lx,
-            y: y - 10,
-            w: 12,
-            h: 12,
-            fill: color,
-            stroke: Some(FRAME),
-            title: None,
-        });
-        items.push(text(lx + 16, y, label.clone(), Size::Small, Anchor::Start));
-        lx += 16 + width_of(&label, Size::Small) + 14;
-        if lx > width.max(600) {
-            lx = MARGIN;
-            y += LINE + 4;
+        for (color, label) in legend(self.map, self.max) {
+            self.items.push(Item::Rect {
+                x: lx,
+                y: y - 10,
+                w: 12,
+                h: 12,
+                fill: color,
+                stroke: Some(FRAME),
+                title: None,
+            });
+            self.label(lx + 16, y, label.clone(), Anchor::Start);
+            lx += 16 + width_of(&label, Size::Small) + 14;
+            if lx > width.max(600) {
+                lx = MARGIN;
+                y += LINE + 4;
+            }
+        }
+        y += 32;
+        let note = note(self.map);
+        self.label(MARGIN, y, note.clone(), Anchor::Start);
+        width = width.max(lx).max(MARGIN + width_of(&note, Size::Small)) + MARGIN;
+        Scene {
+            width,
+            height: y + MARGIN,
+            items: self.items,
         }
     }
-    y += 32;
-    let note = note(map);
-    items.push(text(MARGIN, y, note.clone(), Size::Small, Anchor::Start));
-    width = width.max(lx).max(MARGIN + width_of(&note, Size::Small)) + MARGIN;
-    Scene {
-        width,
-        height: y + MARGIN,
-        items,
+
+    /// A color bar with ticks at `lx`, on the key's baseline `y`; returns the x after it.
+    fn color_bar(&mut self, lx: u32, y: u32) -> u32 {
+        let max = self.max;
+        let bar_w = 256u32;
+        for k in 0..bar_w {
+            self.items.push(Item::Rect {
+                x: lx + k,
+                y: y - 10,
+                w: 1,
+                h: 12,
+                fill: ramp(k as f64 / (bar_w - 1) as f64),
+                stroke: None,
+                title: None,
+            });
+        }
+        for t in ticks(max) {
+            let tx = lx + (t / if max > 0.0 { max } else { 1.0 } * (bar_w - 1) as f64) as u32;
+            self.label(tx, y + 14, tick_label(t), Anchor::Middle);
+        }
+        lx + bar_w + 16
     }
 }
 
