@@ -266,7 +266,9 @@ fn ffn_reasons(parents: &[Parent], base: usize, kind: Kind) -> Vec<Incompatibili
     let b = &parents[base];
     let mut out = Vec::new();
     // (parent, tensor without block, found, expected) -> layers
-    let mut types: BTreeMap<(usize, String, u32, u32), Vec<u64>> = BTreeMap::new();
+    #[allow(clippy::type_complexity)]
+    let mut types: BTreeMap<(usize, String, u32, u32), (GgmlType, GgmlType, Vec<u64>)> =
+        BTreeMap::new();
     for (i, p) in parents.iter().enumerate() {
         if i == base || p.model.architecture() != b.model.architecture() {
             continue;
@@ -329,25 +331,27 @@ fn ffn_reasons(parents: &[Parent], base: usize, kind: Kind) -> Vec<Incompatibili
                 }),
                 Some((ty, _)) if ty != t.info.ty => {
                     let (_, rest) = roles::split_block(name);
+                    // Keyed by id for a stable order; the types themselves are kept, since
+                    // an id means different types to mainline and ik_llama.cpp.
                     types
                         .entry((i, rest.to_string(), ty.id(), t.info.ty.id()))
-                        .or_default()
+                        .or_insert_with(|| (ty, t.info.ty, Vec::new()))
+                        .2
                         .extend(class.layer);
                 }
                 Some(_) => {}
             }
         }
     }
-    for ((i, tensor, found, expected), layers) in types {
+    for ((i, tensor, _, _), (found, expected, layers)) in types {
         let ranges = runs_text(layers);
-        let ty = |id: u32| GgmlType::from_id(id).expect("a type read from a file");
         out.push(Incompatibility::FfnType {
             parent: parents[i].name.clone(),
             tensor,
             layers: ranges,
-            found: ty(found),
+            found,
             base: b.name.clone(),
-            expected: ty(expected),
+            expected,
         });
     }
     out
@@ -375,4 +379,48 @@ fn runs_text(mut v: Vec<u64>) -> String {
         })
         .collect();
     parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ggml_type::Flavour;
+    use crate::gguf::Model;
+    use crate::testkit::GgufBuilder;
+
+    /// A one-layer qwen3moe-like model whose routed experts are of type `ty`.
+    fn moe(dir: &std::path::Path, name: &str, ty: GgmlType, flavour: Flavour) -> Parent {
+        let b = GgufBuilder::new()
+            .kv_str("general.architecture", "qwen3moe")
+            .kv_u32("qwen3moe.block_count", 1)
+            .kv_u32("qwen3moe.expert_count", 4)
+            .kv_u32("qwen3moe.expert_used_count", 2)
+            .tensor("blk.0.ffn_gate_inp.weight", &[256, 4], GgmlType::F32, 1)
+            .tensor("blk.0.ffn_up_exps.weight", &[256, 2, 4], ty, 1);
+        let p = dir.join(format!("{name}.gguf"));
+        std::fs::write(&p, b.build()).unwrap();
+        Parent {
+            name: name.into(),
+            model: Model::open_as(&p, Some(flavour)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_ik_type_beside_a_mainline_one_is_named_not_a_panic() {
+        // ik's IQ4_KS has an id that mainline's table does not hold: the report must carry
+        // the types themselves, not look the id up again (that panicked).
+        let dir = tempfile::tempdir().unwrap();
+        let parents = [
+            moe(dir.path(), "a", GgmlType::Q4_K, Flavour::Mainline),
+            moe(dir.path(), "b", GgmlType::IQ4_KS, Flavour::Ik),
+        ];
+        let found = check(&parents, 0, Kind::Moe);
+        assert!(
+            found.iter().any(
+                |i| matches!(i, Incompatibility::FfnType { found, expected, .. }
+                if *found == GgmlType::IQ4_KS && *expected == GgmlType::Q4_K)
+            ),
+            "{found:?}"
+        );
+    }
 }
