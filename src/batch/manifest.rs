@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::BatchError;
 use crate::input;
-use crate::plan::{SplitOptions, parse_size};
+use crate::plan::{self, PlanError, SplitOptions, parse_size};
 use crate::presets::Preset;
 use crate::recipe;
 use crate::source::url;
@@ -189,6 +189,7 @@ impl Manifest {
                 manifest: path.to_path_buf(),
             });
         }
+        let names: Vec<&str> = parents.iter().map(|(n, _)| n.as_str()).collect();
         let mut children = Vec::with_capacity(file.children.len());
         for (i, c) in file.children.into_iter().enumerate() {
             let label = format!("#{} ({})", i + 1, c.output);
@@ -199,39 +200,7 @@ impl Manifest {
                 None => None,
                 Some(r) => Some(find_recipe(path, &dir, &label, r)?),
             };
-            let bindings = match &c.parents {
-                None => parents
-                    .iter()
-                    .map(|(n, _)| (n.clone(), n.clone()))
-                    .collect(),
-                Some(list) => list
-                    .iter()
-                    .map(|spec| {
-                        let (name, from) = spec.split_once('=').unwrap_or((spec, spec));
-                        if name.is_empty() || from.is_empty() {
-                            return Err(bad(
-                                &label,
-                                "parents",
-                                "NAME or NAME=PARENT",
-                                spec.clone(),
-                            ));
-                        }
-                        if !parents.iter().any(|(n, _)| n == from) {
-                            return Err(BatchError::UnknownParent {
-                                manifest: path.to_path_buf(),
-                                child: label.clone(),
-                                name: from.to_string(),
-                                known: parents
-                                    .iter()
-                                    .map(|(n, _)| n.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", "),
-                            });
-                        }
-                        Ok((name.to_string(), from.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
+            let bindings = bindings(path, &label, &names, c.parents.as_deref(), &bad)?;
             if bindings.is_empty() {
                 return Err(bad(&label, "parents", "at least one parent", "[]".into()));
             }
@@ -283,6 +252,47 @@ impl Manifest {
             children,
         })
     }
+}
+
+/// The child's parents as (name its rules use, manifest parent it binds): `list` as written
+/// (`NAME` or `NAME=PARENT`), each bound parent one of `names`; without a list, every
+/// manifest parent under its own name.
+fn bindings(
+    manifest: &Path,
+    child: &str,
+    names: &[&str],
+    list: Option<&[String]>,
+    bad: &dyn Fn(&str, &str, &str, String) -> BatchError,
+) -> Result<Vec<(String, String)>, BatchError> {
+    let Some(list) = list else {
+        return Ok(names
+            .iter()
+            .map(|n| (n.to_string(), n.to_string()))
+            .collect());
+    };
+    let unknown = |e: PlanError| match e {
+        PlanError::UnknownParent { name, known, .. } => BatchError::UnknownParent {
+            manifest: manifest.to_path_buf(),
+            child: child.to_string(),
+            name,
+            known,
+        },
+        source => BatchError::Plan {
+            manifest: manifest.to_path_buf(),
+            child: child.to_string(),
+            source,
+        },
+    };
+    list.iter()
+        .map(|spec| {
+            let (name, from) = spec.split_once('=').unwrap_or((spec, spec));
+            if name.is_empty() || from.is_empty() {
+                return Err(bad(child, "parents", "NAME or NAME=PARENT", spec.clone()));
+            }
+            plan::parents::index_of_name(names, from, child).map_err(unknown)?;
+            Ok((name.to_string(), from.to_string()))
+        })
+        .collect()
 }
 
 /// A recipe file (relative to the manifest) if something exists at that path, else a preset
