@@ -27,6 +27,7 @@ use super::BatchError;
 use crate::input;
 use crate::plan::{self, PlanError, SplitOptions, parse_size};
 use crate::presets::Preset;
+pub use crate::presets::RecipeSource;
 use crate::recipe;
 use crate::source::url;
 
@@ -43,15 +44,6 @@ pub struct Manifest {
     pub parents: Vec<(String, PathBuf)>,
     /// `[[children]]`, in file order.
     pub children: Vec<ChildSpec>,
-}
-
-/// Where a child's recipe comes from.
-#[derive(Clone, Debug)]
-pub enum RecipeSource {
-    /// A recipe built into gguf-splice (`mappings/`).
-    Preset(&'static Preset),
-    /// A recipe file, resolved against the manifest's directory.
-    File(PathBuf),
 }
 
 /// One `[[children]]` entry.
@@ -295,8 +287,8 @@ fn bindings(
         .collect()
 }
 
-/// A recipe file (relative to the manifest) if something exists at that path, else a preset
-/// by name, as `--recipe` decides.
+/// A recipe file (relative to the manifest) unless nothing is there, else a preset by name,
+/// as `--recipe` decides ([`RecipeSource::find`]).
 fn find_recipe(
     manifest: &Path,
     dir: &Path,
@@ -304,18 +296,13 @@ fn find_recipe(
     text: &str,
 ) -> Result<RecipeSource, BatchError> {
     let file = dir.join(text);
-    if file.exists() {
-        return Ok(RecipeSource::File(file));
-    }
-    Preset::find(text)
-        .map(RecipeSource::Preset)
-        .ok_or_else(|| BatchError::RecipeNotFound {
-            manifest: manifest.to_path_buf(),
-            child: child.to_string(),
-            recipe: text.to_string(),
-            tried: file,
-            presets: Preset::names(),
-        })
+    RecipeSource::find(&file, text).ok_or_else(|| BatchError::RecipeNotFound {
+        manifest: manifest.to_path_buf(),
+        child: child.to_string(),
+        recipe: text.to_string(),
+        tried: file,
+        presets: Preset::names(),
+    })
 }
 
 #[cfg(test)]
