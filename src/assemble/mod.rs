@@ -400,6 +400,19 @@ fn kind_of(p: &Parent) -> Result<Kind, AssembleError> {
     })
 }
 
+/// The planner's error about the parents' names as assemble's own (whose messages name the
+/// option, `--base`, `--experts` or `--keep`, that named a parent); `what` is that option.
+fn parent_error(e: PlanError, what: &'static str) -> AssembleError {
+    match e {
+        PlanError::NoParents => AssembleError::NoParents,
+        PlanError::DuplicateParent { name } => AssembleError::DuplicateParent { name },
+        PlanError::UnknownParent { name, known, .. } => {
+            AssembleError::UnknownParent { what, name, known }
+        }
+        e => AssembleError::Plan(e),
+    }
+}
+
 /// Plan the MoE assembled from `parents` by `opts`, written to `output` (the first shard's
 /// path when split). Everything is checked here; nothing is opened for writing.
 pub fn plan<'p>(
@@ -408,26 +421,10 @@ pub fn plan<'p>(
     output: &Path,
     split: SplitOptions,
 ) -> Result<Plan<'p>, AssembleError> {
-    if parents.is_empty() {
-        return Err(AssembleError::NoParents);
-    }
+    plan::parents::check(parents).map_err(|e| parent_error(e, ""))?;
     let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(AssembleError::DuplicateParent {
-                name: n.to_string(),
-            });
-        }
-    }
     let find = |what: &'static str, name: &str| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| AssembleError::UnknownParent {
-                what,
-                name: name.to_string(),
-                known: names.join(", "),
-            })
+        plan::parents::index_of(parents, name, what).map_err(|e| parent_error(e, what))
     };
     let base = match &opts.base {
         Some(b) => find("--base", b)?,

@@ -25,8 +25,9 @@ use serde::Deserialize;
 
 use super::BatchError;
 use crate::input;
-use crate::plan::{SplitOptions, parse_size};
+use crate::plan::{self, PlanError, SplitOptions, parse_size};
 use crate::presets::Preset;
+pub use crate::presets::RecipeSource;
 use crate::recipe;
 use crate::source::url;
 
@@ -43,15 +44,6 @@ pub struct Manifest {
     pub parents: Vec<(String, PathBuf)>,
     /// `[[children]]`, in file order.
     pub children: Vec<ChildSpec>,
-}
-
-/// Where a child's recipe comes from.
-#[derive(Clone, Debug)]
-pub enum RecipeSource {
-    /// A recipe built into gguf-splice (`mappings/`).
-    Preset(&'static Preset),
-    /// A recipe file, resolved against the manifest's directory.
-    File(PathBuf),
 }
 
 /// One `[[children]]` entry.
@@ -189,6 +181,7 @@ impl Manifest {
                 manifest: path.to_path_buf(),
             });
         }
+        let names: Vec<&str> = parents.iter().map(|(n, _)| n.as_str()).collect();
         let mut children = Vec::with_capacity(file.children.len());
         for (i, c) in file.children.into_iter().enumerate() {
             let label = format!("#{} ({})", i + 1, c.output);
@@ -199,39 +192,7 @@ impl Manifest {
                 None => None,
                 Some(r) => Some(find_recipe(path, &dir, &label, r)?),
             };
-            let bindings = match &c.parents {
-                None => parents
-                    .iter()
-                    .map(|(n, _)| (n.clone(), n.clone()))
-                    .collect(),
-                Some(list) => list
-                    .iter()
-                    .map(|spec| {
-                        let (name, from) = spec.split_once('=').unwrap_or((spec, spec));
-                        if name.is_empty() || from.is_empty() {
-                            return Err(bad(
-                                &label,
-                                "parents",
-                                "NAME or NAME=PARENT",
-                                spec.clone(),
-                            ));
-                        }
-                        if !parents.iter().any(|(n, _)| n == from) {
-                            return Err(BatchError::UnknownParent {
-                                manifest: path.to_path_buf(),
-                                child: label.clone(),
-                                name: from.to_string(),
-                                known: parents
-                                    .iter()
-                                    .map(|(n, _)| n.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", "),
-                            });
-                        }
-                        Ok((name.to_string(), from.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
+            let bindings = bindings(path, &label, &names, c.parents.as_deref(), &bad)?;
             if bindings.is_empty() {
                 return Err(bad(&label, "parents", "at least one parent", "[]".into()));
             }
@@ -285,8 +246,49 @@ impl Manifest {
     }
 }
 
-/// A recipe file (relative to the manifest) if something exists at that path, else a preset
-/// by name, as `--recipe` decides.
+/// The child's parents as (name its rules use, manifest parent it binds): `list` as written
+/// (`NAME` or `NAME=PARENT`), each bound parent one of `names`; without a list, every
+/// manifest parent under its own name.
+fn bindings(
+    manifest: &Path,
+    child: &str,
+    names: &[&str],
+    list: Option<&[String]>,
+    bad: &dyn Fn(&str, &str, &str, String) -> BatchError,
+) -> Result<Vec<(String, String)>, BatchError> {
+    let Some(list) = list else {
+        return Ok(names
+            .iter()
+            .map(|n| (n.to_string(), n.to_string()))
+            .collect());
+    };
+    let unknown = |e: PlanError| match e {
+        PlanError::UnknownParent { name, known, .. } => BatchError::UnknownParent {
+            manifest: manifest.to_path_buf(),
+            child: child.to_string(),
+            name,
+            known,
+        },
+        source => BatchError::Plan {
+            manifest: manifest.to_path_buf(),
+            child: child.to_string(),
+            source,
+        },
+    };
+    list.iter()
+        .map(|spec| {
+            let (name, from) = spec.split_once('=').unwrap_or((spec, spec));
+            if name.is_empty() || from.is_empty() {
+                return Err(bad(child, "parents", "NAME or NAME=PARENT", spec.clone()));
+            }
+            plan::parents::index_of_name(names, from, child).map_err(unknown)?;
+            Ok((name.to_string(), from.to_string()))
+        })
+        .collect()
+}
+
+/// A recipe file (relative to the manifest) unless nothing is there, else a preset by name,
+/// as `--recipe` decides ([`RecipeSource::find`]).
 fn find_recipe(
     manifest: &Path,
     dir: &Path,
@@ -294,18 +296,13 @@ fn find_recipe(
     text: &str,
 ) -> Result<RecipeSource, BatchError> {
     let file = dir.join(text);
-    if file.exists() {
-        return Ok(RecipeSource::File(file));
-    }
-    Preset::find(text)
-        .map(RecipeSource::Preset)
-        .ok_or_else(|| BatchError::RecipeNotFound {
-            manifest: manifest.to_path_buf(),
-            child: child.to_string(),
-            recipe: text.to_string(),
-            tried: file,
-            presets: Preset::names(),
-        })
+    RecipeSource::find(&file, text).ok_or_else(|| BatchError::RecipeNotFound {
+        manifest: manifest.to_path_buf(),
+        child: child.to_string(),
+        recipe: text.to_string(),
+        tried: file,
+        presets: Preset::names(),
+    })
 }
 
 #[cfg(test)]

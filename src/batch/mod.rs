@@ -26,6 +26,7 @@ use crate::execute::ExecError;
 use crate::gguf::{GgufError, Model};
 use crate::input::InputError;
 use crate::plan::{self, Parent, Plan, PlanError};
+use crate::presets;
 use crate::recipe::{self, Recipe, RecipeError};
 use crate::source::Http;
 
@@ -279,13 +280,12 @@ impl Batch {
                 child: spec.label.clone(),
                 source,
             };
-            let mut recipe = match &spec.recipe {
-                None => Recipe::default(),
-                Some(RecipeSource::Preset(p)) => p.recipe().map_err(recipe_err)?,
-                Some(RecipeSource::File(f)) => Recipe::from_file(f).map_err(recipe_err)?,
-            };
-            recipe.prepend_takes(&spec.takes).map_err(recipe_err)?;
-            recipe.allow_partial_experts |= spec.allow_partial_experts;
+            let recipe = presets::load(
+                spec.recipe.as_ref(),
+                &spec.takes,
+                spec.allow_partial_experts,
+            )
+            .map_err(recipe_err)?;
             let parents = spec
                 .parents
                 .iter()
@@ -411,6 +411,42 @@ fn normalize(path: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ggml_type::GgmlType;
+    use crate::source::HttpOptions;
+    use crate::testkit::GgufBuilder;
+
+    #[test]
+    fn a_recipe_file_that_is_there_but_unreadable_is_an_error_not_a_preset() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let parent = GgufBuilder::new()
+            .kv_str("general.architecture", "llama")
+            .tensor("token_embd.weight", &[32, 2], GgmlType::F32, 1)
+            .build();
+        std::fs::write(d.join("p.gguf"), parent).unwrap();
+        // Each named like a preset: a directory, and a link to itself (ELOOP, not NotFound).
+        std::fs::create_dir(d.join("deepseek-r1t-chimera")).unwrap();
+        std::os::unix::fs::symlink("r1t-mix-75.toml", d.join("r1t-mix-75.toml")).unwrap();
+        let http = Arc::new(Http::new(HttpOptions::default()));
+        for name in ["deepseek-r1t-chimera", "r1t-mix-75.toml"] {
+            let text = format!(
+                "[parents]\nv3 = 'p.gguf'\n[[children]]\noutput = 'c.gguf'\nrecipe = '{name}'\n"
+            );
+            let manifest = Manifest::from_toml(&text, &d.join("m.toml")).unwrap();
+            let e = Batch::open(manifest, &http).err().unwrap();
+            assert!(
+                matches!(
+                    &e,
+                    BatchError::Recipe {
+                        source: RecipeError::Input(_),
+                        ..
+                    }
+                ),
+                "{name}: {e:?}"
+            );
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
 
     #[test]
     fn equal_paths_are_told_apart_without_the_filesystem() {

@@ -13,7 +13,7 @@ use gguf_splice::ggml_type::Flavour;
 use gguf_splice::gguf::Model;
 use gguf_splice::input::InputError;
 use gguf_splice::plan::{self, SplitOptions};
-use gguf_splice::presets::Preset;
+use gguf_splice::presets::{self, Preset, RecipeSource};
 use gguf_splice::recipe::{Recipe, RecipeError};
 
 /// Parents and the rules that pick from them: shared by `splice` and `verify`.
@@ -71,13 +71,12 @@ impl RecipeArgs {
         if self.recipe.is_none() && self.takes.is_empty() && !self.allow_partial_experts {
             return Ok(None);
         }
-        let mut recipe = match &self.recipe {
-            Some(path) => load_recipe(path)?,
-            None => Recipe::default(),
-        };
-        recipe.prepend_takes(&self.takes)?;
-        recipe.allow_partial_experts |= self.allow_partial_experts;
-        Ok(Some(recipe))
+        let source = self.recipe.as_deref().map(recipe_source).transpose()?;
+        Ok(Some(presets::load(
+            source.as_ref(),
+            &self.takes,
+            self.allow_partial_experts,
+        )?))
     }
 }
 
@@ -221,18 +220,12 @@ impl OutputArgs {
     }
 }
 
-/// A recipe file, or a built-in preset by name. A file of that name wins, as a path is
-/// what the user typed; a name that is neither says which presets exist.
-pub(crate) fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
-    // Anything but "not there" (a file, or one that cannot be looked at: permissions, a
-    // path through a file) is read, so the error says what stopped it (exit 4).
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        _ => return Ok(Recipe::from_file(path)?),
-    }
+/// `--recipe`: a recipe file, or else a built-in preset by name ([`RecipeSource::find`]); a
+/// name that is neither says which presets exist.
+fn recipe_source(path: &Path) -> Result<RecipeSource, CliError> {
     let name = path.to_string_lossy();
-    if let Some(p) = Preset::find(&name) {
-        return Ok(p.recipe()?);
+    if let Some(source) = RecipeSource::find(path, &name) {
+        return Ok(source);
     }
     let missing = format!(
         "no such file, and no preset of that name (presets: {})",
@@ -397,4 +390,53 @@ pub(crate) struct LikeArgs {
     /// With --like: a directory holding the parents under their recorded file names.
     #[arg(long, value_name = "DIR", requires = "like")]
     pub(crate) parents_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe_args(recipe: &Path) -> RecipeArgs {
+        RecipeArgs {
+            parents: Vec::new(),
+            recipe: Some(recipe.to_path_buf()),
+            takes: Vec::new(),
+            allow_partial_experts: false,
+            flavour: FlavourArg { flavour: None },
+        }
+    }
+
+    #[test]
+    fn a_recipe_file_that_is_there_but_unreadable_is_an_error_not_a_preset() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each named like a preset: a directory, and a link to itself (ELOOP, not NotFound).
+        let folder = dir.path().join("deepseek-r1t-chimera");
+        std::fs::create_dir(&folder).unwrap();
+        let looped = dir.path().join("r1t-mix-75.toml");
+        std::os::unix::fs::symlink("r1t-mix-75.toml", &looped).unwrap();
+        for path in [folder, looped] {
+            match recipe_args(&path).recipe() {
+                Err(CliError::Recipe(e @ RecipeError::Input(_))) => {
+                    assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}")
+                }
+                Err(e) => panic!("{}: {e}", path.display()),
+                Ok(_) => panic!("{}: read as a recipe", path.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_path_is_a_missing_file_and_a_missing_name_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            recipe_args(&dir.path().join("mine.toml")).recipe(),
+            Err(CliError::Recipe(RecipeError::Input(InputError::Io { .. })))
+        ));
+        assert!(matches!(
+            recipe_args(Path::new("no-such-preset")).recipe(),
+            Err(CliError::Usage(_))
+        ));
+        let r = recipe_args(Path::new("deepseek-r1t-chimera")).recipe();
+        assert!(matches!(r, Ok(Some(r)) if !r.rules.is_empty()));
+    }
 }

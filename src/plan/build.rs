@@ -12,7 +12,7 @@ use super::owners::{self, Candidate, OwnerError};
 use super::units::UnitRules;
 use super::{
     KEY_CHAT_TEMPLATE, Parent, Plan, PlanError, PlanParts, PlannedTensor, RuleReport, SplitOptions,
-    compat, finish, metadata, mixed, mixed_scales, needs_ggml, record, tensors,
+    compat, finish, metadata, mixed, mixed_scales, needs_ggml, parents, record, tensors,
 };
 use crate::gguf::{Model, TensorLoc};
 use crate::recipe::{Recipe, Rule, short_pattern};
@@ -82,38 +82,10 @@ pub fn build<'p>(
 /// past the parents' (`parents.len()` + rule index) that the owner walk treats like any
 /// other.
 fn resolve(parents: &[Parent], recipe: &Recipe) -> Result<(usize, Vec<usize>), PlanError> {
-    if parents.is_empty() {
-        return Err(PlanError::NoParents);
-    }
-    let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(PlanError::DuplicateParent {
-                name: n.to_string(),
-            });
-        }
-    }
-    for expected in &recipe.parents {
-        if !names.contains(&expected.as_str()) {
-            return Err(PlanError::MissingParent {
-                name: expected.clone(),
-                given: names
-                    .iter()
-                    .find(|n| n.eq_ignore_ascii_case(expected))
-                    .map(|n| n.to_string()),
-            });
-        }
-    }
+    parents::check(parents)?;
+    parents::check_expected(parents, &recipe.parents)?;
     let find = |origin: &str, name: &str, hint: String| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| PlanError::UnknownParent {
-                origin: origin.to_string(),
-                name: name.to_string(),
-                known: names.join(", "),
-                hint,
-            })
+        parents::index_or_hint(parents, name, origin, hint)
     };
     let base = match &recipe.base {
         Some(b) => find("recipe base", b, String::new())?,

@@ -4,7 +4,7 @@
 
 use super::{
     KEY_CHAT_TEMPLATE, KEY_SPLICE_RECIPE, Parent, PlanError, PlanValue, PlannedTensor, Source,
-    SplitOptions,
+    SplitOptions, parents,
 };
 use crate::ftype;
 use crate::gguf::model::{KEY_SET_ID, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
@@ -29,15 +29,7 @@ pub(super) fn plan_metadata<'p>(
 ) -> Result<Vec<(String, PlanValue<'p>)>, PlanError> {
     let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
     let meta = match &recipe.metadata.from {
-        Some(m) => names
-            .iter()
-            .position(|n| n == m)
-            .ok_or_else(|| PlanError::UnknownParent {
-                origin: "metadata.from".into(),
-                name: m.clone(),
-                known: names.join(", "),
-                hint: String::new(),
-            })?,
+        Some(m) => parents::index_of(parents, m, "metadata.from")?,
         None => base,
     };
     let mut kvs = inherited(&parents[meta]);
@@ -59,15 +51,7 @@ pub(super) fn plan_metadata<'p>(
     match &recipe.metadata.chat_template {
         None => {}
         Some(ChatTemplate::Parent(p)) => {
-            let i = names
-                .iter()
-                .position(|n| n == p)
-                .ok_or_else(|| PlanError::UnknownParent {
-                    origin: "metadata.chat_template".into(),
-                    name: p.clone(),
-                    known: names.join(", "),
-                    hint: String::new(),
-                })?;
+            let i = parents::index_of(parents, p, "metadata.chat_template")?;
             let v = parents[i].model.get(KEY_CHAT_TEMPLATE).ok_or_else(|| {
                 PlanError::ChatTemplate(format!("parent '{p}' has no {KEY_CHAT_TEMPLATE}"))
             })?;

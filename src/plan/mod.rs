@@ -20,6 +20,7 @@ pub mod mixed;
 mod mixed_scales;
 mod needs_ggml;
 pub mod owners;
+pub mod parents;
 mod piece;
 pub mod record;
 mod shards;
