@@ -1,0 +1,976 @@
+//! `diff` and `verify` on hand-assembled parents and children spliced from them by the
+//! binary. Parents' bytes encode parent, tensor and expert, so each expected verdict is
+//! known from how the files were made; assertions are on report variants and JSON fields.
+// Expert sets are lists of ranges; a list holding one range (`vec![1..3]`) is meant.
+#![allow(clippy::single_range_in_vec_init)]
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use gguf_splice::compare::{
+    self, CompareOptions, DiffReport, ExpertDiff, ExpertRun, KeyStatus, Mismatch, Sources,
+    TensorStatus, VerifyReport,
+};
+use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::gguf::Model;
+use gguf_splice::plan::Parent;
+use gguf_splice::recipe::Recipe;
+use gguf_splice::testkit::GgufBuilder;
+use serde_json::{Value, json};
+
+/// Splice `out` from v3 and r1 with extra arguments (a recipe, takes, split options).
+fn splice(s: &Setup, out: &str, extra: &[&str]) -> PathBuf {
+    let out = s.dir.path().join(out);
+    let mut args = vec![
+        "splice".to_string(),
+        "--parent".into(),
+        format!("v3={}", s.v3.display()),
+        "--parent".into(),
+        format!("r1={}", s.r1.display()),
+        "-o".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    assert_ok(&o);
+    out
+}
+
+fn parents(s: &Setup) -> Vec<Parent> {
+    vec![
+        Parent {
+            name: "v3".into(),
+            model: Model::open(&s.v3).unwrap(),
+        },
+        Parent {
+            name: "r1".into(),
+            model: Model::open(&s.r1).unwrap(),
+        },
+    ]
+}
+
+fn lib_diff(a: &Path, b: &Path) -> DiffReport {
+    let (a, b) = (Model::open(a).unwrap(), Model::open(b).unwrap());
+    compare::diff(&a, &b, &CompareOptions::default()).unwrap()
+}
+
+fn lib_verify(s: &Setup, child: &Path, recipe: Option<&str>, takes: &[&str]) -> VerifyReport {
+    let recipe = (recipe.is_some() || !takes.is_empty()).then(|| {
+        let mut r = match recipe {
+            Some(p) => Recipe::from_file(Path::new(p)).unwrap(),
+            None => Recipe::default(),
+        };
+        r.prepend_takes(&takes.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        // Tests here take single expert matrices on purpose.
+        r.allow_partial_experts = true;
+        r
+    });
+    let child = Model::open(child).unwrap();
+    // Small chunks, so chunk and expert boundaries fall in every relation.
+    let opts = CompareOptions {
+        chunk_bytes: 100,
+        ..Default::default()
+    };
+    compare::verify(&child, &parents(s), recipe.as_ref(), &opts).unwrap()
+}
+
+/// Run the binary and parse its JSON report; returns (exit code, report).
+fn run_json(args: &[&str]) -> (i32, Value) {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let o = run(&args);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code().unwrap(), v)
+}
+
+fn run_text(args: &[&str]) -> (i32, String) {
+    let o = run(args);
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+fn verify_args<'a>(child: &'a str, v3: &'a str, r1: &'a str) -> Vec<&'a str> {
+    vec!["verify", child, "--parent", v3, "--parent", r1]
+}
+
+fn json_tensor<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in report"))
+}
+
+/// The first byte of expert `e` of tensor `name` in a model file, and the expert's size.
+fn expert_at(path: &Path, name: &str, e: u64) -> (u64, u64) {
+    let m = Model::open(path).unwrap();
+    let t = m.tensor(name).unwrap();
+    let s = t.info.n_bytes / t.info.dims.last().unwrap();
+    (t.file_offset + e * s, s)
+}
+
+/// What verify should say of a tensor taken whole from `from`.
+fn whole_from(_name: &str, from: &str) -> Sources {
+    Sources::Whole(vec![from.into()])
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+}
+
+// --- diff ------------------------------------------------------------------------------------
+
+#[test]
+fn diff_of_a_parent_against_itself_and_its_own_shards_is_identical() {
+    let s = setup(GgmlType::Q3_K);
+    let r = lib_diff(&s.v3, &s.v3);
+    assert!(r.identical());
+    assert_eq!(r.tensors.len(), layout(GgmlType::Q3_K).len());
+    assert!(
+        r.tensors
+            .iter()
+            .all(|t| t.status == TensorStatus::Identical)
+    );
+    assert!(r.keys.is_empty());
+
+    // The same model as a hand-made shard set: split.* keys are not a difference.
+    let l = layout(GgmlType::Q3_K);
+    let half = l.len() / 2;
+    let split = |b: GgufBuilder, no: u16| {
+        b.kv_u16("split.no", no)
+            .kv_u16("split.count", 2)
+            .kv_i32("split.tensors.count", l.len() as i32)
+    };
+    let mut first = split(
+        GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .kv_str("general.name", "parent-1")
+            .kv_u32("deepseek2.block_count", 3)
+            .kv_u32("deepseek2.embedding_length", N_EMBD as u32)
+            .kv_u32("deepseek2.expert_count", N_EXPERT as u32)
+            .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "c"])
+            .kv_str("tokenizer.chat_template", "template-1"),
+        0,
+    );
+    let mut second = split(GgufBuilder::new(), 1);
+    for (i, (name, dims, ty)) in l.iter().enumerate() {
+        let data = expected_bytes(V3, GgmlType::Q3_K, name);
+        if i < half {
+            first = first.tensor_raw(name, dims, ty.id(), data);
+        } else {
+            second = second.tensor_raw(name, dims, ty.id(), data);
+        }
+    }
+    write(s.dir.path(), "v3s-00001-of-00002.gguf", &first.build());
+    let shard2 = write(s.dir.path(), "v3s-00002-of-00002.gguf", &second.build());
+    let r = lib_diff(&s.v3, &shard2);
+    assert_eq!(r.b.paths.len(), 2);
+    assert!(r.identical(), "{}", gguf_splice::render::diff_text(&r));
+
+    let (code, j) = run_json(&["diff", s.v3.to_str().unwrap(), shard2.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(j["identical"], true);
+    assert_eq!(j["counts"]["identical"], l.len());
+    assert_eq!(j["metadata"], json!([]));
+    let (code, text) = run_text(&["diff", s.v3.to_str().unwrap(), s.v3.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&format!("all {} tensors: identical", l.len())),
+        "{text}"
+    );
+}
+
+#[test]
+fn diff_of_the_chimera_against_its_base_finds_exactly_the_routed_experts() {
+    let s = setup(GgmlType::Q3_K);
+    let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
+    let r = lib_diff(&s.v3, &child);
+    let mut n_experts = 0;
+    for t in &r.tensors {
+        if is_routed_expert(&t.name) {
+            n_experts += 1;
+            assert_eq!(
+                t.status,
+                TensorStatus::BytesDiffer {
+                    first_offset: 0,
+                    experts: Some(ExpertDiff {
+                        count: N_EXPERT,
+                        differ: vec![0..N_EXPERT],
+                    }),
+                },
+                "{}",
+                t.name
+            );
+        } else {
+            assert_eq!(t.status, TensorStatus::Identical, "{}", t.name);
+        }
+    }
+    assert_eq!(n_experts, 6);
+    for g in r.groups() {
+        if g.group == gguf_splice::roles::Role::RoutedExperts {
+            assert_eq!((g.tensors, g.bytes_differ), (6, 6));
+        } else {
+            assert_eq!(g.identical, g.tensors, "{}", g.group);
+        }
+    }
+    // Metadata: the recipe's name, and the parents and recipe recorded; nothing else.
+    let mut keys: Vec<(&str, &str)> = r
+        .keys
+        .iter()
+        .map(|k| {
+            let kind = match k.status {
+                KeyStatus::OnlyInA(_) => "only A",
+                KeyStatus::OnlyInB(_) => "only B",
+                KeyStatus::Differs { .. } => "differs",
+            };
+            (k.key.as_str(), kind)
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            ("general.base_model.0.name", "only B"),
+            ("general.base_model.1.name", "only B"),
+            ("general.base_model.count", "only B"),
+            ("general.name", "differs"),
+            ("splice.options", "only B"),
+            ("splice.parents", "only B"),
+            ("splice.recipe", "only B"),
+            ("splice.version", "only B"),
+        ]
+    );
+    let name = r.keys.iter().find(|k| k.key == "general.name").unwrap();
+    assert!(
+        matches!(&name.status, KeyStatus::Differs { a, b } if a.json == "parent-1" && b.json == "DeepSeek-R1T-Chimera (gguf-splice DIY)")
+    );
+
+    // The binary says the same, exits 0, and reports compactly.
+    let (code, j) = run_json(&["diff", s.v3.to_str().unwrap(), child.to_str().unwrap()]);
+    assert_eq!(code, 0, "diff reports, it does not fail");
+    assert_eq!(j["identical"], false);
+    assert_eq!(j["counts"]["bytes_differ"], 6);
+    assert_eq!(j["counts"]["identical"], layout(GgmlType::Q3_K).len() - 6);
+    let t = json_tensor(&j, "blk.2.ffn_down_exps.weight");
+    assert_eq!(t["status"], "bytes_differ");
+    assert_eq!(t["experts"], json!({"count": 4, "differ": [[0, 3]]}));
+    let groups: Vec<(&str, u64)> = j["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap(),
+                g["bytes_differ"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(groups.contains(&("routed experts", 6)), "{groups:?}");
+    let (code, text) = run_text(&["diff", s.v3.to_str().unwrap(), child.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("blk.1-2 ffn_{gate,up,down}_exps.weight: bytes differ in experts 0-3 of 4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn diff_reports_types_shapes_missing_tensors_single_experts_and_keys() {
+    let s = setup(GgmlType::Q3_K);
+    // B: v3 with one shape, one type, one tensor missing, one extra, one expert changed,
+    // another name and an extra key.
+    let mut b = GgufBuilder::new()
+        .kv_str("general.architecture", "deepseek2")
+        .kv_str("general.name", "other")
+        .kv_u32("deepseek2.block_count", 3)
+        .kv_u32("deepseek2.embedding_length", N_EMBD as u32)
+        .kv_u32("deepseek2.expert_count", N_EXPERT as u32)
+        .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "c"])
+        .kv_str("tokenizer.chat_template", "template-1")
+        .kv_u32("general.quantization_version", 2);
+    let expert_bytes = 2 * 110; // [256, 2] of Q3_K
+    for (name, dims, ty) in layout(GgmlType::Q3_K) {
+        let data = expected_bytes(V3, GgmlType::Q3_K, &name);
+        b = match name.as_str() {
+            "output.weight" => b,
+            "blk.0.attn_q_a.weight" => b.tensor(&name, &[N_EMBD, 3], ty, V3),
+            "blk.1.ffn_up_exps.weight" => b.tensor(&name, &dims, GgmlType::IQ2_XXS, V3),
+            "blk.2.ffn_down_exps.weight" => {
+                let mut d = data;
+                d[2 * expert_bytes + 17] ^= 1;
+                b.tensor_raw(&name, &dims, ty.id(), d)
+            }
+            _ => b.tensor_raw(&name, &dims, ty.id(), data),
+        };
+    }
+    b = b.tensor("extra.weight", &[N_EMBD], GgmlType::F32, V3);
+    let other = write(s.dir.path(), "other.gguf", &b.build());
+
+    let r = lib_diff(&s.v3, &other);
+    let status = |n: &str| r.tensor(n).unwrap().status.clone();
+    assert_eq!(
+        status("blk.0.attn_q_a.weight"),
+        TensorStatus::ShapeDiffers {
+            a: vec![N_EMBD, 2],
+            b: vec![N_EMBD, 3]
+        }
+    );
+    assert!(matches!(
+        status("blk.1.ffn_up_exps.weight"),
+        TensorStatus::TypeDiffers {
+            a: GgmlType::Q3_K,
+            b: GgmlType::IQ2_XXS,
+            ..
+        }
+    ));
+    assert_eq!(status("output.weight"), TensorStatus::OnlyInA);
+    assert_eq!(status("extra.weight"), TensorStatus::OnlyInB);
+    assert_eq!(
+        status("blk.2.ffn_down_exps.weight"),
+        TensorStatus::BytesDiffer {
+            first_offset: 2 * expert_bytes as u64 + 17,
+            experts: Some(ExpertDiff {
+                count: N_EXPERT,
+                differ: vec![2..3]
+            }),
+        }
+    );
+    let others = r
+        .tensors
+        .iter()
+        .filter(|t| t.status != TensorStatus::Identical)
+        .count();
+    assert_eq!(others, 5);
+    assert_eq!(
+        r.tensors.last().unwrap().name,
+        "extra.weight",
+        "B-only last"
+    );
+    let keys: Vec<(&str, bool)> = r
+        .keys
+        .iter()
+        .map(|k| (k.key.as_str(), matches!(k.status, KeyStatus::OnlyInB(_))))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("general.name", false),
+            ("general.quantization_version", true)
+        ]
+    );
+
+    let (code, j) = run_json(&["diff", s.v3.to_str().unwrap(), other.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    for (name, st) in [
+        ("blk.0.attn_q_a.weight", "shape_differs"),
+        ("blk.1.ffn_up_exps.weight", "type_differs"),
+        ("output.weight", "only_in_a"),
+        ("extra.weight", "only_in_b"),
+        ("blk.2.ffn_down_exps.weight", "bytes_differ"),
+    ] {
+        assert_eq!(json_tensor(&j, name)["status"], st, "{name}");
+    }
+    let t = json_tensor(&j, "blk.2.ffn_down_exps.weight");
+    assert_eq!(t["experts"]["differ"], json!([[2, 2]]));
+    assert_eq!(t["first_difference"], 2 * expert_bytes + 17);
+    assert_eq!(
+        json_tensor(&j, "blk.1.ffn_up_exps.weight")["type"],
+        json!({"a": "Q3_K", "b": "IQ2_XXS"})
+    );
+    assert_eq!(j["metadata"][0]["status"], "differs");
+    assert_eq!(j["metadata"][0]["b"]["value"], "other");
+}
+
+// --- verify ----------------------------------------------------------------------------------
+
+#[test]
+fn verify_passes_a_correct_chimera_single_and_sharded() {
+    // r1's experts in another type: v3's are then not even comparable.
+    let s = setup(GgmlType::IQ2_XXS);
+    let recipe = chimera_preset();
+    let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
+    for (recipe, takes) in [(Some(recipe.as_str()), &[][..]), (None, &[][..])] {
+        let r = lib_verify(&s, &child, recipe, takes);
+        assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+        assert_eq!(r.recipe.is_some(), recipe.is_some());
+        for t in &r.tensors {
+            let want = if is_routed_expert(&t.name) {
+                "r1"
+            } else {
+                "v3"
+            };
+            assert_eq!(t.sources, whole_from(&t.name, want), "{}", t.name);
+            let compared: &[&str] = if want == "r1" { &["r1"] } else { &["v3", "r1"] };
+            assert_eq!(t.compared, compared, "{}", t.name);
+        }
+    }
+
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let mut args = verify_args(child.to_str().unwrap(), &v3, &r1);
+    args.extend(["--recipe", &recipe]);
+    let (code, j) = run_json(&args);
+    assert_eq!(code, 0, "{j}");
+    assert_eq!(j["passed"], true);
+    assert_eq!(j["recipe"]["mismatches"], json!([]));
+    assert_eq!(j["unmatched"], json!([]));
+    assert_eq!(
+        json_tensor(&j, "blk.1.ffn_gate_exps.weight")["sources"],
+        json!({"parents": ["r1"]})
+    );
+    let (code, text) = run_text(&args);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("  blk.1-2 ffn_{gate,up,down}_exps.weight: r1\n"),
+        "{text}"
+    );
+    // Only the routed experts have a line of their own.
+    let n_other = layout(GgmlType::Q3_K).len() - 6;
+    assert!(
+        text.contains(&format!("everything else ({n_other} tensors): v3")),
+        "{text}"
+    );
+
+    // A sharded child of the same recipe is the same child.
+    splice(
+        &s,
+        "sharded.gguf",
+        &["--recipe", &recipe, "--split-max-tensors", "7"],
+    );
+    let first = first_shard(s.dir.path(), "sharded");
+    let r = lib_verify(&s, &first, Some(&recipe), &[]);
+    assert!(r.child.paths.len() > 1);
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+}
+
+#[test]
+fn verify_catches_a_flipped_byte_and_names_tensor_and_expert() {
+    let s = setup(GgmlType::Q3_K);
+    let recipe = chimera_preset();
+    let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
+    let experts = "blk.2.ffn_down_exps.weight";
+    let (at, size) = expert_at(&child, experts, 3);
+    flip_byte(&child, at + 5);
+    let plain = "blk.0.attn_q_a.weight";
+    let (at_plain, _) = expert_at(&child, plain, 0);
+    flip_byte(&child, at_plain);
+
+    let r = lib_verify(&s, &child, Some(&recipe), &[]);
+    assert!(!r.passed());
+    let unmatched: Vec<&str> = r.unmatched().map(|t| t.name.as_str()).collect();
+    assert_eq!(unmatched, vec![plain, experts]);
+    assert_eq!(
+        r.tensor(experts).unwrap().sources,
+        Sources::Experts(vec![
+            ExpertRun {
+                parents: vec!["r1".into()],
+                experts: vec![0..3]
+            },
+            ExpertRun {
+                parents: vec![],
+                experts: vec![3..4]
+            },
+        ])
+    );
+    let m = &r.recipe.as_ref().unwrap().mismatches;
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(
+        m[0],
+        Mismatch::BytesDiffer {
+            tensor: plain.into(),
+            experts: None,
+            expected: "v3".into(),
+            found: Sources::Whole(vec![]),
+            first_offset: Some(0),
+        }
+    );
+    assert_eq!(
+        m[1],
+        Mismatch::BytesDiffer {
+            tensor: experts.into(),
+            experts: Some(vec![3..4]),
+            expected: "r1".into(),
+            found: Sources::Experts(vec![ExpertRun {
+                parents: vec![],
+                experts: vec![3..4]
+            }]),
+            first_offset: Some(3 * size + 5),
+        }
+    );
+
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let mut args = verify_args(child.to_str().unwrap(), &v3, &r1);
+    // Without a recipe (so with the one the child records): bytes that match no parent
+    // still fail.
+    let (code, j) = run_json(&args);
+    assert_eq!(code, 1);
+    assert_eq!(j["unmatched"], json!([plain, experts]));
+    assert_eq!(j["basis"], "using the recipe recorded in the child");
+    args.extend(["--recipe", &recipe]);
+    let (code, j) = run_json(&args);
+    assert_eq!(code, 1);
+    let mm = &j["recipe"]["mismatches"][1];
+    assert_eq!(mm["kind"], "bytes_differ");
+    assert_eq!(mm["tensor"], experts);
+    assert_eq!(mm["experts"], json!([[3, 3]]));
+    assert_eq!(mm["expected"], "r1");
+    assert_eq!(mm["first_difference"], 3 * size + 5);
+    let (code, text) = run_text(&args);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains(&format!(
+            "{experts} experts 3: expected r1, found no parent[3]"
+        )),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("verify: MISMATCH"), "{text}");
+}
+
+#[test]
+fn verify_catches_a_tensor_from_the_wrong_parent() {
+    let s = setup(GgmlType::IQ2_XXS);
+    let recipe = chimera_preset();
+    let child = splice(
+        &s,
+        "child.gguf",
+        &[
+            "--recipe",
+            &recipe,
+            "--take",
+            r"blk\.0\.attn_q_a=r1",
+            "--take",
+            r"blk\.1\.ffn_up_exps=v3",
+            // Only one expert matrix of the layer: refused unless allowed.
+            "--allow-partial-experts",
+        ],
+    );
+    let r = lib_verify(&s, &child, Some(&recipe), &[]);
+    assert!(
+        r.unmatched().next().is_none(),
+        "every byte is some parent's"
+    );
+    assert!(!r.passed());
+    assert_eq!(
+        r.recipe.unwrap().mismatches,
+        vec![
+            Mismatch::BytesDiffer {
+                tensor: "blk.0.attn_q_a.weight".into(),
+                experts: None,
+                expected: "v3".into(),
+                found: Sources::Whole(vec!["r1".into()]),
+                first_offset: Some(0),
+            },
+            Mismatch::TypeDiffers {
+                tensor: "blk.1.ffn_up_exps.weight".into(),
+                expected: GgmlType::IQ2_XXS,
+                found: GgmlType::Q3_K,
+            },
+        ]
+    );
+    // Verified with the rules it was made with, it passes.
+    let takes = [r"blk\.0\.attn_q_a=r1", r"blk\.1\.ffn_up_exps=v3"];
+    let r = lib_verify(&s, &child, Some(&recipe), &takes);
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let mut args = verify_args(child.to_str().unwrap(), &v3, &r1);
+    args.extend(["--recipe", &recipe]);
+    let (code, j) = run_json(&args);
+    assert_eq!(code, 1);
+    let m = &j["recipe"]["mismatches"];
+    assert_eq!(m[0]["tensor"], "blk.0.attn_q_a.weight");
+    assert_eq!(m[0]["found"], json!({"parents": ["r1"]}));
+    assert_eq!(m[1]["kind"], "type_differs");
+    args.extend(["--take", takes[0], "--take", takes[1]]);
+    // Without the flag the plan itself is refused: the child's blk.1 experts are chimeras.
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("blk.1: the routed experts"));
+    args.push("--allow-partial-experts");
+    let (code, j) = run_json(&args);
+    assert_eq!(code, 0, "{j}");
+}
+
+#[test]
+fn verify_checks_metadata_and_tensor_lists_against_the_plan() {
+    let s = setup(GgmlType::Q3_K);
+    let recipe = chimera_preset();
+    let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
+    // The same tensors by a --take rule alone: only the name the recipe sets differs.
+    let r = lib_verify(&s, &child, None, &["_exps=r1"]);
+    let m = r.recipe.as_ref().unwrap().mismatches.clone();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        matches!(&m[0], Mismatch::KeyDiffers { key, found, .. } if key == "general.name" && found.json == "DeepSeek-R1T-Chimera (gguf-splice DIY)"),
+        "{m:?}"
+    );
+
+    // A child made from v3 alone, with a tensor fewer: the plan's tensor is missing.
+    let mut b = parent(V3, GgmlType::Q3_K);
+    b = b.kv_u32("general.quantization_version", 2);
+    let with_key = write(s.dir.path(), "v3key.gguf", &b.build());
+    let r = {
+        let child = Model::open(&with_key).unwrap();
+        let mut recipe = Recipe::default();
+        recipe.prepend_takes(&["_exps=r1".into()]).unwrap();
+        compare::verify(
+            &child,
+            &parents(&s),
+            Some(&recipe),
+            &CompareOptions::default(),
+        )
+        .unwrap()
+    };
+    let kinds: Vec<&str> = r
+        .recipe
+        .as_ref()
+        .unwrap()
+        .mismatches
+        .iter()
+        .map(Mismatch::kind)
+        .collect();
+    // Expert tensors are v3's, not r1's; general.name and the base_model keys are missing;
+    // quantization_version is extra.
+    assert_eq!(kinds.iter().filter(|k| **k == "bytes_differ").count(), 6);
+    assert!(kinds.contains(&"key_differs"));
+    assert!(kinds.contains(&"missing_key"));
+    assert!(kinds.contains(&"extra_key"));
+    assert!(r.unmatched().next().is_none());
+
+    // Tensor list: a child lacking a tensor and holding another.
+    let mut b = GgufBuilder::new().kv_str("general.architecture", "deepseek2");
+    for (name, dims, ty) in layout(GgmlType::Q3_K) {
+        if name != "output_norm.weight" {
+            b = b.tensor_raw(
+                &name,
+                &dims,
+                ty.id(),
+                expected_bytes(V3, GgmlType::Q3_K, &name),
+            );
+        }
+    }
+    b = b.tensor("extra.weight", &[N_EMBD], GgmlType::F32, 9);
+    let odd = write(s.dir.path(), "odd.gguf", &b.build());
+    let r = lib_verify(&s, &odd, Some(&recipe), &[]);
+    let m = &r.recipe.as_ref().unwrap().mismatches;
+    assert!(m.contains(&Mismatch::MissingTensor {
+        tensor: "output_norm.weight".into(),
+        position: 1
+    }));
+    assert!(m.contains(&Mismatch::ExtraTensor {
+        tensor: "extra.weight".into(),
+        position: layout(GgmlType::Q3_K).len() - 1
+    }));
+    assert_eq!(
+        r.unmatched().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["extra.weight"]
+    );
+}
+
+#[test]
+fn verify_shows_expert_level_sources() {
+    let s = setup(GgmlType::Q3_K);
+    let take = r"blk\.2\.ffn_up_exps=r1:experts=1-2";
+    let child = splice(
+        &s,
+        "child.gguf",
+        &["--take", take, "--allow-partial-experts"],
+    );
+    let r = lib_verify(&s, &child, None, &[take]);
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+    let mixed = Sources::Experts(vec![
+        ExpertRun {
+            parents: vec!["v3".into()],
+            experts: vec![0..1, 3..4],
+        },
+        ExpertRun {
+            parents: vec!["r1".into()],
+            experts: vec![1..3],
+        },
+    ]);
+    for t in &r.tensors {
+        if t.name == "blk.2.ffn_up_exps.weight" {
+            assert_eq!(t.sources, mixed);
+            assert_eq!(t.sources.expert(2), Some(&["r1".to_string()][..]));
+            assert_eq!(t.sources.expert(3), Some(&["v3".to_string()][..]));
+        } else {
+            assert_eq!(t.sources, whole_from(&t.name, "v3"), "{}", t.name);
+        }
+    }
+
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let mut args = verify_args(child.to_str().unwrap(), &v3, &r1);
+    args.extend(["--take", take, "--allow-partial-experts"]);
+    let (code, j) = run_json(&args);
+    assert_eq!(code, 0, "{j}");
+    assert_eq!(
+        json_tensor(&j, "blk.2.ffn_up_exps.weight")["sources"],
+        json!({"experts": [
+            {"parents": ["v3"], "experts": [[0, 0], [3, 3]]},
+            {"parents": ["r1"], "experts": [[1, 2]]},
+        ]})
+    );
+    let (_, text) = run_text(&args);
+    assert!(
+        text.contains("  blk.2 ffn_up_exps.weight: v3[0,3] r1[1-2]\n"),
+        "{text}"
+    );
+
+    // With :router, the router rows and bias elements of those experts follow, and verify
+    // sees them per expert too.
+    let take = r"blk\.2\.ffn_up_exps=r1:experts=1-2:router";
+    let child = splice(
+        &s,
+        "router.gguf",
+        &["--take", take, "--allow-partial-experts"],
+    );
+    let r = lib_verify(&s, &child, None, &[take]);
+    assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
+    for name in [
+        "blk.2.ffn_gate_inp.weight",
+        "blk.2.exp_probs_b.bias",
+        "blk.2.ffn_up_exps.weight",
+    ] {
+        assert_eq!(r.tensor(name).unwrap().sources, mixed, "{name}");
+    }
+    // Verified against rules that keep the router whole from v3, its rows are wrong.
+    let r = lib_verify(&s, &child, None, &[r"blk\.2\.ffn_up_exps=r1:experts=1-2"]);
+    let m = &r.recipe.as_ref().unwrap().mismatches;
+    let row = N_EMBD * 4;
+    assert_eq!(
+        m,
+        &vec![
+            Mismatch::BytesDiffer {
+                tensor: "blk.2.ffn_gate_inp.weight".into(),
+                experts: Some(vec![1..3]),
+                expected: "v3".into(),
+                found: Sources::Experts(vec![ExpertRun {
+                    parents: vec!["r1".into()],
+                    experts: vec![1..3]
+                }]),
+                first_offset: Some(row),
+            },
+            Mismatch::BytesDiffer {
+                tensor: "blk.2.exp_probs_b.bias".into(),
+                experts: Some(vec![1..3]),
+                expected: "v3".into(),
+                found: Sources::Experts(vec![ExpertRun {
+                    parents: vec!["r1".into()],
+                    experts: vec![1..3]
+                }]),
+                first_offset: Some(4),
+            },
+        ]
+    );
+}
+
+#[test]
+fn tensors_with_too_many_experts_are_refused_by_the_plan() {
+    // More slices than roles::cut::MAX_EXPERTS: the plan refuses to cut them (a bounded expert
+    // table), with a bad-input exit code and nothing written.
+    let dir = tempfile::tempdir().unwrap();
+    let n = gguf_splice::roles::cut::MAX_EXPERTS + 1;
+    let model = |pid: u8| {
+        GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .tensor("blk.0.exp_probs_b.bias", &[n], GgmlType::F32, pid)
+            .build()
+    };
+    let v3 = write(dir.path(), "v3.gguf", &model(V3));
+    let r1 = write(dir.path(), "r1.gguf", &model(R1));
+    let out = dir.path().join("child.gguf");
+    let o = run(&[
+        "splice",
+        "--parent",
+        &format!("v3={}", v3.display()),
+        "--parent",
+        &format!("r1={}", r1.display()),
+        "--take",
+        "exp_probs_b=r1:experts=0-9",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 3);
+    assert!(stderr(&o).contains("cannot be split by expert"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_inputs_are_errors_with_input_exit_codes() {
+    let s = setup(GgmlType::Q3_K);
+    let bad = write(s.dir.path(), "bad.gguf", b"GGUF\x03\0\0\0garbage");
+    let o = run(&["diff", s.v3.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let v3 = format!("v3={}", s.v3.display());
+    let o = run(&[
+        "verify",
+        s.v3.to_str().unwrap(),
+        "--parent",
+        &v3,
+        "--parent",
+        &v3,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "duplicate parent names");
+    let o = run(&[
+        "verify",
+        s.v3.to_str().unwrap(),
+        "--parent",
+        &v3,
+        "--take",
+        "nothing_matches=v3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "a plan error");
+    let o = run(&["diff", s.v3.to_str().unwrap(), "/nonexistent.gguf"]);
+    assert_eq!(o.status.code(), Some(4));
+}
+
+#[test]
+fn diff_names_the_first_differing_array_element_and_text_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens: Vec<String> = (0..300).map(|i| format!("tok{i}")).collect();
+    let mut other = tokens.clone();
+    other[217] = "changed".into();
+    other[250] = "changed too".into();
+    let model = |toks: &[String], template: &str| {
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .kv_str_array("tokenizer.ggml.tokens", &refs)
+            .kv_str("tokenizer.chat_template", template)
+            .tensor("token_embd.weight", &[32, 4], GgmlType::F32, 1)
+            .build()
+    };
+    let long = "{% for m in messages %}<|user|>{{ m.content }}{% endfor %}".repeat(20);
+    let changed = long.replacen(
+        "<|user|>{{ m.content }}{% endfor %}{% for",
+        "<|user|>{{ m.content }}{% endfor %}{%- for",
+        3,
+    );
+    let a = write(dir.path(), "a.gguf", &model(&tokens, &long));
+    let b = write(dir.path(), "b.gguf", &model(&other, &changed));
+    let (code, j) = run_json(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let key = |k: &str| {
+        j["metadata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["key"] == k)
+            .unwrap_or_else(|| panic!("{k} not in {j}"))
+            .clone()
+    };
+    let toks = key("tokenizer.ggml.tokens");
+    assert_eq!(
+        toks["first_difference"],
+        json!({"index": 217, "a": "tok217", "b": "changed", "differing": 2, "len_a": 300, "len_b": 300})
+    );
+    let t = key("tokenizer.chat_template");
+    let at = long
+        .bytes()
+        .zip(changed.bytes())
+        .position(|(x, y)| x != y)
+        .unwrap();
+    assert_eq!(t["first_difference"]["byte"], at);
+    assert!(
+        t["first_difference"]["b"].as_str().unwrap().contains("{%-"),
+        "{t}"
+    );
+    let o = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "first difference at [217]: \"tok217\" vs \"changed\"; 2 of 300 elements differ"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn verify_without_a_recipe_says_metadata_was_not_checked() {
+    let s = setup(GgmlType::Q3_K);
+    let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
+    // A child whose vocabulary was changed: without a recipe, given or recorded (its record
+    // is renamed away here), only tensors are compared.
+    let mut bytes = std::fs::read(&child).unwrap();
+    let key = bytes
+        .windows(14)
+        .position(|w| w == b"splice.options")
+        .expect("the record in the header");
+    bytes[key + 13] = b'z';
+    let pos = bytes
+        .windows(9)
+        .position(|w| w == b"template-")
+        .expect("chat template in the header");
+    bytes[pos] = b'T';
+    let edited = write(s.dir.path(), "edited.gguf", &bytes);
+    let (v3, r1) = (
+        format!("v3={}", s.v3.display()),
+        format!("r1={}", s.r1.display()),
+    );
+    let o = run(&verify_args(edited.to_str().unwrap(), &v3, &r1));
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("verify: tensors OK (metadata and tensor order not checked"),
+        "{text}"
+    );
+    let (_, j) = run_json(&verify_args(edited.to_str().unwrap(), &v3, &r1));
+    assert_eq!(j["checked"], "tensors only");
+    // With the recipe, the edit is found.
+    let mut args = verify_args(edited.to_str().unwrap(), &v3, &r1);
+    let preset = chimera_preset();
+    args.extend(["--recipe", &preset]);
+    let o = run(&args);
+    assert_exit(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("key tokenizer.chat_template"));
+}
+
+#[test]
+fn diff_group_table_columns_line_up() {
+    let s = setup(GgmlType::Q3_K);
+    let text = gguf_splice::render::diff_text(&lib_diff(&s.v3, &s.r1));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("group "));
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("no group table in {text}"));
+    // Fixed-width, right-aligned columns: a row is as long as its heading line exactly
+    // when the group names are padded to their column.
+    let rows: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).collect();
+    assert!(rows.len() >= 5, "{text}");
+    for row in rows {
+        assert_eq!(row.len(), header.len(), "misaligned:\n{header}\n{row}");
+    }
+}

@@ -1,0 +1,698 @@
+//! Mix rules on the real fixtures, without outside oracles: a weight of 1 copies a parent's
+//! bytes, a threshold keeps tensors and experts both parents hold alike, the bytes do not
+//! depend on the thread count, `verify` computes mixed tensors again, and plan errors name
+//! what to fix. Byte equality with numpy and llama-quantize is in `mix_oracle.rs`.
+//!
+//! Most tests need a ggml (GGUF_SPLICE_GGML, which scripts/test.sh points at the shared
+//! libggml-base of fixtures/build-llama.sh; without one they are skipped by `have`, or fail
+//! under GGUF_SPLICE_REQUIRE_ORACLES=1). The binary run without any ggml shows a mix plan
+//! and refuses to write it with the ways to get one; a library that is not ggml is refused.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use gguf_splice::gguf::Model;
+use gguf_splice::plan::{self, Parent, PlanError, Source, SplitOptions};
+use gguf_splice::recipe::Recipe;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("fixtures").join(name)
+}
+
+fn parent_arg(name: &str, path: &Path) -> String {
+    format!("{name}={}", path.display())
+}
+
+fn write_recipe(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("mix.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `splice --parent ... --recipe R -o OUT -q` plus `extra`.
+fn splice(
+    parents: &[(&str, &Path)],
+    recipe: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args: Vec<String> = vec!["splice".into()];
+    for (n, p) in parents {
+        args.push("--parent".into());
+        args.push(parent_arg(n, p));
+    }
+    args.extend([
+        "--recipe".into(),
+        recipe.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&refs)
+}
+
+/// `splice` args of the 75/25 routed-experts mix of the fixtures, with `extra`.
+fn mix_args(recipe: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "splice".into(),
+        "--parent".into(),
+        parent_arg("v3", &fixture("v3-q3mix.gguf")),
+        "--parent".into(),
+        parent_arg("r1", &fixture("r1-q3mix.gguf")),
+        "--recipe".into(),
+        recipe.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn without_ggml_a_mix_plan_is_shown_and_writing_it_is_refused_with_the_ways_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = write_recipe(
+        dir.path(),
+        "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\nthreshold = 0.02\n",
+    );
+    let out = dir.path().join("c.gguf");
+    let args = mix_args(&r, &out, &["--dry-run", "--json"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    assert_ok(&o);
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        plan["ggml"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ggml found")
+    );
+    let slices = &tensor(&plan, "blk.1.ffn_up_exps.weight")["mix"]["slices"];
+    assert_eq!(slices[0]["distance"], Value::Null);
+    assert_eq!(slices[0]["threshold"], 0.02);
+    let args = mix_args(&r, &out, &["--dry-run"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("distance needs ggml"), "{text}");
+
+    let args = mix_args(&r, &out, &[]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    // A missing capability: exit 5, as for --values (README "Exit codes").
+    assert_exit(&o, 5);
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("rule #1: a mix rule needs ggml")
+            && e.contains("pip install libggml-python")
+            && e.contains("--ggml PATH"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_library_that_is_not_ggml_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = write_recipe(
+        dir.path(),
+        "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\n",
+    );
+    let out = dir.path().join("c.gguf");
+    // Another shared library: libz, which every Debian has.
+    let libz = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .expect("libz.so.1");
+    let mut args = mix_args(&r, &out, &[]);
+    args.extend(["--ggml".into(), libz.display().to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_without_ggml(&refs);
+    assert_exit(&o, 5);
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("libz.so") && e.contains("is not a ggml") && e.contains("ggml_get_type_traits"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // The same through the environment, and `doctor`.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .arg("doctor")
+        .env("GGUF_SPLICE_GGML", &libz)
+        .output()
+        .unwrap();
+    // Exit 5: this machine lacks what the command needs.
+    assert_exit(&o, 5);
+    assert!(stderr(&o).contains("is not a ggml"), "{}", stderr(&o));
+}
+
+fn v3() -> PathBuf {
+    fixture("v3-q3mix.gguf")
+}
+fn r1() -> PathBuf {
+    fixture("r1-q3mix.gguf")
+}
+
+fn dry_run_json(parents: &[(&str, &Path)], recipe: &Path) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let o = splice(
+        parents,
+        recipe,
+        &dir.path().join("c.gguf"),
+        &["--dry-run", "--json"],
+    );
+    assert_ok(&o);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn tensor<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in the plan"))
+}
+
+const EXPERTS: [&str; 6] = [
+    "blk.1.ffn_gate_exps.weight",
+    "blk.1.ffn_up_exps.weight",
+    "blk.1.ffn_down_exps.weight",
+    "blk.2.ffn_gate_exps.weight",
+    "blk.2.ffn_up_exps.weight",
+    "blk.2.ffn_down_exps.weight",
+];
+
+#[test]
+fn a_weight_of_one_copies_the_parents_bytes() {
+    if !have("a_weight_of_one_copies_the_parents_bytes", &[Oracle::Ggml]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = write_recipe(
+        dir.path(),
+        "[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 1, v3 = 0 }\n",
+    );
+    let (v3, r1) = (v3(), r1());
+    let plan = dry_run_json(&[("v3", &v3), ("r1", &r1)], &r);
+    for n in EXPERTS {
+        let t = tensor(&plan, n);
+        assert!(
+            t["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["parent"] == "r1"),
+            "{t}"
+        );
+        assert_eq!(t["mix"]["writes"], 0, "nothing requantized");
+    }
+    let out = dir.path().join("c.gguf");
+    assert_ok(&splice(&[("v3", &v3), ("r1", &r1)], &r, &out, &[]));
+    let (c, v, p) = (
+        Model::open(&out).unwrap(),
+        Model::open(&v3).unwrap(),
+        Model::open(&r1).unwrap(),
+    );
+    for t in c.tensors() {
+        let name = &t.info.name;
+        let want = if EXPERTS.contains(&name.as_str()) {
+            &p
+        } else {
+            &v
+        };
+        assert_eq!(tensor_bytes(&c, name), tensor_bytes(want, name), "{name}");
+    }
+}
+
+/// `a`: v3 with r1's attention. `b`: v3 with experts 0-1 of every routed-expert tensor
+/// from r1. Each shares some tensors (or experts) with r1 exactly.
+fn half_parents(dir: &Path) -> (PathBuf, PathBuf) {
+    let (v3, r1) = (v3(), r1());
+    let (a, b) = (dir.join("a.gguf"), dir.join("b.gguf"));
+    for (out, take) in [(&a, "attn_=r1"), (&b, "_exps=r1:experts=0-1")] {
+        let o = run(&[
+            "splice",
+            "--parent",
+            &parent_arg("v3", &v3),
+            "--parent",
+            &parent_arg("r1", &r1),
+            "--take",
+            take,
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert_ok(&o);
+    }
+    (a, b)
+}
+
+#[test]
+fn the_threshold_keeps_what_both_parents_hold_alike() {
+    if !have(
+        "the_threshold_keeps_what_both_parents_hold_alike",
+        &[Oracle::Ggml],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = half_parents(dir.path());
+    let r1 = r1();
+    // Whole tensors: a's attention is r1's (distance 0: kept), its experts are not.
+    let rec = write_recipe(
+        dir.path(),
+        "[recipe]\nbase = 'r1'\n[[rules]]\nmatch = 'attn_(q_a|output)\\.|_exps'\nmix = { a = 0.5, r1 = 0.5 }\nthreshold = 0.02\n",
+    );
+    let plan = dry_run_json(&[("r1", &r1), ("a", &a)], &rec);
+    let attn = tensor(&plan, "blk.1.attn_q_a.weight");
+    assert_eq!(attn["mix"]["slices"][0]["distance"], 0.0);
+    assert_eq!(attn["mix"]["slices"][0]["mixed"], false);
+    assert_eq!(attn["sources"][0]["parent"], "r1");
+    let exps = tensor(&plan, "blk.1.ffn_up_exps.weight");
+    let d = exps["mix"]["slices"][0]["distance"].as_f64().unwrap();
+    assert!(d > 1.0, "independent random weights: {d}");
+    assert_eq!(exps["mix"]["slices"][0]["mixed"], true);
+    assert!(exps["sources"][0]["mix"].is_object());
+    let out = dir.path().join("c.gguf");
+    assert_ok(&splice(&[("r1", &r1), ("a", &a)], &rec, &out, &[]));
+    let (c, p) = (Model::open(&out).unwrap(), Model::open(&r1).unwrap());
+    assert_eq!(
+        tensor_bytes(&c, "blk.1.attn_q_a.weight"),
+        tensor_bytes(&p, "blk.1.attn_q_a.weight")
+    );
+    assert_ne!(
+        tensor_bytes(&c, "blk.1.ffn_up_exps.weight"),
+        tensor_bytes(&p, "blk.1.ffn_up_exps.weight")
+    );
+
+    // Per expert under an experts rule: b's experts 0-1 are r1's (kept), 2-3 are mixed.
+    let rec = write_recipe(
+        dir.path(),
+        "[recipe]\nbase = 'r1'\n[[rules]]\nrole = 'routed_experts'\nexperts = '0-3'\nmix = { b = 0.25, r1 = 0.75 }\nthreshold = 0.02\n",
+    );
+    let plan = dry_run_json(&[("r1", &r1), ("b", &b)], &rec);
+    let t = tensor(&plan, "blk.2.ffn_down_exps.weight");
+    let slices = t["mix"]["slices"].as_array().unwrap();
+    let mixed: Vec<bool> = slices
+        .iter()
+        .map(|s| s["mixed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(mixed, [false, false, true, true]);
+    assert_eq!(slices[0]["distance"], 0.0);
+    assert_eq!(t["sources"][0]["parent"], "r1");
+    assert_eq!(t["sources"][0]["experts"], serde_json::json!([0, 1]));
+    assert_eq!(t["sources"][1]["experts"], serde_json::json!([2, 3]));
+    let out = dir.path().join("c2.gguf");
+    assert_ok(&splice(&[("r1", &r1), ("b", &b)], &rec, &out, &[]));
+    let (c, p) = (Model::open(&out).unwrap(), Model::open(&r1).unwrap());
+    let (got, want) = (
+        tensor_bytes(&c, "blk.2.ffn_down_exps.weight"),
+        tensor_bytes(&p, "blk.2.ffn_down_exps.weight"),
+    );
+    assert_eq!(expert_slice(&got, 0), expert_slice(&want, 0));
+    assert_eq!(expert_slice(&got, 1), expert_slice(&want, 1));
+    assert_ne!(expert_slice(&got, 2), expert_slice(&want, 2));
+}
+
+fn mix_recipe(dir: &Path) -> PathBuf {
+    write_recipe(
+        dir,
+        "[recipe]\nbase = 'v3'\n[[rules]]\nrole = 'routed_experts'\nmix = { r1 = 0.75, v3 = 0.25 }\ntype = 'Q4_K'\n[[rules]]\nmatch = 'attn_output'\nmix = { v3 = 0.5, r1 = 0.5 }\n",
+    )
+}
+
+#[test]
+fn the_bytes_do_not_depend_on_the_thread_count() {
+    if !have(
+        "the_bytes_do_not_depend_on_the_thread_count",
+        &[Oracle::Ggml],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rec = mix_recipe(dir.path());
+    let (v3, r1) = (v3(), r1());
+    let mut outputs = Vec::new();
+    for threads in ["1", "3"] {
+        let out = dir.path().join(format!("c{threads}.gguf"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"));
+        cmd.env("RAYON_NUM_THREADS", threads).args([
+            "splice",
+            "--parent",
+            &parent_arg("v3", &v3),
+            "--parent",
+            &parent_arg("r1", &r1),
+            "--recipe",
+            rec.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert_ok(&cmd.output().unwrap());
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+#[test]
+fn verify_computes_mixed_tensors_again() {
+    if !have("verify_computes_mixed_tensors_again", &[Oracle::Ggml]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rec = mix_recipe(dir.path());
+    let (v3, r1) = (v3(), r1());
+    let out = dir.path().join("c.gguf");
+    assert_ok(&splice(&[("v3", &v3), ("r1", &r1)], &rec, &out, &[]));
+    let verify = |child: &Path, recipe: bool| {
+        let mut args = vec![
+            "verify".to_string(),
+            child.display().to_string(),
+            "--parent".into(),
+            parent_arg("v3", &v3),
+            "--parent".into(),
+            parent_arg("r1", &r1),
+            "--json".into(),
+        ];
+        if recipe {
+            args.extend(["--recipe".into(), rec.display().to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&refs);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o, v)
+    };
+    // Without a recipe given, the recorded one computes the mixes again.
+    let (o, v) = verify(&out, false);
+    assert_exit(&o, 0);
+    assert_eq!(v["basis"], "using the recipe recorded in the child");
+    assert_eq!(v["recipe"]["mismatches"], serde_json::json!([]));
+    assert_eq!(v["unmatched"], serde_json::json!([]));
+    assert_eq!(
+        v["mixed"].as_array().unwrap().len(),
+        9,
+        "6 expert tensors, 3 attn_output"
+    );
+    // Without any recipe (the record renamed away): mixed tensors are expected
+    // ("mixed?"), not damage.
+    let mut bytes = std::fs::read(&out).unwrap();
+    let key = bytes
+        .windows(14)
+        .position(|w| w == b"splice.options")
+        .expect("the record");
+    bytes[key + 13] = b'z';
+    let unrecorded = dir.path().join("unrecorded.gguf");
+    std::fs::write(&unrecorded, &bytes).unwrap();
+    let o = run(&[
+        "verify",
+        unrecorded.to_str().unwrap(),
+        "--parent",
+        &parent_arg("v3", &v3),
+        "--parent",
+        &parent_arg("r1", &r1),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("matches no parent (mixed?)"));
+    // With it: computed again, byte for byte.
+    let (o, v) = verify(&out, true);
+    assert_exit(&o, 0);
+    assert_eq!(v["recipe"]["mismatches"], serde_json::json!([]));
+    // One flipped bit in a mixed tensor is found, at its byte.
+    let c = Model::open(&out).unwrap();
+    let t = c.tensor("blk.2.ffn_up_exps.weight").unwrap();
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[(t.file_offset + 1000) as usize] ^= 0x10;
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (o, v) = verify(&bad, true);
+    assert_exit(&o, 1);
+    let m = &v["recipe"]["mismatches"];
+    assert_eq!(m.as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(m[0]["kind"], "bytes_differ");
+    assert_eq!(m[0]["tensor"], "blk.2.ffn_up_exps.weight");
+    assert_eq!(m[0]["first_difference"], 1000);
+    assert!(
+        m[0]["expected"]
+            .as_str()
+            .unwrap()
+            .starts_with("mix r1 0.75 + v3 0.25")
+    );
+}
+
+fn plan_error(text: &str) -> PlanError {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = write_recipe(dir.path(), text);
+    let recipe = Recipe::from_file(&rec).unwrap();
+    let parents = vec![
+        Parent {
+            name: "v3".into(),
+            model: Model::open(&v3()).unwrap(),
+        },
+        Parent {
+            name: "r1".into(),
+            model: Model::open(&r1()).unwrap(),
+        },
+    ];
+    match plan::build(
+        &parents,
+        &recipe,
+        &dir.path().join("c.gguf"),
+        SplitOptions::default(),
+    ) {
+        Err(e) => e,
+        Ok(_) => panic!("planned: {text}"),
+    }
+}
+
+#[test]
+fn plan_errors_name_the_tensor_and_the_fix() {
+    if !have("plan_errors_name_the_tensor_and_the_fix", &[Oracle::Ggml]) {
+        return;
+    }
+    let rule = "[[rules]]\nmatch = 'blk\\.1\\.ffn_up_exps'\nmix = { r1 = 0.5, v3 = 0.5 }\n";
+    let e = plan_error(&format!("{rule}type = 'IQ2_XXS'\n"));
+    assert!(
+        matches!(&e, PlanError::MixNeedsImatrix { tensor, .. } if tensor == "blk.1.ffn_up_exps.weight"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("imatrix = "), "{e}");
+    let e = plan_error(&format!("{rule}type = 'Q8_K'\n"));
+    assert!(matches!(e, PlanError::MixOutputType { .. }), "{e}");
+    // attn_k_b rows have 64 elements: no K-quant fits.
+    let e = plan_error(
+        "[[rules]]\nmatch = 'blk\\.1\\.attn_k_b'\nmix = { r1 = 0.5, v3 = 0.5 }\ntype = 'Q4_K'\n",
+    );
+    assert!(matches!(e, PlanError::MixOutputType { .. }), "{e}");
+    assert!(e.to_string().contains("64"), "{e}");
+    let e = plan_error("[[rules]]\nmatch = 'x'\nmix = { r2 = 1 }\n");
+    assert!(matches!(e, PlanError::UnknownParent { .. }), "{e}");
+    let e = plan_error(&format!("{rule}imatrix = 'missing.imatrix.gguf'\n"));
+    assert!(matches!(e, PlanError::Imatrix { .. }), "{e}");
+    // An importance matrix made for another model: the entry's size does not fit, or
+    // there is none where the type needs one.
+    let f32s = |n: usize| vec![0x3f800000u32.to_le_bytes(); n].concat();
+    let dir = tempfile::tempdir().unwrap();
+    let im = dir.path().join("other.imatrix.gguf");
+    let bytes = gguf_splice::testkit::GgufBuilder::new()
+        .kv_str_array("imatrix.datasets", &["t.txt"])
+        .kv_u32("imatrix.chunk_count", 1)
+        .kv_u32("imatrix.chunk_size", 512)
+        .tensor_raw("blk.1.ffn_up_exps.weight.in_sum2", &[128, 4], 0, f32s(512))
+        .tensor_raw("blk.1.ffn_up_exps.weight.counts", &[1, 4], 0, f32s(4))
+        .build();
+    std::fs::write(&im, bytes).unwrap();
+    let e = plan_error(&format!(
+        "{rule}type = 'Q4_K'\nimatrix = '{}'\n",
+        im.display()
+    ));
+    assert!(
+        matches!(
+            e,
+            PlanError::MixImatrixSize {
+                expected: 1024,
+                found: 512,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = plan_error(&format!(
+        "[[rules]]\nmatch = 'blk\\.2\\.ffn_up_exps'\nmix = {{ r1 = 0.5, v3 = 0.5 }}\ntype = 'IQ2_XS'\nimatrix = '{}'\n",
+        im.display()
+    ));
+    assert!(
+        matches!(&e, PlanError::MixNeedsImatrix { found, .. } if found.contains("no entry")),
+        "{e}"
+    );
+    // Some experts picked from a parent of another type than the mix writes.
+    let e = plan_error(
+        "[[rules]]\nmatch = 'blk\\.1\\.ffn_up_exps'\nexperts = '0'\nfrom = 'r1'\n[[rules]]\nmatch = 'blk\\.1\\.ffn_up_exps'\nmix = { r1 = 0.5, v3 = 0.5 }\ntype = 'Q4_K'\n[recipe]\nallow_partial_experts = true\n",
+    );
+    assert!(matches!(e, PlanError::MixTypeMismatch { .. }), "{e}");
+}
+
+#[test]
+fn picked_and_mixed_experts_share_a_tensor() {
+    if !have("picked_and_mixed_experts_share_a_tensor", &[Oracle::Ggml]) {
+        return;
+    }
+    // Expert 0 picked from r1 (Q3_K, the mix's type), experts 1-3 mixed.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = write_recipe(
+        dir.path(),
+        "[recipe]\nallow_partial_experts = true\n[[rules]]\nmatch = 'blk\\.1\\.ffn_up_exps'\nexperts = '0'\nfrom = 'r1'\n[[rules]]\nmatch = 'blk\\.1\\.ffn_up_exps'\nmix = { r1 = 0.5, v3 = 0.5 }\n",
+    );
+    let recipe = Recipe::from_file(&rec).unwrap();
+    let parents = vec![
+        Parent {
+            name: "v3".into(),
+            model: Model::open(&v3()).unwrap(),
+        },
+        Parent {
+            name: "r1".into(),
+            model: Model::open(&r1()).unwrap(),
+        },
+    ];
+    let p = plan::build(
+        &parents,
+        &recipe,
+        &dir.path().join("c.gguf"),
+        SplitOptions::default(),
+    )
+    .unwrap();
+    let t = p
+        .tensors
+        .iter()
+        .find(|t| t.info.name == "blk.1.ffn_up_exps.weight")
+        .unwrap();
+    assert_eq!(t.pieces.len(), 2);
+    assert_eq!(t.pieces[0].parent(), Some(1));
+    assert_eq!(t.pieces[0].experts, Some(0..1));
+    let Source::Mix(job) = &t.pieces[1].source else {
+        panic!("experts 1-3 are mixed")
+    };
+    assert_eq!(
+        (job.first_row, job.rows, job.rows_per_matrix),
+        (256, 768, 256)
+    );
+    assert_eq!(
+        job.inputs.iter().map(|i| i.weight).collect::<Vec<_>>(),
+        [0.5, 0.5]
+    );
+    assert_eq!(t.pieces[1].experts, Some(1..4));
+    assert!(p.warnings.iter().all(|w| !w.contains("sum to")));
+}
+
+#[test]
+fn the_preset_mixes_routed_experts_three_to_one() {
+    if !have(
+        "the_preset_mixes_routed_experts_three_to_one",
+        &[Oracle::Ggml],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let preset = repo().join("mappings/r1t-mix-75.toml");
+    let (v3, r1) = (v3(), r1());
+    let plan = dry_run_json(&[("v3", &v3), ("r1", &r1)], &preset);
+    for n in EXPERTS {
+        let job = &tensor(&plan, n)["sources"][0]["mix"];
+        assert_eq!(job["inputs"][0]["parent"], "r1", "{n}");
+        assert_eq!(job["inputs"][0]["weight"], 0.75);
+        assert_eq!(job["inputs"][1]["parent"], "v3");
+        assert_eq!(job["inputs"][1]["weight"], 0.25);
+        assert_eq!(job["type"], "Q3_K", "the base's type");
+    }
+    assert_eq!(
+        tensor(&plan, "blk.1.attn_q_a.weight")["sources"][0]["parent"],
+        "v3"
+    );
+    let out = dir.path().join("c.gguf");
+    assert_ok(&splice(&[("v3", &v3), ("r1", &r1)], &preset, &out, &[]));
+    let c = Model::open(&out).unwrap();
+    let rec = c
+        .get("splice.recipe")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(rec.contains("mix = { r1 = 0.75, v3 = 0.25 }"), "{rec}");
+}
+
+#[test]
+fn the_ggml_beside_llama_quantize_on_path_is_found() {
+    if !have(
+        "the_ggml_beside_llama_quantize_on_path_is_found",
+        &[Oracle::Ggml],
+    ) {
+        return;
+    }
+    // A llama.cpp install tree: bin/llama-quantize and lib/libggml-base.so.
+    let lib = gguf_splice::ggml::library().unwrap().path().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, libdir) = (dir.path().join("bin"), dir.path().join("lib"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::write(bin.join("llama-quantize"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(&lib, libdir.join("libggml-base.so")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .arg("doctor")
+        .env_remove("GGUF_SPLICE_GGML")
+        .env_remove("LD_LIBRARY_PATH")
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "found by  beside {} on PATH",
+            bin.join("llama-quantize").display()
+        )) && text.contains("agree with gguf-splice's table"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_ggml_a_batch_that_mixes_is_refused_before_any_job_writes() {
+    // A whole run and a job of a job array: both refused up front (exit 5), nothing written,
+    // as `splice` refuses; listing the jobs needs no ggml.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("farm.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[parents]\nv3 = \"{}\"\nr1 = \"{}\"\n\n[[children]]\noutput = \"mixed.gguf\"\nrecipe = \"r1t-mix-75\"\nsplit_max_tensors = 40\n",
+            fixture("v3-q3mix.gguf").display(),
+            fixture("r1-q3mix.gguf").display()
+        ),
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    assert_ok(&run_without_ggml(&["batch", m, "--list-jobs"]));
+    for extra in [&[][..], &["--job", "1"]] {
+        let mut args = vec!["batch", m];
+        args.extend_from_slice(extra);
+        let o = run_without_ggml(&args);
+        assert_exit(&o, 5);
+        let e = stderr(&o);
+        assert!(e.contains("pip install libggml-python"), "{e}");
+        let written: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains("mixed"))
+            .collect();
+        assert!(written.is_empty(), "{written:?}");
+    }
+}
