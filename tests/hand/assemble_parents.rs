@@ -1,6 +1,5 @@
 //! Helpers of the `assemble` tests: hand-built dense parents whose bytes say where they came
 //! from, and short ways to plan, write and fail an assembly.
-#![allow(dead_code)]
 
 use std::path::Path;
 

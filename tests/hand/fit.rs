@@ -12,14 +12,10 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use serde_json::Value;
 
-fn fixture(name: &str) -> String {
-    repo().join("fixtures").join(name).display().to_string()
-}
-
 fn parents() -> Vec<String> {
     vec![
-        format!("q3={}", fixture("r1-q3mix.gguf")),
-        format!("q2={}", fixture("r1-iq2mix.gguf")),
+        format!("q3={}", fixture_arg("r1-q3mix.gguf")),
+        format!("q2={}", fixture_arg("r1-iq2mix.gguf")),
     ]
 }
 
@@ -182,8 +178,8 @@ fn a_shard_set_parent_is_read_as_one_model() {
     }
     let dir = tempfile::tempdir().unwrap();
     let split = vec![
-        format!("q3={}", fixture("r1-q3mix.gguf")),
-        format!("q2={}", fixture("r1-iq2mix-split-00002-of-00003.gguf")),
+        format!("q3={}", fixture_arg("r1-q3mix.gguf")),
+        format!("q2={}", fixture_arg("r1-iq2mix-split-00002-of-00003.gguf")),
     ];
     let out = dir.path().join("x.gguf");
     let a = dry(&parents(), 1_900_000, &out);
@@ -202,8 +198,8 @@ fn parents_of_other_models_are_refused_as_splice_refuses_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let parents = vec![
-        format!("q3={}", fixture("r1-q3mix.gguf")),
-        format!("qw={}", fixture("qwen3-ft-a-q4km.gguf")),
+        format!("q3={}", fixture_arg("r1-q3mix.gguf")),
+        format!("qw={}", fixture_arg("qwen3-ft-a-q4km.gguf")),
     ];
     let out: PathBuf = dir.path().join("x.gguf");
     let args = ["--budget", "10M", "-o", out.to_str().unwrap(), "--dry-run"];
@@ -243,9 +239,9 @@ fn a_chimera_that_fits_routed_experts_from_r1_quants_the_rest_from_v3() {
     }
     let dir = tempfile::tempdir().unwrap();
     let parents = vec![
-        format!("v3={}", fixture("v3-q3mix.gguf")),
-        format!("r1q3={}", fixture("r1-q3mix.gguf")),
-        format!("r1q2={}", fixture("r1-iq2mix.gguf")),
+        format!("v3={}", fixture_arg("v3-q3mix.gguf")),
+        format!("r1q3={}", fixture_arg("r1-q3mix.gguf")),
+        format!("r1q2={}", fixture_arg("r1-iq2mix.gguf")),
     ];
     let constraint = dir.path().join("c.toml");
     std::fs::write(

@@ -10,19 +10,15 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn fixture(name: &str) -> String {
-    repo().join("fixtures").join(name).display().to_string()
-}
-
 /// The R1T chimera of the fixtures, made with the preset.
 fn chimera(dir: &Path) -> PathBuf {
     let out = dir.join("chimera.gguf");
     let o = run(&[
         "splice",
         "--parent",
-        &format!("v3={}", fixture("v3-q3mix.gguf")),
+        &format!("v3={}", fixture_arg("v3-q3mix.gguf")),
         "--parent",
-        &format!("r1={}", fixture("r1-iq2mix.gguf")),
+        &format!("r1={}", fixture_arg("r1-iq2mix.gguf")),
         "--recipe",
         &chimera_preset(),
         "-o",
@@ -38,9 +34,9 @@ fn verify(child: &Path, extra: &[&str]) -> std::process::Output {
         "verify".to_string(),
         child.display().to_string(),
         "--parent".into(),
-        format!("v3={}", fixture("v3-q3mix.gguf")),
+        format!("v3={}", fixture_arg("v3-q3mix.gguf")),
         "--parent".into(),
-        format!("r1={}", fixture("r1-iq2mix.gguf")),
+        format!("r1={}", fixture_arg("r1-iq2mix.gguf")),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -200,7 +196,7 @@ fn the_r1t_distance_map_against_v3_shows_exactly_the_routed_experts_changed() {
     let o = run(&[
         "diff",
         child.to_str().unwrap(),
-        &fixture("v3-q3mix.gguf"),
+        &fixture_arg("v3-q3mix.gguf"),
         "--map",
         json_path.to_str().unwrap(),
     ]);
@@ -227,7 +223,7 @@ fn the_r1t_distance_map_against_v3_shows_exactly_the_routed_experts_changed() {
         let o = run(&[
             "diff",
             child.to_str().unwrap(),
-            &fixture("v3-q3mix.gguf"),
+            &fixture_arg("v3-q3mix.gguf"),
             "--values",
             "--map",
             p.to_str().unwrap(),

@@ -16,10 +16,6 @@ use gguf_splice::plan::{self, Parent, PlanError, Source, SplitOptions};
 use gguf_splice::recipe::Recipe;
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
-}
-
 fn parent_arg(name: &str, path: &Path) -> String {
     format!("{name}={}", path.display())
 }

@@ -187,21 +187,17 @@ fn an_assembled_child_verifies_with_no_options() {
     );
 }
 
-fn fixture(name: &str) -> String {
-    repo().join("fixtures").join(name).display().to_string()
-}
-
 #[test]
 fn a_compatible_parent_that_is_not_the_recorded_file_is_named_and_compared_all_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("child.gguf");
-    let v3 = format!("v3={}", fixture("v3-q3mix.gguf"));
+    let v3 = format!("v3={}", fixture_arg("v3-q3mix.gguf"));
     assert_ok(&run(&[
         "splice",
         "--parent",
         &v3,
         "--parent",
-        &format!("r1={}", fixture("r1-iq2mix.gguf")),
+        &format!("r1={}", fixture_arg("r1-iq2mix.gguf")),
         "--recipe",
         "deepseek-r1t-chimera",
         "-o",
@@ -209,7 +205,7 @@ fn a_compatible_parent_that_is_not_the_recorded_file_is_named_and_compared_all_t
         "-q",
     ]));
     // Another quant of the same model given as r1: a compatible file, but not the one.
-    let wrong = format!("r1={}", fixture("v3-q3mix.gguf"));
+    let wrong = format!("r1={}", fixture_arg("v3-q3mix.gguf"));
     let (code, v) = verify_json(&out, &["--parent", &v3, "--parent", &wrong]);
     assert_eq!(code, Some(1), "{v}");
     let named = v["not_recorded"].as_array().unwrap();
@@ -222,13 +218,13 @@ fn a_compatible_parent_that_is_not_the_recorded_file_is_named_and_compared_all_t
             && message.contains("given v3-q3mix.gguf"),
         "{message}"
     );
-    let f = GgufFile::open(Path::new(&fixture("r1-iq2mix.gguf"))).unwrap();
+    let f = GgufFile::open(Path::new(&fixture_arg("r1-iq2mix.gguf"))).unwrap();
     assert_eq!(named[0]["recorded"][0]["header_sha256"], f.header_sha256());
     // The comparison went on: the routed experts match no parent given.
     assert!(!v["unmatched"].as_array().unwrap().is_empty(), "{v}");
     // The right file under another name is the right file.
     let copy = dir.path().join("renamed.gguf");
-    std::fs::copy(fixture("r1-iq2mix.gguf"), &copy).unwrap();
+    std::fs::copy(fixture_arg("r1-iq2mix.gguf"), &copy).unwrap();
     let right = format!("r1={}", copy.display());
     let (code, v) = verify_json(&out, &["--parent", &v3, "--parent", &right]);
     assert_eq!(code, Some(0), "{v}");
@@ -277,9 +273,9 @@ fn inspect_provenance_shows_parents_recipe_sources_and_base_models() {
     assert_ok(&run(&[
         "splice",
         "--parent",
-        &format!("v3={}", fixture("v3-q3mix.gguf")),
+        &format!("v3={}", fixture_arg("v3-q3mix.gguf")),
         "--parent",
-        &format!("r1={}", fixture("r1-iq2mix.gguf")),
+        &format!("r1={}", fixture_arg("r1-iq2mix.gguf")),
         "--recipe",
         "deepseek-r1t-chimera",
         "-o",
@@ -296,7 +292,7 @@ fn inspect_provenance_shows_parents_recipe_sources_and_base_models() {
     ]);
     assert_ok(&o);
     let text = String::from_utf8_lossy(&o.stdout);
-    let sha = GgufFile::open(Path::new(&fixture("r1-iq2mix.gguf")))
+    let sha = GgufFile::open(Path::new(&fixture_arg("r1-iq2mix.gguf")))
         .unwrap()
         .header_sha256();
     for want in [

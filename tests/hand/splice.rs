@@ -589,15 +589,11 @@ fn a_parent_replaced_after_planning_is_refused() {
     assert_eq!(left.len(), 2, "{left:?}");
 }
 
-fn fixture(name: &str) -> String {
-    repo().join("fixtures").join(name).display().to_string()
-}
-
 #[test]
 fn metadata_records_each_parents_quant_and_imatrix_and_claims_nothing_false() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("child.gguf");
-    let (v3, r1) = (fixture("v3-q3mix.gguf"), fixture("r1-iq2mix.gguf"));
+    let (v3, r1) = (fixture_arg("v3-q3mix.gguf"), fixture_arg("r1-iq2mix.gguf"));
     let o = run(&[
         "splice",
         "--parent",
@@ -634,7 +630,7 @@ fn metadata_records_each_parents_quant_and_imatrix_and_claims_nothing_false() {
     );
 
     // Two quants of one model: the base_model names say which quant and file.
-    let r1q3 = fixture("r1-q3mix.gguf");
+    let r1q3 = fixture_arg("r1-q3mix.gguf");
     let o = run(&[
         "splice",
         "--parent",

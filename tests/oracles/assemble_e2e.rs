@@ -11,15 +11,11 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
-}
 
 fn python(script: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&oracle_script(script, args)).unwrap()

@@ -2,7 +2,7 @@
 //! reads the real fixtures and the files we write, and must agree with our reader on every
 //! key, value type, value, tensor type, shape and tensor byte.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
@@ -141,10 +141,6 @@ fn assert_agree(path: &Path) {
             );
         }
     }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
 }
 
 #[test]

@@ -83,10 +83,6 @@ fn ik_tensor_bytes(model: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
-}
-
 fn assemble(dir: &Path, out: &Path, base: &Path, takes: &[String]) {
     let mut cmd = Command::new(oracle_python());
     cmd.arg(repo().join("tests/oracle/assemble_ik.py"))

@@ -5,10 +5,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-fn fixture(name: &str) -> String {
-    repo().join("fixtures").join(name).display().to_string()
-}
-
 #[test]
 fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
     if !have(
@@ -21,13 +17,13 @@ fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
     let o = run(&[
         "inspect",
         "--json",
-        &fixture("r1-iq2mix-split-00002-of-00003.gguf"),
+        &fixture_arg("r1-iq2mix-split-00002-of-00003.gguf"),
     ]);
     assert_ok(&o);
     let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
     let out = Command::new(oracle_python())
         .arg(repo().join("tests/oracle/dump.py"))
-        .arg(fixture("r1-iq2mix-split-00001-of-00003.gguf"))
+        .arg(fixture_arg("r1-iq2mix-split-00001-of-00003.gguf"))
         .output()
         .unwrap();
     assert_ok(&out);
@@ -87,7 +83,7 @@ fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
     assert_eq!(tokens["value"]["items"].as_array().unwrap().len(), 8);
 
     // The text form names the same tensors.
-    let o = run(&["inspect", &fixture("v3-q3mix.gguf")]);
+    let o = run(&["inspect", &fixture_arg("v3-q3mix.gguf")]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("architecture: deepseek2"));
     assert!(text.contains("blk.2.ffn_down_exps.weight"));
@@ -97,7 +93,7 @@ fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
 #[test]
 fn bad_files_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bytes = std::fs::read(fixture("v3-q3mix.gguf")).unwrap();
+    let mut bytes = std::fs::read(fixture_arg("v3-q3mix.gguf")).unwrap();
     bytes.truncate(bytes.len() / 2);
     let cut = write(dir.path(), "cut.gguf", &bytes);
     for (path, code) in [
@@ -114,7 +110,7 @@ fn bad_files_are_one_line_errors() {
 
 #[test]
 fn inspect_names_the_file_type_and_keeps_numbers_typed_and_groups_in_role_order() {
-    let f = fixture("v3-q3mix.gguf");
+    let f = fixture_arg("v3-q3mix.gguf");
     let o = run(&["inspect", &f]);
     assert_ok(&o);
     let text = String::from_utf8_lossy(&o.stdout);

@@ -35,10 +35,6 @@ fn dump(model: &Path) -> HashMap<String, Value> {
         .collect()
 }
 
-fn fixture(name: &str) -> String {
-    repo().join("fixtures").join(name).display().to_string()
-}
-
 fn splice(args: &[&str]) {
     let mut full = vec!["splice"];
     full.extend_from_slice(args);
@@ -75,24 +71,24 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let v3 = dump(Path::new(&fixture("v3-q3mix.gguf")));
-    let r1 = dump(Path::new(&fixture("r1-iq2mix.gguf")));
+    let v3 = dump(Path::new(&fixture_arg("v3-q3mix.gguf")));
+    let r1 = dump(Path::new(&fixture_arg("r1-iq2mix.gguf")));
     let reference = dir.path().join("reference.gguf");
     python(
         "assemble.py",
         &[
             "--base".into(),
-            fixture("v3-q3mix.gguf"),
+            fixture_arg("v3-q3mix.gguf"),
             "--out".into(),
             reference.display().to_string(),
             "--take".into(),
-            format!("{EXPERTS}={}", fixture("r1-iq2mix.gguf")),
+            format!("{EXPERTS}={}", fixture_arg("r1-iq2mix.gguf")),
         ],
     );
     let want = llama_probe(&reference);
     assert_ne!(
         want["logits"],
-        llama_probe(Path::new(&fixture("v3-q3mix.gguf")))["logits"],
+        llama_probe(Path::new(&fixture_arg("v3-q3mix.gguf")))["logits"],
         "the experts matter"
     );
 
@@ -100,10 +96,10 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
         .join("mappings/deepseek-r1t-chimera.toml")
         .display()
         .to_string();
-    let v3_arg = format!("v3={}", fixture("v3-q3mix.gguf"));
+    let v3_arg = format!("v3={}", fixture_arg("v3-q3mix.gguf"));
     // Single parents, single child.
     let child = dir.path().join("chimera.gguf");
-    let r1_arg = format!("r1={}", fixture("r1-iq2mix.gguf"));
+    let r1_arg = format!("r1={}", fixture_arg("r1-iq2mix.gguf"));
     splice(&[
         "--parent",
         &v3_arg,
@@ -115,7 +111,7 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
         child.to_str().unwrap(),
     ]);
     // Sharded parent (given by its second shard), sharded child.
-    let r1_split = format!("r1={}", fixture("r1-iq2mix-split-00002-of-00003.gguf"));
+    let r1_split = format!("r1={}", fixture_arg("r1-iq2mix-split-00002-of-00003.gguf"));
     let sharded = dir.path().join("chimera-split.gguf");
     splice(&[
         "--parent",
@@ -157,27 +153,27 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let v3 = dump(Path::new(&fixture("v3-q3mix.gguf")));
-    let r1 = dump(Path::new(&fixture("r1-q3mix.gguf")));
+    let v3 = dump(Path::new(&fixture_arg("v3-q3mix.gguf")));
+    let r1 = dump(Path::new(&fixture_arg("r1-q3mix.gguf")));
     let rule = r"blk\.[12]\.ffn_(gate|up|down)_exps";
     let reference = dir.path().join("reference.gguf");
     python(
         "assemble.py",
         &[
             "--base".into(),
-            fixture("v3-q3mix.gguf"),
+            fixture_arg("v3-q3mix.gguf"),
             "--out".into(),
             reference.display().to_string(),
             "--take-experts".into(),
-            format!("{rule}={}:1-2", fixture("r1-q3mix.gguf")),
+            format!("{rule}={}:1-2", fixture_arg("r1-q3mix.gguf")),
         ],
     );
     let child = dir.path().join("experts.gguf");
     splice(&[
         "--parent",
-        &format!("v3={}", fixture("v3-q3mix.gguf")),
+        &format!("v3={}", fixture_arg("v3-q3mix.gguf")),
         "--parent",
-        &format!("r1={}", fixture("r1-q3mix.gguf")),
+        &format!("r1={}", fixture_arg("r1-q3mix.gguf")),
         "--take",
         &format!("{rule}=r1:experts=1-2"),
         "-o",
@@ -319,8 +315,8 @@ fn r1t_preset_on_fused_parents_takes_every_routed_expert() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (v3, r1) = (
-        fixture("v3-fused-q3mix.gguf"),
-        fixture("r1-fused-q3mix.gguf"),
+        fixture_arg("v3-fused-q3mix.gguf"),
+        fixture_arg("r1-fused-q3mix.gguf"),
     );
     let (dv3, dr1) = (dump(Path::new(&v3)), dump(Path::new(&r1)));
     for n in [
@@ -375,8 +371,8 @@ fn r1t_preset_on_fused_parents_takes_every_routed_expert() {
 /// chimera's (base, donor) in the separate layout, whose llama.cpp output the child must match.
 fn cross_layout_chimera(base: &str, donor: &str, experts: Option<&str>, twin: (&str, &str)) {
     let dir = tempfile::tempdir().unwrap();
-    let (base, donor) = (fixture(base), fixture(donor));
-    let (twin_base, twin_donor) = (fixture(twin.0), fixture(twin.1));
+    let (base, donor) = (fixture_arg(base), fixture_arg(donor));
+    let (twin_base, twin_donor) = (fixture_arg(twin.0), fixture_arg(twin.1));
     let recipe = dir.path().join("routed.toml");
     let mut text = String::from(
         "[recipe]\nparents = [\"v3\", \"r1\"]\nbase = \"v3\"\n\n\

@@ -15,10 +15,6 @@ use crate::common::*;
 use gguf_splice::gguf::Model;
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
-}
-
 /// The second ggml: libggml-python's libggml-base.so, from GGUF_SPLICE_GGML_PYPI or found
 /// beside the gguf-py venv's python.
 fn pypi_ggml() -> Option<PathBuf> {

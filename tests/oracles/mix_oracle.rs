@@ -20,10 +20,6 @@ use serde_json::Value;
 
 const EXPERTS: &str = r"ffn_(gate|up|down)_exps\.weight";
 
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
-}
-
 fn check(out: std::process::Output, what: &str) -> Vec<u8> {
     assert!(
         out.status.success(),

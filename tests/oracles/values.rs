@@ -7,15 +7,11 @@
 //! without them, or fails them under GGUF_SPLICE_REQUIRE_ORACLES=1 (scripts/test.sh).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures").join(name)
-}
 
 /// `diff A B --values --json`, parsed.
 fn values(a: &Path, b: &Path) -> Value {
