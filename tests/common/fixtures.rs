@@ -9,7 +9,7 @@ use std::process::Output;
 use gguf_splice::ggml_type::GgmlType;
 use gguf_splice::testkit::{GgufBuilder, marker_data};
 
-use super::run::run;
+use super::run::SpliceCmd;
 
 pub const N_EXPERT: u64 = 4;
 
@@ -159,6 +159,30 @@ pub fn fused_parent(parent_id: u8, expert_type: GgmlType) -> GgufBuilder {
     b
 }
 
+/// A temporary directory to write parents and children in.
+pub struct Dir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Dir {
+    /// A new empty directory, removed when dropped.
+    pub fn new() -> Dir {
+        Dir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Write `bytes` to `name` in the directory; its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        write(self.dir.path(), name, bytes)
+    }
+
+    /// `name` in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// Two hand-built parents in a temporary directory: `v3` (Q3_K experts) and `r1`.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -175,6 +199,16 @@ pub fn setup(r1_expert_type: GgmlType) -> Setup {
 }
 
 impl Setup {
+    /// `name` in the setup's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Write `bytes` to `name` in the setup's directory; its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        write(self.dir.path(), name, bytes)
+    }
+
     /// `--parent v3=.. --parent r1=..`
     pub fn parent_args(&self) -> Vec<String> {
         vec![
@@ -185,19 +219,36 @@ impl Setup {
         ]
     }
 
+    /// `COMMAND [FIRST] --parent v3=.. --parent r1=..`, to add more to.
+    pub fn cmd(&self, command: &str, first: Option<&str>) -> SpliceCmd {
+        SpliceCmd::new(command)
+            .args(first.as_slice())
+            .parent("v3", &self.v3)
+            .parent("r1", &self.r1)
+    }
+
     /// Run `COMMAND [FIRST] --parent v3=.. --parent r1=.. ARGS`.
     pub fn run(&self, command: &str, first: Option<&str>, args: &[&str]) -> Output {
-        let mut all: Vec<String> = vec![command.into()];
-        all.extend(first.map(String::from));
-        all.extend(self.parent_args());
-        all.extend(args.iter().map(|a| a.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        run(&refs)
+        self.cmd(command, first).args(args).output()
     }
 
     /// Run `splice --parent v3=.. --parent r1=..` with more arguments.
     pub fn splice(&self, args: &[&str]) -> Output {
         self.run("splice", None, args)
+    }
+
+    /// Splice `out` in the setup's directory, quietly, with more arguments (a recipe, takes,
+    /// split options); assert it succeeded and return its path.
+    #[track_caller]
+    pub fn child(&self, out: &str, args: &[&str]) -> PathBuf {
+        let out = self.dir.path().join(out);
+        self.cmd("splice", None)
+            .arg("-o")
+            .arg(&out)
+            .quiet()
+            .args(args)
+            .ok();
+        out
     }
 }
 

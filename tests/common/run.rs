@@ -49,7 +49,7 @@ pub fn assert_exit(o: &Output, code: i32) {
 }
 
 /// A command of the binary built up step by step: `SpliceCmd::new("splice")
-/// .parent("v3", &v3).args(["-o", out]).quiet().output()`.
+/// .parent("v3", &v3).arg("-o").arg(&out).args(&["--recipe", r]).quiet().output()`.
 pub struct SpliceCmd {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -84,8 +84,8 @@ impl SpliceCmd {
     }
 
     /// More arguments.
-    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(self, args: I) -> Self {
-        args.into_iter().fold(self, |c, a| c.arg(a))
+    pub fn args(self, args: &[&str]) -> Self {
+        args.iter().fold(self, |c, a| c.arg(a))
     }
 
     /// `-q`.

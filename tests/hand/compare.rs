@@ -4,7 +4,7 @@
 // Expert sets are lists of ranges; a list holding one range (`vec![1..3]`) is meant.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::common::*;
 use gguf_splice::compare::{
@@ -17,26 +17,6 @@ use gguf_splice::plan::Parent;
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::GgufBuilder;
 use serde_json::{Value, json};
-
-/// Splice `out` from v3 and r1 with extra arguments (a recipe, takes, split options).
-fn splice(s: &Setup, out: &str, extra: &[&str]) -> PathBuf {
-    let out = s.dir.path().join(out);
-    let mut args = vec![
-        "splice".to_string(),
-        "--parent".into(),
-        format!("v3={}", s.v3.display()),
-        "--parent".into(),
-        format!("r1={}", s.r1.display()),
-        "-o".into(),
-        out.display().to_string(),
-        "-q".into(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run(&refs);
-    assert_ok(&o);
-    out
-}
 
 fn parents(s: &Setup) -> Vec<Parent> {
     vec![
@@ -203,7 +183,7 @@ fn diff_of_a_parent_against_itself_and_its_own_shards_is_identical() {
 #[test]
 fn diff_of_the_chimera_against_its_base_finds_exactly_the_routed_experts() {
     let s = setup(GgmlType::Q3_K);
-    let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
+    let child = s.child("child.gguf", &["--recipe", &chimera_preset()]);
     let r = lib_diff(&s.v3, &child);
     let mut n_experts = 0;
     for t in &r.tensors {
@@ -408,7 +388,7 @@ fn verify_passes_a_correct_chimera_single_and_sharded() {
     // r1's experts in another type: v3's are then not even comparable.
     let s = setup(GgmlType::IQ2_XXS);
     let recipe = chimera_preset();
-    let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
+    let child = s.child("child.gguf", &["--recipe", &recipe]);
     for (recipe, takes) in [(Some(recipe.as_str()), &[][..]), (None, &[][..])] {
         let r = lib_verify(&s, &child, recipe, takes);
         assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
@@ -454,8 +434,7 @@ fn verify_passes_a_correct_chimera_single_and_sharded() {
     );
 
     // A sharded child of the same recipe is the same child.
-    splice(
-        &s,
+    s.child(
         "sharded.gguf",
         &["--recipe", &recipe, "--split-max-tensors", "7"],
     );
@@ -469,7 +448,7 @@ fn verify_passes_a_correct_chimera_single_and_sharded() {
 fn verify_catches_a_flipped_byte_and_names_tensor_and_expert() {
     let s = setup(GgmlType::Q3_K);
     let recipe = chimera_preset();
-    let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
+    let child = s.child("child.gguf", &["--recipe", &recipe]);
     let experts = "blk.2.ffn_down_exps.weight";
     let (at, size) = expert_at(&child, experts, 3);
     flip_byte(&child, at + 5);
@@ -555,8 +534,7 @@ fn verify_catches_a_flipped_byte_and_names_tensor_and_expert() {
 fn verify_catches_a_tensor_from_the_wrong_parent() {
     let s = setup(GgmlType::IQ2_XXS);
     let recipe = chimera_preset();
-    let child = splice(
-        &s,
+    let child = s.child(
         "child.gguf",
         &[
             "--recipe",
@@ -623,7 +601,7 @@ fn verify_catches_a_tensor_from_the_wrong_parent() {
 fn verify_checks_metadata_and_tensor_lists_against_the_plan() {
     let s = setup(GgmlType::Q3_K);
     let recipe = chimera_preset();
-    let child = splice(&s, "child.gguf", &["--recipe", &recipe]);
+    let child = s.child("child.gguf", &["--recipe", &recipe]);
     // The same tensors by a --take rule alone: only the name the recipe sets differs.
     let r = lib_verify(&s, &child, None, &["_exps=r1"]);
     let m = r.recipe.as_ref().unwrap().mismatches.clone();
@@ -699,11 +677,7 @@ fn verify_checks_metadata_and_tensor_lists_against_the_plan() {
 fn verify_shows_expert_level_sources() {
     let s = setup(GgmlType::Q3_K);
     let take = r"blk\.2\.ffn_up_exps=r1:experts=1-2";
-    let child = splice(
-        &s,
-        "child.gguf",
-        &["--take", take, "--allow-partial-experts"],
-    );
+    let child = s.child("child.gguf", &["--take", take, "--allow-partial-experts"]);
     let r = lib_verify(&s, &child, None, &[take]);
     assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
     let mixed = Sources::Experts(vec![
@@ -750,11 +724,7 @@ fn verify_shows_expert_level_sources() {
     // With :router, the router rows and bias elements of those experts follow, and verify
     // sees them per expert too.
     let take = r"blk\.2\.ffn_up_exps=r1:experts=1-2:router";
-    let child = splice(
-        &s,
-        "router.gguf",
-        &["--take", take, "--allow-partial-experts"],
-    );
+    let child = s.child("router.gguf", &["--take", take, "--allow-partial-experts"]);
     let r = lib_verify(&s, &child, None, &[take]);
     assert!(r.passed(), "{}", gguf_splice::render::verify_text(&r));
     for name in [
@@ -919,7 +889,7 @@ fn diff_names_the_first_differing_array_element_and_text_position() {
 #[test]
 fn verify_without_a_recipe_says_metadata_was_not_checked() {
     let s = setup(GgmlType::Q3_K);
-    let child = splice(&s, "child.gguf", &["--recipe", &chimera_preset()]);
+    let child = s.child("child.gguf", &["--recipe", &chimera_preset()]);
     // A child whose vocabulary was changed: without a recipe, given or recorded (its record
     // is renamed away here), only tensors are compared.
     let mut bytes = std::fs::read(&child).unwrap();

@@ -3,7 +3,7 @@
 //! Commands that could block or read without end run under a watchdog (and a memory limit),
 //! so a regression fails the test instead of hanging it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,6 @@ use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, PlanError, SplitOptions};
 use gguf_splice::recipe::Recipe;
 
-const V3: u8 = 1;
-const R1: u8 = 2;
 const WATCHDOG: Duration = Duration::from_secs(30);
 
 /// A started command; its output goes to unnamed temporary files, so a long message cannot
@@ -118,28 +116,8 @@ fn one_line_error(o: &Output, code: i32) -> String {
     err
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    v3: PathBuf,
-    r1: PathBuf,
-}
-
+/// More of the hand-built pair for these tests.
 impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let v3 = write(dir.path(), "v3.gguf", &parent(V3, GgmlType::Q3_K).build());
-        let r1 = write(dir.path(), "r1.gguf", &parent(R1, GgmlType::Q3_K).build());
-        Setup { dir, v3, r1 }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> String {
-        write(self.dir.path(), name, bytes).display().to_string()
-    }
-
     /// `splice --parent v3=.. --parent r1=.. ARGS -o DIR/child.gguf --dry-run`
     fn dry_run(&self, more: &[&str]) -> Vec<String> {
         let mut a = args(&[
@@ -158,7 +136,7 @@ impl Setup {
 
     /// A recipe file in the tempdir.
     fn recipe(&self, name: &str, text: &str) -> String {
-        self.file(name, text.as_bytes())
+        self.file(name, text.as_bytes()).display().to_string()
     }
 }
 
@@ -169,7 +147,7 @@ fn mkfifo(path: &Path) {
 
 #[test]
 fn fifos_and_devices_are_refused_without_blocking_or_reading() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let fifo = s.path("fifo");
     mkfifo(&fifo);
     let fifo = fifo.display().to_string();
@@ -221,7 +199,7 @@ fn fifos_and_devices_are_refused_without_blocking_or_reading() {
 
 #[test]
 fn recipes_and_templates_over_their_caps_are_refused_as_bad_input() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     // A regular file one byte over the 1 MiB caps.
     let big = s.path("big.txt");
     std::fs::File::create(&big)
@@ -254,9 +232,12 @@ fn recipes_and_templates_over_their_caps_are_refused_as_bad_input() {
 
 #[test]
 fn exit_codes_follow_content_3_io_4() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     // Content: a recipe that is not UTF-8.
-    let latin1 = s.file("latin1.toml", b"[recipe]\ndescription = \"caf\xe9\"\n");
+    let latin1 = s
+        .file("latin1.toml", b"[recipe]\ndescription = \"caf\xe9\"\n")
+        .display()
+        .to_string();
     let o = run(&s
         .dry_run(&["--recipe", &latin1])
         .iter()
@@ -297,7 +278,7 @@ fn exit_codes_follow_content_3_io_4() {
 
 #[test]
 fn an_empty_parent_path_is_a_usage_error() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let o = run(&[
         "splice",
         "--parent",
@@ -318,7 +299,7 @@ fn an_empty_parent_path_is_a_usage_error() {
 #[test]
 fn files_shorter_than_their_declared_data_are_refused_at_once() {
     use gguf_splice::testkit::GgufBuilder;
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let claims = |b: GgufBuilder| {
         b.kv_str("general.architecture", "deepseek2")
             .tensor_declared(
@@ -373,7 +354,7 @@ fn files_shorter_than_their_declared_data_are_refused_at_once() {
 /// anything is written.
 #[test]
 fn a_child_header_the_reader_would_refuse_is_not_written() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let big = "x".repeat(95 << 20);
     let v3 = parent(V3, GgmlType::Q3_K).kv_str("big.key", &big).build();
     std::fs::write(&s.v3, v3).unwrap();
@@ -402,7 +383,7 @@ fn a_child_header_the_reader_would_refuse_is_not_written() {
 
 #[test]
 fn take_rules_name_their_mistakes() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let take = |t: &str| s.dry_run(&["--take", t]);
     let cmds = vec![
         take("exps=r1:expert=0-1"),
@@ -481,7 +462,7 @@ fn take_rules_name_their_mistakes() {
 
 #[test]
 fn recipe_mistakes_are_one_line_errors_that_say_the_fix() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let typo = s.recipe(
         "typo.toml",
         "[recipe]\nparents = ['v3', 'r1']\n\n[[rules]]\nmatch = '_exps'\nfrom = 'r1'\noptinal = true\n",
@@ -532,8 +513,11 @@ fn recipe_mistakes_are_one_line_errors_that_say_the_fix() {
 
 #[test]
 fn a_bad_magic_is_shown_as_text_and_hex() {
-    let s = Setup::new();
-    let notes = s.file("notes.gguf", b"# gguf notes, not a model\n");
+    let s = setup(GgmlType::Q3_K);
+    let notes = s
+        .file("notes.gguf", b"# gguf notes, not a model\n")
+        .display()
+        .to_string();
     let o = run(&["inspect", &notes]);
     let err = one_line_error(&o, 3);
     assert!(err.contains("\"# gg\" (23 20 67 67)"), "{err}");
@@ -541,7 +525,7 @@ fn a_bad_magic_is_shown_as_text_and_hex() {
 
 #[test]
 fn long_names_patterns_and_layers_are_shortened_in_plan_errors() {
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let long = "z".repeat(200_000);
     let layers: Vec<String> = (5..50_000).map(|l| l.to_string()).collect();
     let recipes = [
@@ -581,7 +565,7 @@ fn long_names_patterns_and_layers_are_shortened_in_plan_errors() {
 #[test]
 fn a_child_claiming_billions_of_experts_is_checked_in_bounded_memory() {
     use gguf_splice::testkit::GgufBuilder;
-    let s = Setup::new();
+    let s = setup(GgmlType::Q3_K);
     let experts: u64 = 1 << 31;
     let model = |n: u64| {
         GgufBuilder::new()

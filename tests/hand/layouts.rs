@@ -3,7 +3,7 @@
 //! attention layouts. Expected bytes are assembled in the test from the parents' markers
 //! (`tests/common`), independently of the planner.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::common::*;
 use gguf_splice::ggml_type::GgmlType;
@@ -11,50 +11,23 @@ use gguf_splice::gguf::Model;
 
 const Q: GgmlType = GgmlType::Q3_K;
 
+/// `splice --parent v3=V3 --parent r1=R1 -o OUT EXTRA`.
 fn splice(v3: &Path, r1: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let (a, b) = (
-        format!("v3={}", v3.display()),
-        format!("r1={}", r1.display()),
-    );
-    let mut args = vec!["splice", "--parent", &a, "--parent", &b, "-o"];
-    args.push(out.to_str().unwrap());
-    args.extend_from_slice(extra);
-    run(&args)
+    SpliceCmd::new("splice")
+        .parents(&[("v3", v3), ("r1", r1)])
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
 }
 
+/// `verify CHILD --parent v3=V3 --parent r1=R1 EXTRA`.
 fn verify(child: &Path, v3: &Path, r1: &Path, extra: &[&str]) -> std::process::Output {
-    let (a, b) = (
-        format!("v3={}", v3.display()),
-        format!("r1={}", r1.display()),
-    );
-    let mut args = vec![
-        "verify",
-        child.to_str().unwrap(),
-        "--parent",
-        &a,
-        "--parent",
-        &b,
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-struct Dir {
-    dir: tempfile::TempDir,
-}
-
-impl Dir {
-    fn new() -> Dir {
-        Dir {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        write(self.dir.path(), name, bytes)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
+    SpliceCmd::new("verify")
+        .arg(child)
+        .parents(&[("v3", v3), ("r1", r1)])
+        .args(extra)
+        .output()
 }
 
 #[test]

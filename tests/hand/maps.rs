@@ -29,18 +29,14 @@ fn chimera(dir: &Path) -> PathBuf {
     out
 }
 
+/// `verify CHILD` against the fixtures' v3 and r1, with more arguments.
 fn verify(child: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "verify".to_string(),
-        child.display().to_string(),
-        "--parent".into(),
-        format!("v3={}", fixture_arg("v3-q3mix.gguf")),
-        "--parent".into(),
-        format!("r1={}", fixture_arg("r1-iq2mix.gguf")),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&refs)
+    SpliceCmd::new("verify")
+        .arg(child)
+        .parent("v3", fixture("v3-q3mix.gguf"))
+        .parent("r1", fixture("r1-iq2mix.gguf"))
+        .args(extra)
+        .output()
 }
 
 fn read_json(p: &Path) -> Value {

@@ -33,21 +33,15 @@ fn splice(
     out: &Path,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args: Vec<String> = vec!["splice".into()];
-    for (n, p) in parents {
-        args.push("--parent".into());
-        args.push(parent_arg(n, p));
-    }
-    args.extend([
-        "--recipe".into(),
-        recipe.display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-        "-q".into(),
-    ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&refs)
+    SpliceCmd::new("splice")
+        .parents(parents)
+        .arg("--recipe")
+        .arg(recipe)
+        .arg("-o")
+        .arg(out)
+        .quiet()
+        .args(extra)
+        .output()
 }
 
 /// `splice` args of the 75/25 routed-experts mix of the fixtures, with `extra`.

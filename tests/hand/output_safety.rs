@@ -85,20 +85,18 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// Two parents in `dir`, and an empty `out/` for outputs.
-struct Setup {
+struct Outputs {
     dir: tempfile::TempDir,
     v3: String,
     r1: String,
     out: PathBuf,
 }
 
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let v3 = write(dir.path(), "v3.gguf", &parent(1, GgmlType::Q3_K).build());
-    let r1 = write(dir.path(), "r1.gguf", &parent(2, GgmlType::Q3_K).build());
+fn outputs() -> Outputs {
+    let Setup { dir, v3, r1 } = setup(GgmlType::Q3_K);
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    Setup {
+    Outputs {
         v3: format!("v3={}", v3.display()),
         r1: format!("r1={}", r1.display()),
         dir,
@@ -109,7 +107,7 @@ fn setup() -> Setup {
 /// 25 tensors in shards of 9: three shards.
 const SPLIT: [&str; 2] = ["--split-max-tensors", "9"];
 
-impl Setup {
+impl Outputs {
     /// Args of the "old" child: v3 alone, in three shards at `out/child`.
     fn old_args(&self) -> Vec<String> {
         let out = self.out.join("child.gguf");
@@ -203,7 +201,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn a_failed_replacement_leaves_the_previous_set_intact() {
-    let s = setup();
+    let s = outputs();
     let (old, new) = s.old_and_new();
     // Fail each rename of the replacement in turn, until a run has none left to fail.
     let mut failed = 0;
@@ -234,7 +232,7 @@ fn a_failed_replacement_leaves_the_previous_set_intact() {
 
 #[test]
 fn a_failed_rollback_keeps_the_previous_files_and_says_where() {
-    let s = setup();
+    let s = outputs();
     let (old, new) = s.old_and_new();
     // Renames: 1-3 move the old shards aside (first shard first), 4 and 5 place new shards
     // 2 and 3; 5 fails; rollback renames 6, 7, 8 restore shards 3, 2, 1; 7 fails too.
@@ -273,7 +271,7 @@ fn a_failed_rollback_keeps_the_previous_files_and_says_where() {
 
 #[test]
 fn a_kill_during_publishing_never_shows_a_mixed_set() {
-    let s = setup();
+    let s = outputs();
     let (old, new) = s.old_and_new();
     let first = "child-00001-of-00003.gguf";
     let mut kills = 0;
@@ -326,7 +324,7 @@ fn a_kill_during_publishing_never_shows_a_mixed_set() {
 
 #[test]
 fn a_kill_while_copying_leaves_hidden_files_that_the_next_run_removes() {
-    let s = setup();
+    let s = outputs();
     let o = run_env(
         &strs(&s.new_args(&s.out, false)),
         &[("GGUF_SPLICE_TEST_KILL_AT", "shard:2".into())],
@@ -350,7 +348,7 @@ fn a_kill_while_copying_leaves_hidden_files_that_the_next_run_removes() {
 
 #[test]
 fn only_leftovers_of_this_output_are_removed() {
-    let s = setup();
+    let s = outputs();
     let (_, new) = s.old_and_new();
     // A headless shard of the output's prefix that gguf-splice did not write (no set id),
     // a shard of another prefix, and the second shard of our own set, headless: only the
@@ -409,7 +407,7 @@ fn execute_with(
 
 #[test]
 fn a_parent_rewritten_while_it_is_copied_is_refused() {
-    let s = setup();
+    let s = outputs();
     let v3 = s.dir.path().join("v3.gguf");
     let parents = parents_of(&[("v3", &v3)]);
     let out = s.out.join("child.gguf");
@@ -473,7 +471,7 @@ fn a_parent_rewritten_while_it_is_copied_is_refused() {
 
 #[test]
 fn a_parent_replaced_before_the_copy_is_named_in_words() {
-    let s = setup();
+    let s = outputs();
     let v3 = s.dir.path().join("v3.gguf");
     let parents = parents_of(&[("v3", &v3)]);
     // Same bytes in a new file renamed over it: a new inode.
@@ -491,7 +489,7 @@ fn a_parent_replaced_before_the_copy_is_named_in_words() {
 
 #[test]
 fn outputs_that_are_not_regular_files_are_never_replaced() {
-    let s = setup();
+    let s = outputs();
     let fifo = s.out.join("fifo.gguf");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: c is a valid NUL-terminated path.
@@ -666,7 +664,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn new_outputs_get_the_umask_mode_and_replaced_ones_keep_theirs() {
-    let s = setup();
+    let s = outputs();
     let single = s.out.join("single.gguf");
     let args = |out: &Path, extra: &[&str]| -> Vec<String> {
         [
@@ -709,7 +707,7 @@ fn new_outputs_get_the_umask_mode_and_replaced_ones_keep_theirs() {
 
 #[test]
 fn bad_output_paths_fail_before_any_byte_is_copied() {
-    let s = setup();
+    let s = outputs();
     let parents = parents_of(&[("v3", &s.dir.path().join("v3.gguf"))]);
     let copied = std::cell::Cell::new(0u64);
     let progress = |n: u64| copied.set(n);
@@ -782,7 +780,7 @@ fn bad_output_paths_fail_before_any_byte_is_copied() {
 
 #[test]
 fn a_missing_output_directory_is_created_after_the_checks() {
-    let s = setup();
+    let s = outputs();
     let parents = parents_of(&[("v3", &s.dir.path().join("v3.gguf"))]);
     let progress = |_: u64| {};
     let missing = s.out.join("a").join("b");
@@ -804,7 +802,7 @@ fn a_missing_output_directory_is_created_after_the_checks() {
 
 #[test]
 fn an_output_path_ending_in_a_slash_fails_before_any_byte_is_copied() {
-    let s = setup();
+    let s = outputs();
     let parents = parents_of(&[("v3", &s.dir.path().join("v3.gguf"))]);
     let copied = std::cell::Cell::new(0u64);
     let progress = |n: u64| copied.set(n);
@@ -829,7 +827,7 @@ fn an_output_path_ending_in_a_slash_fails_before_any_byte_is_copied() {
 
 #[test]
 fn shards_of_a_run_still_going_on_are_not_leftovers() {
-    let s = setup();
+    let s = outputs();
     let (old, new) = s.old_and_new();
     // Another run into the same output is publishing: its shards 2 and 3 are in place, its
     // first shard is still under its hidden temporary name, and its process is alive (this
@@ -881,7 +879,7 @@ fn shards_of_a_run_still_going_on_are_not_leftovers() {
 
 #[test]
 fn a_leftover_given_as_a_parent_is_never_removed() {
-    let s = setup();
+    let s = outputs();
     // The hidden files a killed run leaves (a temporary file, the backup of a replaced
     // file), of a process that is gone: leftovers of `out/child.gguf`, unless they are
     // inputs, as when a user recovers from a backup by splicing from it.

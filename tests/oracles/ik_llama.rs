@@ -97,13 +97,6 @@ fn assemble(dir: &Path, out: &Path, base: &Path, takes: &[String]) {
     assert!(o.status.success(), "assemble_ik.py: {}", stderr(&o));
 }
 
-fn splice(args: &[&str]) -> std::process::Output {
-    let mut full = vec!["splice"];
-    full.extend_from_slice(args);
-    full.push("-q");
-    run(&full)
-}
-
 const EXPERTS: &str = r"ffn_(gate|up|down)_exps\.weight$";
 
 /// The child's tensors equal the reference's (at ik's offsets) and both generate alike in
@@ -222,19 +215,22 @@ fn r1t_preset_on_ik_parents_runs_like_the_reference_in_ik_llama() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (fixture("qwen3moe-a-ik.gguf"), fixture("qwen3moe-b-ik.gguf"));
     let child = dir.path().join("chimera.gguf");
-    let o = splice(&[
-        "--parent",
-        &format!("v3={}", a.display()),
-        "--parent",
-        &format!("r1={}", b.display()),
-        "--recipe",
-        repo()
-            .join("mappings/deepseek-r1t-chimera.toml")
-            .to_str()
-            .unwrap(),
-        "-o",
-        child.to_str().unwrap(),
-    ]);
+    let o = SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &format!("v3={}", a.display()),
+            "--parent",
+            &format!("r1={}", b.display()),
+            "--recipe",
+            repo()
+                .join("mappings/deepseek-r1t-chimera.toml")
+                .to_str()
+                .unwrap(),
+            "-o",
+            child.to_str().unwrap(),
+        ])
+        .quiet()
+        .output();
     assert_ok(&o);
     let reference = dir.path().join("reference.gguf");
     assemble(
@@ -262,16 +258,19 @@ fn expert_rule_on_ik_parents_runs_like_the_reference_in_ik_llama() {
     let (a, b) = (fixture("qwen3moe-a-ik.gguf"), fixture("qwen3moe-b-ik.gguf"));
     let rule = r"blk\.1\.ffn_(gate|up|down)_exps";
     let child = dir.path().join("experts.gguf");
-    let o = splice(&[
-        "--parent",
-        &format!("a={}", a.display()),
-        "--parent",
-        &format!("b={}", b.display()),
-        "--take",
-        &format!("{rule}=b:experts=1-2"),
-        "-o",
-        child.to_str().unwrap(),
-    ]);
+    let o = SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &format!("a={}", a.display()),
+            "--parent",
+            &format!("b={}", b.display()),
+            "--take",
+            &format!("{rule}=b:experts=1-2"),
+            "-o",
+            child.to_str().unwrap(),
+        ])
+        .quiet()
+        .output();
     assert_ok(&o);
     let reference = dir.path().join("reference.gguf");
     assemble(

@@ -35,14 +35,6 @@ fn dump(model: &Path) -> HashMap<String, Value> {
         .collect()
 }
 
-fn splice(args: &[&str]) {
-    let mut full = vec!["splice"];
-    full.extend_from_slice(args);
-    full.push("-q");
-    let o = run(&full);
-    assert_ok(&o);
-}
-
 const EXPERTS: &str = r"ffn_(gate|up|down)_exps\.weight$";
 
 /// The child must equal, tensor for tensor, `expect(name)`'s copy of that tensor.
@@ -100,31 +92,37 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
     // Single parents, single child.
     let child = dir.path().join("chimera.gguf");
     let r1_arg = format!("r1={}", fixture_arg("r1-iq2mix.gguf"));
-    splice(&[
-        "--parent",
-        &v3_arg,
-        "--parent",
-        &r1_arg,
-        "--recipe",
-        &recipe,
-        "-o",
-        child.to_str().unwrap(),
-    ]);
+    SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &v3_arg,
+            "--parent",
+            &r1_arg,
+            "--recipe",
+            &recipe,
+            "-o",
+            child.to_str().unwrap(),
+        ])
+        .quiet()
+        .ok();
     // Sharded parent (given by its second shard), sharded child.
     let r1_split = format!("r1={}", fixture_arg("r1-iq2mix-split-00002-of-00003.gguf"));
     let sharded = dir.path().join("chimera-split.gguf");
-    splice(&[
-        "--parent",
-        &v3_arg,
-        "--parent",
-        &r1_split,
-        "--recipe",
-        &recipe,
-        "-o",
-        sharded.to_str().unwrap(),
-        "--split-max-tensors",
-        "16",
-    ]);
+    SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &v3_arg,
+            "--parent",
+            &r1_split,
+            "--recipe",
+            &recipe,
+            "-o",
+            sharded.to_str().unwrap(),
+            "--split-max-tensors",
+            "16",
+        ])
+        .quiet()
+        .ok();
     let sharded_first = first_shard(dir.path(), "chimera-split");
 
     for c in [child.as_path(), sharded_first.as_path()] {
@@ -169,16 +167,19 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
         ],
     );
     let child = dir.path().join("experts.gguf");
-    splice(&[
-        "--parent",
-        &format!("v3={}", fixture_arg("v3-q3mix.gguf")),
-        "--parent",
-        &format!("r1={}", fixture_arg("r1-q3mix.gguf")),
-        "--take",
-        &format!("{rule}=r1:experts=1-2"),
-        "-o",
-        child.to_str().unwrap(),
-    ]);
+    SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &format!("v3={}", fixture_arg("v3-q3mix.gguf")),
+            "--parent",
+            &format!("r1={}", fixture_arg("r1-q3mix.gguf")),
+            "--take",
+            &format!("{rule}=r1:experts=1-2"),
+            "-o",
+            child.to_str().unwrap(),
+        ])
+        .quiet()
+        .ok();
     let c = dump(&child);
     for (name, t) in &c {
         if name.contains("_exps.") {
@@ -341,16 +342,19 @@ fn r1t_preset_on_fused_parents_takes_every_routed_expert() {
     let recipe = repo().join("mappings/deepseek-r1t-chimera.toml");
     let parents = [format!("v3={v3}"), format!("r1={r1}")];
     let child = dir.path().join("chimera.gguf");
-    splice(&[
-        "--parent",
-        &parents[0],
-        "--parent",
-        &parents[1],
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "-o",
-        child.to_str().unwrap(),
-    ]);
+    SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &parents[0],
+            "--parent",
+            &parents[1],
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "-o",
+            child.to_str().unwrap(),
+        ])
+        .quiet()
+        .ok();
     // Before routed-expert roles, the preset's `ffn_(gate|up|down)_exps` missed
     // ffn_gate_up_exps: the child had v3's gate/up experts with r1's down experts, exit 0.
     assert_same_tensors(&child, &reference, &[("v3", &v3), ("r1", &r1)]);
@@ -384,16 +388,19 @@ fn cross_layout_chimera(base: &str, donor: &str, experts: Option<&str>, twin: (&
     std::fs::write(&recipe, text).unwrap();
     let parents = [format!("v3={base}"), format!("r1={donor}")];
     let child = dir.path().join("child.gguf");
-    splice(&[
-        "--parent",
-        &parents[0],
-        "--parent",
-        &parents[1],
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "-o",
-        child.to_str().unwrap(),
-    ]);
+    SpliceCmd::new("splice")
+        .args(&[
+            "--parent",
+            &parents[0],
+            "--parent",
+            &parents[1],
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "-o",
+            child.to_str().unwrap(),
+        ])
+        .quiet()
+        .ok();
 
     // The base's layout: its tensor names and shapes, in its order.
     assert_eq!(

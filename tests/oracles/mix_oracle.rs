@@ -75,19 +75,14 @@ fn splice(dir: &Path, parents: &[(&str, &Path)], recipe: &str, out: &str) -> Pat
     let r = dir.join(format!("{out}.toml"));
     std::fs::write(&r, recipe).unwrap();
     let out = dir.join(out);
-    let mut args: Vec<String> = vec!["splice".into()];
-    for (n, p) in parents {
-        args.extend(["--parent".into(), format!("{n}={}", p.display())]);
-    }
-    args.extend([
-        "--recipe".into(),
-        r.display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-        "-q".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_ok(&run(&refs));
+    SpliceCmd::new("splice")
+        .parents(parents)
+        .arg("--recipe")
+        .arg(&r)
+        .arg("-o")
+        .arg(&out)
+        .quiet()
+        .ok();
     out
 }
 
@@ -288,15 +283,6 @@ fn quantized_mixes_are_llama_quantizes_bytes() {
     }
 }
 
-fn probe(model: &Path) -> Value {
-    serde_json::from_slice(&llama(
-        "llama-splice-probe",
-        &[model.to_str().unwrap()],
-        Path::new("."),
-    ))
-    .unwrap()
-}
-
 /// The base with its routed experts taken from `donor` by gguf-py (assemble.py).
 fn assemble(dir: &Path, base: &Path, donor: &Path, out: &str) -> PathBuf {
     let out = dir.join(out);
@@ -329,7 +315,7 @@ fn mixed_children_generate_in_llama_cpp_like_the_reference() {
         fixture("r1-q3mix.gguf"),
         fixture("r1-iq2mix.gguf"),
     );
-    let base_logits = probe(&v3)["logits"].clone();
+    let base_logits = llama_probe(&v3)["logits"].clone();
     // Two parents, requantized to Q4_K; three parents (one stored as IQ2_XXS), written in
     // the base's Q3_K.
     type Case<'a> = (&'a str, Vec<(&'a str, &'a Path, f32)>, &'a str);
@@ -358,7 +344,7 @@ fn mixed_children_generate_in_llama_cpp_like_the_reference() {
         let quantized = llama_quantize(d, &mixed, ty, None, &format!("{case}-q.gguf"));
         assert_experts_equal(&child, &quantized, ty);
         let reference = assemble(d, &v3, &quantized, &format!("{case}-ref.gguf"));
-        let (got, want) = (probe(&child), probe(&reference));
+        let (got, want) = (llama_probe(&child), llama_probe(&reference));
         assert_eq!(
             got["tokens"].as_array().unwrap().len(),
             8,
