@@ -274,6 +274,16 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The names of the entries of `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
 /// The first shard `PREFIX-00001-of-NNNNN.gguf` in `dir`, whatever the count.
 pub fn first_shard(dir: &Path, prefix: &str) -> PathBuf {
     let want = format!("{prefix}-00001-of-");

@@ -173,8 +173,14 @@ pub fn llama_probe(model: &Path) -> serde_json::Value {
 /// Run the oracle script `tests/oracle/SCRIPT` with gguf-py's Python; its stdout. Panics
 /// with its stderr if it fails.
 pub fn oracle_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Vec<u8> {
+    python_script(&format!("tests/oracle/{script}"), args)
+}
+
+/// Run the repository's Python script `SCRIPT` (a path from the repository's root) with
+/// gguf-py's Python; its stdout. Panics with its stderr if it fails.
+pub fn python_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Vec<u8> {
     let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle").join(script))
+        .arg(repo().join(script))
         .args(args)
         .output()
         .expect("python runs");

@@ -5,18 +5,18 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_gguf-splice");
+
 pub fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
-        .args(args)
-        .output()
-        .expect("binary runs")
+    Command::new(BIN).args(args).output().expect("binary runs")
 }
 
 /// The binary on a machine without ggml, as far as it can tell: no GGUF_SPLICE_GGML, an
 /// empty PATH (no llama.cpp tools, no python3) and no LD_LIBRARY_PATH.
 pub fn run_without_ggml(args: &[&str]) -> Output {
     let empty = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+    Command::new(BIN)
         .args(args)
         .env_remove("GGUF_SPLICE_GGML")
         .env_remove("LD_LIBRARY_PATH")
@@ -101,7 +101,7 @@ impl SpliceCmd {
 
     /// Run it; its output, whatever the exit.
     pub fn output(self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        Command::new(BIN)
             .args(&self.args)
             .envs(self.env)
             .output()
@@ -115,4 +115,9 @@ impl SpliceCmd {
         assert_ok(&o);
         o
     }
+}
+
+/// Borrow a list of arguments as `&str`s, for [`run`].
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

@@ -20,7 +20,6 @@ use gguf_splice::ggml_type::GgmlType;
 use gguf_splice::plan::PlanError;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gguf-splice");
 const LATE_TAKE: &str = r"blk\.1\.ffn_(gate|up|down)_exps=v3";
 
 /// Every file under `dir` (hidden ones too), by relative path, with its bytes.

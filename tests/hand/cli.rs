@@ -14,7 +14,7 @@ use gguf_splice::ggml_type::GgmlType;
 
 /// Run the binary in `dir` (not the repository), as an installed binary would be.
 fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+    Command::new(BIN)
         .current_dir(dir)
         .args(args)
         .output()
@@ -177,7 +177,7 @@ fn a_real_splice_reports_json_and_quiet_keeps_warnings() {
 fn run_into_closed_pipe(args: &[&str]) -> std::process::Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+    Command::new(BIN)
         .args(args)
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
@@ -242,7 +242,7 @@ fn a_closed_stderr_does_not_stop_a_splice_or_change_its_exit_code() {
                 .chain(extra)
                 .map(|a| a.to_string()),
         );
-        Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        Command::new(BIN)
             .arg("splice")
             .args(&args)
             .stderr(writer)

@@ -30,7 +30,7 @@ struct Running {
 fn spawn(args: &[String]) -> Running {
     use std::os::unix::process::CommandExt;
     let (stdout, stderr) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gguf-splice"));
+    let mut cmd = Command::new(BIN);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(stdout.try_clone().unwrap())
@@ -102,10 +102,6 @@ fn run_all(cmds: &[Vec<String>]) -> Vec<Output> {
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The command failed with `code` and one line on stderr, which is returned.
@@ -465,7 +461,7 @@ fn a_child_claiming_billions_of_experts_is_checked_in_bounded_memory() {
         let o = Command::new("bash")
             .arg("-c")
             .arg("ulimit -v 1000000; exec \"$0\" \"$@\"")
-            .arg(env!("CARGO_BIN_EXE_gguf-splice"))
+            .arg(BIN)
             .args(&cmd)
             .output()
             .unwrap();

@@ -139,7 +139,7 @@ fn a_library_that_is_not_ggml_is_refused_naming_it() {
     );
     assert!(!out.exists());
     // The same through the environment, and `doctor`.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+    let o = std::process::Command::new(BIN)
         .arg("doctor")
         .env("GGUF_SPLICE_GGML", &libz)
         .output()
@@ -339,7 +339,7 @@ fn the_bytes_do_not_depend_on_the_thread_count() {
     let mut outputs = Vec::new();
     for threads in ["1", "3"] {
         let out = dir.path().join(format!("c{threads}.gguf"));
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"));
+        let mut cmd = std::process::Command::new(BIN);
         cmd.env("RAYON_NUM_THREADS", threads).args([
             "splice",
             "--parent",
@@ -546,7 +546,7 @@ fn the_ggml_beside_llama_quantize_on_path_is_found() {
     std::fs::create_dir_all(&libdir).unwrap();
     std::fs::write(bin.join("llama-quantize"), "#!/bin/sh\n").unwrap();
     std::os::unix::fs::symlink(&lib, libdir.join("libggml-base.so")).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+    let o = std::process::Command::new(BIN)
         .arg("doctor")
         .env_remove("GGUF_SPLICE_GGML")
         .env_remove("LD_LIBRARY_PATH")

@@ -25,8 +25,6 @@ mod limits;
 mod parents;
 mod paths;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gguf-splice");
-
 fn run_env(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args);
@@ -45,10 +43,6 @@ fn run_sh(setup: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("bash runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// File contents, shown by length and hash when an assertion fails.
@@ -77,15 +71,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Bytes> {
             )
         })
         .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Two parents in `dir`, and an empty `out/` for outputs.
@@ -226,10 +211,6 @@ fn execute_with(
             progress,
         },
     )
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]

@@ -9,7 +9,6 @@
 //! (`.scale`, `.input_scale`, `.bias`), with marker bytes that say their parent.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::*;
 use gguf_splice::ggml_type::GgmlType;
@@ -72,16 +71,7 @@ fn dims(e: &str, suffix: &str) -> Vec<u64> {
 }
 
 fn archs() -> Vec<Arch> {
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle/arch_tensors.py"))
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j: Value = serde_json::from_slice(&oracle_script::<&str>("arch_tensors.py", &[])).unwrap();
     let mut v = Vec::new();
     for a in j["archs"].as_array().unwrap() {
         let name = a["name"].as_str().unwrap().to_string();

@@ -3,7 +3,6 @@
 //! key, value type, value, tensor type, shape and tensor byte.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 use gguf_splice::ggml_type::GgmlType;
@@ -13,18 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// gguf-py's view of a file or shard set, from tests/oracle/dump.py.
 fn reference_view(path: &Path) -> Value {
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle/dump.py"))
-        .arg(path)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "dump.py {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&oracle_script("dump.py", &[path])).unwrap()
 }
 
 fn value_json(v: ValueRef) -> Value {

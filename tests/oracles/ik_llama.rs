@@ -6,6 +6,7 @@
 //! offsets and sizes ik's own gguf reader reports.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -84,17 +85,17 @@ fn ik_tensor_bytes(model: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn assemble(dir: &Path, out: &Path, base: &Path, takes: &[String]) {
-    let mut cmd = Command::new(oracle_python());
-    cmd.arg(repo().join("tests/oracle/assemble_ik.py"))
-        .arg("--types")
-        .arg(ik_types_file(dir))
-        .arg("--base")
-        .arg(base)
-        .arg("--out")
-        .arg(out)
-        .args(takes);
-    let o = cmd.output().expect("python runs");
-    assert!(o.status.success(), "assemble_ik.py: {}", stderr(&o));
+    let types = ik_types_file(dir);
+    let mut args: Vec<&OsStr> = vec![
+        "--types".as_ref(),
+        types.as_os_str(),
+        "--base".as_ref(),
+        base.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(takes.iter().map(OsStr::new));
+    oracle_script("assemble_ik.py", &args);
 }
 
 const EXPERTS: &str = r"ffn_(gate|up|down)_exps\.weight$";

@@ -3,7 +3,6 @@
 use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::Command;
 
 #[test]
 fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
@@ -21,13 +20,11 @@ fn inspect_json_agrees_with_gguf_py_and_totals_add_up() {
     ]);
     assert_ok(&o);
     let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let out = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle/dump.py"))
-        .arg(fixture_arg("r1-iq2mix-split-00001-of-00003.gguf"))
-        .output()
-        .unwrap();
-    assert_ok(&out);
-    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs: Value = serde_json::from_slice(&oracle_script(
+        "dump.py",
+        &[fixture("r1-iq2mix-split-00001-of-00003.gguf")],
+    ))
+    .unwrap();
 
     assert_eq!(ours["architecture"], "deepseek2");
     assert_eq!(ours["files"].as_array().unwrap().len(), 3);

@@ -12,14 +12,10 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use serde_json::Value;
 
-fn python(script: &str, args: &[String]) -> Vec<u8> {
-    oracle_script(script, args)
-}
-
 /// gguf-py's tensors in file order: name, type, shape, sha256, and per-expert sha256 for
 /// expert tensors.
 fn dump_list(model: &Path) -> Vec<Value> {
-    let v: Value = serde_json::from_slice(&python(
+    let v: Value = serde_json::from_slice(&oracle_script(
         "dump.py",
         &["--experts".into(), model.display().to_string()],
     ))
@@ -66,7 +62,7 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
     let v3 = dump(Path::new(&fixture_arg("v3-q3mix.gguf")));
     let r1 = dump(Path::new(&fixture_arg("r1-iq2mix.gguf")));
     let reference = dir.path().join("reference.gguf");
-    python(
+    oracle_script(
         "assemble.py",
         &[
             "--base".into(),
@@ -155,7 +151,7 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
     let r1 = dump(Path::new(&fixture_arg("r1-q3mix.gguf")));
     let rule = r"blk\.[12]\.ffn_(gate|up|down)_exps";
     let reference = dir.path().join("reference.gguf");
-    python(
+    oracle_script(
         "assemble.py",
         &[
             "--base".into(),
@@ -219,7 +215,7 @@ fn assemble(dir: &Path, name: &str, base: &str, extra: &[String]) -> PathBuf {
         out.display().to_string(),
     ];
     args.extend_from_slice(extra);
-    python("assemble.py", &args);
+    oracle_script("assemble.py", &args);
     out
 }
 

@@ -141,7 +141,7 @@ fn python3_finds_libggml_python_when_nothing_else_is_there() {
     }
     // PATH holds only the venv's python3: no llama.cpp tools, no GGUF_SPLICE_GGML.
     let venv_bin = oracle_python().parent().unwrap().to_path_buf();
-    let o = Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+    let o = Command::new(BIN)
         .arg("doctor")
         .env_remove("GGUF_SPLICE_GGML")
         .env_remove("LD_LIBRARY_PATH")

@@ -30,16 +30,6 @@ fn check(out: std::process::Output, what: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// Run a Python oracle script (path relative to the repository).
-fn python(script: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(oracle_python())
-        .arg(repo().join(script))
-        .args(args)
-        .output()
-        .expect("python runs");
-    check(out, &format!("{script} {args:?}"))
-}
-
 /// Run a llama.cpp tool, in `cwd`.
 fn llama(tool: &str, args: &[&str], cwd: &Path) -> Vec<u8> {
     let out = Command::new(llama_bin().join(tool))
@@ -53,8 +43,7 @@ fn llama(tool: &str, args: &[&str], cwd: &Path) -> Vec<u8> {
 /// gguf-py's (type name, sha256) of each tensor.
 fn dump(model: &Path) -> HashMap<String, (String, String)> {
     let v: Value =
-        serde_json::from_slice(&python("tests/oracle/dump.py", &[model.to_str().unwrap()]))
-            .unwrap();
+        serde_json::from_slice(&oracle_script("dump.py", &[model.to_str().unwrap()])).unwrap();
     v["tensors"]
         .as_array()
         .unwrap()
@@ -94,8 +83,8 @@ fn numpy_mix(dir: &Path, base: &Path, parents: &[(&Path, f32)], out: &str) -> Pa
         .map(|(p, w)| format!("{}:{w}", p.display()))
         .collect();
     let out = dir.join(out);
-    python(
-        "tests/oracle/mix.py",
+    oracle_script(
+        "mix.py",
         &[
             "--base",
             base.to_str().unwrap(),
@@ -154,7 +143,7 @@ fn assert_experts_equal(child: &Path, reference: &Path, ty: &str) {
 /// A tiny F32 deepseek2 model as fixtures/make-fixtures.sh makes them.
 fn f32_model(dir: &Path, flavor: &str, seed: &str) -> PathBuf {
     let out = dir.join(format!("{flavor}-f32.gguf"));
-    python(
+    python_script(
         "fixtures/make_tiny_deepseek2.py",
         &[
             "--out",
@@ -286,8 +275,8 @@ fn quantized_mixes_are_llama_quantizes_bytes() {
 /// The base with its routed experts taken from `donor` by gguf-py (assemble.py).
 fn assemble(dir: &Path, base: &Path, donor: &Path, out: &str) -> PathBuf {
     let out = dir.join(out);
-    python(
-        "tests/oracle/assemble.py",
+    oracle_script(
+        "assemble.py",
         &[
             "--base",
             base.to_str().unwrap(),

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 use serde_json::Value;
@@ -28,13 +27,7 @@ fn values(a: &Path, b: &Path) -> Value {
 
 /// numpy's distances (tests/oracle/values.py), by tensor.
 fn numpy(a: &Path, b: &Path) -> HashMap<String, Value> {
-    let o = Command::new(oracle_python())
-        .arg(repo().join("tests/oracle/values.py"))
-        .args([a, b])
-        .output()
-        .expect("python runs");
-    assert_ok(&o);
-    serde_json::from_slice(&o.stdout).unwrap()
+    serde_json::from_slice(&oracle_script("values.py", &[a, b])).unwrap()
 }
 
 /// Within float tolerance: both sides sum f64 of the same f32 values (gguf-py's and
@@ -286,12 +279,10 @@ fn a_weights_scale_is_part_of_its_values() {
     let src = fixture("qwen3moe-a-mainline.gguf");
     let make = |name: &str, scale_seed: &str| {
         let p = d.path().join(name);
-        let o = Command::new(oracle_python())
-            .arg(repo().join("tests/oracle/nvfp4_parents.py"))
-            .args([src.to_str().unwrap(), p.to_str().unwrap(), "1", scale_seed])
-            .output()
-            .unwrap();
-        assert_ok(&o);
+        oracle_script(
+            "nvfp4_parents.py",
+            &[src.to_str().unwrap(), p.to_str().unwrap(), "1", scale_seed],
+        );
         p
     };
     let (a, b) = (make("a.gguf", "11"), make("b.gguf", "12"));

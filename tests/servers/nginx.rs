@@ -22,7 +22,8 @@ pub struct Nginx {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

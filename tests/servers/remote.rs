@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_exit, assert_ok, chimera_preset, first_shard, stderr};
-use crate::server::{comparable, names, server};
+use crate::common::{assert_exit, assert_ok, chimera_preset, first_shard, names, stderr, strs};
+use crate::server::{comparable, server};
 use gguf_splice::gguf::Model;
 use gguf_splice::plan::{self, Parent, SplitOptions};
 use gguf_splice::recipe::Recipe;
@@ -81,10 +81,6 @@ fn output_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     assert!(!v.is_empty(), "no output at {}", path.display());
     v
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 struct Case {

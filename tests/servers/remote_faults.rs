@@ -10,9 +10,9 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::Output;
 
-use crate::common::{assert_exit, assert_ok, chimera_preset, stderr};
+use crate::common::{assert_exit, assert_ok, chimera_preset, names, stderr, strs};
 use crate::proxy::Fault;
-use crate::server::{Server, comparable, names, server};
+use crate::server::{Server, comparable, server};
 
 /// The R1T chimera of the two fixtures, spliced locally (the reference).
 fn reference(s: &Server) -> Vec<u8> {
@@ -449,8 +449,4 @@ fn a_local_run_into_the_output_of_a_running_remote_run_is_refused() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "hidden files left: {hidden:?}");
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }

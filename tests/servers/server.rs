@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{Oracle, have, nginx_bin, repo};
+use crate::common::{BIN, Oracle, have, nginx_bin, repo};
 use crate::nginx::Nginx;
 use crate::proxy::Proxy;
 use gguf_splice::gguf::GgufFile;
@@ -85,7 +85,7 @@ impl Server {
 
     /// The binary with `args` against this server, with extra environment variables.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_gguf-splice"));
+        let mut c = Command::new(BIN);
         c.args(args)
             .env("HF_ENDPOINT", self.proxy.endpoint())
             .env("GGUF_SPLICE_HTTP_BACKOFF_MS", "1")
@@ -143,16 +143,6 @@ impl Server {
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_env(args, &[])
     }
-}
-
-/// Every file in `dir`, hidden ones included, by name.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A file's bytes but for what tells a child of remote parents from one of the same files

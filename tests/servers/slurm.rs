@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::nginx::free_port;
 use gguf_splice::ggml_type::GgmlType;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gguf-splice");
 /// How long the daemons may take to come up, and the array to run.
 const STARTUP: Duration = Duration::from_secs(60);
 const ARRAY: Duration = Duration::from_secs(240);
@@ -109,15 +109,6 @@ impl Cluster {
             .collect();
         assert!(dead.is_empty(), "{dead:?}\n{}", self.logs());
     }
-}
-
-/// A TCP port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The host name slurmd registers under: the short name, as `hostname -s`.
