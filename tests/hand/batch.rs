@@ -405,7 +405,7 @@ fn a_bad_child_stops_the_batch_before_any_output() {
             3,
         ),
         // A directory that cannot be: a path through the manifest, a regular file (a
-        // missing directory is created; see tests/cli/outputs.rs).
+        // missing directory is created; see tests/hand/cli/outputs.rs).
         ("dir", "output = 'm.toml/bad.gguf'", 4),
         (
             "same",

@@ -1,6 +1,6 @@
 //! The command line as a user meets it: presets by name from anywhere, generated shell
 //! completions and man page, the JSON summary of a real splice, and warnings under --quiet.
-//! The modules under `tests/cli/` hold the rest, by theme.
+//! The modules under `tests/hand/cli/` hold the rest, by theme.
 
 mod messages;
 mod outputs;

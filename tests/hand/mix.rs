@@ -1,7 +1,8 @@
 //! Mix rules on the real fixtures, without outside oracles: a weight of 1 copies a parent's
 //! bytes, a threshold keeps tensors and experts both parents hold alike, the bytes do not
 //! depend on the thread count, `verify` computes mixed tensors again, and plan errors name
-//! what to fix. Byte equality with numpy and llama-quantize is in `mix_oracle.rs`.
+//! what to fix. Byte equality with numpy and llama-quantize is in
+//! `tests/oracles/mix_oracle.rs`.
 //!
 //! Most tests need a ggml (GGUF_SPLICE_GGML, which scripts/test.sh points at the shared
 //! libggml-base of fixtures/build-llama.sh; without one they are skipped by `have`, or fail

@@ -1,4 +1,4 @@
-//! `fit` over remote parents (nginx behind the counting proxy of tests/remote): it fetches
+//! `fit` over remote parents (nginx behind the counting proxy of proxy.rs): it fetches
 //! the headers and the sampled rows, nothing else, and says how much it read; the dry run's
 //! choice equals the one from the same files read locally.
 //!

@@ -1,12 +1,11 @@
 //! A real nginx for remote-parent tests, configured here in a temporary directory: it
 //! listens on 127.0.0.1 at a free port, serves `root` (ranges, ETags, as any static server),
 //! and emulates the Hub's `/ORG/REPO/resolve/main/PATH` -> CDN redirect with a 302 to
-//! `/cdn/ORG/REPO/PATH`, saying which commit `main` is as the Hub does (`X-Repo-Commit`). Started by the test, killed when dropped.
-// Shared by tests/remote.rs and tests/remote_faults.rs; each uses part of it.
-#![allow(dead_code)]
+//! `/cdn/ORG/REPO/PATH`, saying which commit `main` is as the Hub does (`X-Repo-Commit`).
+//! Started by the test, killed when dropped.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,6 @@ pub const REPO_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 pub struct Nginx {
     child: Child,
     pub port: u16,
-    /// The directory served (files at `ORG/REPO/PATH`).
-    pub root: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -95,12 +92,7 @@ impl Nginx {
                     break;
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Nginx {
-                        child,
-                        port,
-                        root: root.to_path_buf(),
-                        dir,
-                    };
+                    return Nginx { child, port, dir };
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -109,11 +101,6 @@ impl Nginx {
             last_log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
         }
         panic!("nginx did not start: {last_log}");
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// nginx's access log so far (for failure messages).

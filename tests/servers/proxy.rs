@@ -11,8 +11,6 @@
 //! file); change the file on disk (new contents and mtime, hence a new ETag) before serving.
 //! It can also strip the validators (`ETag`, `Last-Modified`) from every answer, as some
 //! servers send none.
-// Shared by tests/remote.rs and tests/remote_faults.rs; each uses part of it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! The record of a child made from remote parents (nginx behind the test proxy, as in
-//! tests/remote.rs): URLs recorded without their query, user information or fragment, the
+//! remote.rs): URLs recorded without their query, user information or fragment, the
 //! Hub's commit recorded, and `verify CHILD` fetching the parents again from the record,
 //! at that commit. Skipped by a plain `cargo test` when nginx is missing.
 

@@ -1,8 +1,6 @@
 //! The remote-parent test setup: the repository's fixtures (and any extra files) served by
 //! a real nginx under `org/repo`, behind the fault-injecting proxy, and the binary run with
 //! `HF_ENDPOINT` pointing at the proxy's hub port.
-// Shared by tests/remote.rs and tests/remote_faults.rs; each uses part of it.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
