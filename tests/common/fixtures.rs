@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use gguf_splice::ggml_type::GgmlType;
+use gguf_splice::gguf::Model;
+use gguf_splice::plan::Parent;
 use gguf_splice::testkit::{GgufBuilder, marker_data};
 
-use super::run::SpliceCmd;
+use super::run::{SpliceCmd, assert_ok};
 
 pub const N_EXPERT: u64 = 4;
 
@@ -183,7 +185,7 @@ impl Dir {
     }
 }
 
-/// Two hand-built parents in a temporary directory: `v3` (Q3_K experts) and `r1`.
+/// Two parents in a temporary directory, `v3` and `r1`; [`setup`] makes the usual pair.
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub v3: PathBuf,
@@ -237,18 +239,39 @@ impl Setup {
         self.run("splice", None, args)
     }
 
-    /// Splice `out` in the setup's directory, quietly, with more arguments (a recipe, takes,
-    /// split options); assert it succeeded and return its path.
-    #[track_caller]
-    pub fn child(&self, out: &str, args: &[&str]) -> PathBuf {
-        let out = self.dir.path().join(out);
+    /// Run `splice` into `out`, quietly, with more arguments (a recipe, takes, split
+    /// options).
+    pub fn splice_to(&self, out: &Path, args: &[&str]) -> Output {
         self.cmd("splice", None)
             .arg("-o")
-            .arg(&out)
+            .arg(out)
             .quiet()
             .args(args)
-            .ok();
+            .output()
+    }
+
+    /// Splice `out` in the setup's directory (see [`Setup::splice_to`]); assert it
+    /// succeeded and return its path.
+    #[track_caller]
+    pub fn child(&self, out: &str, args: &[&str]) -> PathBuf {
+        let out = self.path(out);
+        assert_ok(&self.splice_to(&out, args));
         out
+    }
+
+    /// A recipe file `name` in the setup's directory; its path as an argument.
+    pub fn recipe(&self, name: &str, text: &str) -> String {
+        self.file(name, text.as_bytes()).display().to_string()
+    }
+
+    /// The pair as the library's parents, `v3` then `r1`.
+    pub fn parents(&self) -> Vec<Parent> {
+        [("v3", &self.v3), ("r1", &self.r1)]
+            .map(|(name, path)| Parent {
+                name: name.into(),
+                model: Model::open(path).unwrap(),
+            })
+            .into()
     }
 }
 

@@ -65,62 +65,32 @@ fn model(id: u8, scales: bool) -> GgufBuilder {
     b
 }
 
-struct Two {
-    dir: tempfile::TempDir,
-    v3: PathBuf,
-    r1: PathBuf,
+/// The pair of `model`s, with or without scales.
+fn pair(v3_scales: bool, r1_scales: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = write(dir.path(), "v3.gguf", &model(V3, v3_scales).build());
+    let r1 = write(dir.path(), "r1.gguf", &model(R1, r1_scales).build());
+    Setup { dir, v3, r1 }
 }
 
-impl Two {
-    fn new(v3_scales: bool, r1_scales: bool) -> Two {
-        let dir = tempfile::tempdir().unwrap();
-        let v3 = write(dir.path(), "v3.gguf", &model(V3, v3_scales).build());
-        let r1 = write(dir.path(), "r1.gguf", &model(R1, r1_scales).build());
-        Two { dir, v3, r1 }
-    }
-
-    fn out(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn splice(&self, out: &Path, extra: &[&str]) -> std::process::Output {
-        let (a, b) = (
-            format!("v3={}", self.v3.display()),
-            format!("r1={}", self.r1.display()),
-        );
-        let mut args = vec!["splice", "--parent", &a, "--parent", &b, "-q", "-o"];
-        args.push(out.to_str().unwrap());
-        args.extend_from_slice(extra);
-        run(&args)
-    }
-
-    fn recipe(&self, text: &str) -> String {
-        let p = self.dir.path().join("recipe.toml");
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    }
-
+impl Setup {
     /// The planner's refusal of `recipe`, if it refuses (library API, to match on the error
     /// variant).
     fn refusal(&self, recipe: &str) -> Option<PlanError> {
-        let parents = vec![
-            Parent {
-                name: "v3".into(),
-                model: Model::open(&self.v3).unwrap(),
-            },
-            Parent {
-                name: "r1".into(),
-                model: Model::open(&self.r1).unwrap(),
-            },
-        ];
         let r = Recipe::from_toml(recipe, Path::new("test.toml")).expect("recipe parses");
-        plan::build(&parents, &r, &self.out("c.gguf"), SplitOptions::default()).err()
+        plan::build(
+            &self.parents(),
+            &r,
+            &self.path("c.gguf"),
+            SplitOptions::default(),
+        )
+        .err()
     }
 }
 
 /// Assert the child's slices come from the parents `owner` names (see
 /// [`assert_slices_from`]).
-fn check_child(child: &Path, two: &Two, owner: impl Fn(&str) -> Vec<u8>) {
+fn check_child(child: &Path, two: &Setup, owner: impl Fn(&str) -> Vec<u8>) {
     assert_slices_from(child, &[(V3, &two.v3), (R1, &two.r1)], owner);
 }
 
@@ -130,19 +100,25 @@ fn is_routed(name: &str) -> bool {
 
 #[test]
 fn routed_experts_take_their_scales_input_scales_and_biases_whole() {
-    let two = Two::new(true, true);
-    let out = two.out("whole.gguf");
-    let r = two.recipe("[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\n");
-    assert_ok(&two.splice(&out, &["--recipe", &r]));
+    let two = pair(true, true);
+    let out = two.path("whole.gguf");
+    let r = two.recipe(
+        "recipe.toml",
+        "[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\n",
+    );
+    assert_ok(&two.splice_to(&out, &["--recipe", &r]));
     check_child(&out, &two, |n| vec![if is_routed(n) { R1 } else { V3 }]);
 }
 
 #[test]
 fn routed_experts_by_expert_cut_scales_by_element_and_biases_by_row_block() {
-    let two = Two::new(true, true);
-    let out = two.out("experts.gguf");
-    let r = two.recipe("[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\nexperts = \"2-3\"\n");
-    assert_ok(&two.splice(&out, &["--recipe", &r]));
+    let two = pair(true, true);
+    let out = two.path("experts.gguf");
+    let r = two.recipe(
+        "recipe.toml",
+        "[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\nexperts = \"2-3\"\n",
+    );
+    assert_ok(&two.splice_to(&out, &["--recipe", &r]));
     check_child(&out, &two, |n| {
         if is_routed(n) {
             vec![V3, V3, R1, R1]
@@ -154,9 +130,9 @@ fn routed_experts_by_expert_cut_scales_by_element_and_biases_by_row_block() {
 
 #[test]
 fn a_regex_that_takes_a_weight_takes_its_companions() {
-    let two = Two::new(true, true);
-    let out = two.out("regex.gguf");
-    assert_ok(&two.splice(
+    let two = pair(true, true);
+    let out = two.path("regex.gguf");
+    assert_ok(&two.splice_to(
         &out,
         &[
             "--take",
@@ -173,7 +149,7 @@ fn a_regex_that_takes_a_weight_takes_its_companions() {
 
 #[test]
 fn a_regex_that_takes_a_companion_without_its_weight_is_refused() {
-    let two = Two::new(true, true);
+    let two = pair(true, true);
     for (recipe, companion) in [
         (
             "[[rules]]\nmatch = 'ffn_up_exps\\.scale'\nfrom = \"r1\"\n",
@@ -198,8 +174,8 @@ fn a_regex_that_takes_a_companion_without_its_weight_is_refused() {
         );
     }
     // The CLI says so in one line, naming both tensors, and writes nothing.
-    let out = two.out("refused.gguf");
-    let o = two.splice(&out, &["--take", r"\.scale$=r1"]);
+    let out = two.path("refused.gguf");
+    let o = two.splice_to(&out, &["--take", r"\.scale$=r1"]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -213,7 +189,7 @@ fn a_regex_that_takes_a_companion_without_its_weight_is_refused() {
 fn a_donor_whose_weight_has_a_scale_the_base_lacks_is_refused() {
     // The base (v3) has no expert scales, the donor does: the child would carry r1's NVFP4
     // blocks without the scale that gives them their values.
-    let two = Two::new(false, true);
+    let two = pair(false, true);
     let e = two
         .refusal("[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\n")
         .expect("refused");
@@ -223,7 +199,7 @@ fn a_donor_whose_weight_has_a_scale_the_base_lacks_is_refused() {
         "{e}"
     );
     // The reverse (the base has scales, the donor not): the donor cannot give the scale.
-    let two = Two::new(true, false);
+    let two = pair(true, false);
     let e = two
         .refusal("[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\n")
         .expect("refused");
@@ -277,7 +253,7 @@ fn a_companion_that_cannot_be_cut_like_its_experts_is_refused() {
 #[test]
 fn verify_names_a_weight_and_a_companion_from_different_parents() {
     // The child the old planner made: r1's experts with v3's scales. Assembled by hand.
-    let two = Two::new(true, true);
+    let two = pair(true, true);
     let v3 = Model::open(&two.v3).unwrap();
     let r1 = Model::open(&two.r1).unwrap();
     let mut b = header(V3);
@@ -315,9 +291,12 @@ fn verify_names_a_weight_and_a_companion_from_different_parents() {
         "{torn_units:?}"
     );
     // The child the planner makes now verifies.
-    let out = two.out("ok.gguf");
-    let r = two.recipe("[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\nexperts = \"1\"\n");
-    assert_ok(&two.splice(&out, &["--recipe", &r]));
+    let out = two.path("ok.gguf");
+    let r = two.recipe(
+        "recipe.toml",
+        "[[rules]]\nrole = \"routed_experts\"\nfrom = \"r1\"\nexperts = \"1\"\n",
+    );
+    assert_ok(&two.splice_to(&out, &["--recipe", &r]));
     assert_ok(&run(&[
         "verify",
         out.to_str().unwrap(),
@@ -332,7 +311,7 @@ fn verify_names_a_weight_and_a_companion_from_different_parents() {
 
 #[test]
 fn inspect_counts_companions_with_their_weights() {
-    let two = Two::new(true, true);
+    let two = pair(true, true);
     let o = run(&["inspect", two.v3.to_str().unwrap(), "--json"]);
     assert_ok(&o);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -371,8 +350,8 @@ fn inspect_counts_companions_with_their_weights() {
 fn assemble_moves_each_experts_scales_and_biases_with_it() {
     // Experts 2-3 of r1, then 0-1 of v3: every stacked tensor's slices, and its companions'
     // elements and row blocks, in that order; the router's rows and bias elements too.
-    let two = Two::new(true, true);
-    let out = two.out("union.gguf");
+    let two = pair(true, true);
+    let out = two.path("union.gguf");
     let (a, b) = (
         format!("v3={}", two.v3.display()),
         format!("r1={}", two.r1.display()),
@@ -485,7 +464,7 @@ fn assembling_dense_parents_stacks_their_scales_into_per_expert_scales() {
 fn a_mix_of_parents_whose_input_scales_differ_is_refused() {
     // The marker bytes make every parent's `.input_scale` its own: llama.cpp b11434 loads
     // but does not apply it, so no value is right for a mixed expert.
-    let two = Two::new(true, true);
+    let two = pair(true, true);
     let e = two
         .refusal(
             "[[rules]]\nrole = \"routed_experts\"\nexperts = \"1\"\nmix = { v3 = 0.5, r1 = 0.5 }\n",
@@ -547,7 +526,7 @@ fn a_mix_scales_a_fused_parents_halves_by_its_one_scale() {
 fn a_mix_parent_whose_companion_the_child_lacks_is_refused_but_for_its_scale() {
     // v3 (the base) has no expert scales; r1 has `.scale` and `.input_scale`. The mix
     // applies r1's `.scale` to its values, but its `.input_scale` would be lost.
-    let two = Two::new(false, true);
+    let two = pair(false, true);
     let e = two
         .refusal("[[rules]]\nrole = \"routed_experts\"\nmix = { v3 = 0.5, r1 = 0.5 }\n")
         .expect("refused");

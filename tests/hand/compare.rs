@@ -13,25 +13,12 @@ use gguf_splice::compare::{
 };
 use gguf_splice::ggml_type::GgmlType;
 use gguf_splice::gguf::Model;
-use gguf_splice::plan::Parent;
+
 use gguf_splice::recipe::Recipe;
 use gguf_splice::testkit::GgufBuilder;
 use serde_json::{Value, json};
 
 mod verify;
-
-fn parents(s: &Setup) -> Vec<Parent> {
-    vec![
-        Parent {
-            name: "v3".into(),
-            model: Model::open(&s.v3).unwrap(),
-        },
-        Parent {
-            name: "r1".into(),
-            model: Model::open(&s.r1).unwrap(),
-        },
-    ]
-}
 
 fn lib_diff(a: &Path, b: &Path) -> DiffReport {
     let (a, b) = (Model::open(a).unwrap(), Model::open(b).unwrap());
@@ -56,7 +43,7 @@ fn lib_verify(s: &Setup, child: &Path, recipe: Option<&str>, takes: &[&str]) -> 
         chunk_bytes: 100,
         ..Default::default()
     };
-    compare::verify(&child, &parents(s), recipe.as_ref(), &opts).unwrap()
+    compare::verify(&child, &s.parents(), recipe.as_ref(), &opts).unwrap()
 }
 
 /// Run the binary and parse its JSON report; returns (exit code, report).

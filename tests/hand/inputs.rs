@@ -131,11 +131,6 @@ impl Setup {
         a.extend(args(more));
         a
     }
-
-    /// A recipe file in the tempdir.
-    fn recipe(&self, name: &str, text: &str) -> String {
-        self.file(name, text.as_bytes()).display().to_string()
-    }
 }
 
 fn mkfifo(path: &Path) {

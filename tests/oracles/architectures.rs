@@ -139,34 +139,23 @@ impl Arch {
         let r = self.dir.path().join(format!("{tag}.toml"));
         std::fs::write(&r, recipe).unwrap();
         let out = self.dir.path().join(format!("{tag}.gguf"));
-        let pa = format!("{}={}", names.0, self.a.display());
-        let pb = format!("{}={}", names.1, self.b.display());
-        let rs = r.to_str().unwrap();
-        let o = run(&[
-            "splice",
-            "--parent",
-            &pa,
-            "--parent",
-            &pb,
-            "--recipe",
-            rs,
-            "-q",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let o = SpliceCmd::new("splice")
+            .parents(&[(names.0, &self.a), (names.1, &self.b)])
+            .arg("--recipe")
+            .arg(&r)
+            .quiet()
+            .arg("-o")
+            .arg(&out)
+            .output();
         if !o.status.success() {
             return Err(stderr(&o));
         }
-        let v = run(&[
-            "verify",
-            out.to_str().unwrap(),
-            "--parent",
-            &pa,
-            "--parent",
-            &pb,
-            "--recipe",
-            rs,
-        ]);
+        let v = SpliceCmd::new("verify")
+            .arg(&out)
+            .parents(&[(names.0, &self.a), (names.1, &self.b)])
+            .arg("--recipe")
+            .arg(&r)
+            .output();
         assert!(
             v.status.success(),
             "{}: {tag}: verify failed:\n{}{}",

@@ -242,7 +242,7 @@ fn verify_checks_metadata_and_tensor_lists_against_the_plan() {
         recipe.prepend_takes(&["_exps=r1".into()]).unwrap();
         compare::verify(
             &child,
-            &parents(&s),
+            &s.parents(),
             Some(&recipe),
             &CompareOptions::default(),
         )
