@@ -52,7 +52,6 @@ pub fn assert_exit(o: &Output, code: i32) {
 /// .parent("v3", &v3).arg("-o").arg(&out).args(&["--recipe", r]).quiet().output()`.
 pub struct SpliceCmd {
     args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
 }
 
 impl SpliceCmd {
@@ -60,7 +59,6 @@ impl SpliceCmd {
     pub fn new(command: &str) -> Self {
         Self {
             args: vec![command.into()],
-            env: Vec::new(),
         }
     }
 
@@ -93,17 +91,10 @@ impl SpliceCmd {
         self.arg("-q")
     }
 
-    /// An environment variable of the run.
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().into(), value.as_ref().into()));
-        self
-    }
-
     /// Run it; its output, whatever the exit.
     pub fn output(self) -> Output {
         Command::new(BIN)
             .args(&self.args)
-            .envs(self.env)
             .output()
             .expect("binary runs")
     }
