@@ -26,7 +26,7 @@ fi
 # Every oracle test must run here: a missing oracle is a failure, not a skip.
 GGUF_SPLICE_REQUIRE_ORACLES=1
 # A second ggml, PyPI's libggml-python (installed into the gguf-py venv by setup-python.sh):
-# tests/mix_oracle.rs compares its mixed bytes with the first's.
+# tests/oracles/mix_oracle.rs compares its mixed bytes with the first's.
 GGUF_SPLICE_GGML_PYPI="$("$GGUF_SPLICE_PYTHON" -c 'import importlib.util as u; print(list(u.find_spec("libggml").submodule_search_locations)[0])')/lib64/libggml-base.so"
 export GGUF_SPLICE_PYTHON GGUF_SPLICE_LLAMA_BIN GGUF_SPLICE_IK_LLAMA_BIN GGUF_SPLICE_NGINX GGUF_SPLICE_REQUIRE_ORACLES GGUF_SPLICE_GGML GGUF_SPLICE_GGML_PYPI
 echo "test.sh: gguf-py: $GGUF_SPLICE_PYTHON; llama.cpp: $GGUF_SPLICE_LLAMA_BIN; ggml: $GGUF_SPLICE_GGML and $GGUF_SPLICE_GGML_PYPI; ik_llama.cpp: $GGUF_SPLICE_IK_LLAMA_BIN; nginx: $GGUF_SPLICE_NGINX" >&2
