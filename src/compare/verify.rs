@@ -14,7 +14,7 @@ use super::{CompareError, CompareOptions, ModelSummary, Shown, is_split_key, to_
 use super::{mixed, units};
 use crate::gguf::Model;
 use crate::plan::record::{ChildRecord, IdentityDifference};
-use crate::plan::{self, Parent, Plan, PlanError, PlannedTensor, Source, SplitOptions};
+use crate::plan::{self, Parent, Plan, PlannedTensor, Source, SplitOptions};
 use crate::recipe::Recipe;
 use crate::roles;
 use crate::roles::views;
@@ -29,17 +29,7 @@ pub fn verify(
     recipe: Option<&Recipe>,
     opts: &CompareOptions,
 ) -> Result<VerifyReport, CompareError> {
-    if parents.is_empty() {
-        return Err(PlanError::NoParents.into());
-    }
-    for (i, p) in parents.iter().enumerate() {
-        if parents[..i].iter().any(|q| q.name == p.name) {
-            return Err(PlanError::DuplicateParent {
-                name: p.name.clone(),
-            }
-            .into());
-        }
-    }
+    plan::parents::check(parents)?;
     let plan = recipe
         .map(|r| plan::build(parents, r, child.path(), SplitOptions::default()))
         .transpose()?;

@@ -4,7 +4,7 @@
 //! Every number here was checked against ik's own C: `ik-splice-types` (tests/oracle/ik_types.c,
 //! linked to ik's ggml from the PyPI sdist `ik-llama-cpp-python` 0.1.5) prints
 //! `ggml_blck_size`, `ggml_type_size`, `ggml_row_size` and `ggml_nbytes` for every type, and
-//! `tests/ik_types.rs` compares them with this table; the unit test `matches_ik_c_output` below
+//! `tests/oracles/ik_llama.rs` (`our_ik_type_table_is_ik_llamas_own`) compares them with this table; the unit test `matches_ik_c_output` below
 //! pins the same numbers without the oracle. ik's own gguf-py is *not* a source: it sizes
 //! IQ4_KS without its 4-byte row scale.
 

@@ -57,7 +57,7 @@ fn mainline_sizes_match_ggml_notes() {
 
 /// ik_llama.cpp's table as its own C prints it: `ik-splice-types` (tests/oracle/ik_types.c
 /// linked to ik's ggml, ik-llama-cpp-python 0.1.5): id, name, ggml_blck_size,
-/// ggml_type_size, ggml_row_size(t, blck) - ggml_type_size. tests/ik_types.rs re-runs the
+/// ggml_type_size, ggml_row_size(t, blck) - ggml_type_size. tests/oracles/ik_llama.rs (our_ik_type_table_is_ik_llamas_own) re-runs the
 /// oracle when it is built; this copy pins the numbers on a plain `cargo test`.
 pub(crate) const IK_C_TABLE: &[(u32, &str, u64, u64, u64)] = &[
     (0, "F32", 1, 4, 0),

@@ -238,7 +238,7 @@ fn comparison_finds_the_first_differing_byte() {
 
 #[test]
 fn without_ggml_a_job_is_refused() {
-    // Only where the test process finds no ggml (tests/mix.rs runs the binary without one).
+    // Only where the test process finds no ggml (tests/hand/mix runs the binary without one).
     if crate::ggml::available() {
         return;
     }
