@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use gguf_splice::ggml;
+use gguf_splice::ggml_lib;
 use gguf_splice::gguf::{Model, TensorLoc};
 use rayon::prelude::*;
 
@@ -25,14 +25,14 @@ fn rows(files: &[std::fs::File], t: &TensorLoc, rows: std::ops::Range<u64>) -> f
         .read_exact_at(&mut raw, t.file_offset + rows.start * row_bytes)
         .expect("read");
     let mut out = vec![0f32; n * ne0 as usize];
-    ggml::dequantize(ty, ne0, &raw, &mut out).expect("dequantize");
+    ggml_lib::dequantize(ty, ne0, &raw, &mut out).expect("dequantize");
     out.chunks(ne0 as usize).map(|r| r[0] as f64).sum()
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     assert!(args.len() == 2, "usage: dequantize A.gguf B.gguf");
-    if let Err(e) = ggml::library() {
+    if let Err(e) = ggml_lib::library() {
         eprintln!("dequantize: {e}");
         std::process::exit(2);
     }
@@ -56,8 +56,8 @@ fn main() {
             continue;
         };
         if a.info.dims != b.info.dims
-            || !ggml::can_dequantize(a.info.ty)
-            || !ggml::can_dequantize(b.info.ty)
+            || !ggml_lib::can_dequantize(a.info.ty)
+            || !ggml_lib::can_dequantize(b.info.ty)
         {
             continue;
         }

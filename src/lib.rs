@@ -8,7 +8,7 @@
 //!   labels, opening the files a user names (regular files only, text up to a cap), the one
 //!   definition of how far apart two tensors' values are, and where bytes come from (local
 //!   files, or HTTP(S) and `hf://` files read in place by range requests);
-//! - [`layout`], [`ggml`]: all size arithmetic on file-derived numbers; ggml's own quantizers
+//! - [`layout`], [`ggml_lib`]: all size arithmetic on file-derived numbers; ggml's own quantizers
 //!   and dequantizers, loaded at run time (`libggml-base`);
 //! - [`gguf`]: the container (reader, writer, shard sets, flavours);
 //! - [`roles`], [`mix`]: what a tensor is (layer, role, expert cut, its unit of weight and
@@ -111,7 +111,7 @@ pub mod distance;
 pub mod execute;
 pub mod fit;
 pub mod ftype;
-pub mod ggml;
+pub mod ggml_lib;
 pub mod ggml_type;
 pub mod gguf;
 pub mod input;

@@ -2,13 +2,13 @@
 //! whether its type table agrees with ours.
 
 use super::{CliError, emit, exit};
-use gguf_splice::ggml::{self, GgmlError};
+use gguf_splice::ggml_lib::{self, GgmlError};
 use gguf_splice::ggml_type::GgmlType;
 
 /// Print the ggml found (where, how, version, commit) and check every mainline type of our
 /// table against it. No ggml, or a refused one: the one-line error, exit 5.
 pub(crate) fn doctor() -> Result<i32, CliError> {
-    let g = ggml::library()?;
+    let g = ggml_lib::library()?;
     let refused: Vec<GgmlError> = GgmlType::all().filter_map(|t| g.check(t).err()).collect();
     let mut out = format!(
         "ggml      {}\nfound by  {}\nversion   {}\ncommit    {}\nrecorded  {} = \"{}\"\n",
@@ -16,7 +16,7 @@ pub(crate) fn doctor() -> Result<i32, CliError> {
         g.found(),
         g.version().unwrap_or("unknown (no ggml_version)"),
         g.commit().unwrap_or("unknown (no ggml_commit)"),
-        ggml::RECORD_KEY,
+        ggml_lib::RECORD_KEY,
         g.record(),
     );
     let n = GgmlType::all().count();

@@ -184,7 +184,7 @@ pub(crate) enum CliError {
     #[error(transparent)]
     Batch(#[from] BatchError),
     #[error(transparent)]
-    Ggml(#[from] gguf_splice::ggml::GgmlError),
+    Ggml(#[from] gguf_splice::ggml_lib::GgmlError),
     #[error(transparent)]
     Record(#[from] gguf_splice::plan::record::RecordError),
     #[error("{0}")]
@@ -329,7 +329,7 @@ fn is_read(e: &MixError) -> bool {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     if let Some(path) = &cli.ggml {
-        gguf_splice::ggml::set_path(path);
+        gguf_splice::ggml_lib::set_path(path);
     }
     let result = match cli.command {
         Command::Inspect {

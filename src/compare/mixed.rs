@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::report::{Mismatch, Sources};
 use super::{CompareError, to_ranges};
-use crate::ggml;
+use crate::ggml_lib;
 use crate::gguf::Model;
 use crate::mix::{self, Ctx, Limits};
 use crate::plan::{KEY_SPLICE_RECIPE, Parent, Plan, Source};
@@ -56,9 +56,9 @@ pub(super) fn check(
     let names: Vec<String> = parents.iter().map(|p| p.name.clone()).collect();
     // The ggml that made the child's mixed bytes, when it is not the one checking them.
     let other_ggml = child
-        .get(ggml::RECORD_KEY)
+        .get(ggml_lib::RECORD_KEY)
         .and_then(|v| v.as_str())
-        .zip(ggml::library().ok().map(|g| g.record()))
+        .zip(ggml_lib::library().ok().map(|g| g.record()))
         .filter(|(made, now)| made != now)
         .map(|(made, now)| (made.to_string(), now));
     for pt in &plan.tensors {

@@ -90,7 +90,7 @@ pub enum CompareError {
     },
     /// `diff --values` without a usable ggml (none found, or one refused).
     #[error("--values compares dequantized values, which needs ggml's dequantizers: {0}")]
-    ValuesUnavailable(crate::ggml::GgmlError),
+    ValuesUnavailable(crate::ggml_lib::GgmlError),
     /// ggml refused to dequantize a tensor's rows.
     #[error("tensor '{tensor}': dequantizing: {source}")]
     Dequantize {
@@ -98,7 +98,7 @@ pub enum CompareError {
         tensor: String,
         /// ggml's refusal.
         #[source]
-        source: crate::ggml::GgmlError,
+        source: crate::ggml_lib::GgmlError,
     },
     /// A byte range of a tensor does not fit in 64 bits.
     #[error("{path}: tensor '{tensor}': byte range past {offset} overflows")]

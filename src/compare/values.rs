@@ -2,7 +2,7 @@
 //! expert, whatever their quant types. Each tensor of A is read with B's
 //! [`View`](crate::roles::views::View) of it (so a parent of another converter layout is
 //! compared in A's layout), both sides are dequantized with ggml's own `to_float`
-//! ([`crate::ggml::dequantize`]) and the [`Sums`] of [`crate::distance`] are taken row by
+//! ([`crate::ggml_lib::dequantize`]) and the [`Sums`] of [`crate::distance`] are taken row by
 //! row: the relative distance `‖A − B‖ / ‖B‖` and the cosine similarity follow.
 //!
 //! Rows are read in chunks of about [`ValueOptions::chunk_elements`] values with positional
@@ -22,7 +22,7 @@ use super::engine::FileSet;
 use super::scales;
 use super::{CompareError, ModelSummary};
 use crate::distance::Sums;
-use crate::ggml::{self, GgmlError};
+use crate::ggml_lib::{self, GgmlError};
 use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, TensorInfo};
 use crate::roles::cut::{expert_cut, is_stacked_experts};
@@ -286,7 +286,7 @@ fn plan_tensor(
     })?;
     let a_view = views::view(info, a_model).expect("a tensor is its own view");
     for ty in [info.ty, b_view.ty()] {
-        if !ggml::can_dequantize(ty) {
+        if !ggml_lib::can_dequantize(ty) {
             return Err(NotCompared::Type { ty });
         }
     }
@@ -347,7 +347,7 @@ pub fn diff_values(
     opts: &ValueOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ValuesReport, CompareError> {
-    ggml::library().map_err(CompareError::ValuesUnavailable)?;
+    ggml_lib::library().map_err(CompareError::ValuesUnavailable)?;
     let mut files = FileSet::default();
     let fa = files.add(a)?;
     let fb = files.add(b)?;
@@ -535,7 +535,7 @@ fn job_sums(
     for (side, out) in [(&w.a, &mut *a), (&w.b, &mut *b)] {
         out.resize(len, 0.0);
         read_rows(files, &w.name, side, j.slice, &j.rows, raw)?;
-        ggml::dequantize(side.ty, w.n_per_row, raw, out).map_err(|source: GgmlError| {
+        ggml_lib::dequantize(side.ty, w.n_per_row, raw, out).map_err(|source: GgmlError| {
             CompareError::Dequantize {
                 tensor: w.name.clone(),
                 source,

@@ -23,7 +23,7 @@
 //! at least [`MIN_BANDS`] bands (or all) per tensor. The same rows of every parent are
 //! compared: the estimate is deterministic and its bytes read are reported.
 //!
-//! Values come from ggml's own dequantizers ([`crate::ggml::dequantize`]).
+//! Values come from ggml's own dequantizers ([`crate::ggml_lib::dequantize`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use super::FitError;
 use super::constraint::Constraint;
-use crate::ggml;
+use crate::ggml_lib;
 use crate::gguf::Model;
 use crate::layout::{self, DEFAULT_ALIGNMENT};
 use crate::mix::Imatrix;
@@ -226,7 +226,7 @@ impl Readers {
             })?;
         self.read[p].fetch_add(buf.len() as u64, Ordering::Relaxed);
         let mut out = vec![0f32; (ne0 * n) as usize];
-        ggml::dequantize(ty, ne0, &buf, &mut out).map_err(|source| FitError::Ggml {
+        ggml_lib::dequantize(ty, ne0, &buf, &mut out).map_err(|source| FitError::Ggml {
             parent: parents[p].name.clone(),
             tensor: name.to_string(),
             source,
@@ -287,7 +287,7 @@ fn usable(base: &Model, p: &Model, name: &str) -> bool {
     };
     let ne0 = rows_of(&t.info.dims).0;
     b.info.dims == t.info.dims
-        && ggml::can_dequantize(t.info.ty)
+        && ggml_lib::can_dequantize(t.info.ty)
         && t.info.ty.row_meta_bytes() == 0
         && t.info.ty.interleaved_rows() <= 1
         && ne0.is_multiple_of(t.info.ty.block_size())
@@ -381,7 +381,7 @@ fn tensor_errors(
 
 /// Estimate every unit of `parents` (the first is the base: its tensors and order).
 pub fn estimate(parents: &[Parent], opts: &EstimateOptions) -> Result<Estimate, FitError> {
-    ggml::library().map_err(FitError::Unavailable)?;
+    ggml_lib::library().map_err(FitError::Unavailable)?;
     let base = &parents.first().ok_or(FitError::NoParents)?.model;
     let forced = match opts.reference {
         None => None,

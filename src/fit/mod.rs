@@ -14,7 +14,7 @@ pub mod recipe_out;
 
 use std::path::Path;
 
-use crate::ggml::GgmlError;
+use crate::ggml_lib::GgmlError;
 use crate::mix::ImatrixError;
 use crate::plan::{self, Parent, Plan, PlanError, SplitOptions};
 use crate::recipe::{Recipe, RecipeError};
@@ -33,7 +33,7 @@ const MAX_ROUNDS: usize = 16;
 pub enum FitError {
     /// No usable ggml was found (none, or one refused).
     #[error("fit compares dequantized values, which needs ggml's dequantizers: {0}")]
-    Unavailable(crate::ggml::GgmlError),
+    Unavailable(crate::ggml_lib::GgmlError),
     /// No parent was given.
     #[error("fit needs at least one parent (--parent NAME=PATH)")]
     NoParents,

@@ -14,7 +14,7 @@ use crate::testkit::GgufBuilder;
 /// test says it skips; under `scripts/test.sh` (`GGUF_SPLICE_REQUIRE_ORACLES=1`, a ggml
 /// given in `GGUF_SPLICE_GGML`) a missing ggml is a failure.
 fn have_ggml(test: &str) -> bool {
-    if crate::ggml::available() {
+    if crate::ggml_lib::available() {
         return true;
     }
     assert!(

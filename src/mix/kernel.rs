@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{Ctx, Input, Job, Measure, MixError};
-use crate::{distance, ggml};
+use crate::{distance, ggml_lib};
 
 /// Read rows `rows` of `input` (whole rows of `row_bytes` bytes, concatenated across its
 /// spans) into `buf`.
@@ -56,7 +56,7 @@ fn dequantize_rows(
 ) -> Result<(), MixError> {
     let row_bytes = n_per_row / input.ty.block_size() * input.ty.type_size();
     read_rows(tensor, input, ctx, row_bytes, rows, raw)?;
-    ggml::dequantize(input.ty, n_per_row, raw, out).map_err(|source| MixError::Ggml {
+    ggml_lib::dequantize(input.ty, n_per_row, raw, out).map_err(|source| MixError::Ggml {
         tensor: tensor.to_string(),
         source,
     })
@@ -142,7 +142,7 @@ pub(super) fn mix_rows(
         let end = ((m + 1) * job.rows_per_matrix - job.first_row).min(rows.end);
         let (a, b) = ((r - rows.start) as usize, (end - rows.start) as usize);
         let w = weights.map(|w| &w[(m - m0) as usize * n..(m - m0 + 1) as usize * n]);
-        ggml::quantize(
+        ggml_lib::quantize(
             job.out_type,
             job.n_per_row,
             &acc[a * n..b * n],

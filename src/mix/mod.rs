@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use crate::ggml::GgmlError;
+use crate::ggml_lib::GgmlError;
 use crate::ggml_type::GgmlType;
 pub use imatrix::{Imatrix, ImatrixError};
 

@@ -152,7 +152,7 @@ fn run_to_vec(job: &Job, c: &Ctx) -> Vec<u8> {
 
 #[test]
 fn f32_mix_is_weighted_sum_in_order() {
-    if crate::ggml::test_library("f32_mix_is_weighted_sum_in_order").is_none() {
+    if crate::ggml_lib::test_library("f32_mix_is_weighted_sum_in_order").is_none() {
         return;
     }
     let (n, rows) = (64u64, 10u64);
@@ -176,7 +176,7 @@ fn f32_mix_is_weighted_sum_in_order() {
 
 #[test]
 fn bytes_do_not_depend_on_chunks_or_threads() {
-    if crate::ggml::test_library("bytes_do_not_depend_on_chunks_or_threads").is_none() {
+    if crate::ggml_lib::test_library("bytes_do_not_depend_on_chunks_or_threads").is_none() {
         return;
     }
     let (n, rows) = (256u64, 12u64);
@@ -208,7 +208,7 @@ fn bytes_do_not_depend_on_chunks_or_threads() {
 
 #[test]
 fn comparison_finds_the_first_differing_byte() {
-    if crate::ggml::test_library("comparison_finds_the_first_differing_byte").is_none() {
+    if crate::ggml_lib::test_library("comparison_finds_the_first_differing_byte").is_none() {
         return;
     }
     let (n, rows) = (32u64, 4u64);
@@ -239,7 +239,7 @@ fn comparison_finds_the_first_differing_byte() {
 #[test]
 fn without_ggml_a_job_is_refused() {
     // Only where the test process finds no ggml (tests/hand/mix runs the binary without one).
-    if crate::ggml::available() {
+    if crate::ggml_lib::available() {
         return;
     }
     let ps = parents(&[data(1, 32)]);
@@ -264,7 +264,7 @@ fn without_ggml_a_job_is_refused() {
     assert!(matches!(
         e,
         MixError::Ggml {
-            source: crate::ggml::GgmlError::NotFound,
+            source: crate::ggml_lib::GgmlError::NotFound,
             ..
         }
     ));
@@ -275,7 +275,7 @@ const CHUNKINGS: [(u64, usize); 3] = [(1, 1), (64 * 3, 2), (1 << 20, 16)];
 
 #[test]
 fn scales_multiply_each_matrix_before_the_weight() {
-    if crate::ggml::test_library("scales_multiply_each_matrix_before_the_weight").is_none() {
+    if crate::ggml_lib::test_library("scales_multiply_each_matrix_before_the_weight").is_none() {
         return;
     }
     // Four matrices (experts) of two rows of 64; the job computes matrices 1-3.
@@ -330,7 +330,7 @@ fn scales_multiply_each_matrix_before_the_weight() {
 
 #[test]
 fn distances_compare_scaled_values() {
-    if crate::ggml::test_library("distances_compare_scaled_values").is_none() {
+    if crate::ggml_lib::test_library("distances_compare_scaled_values").is_none() {
         return;
     }
     // The parent's blocks are half the base's, its scale 2 for matrix 1 only: the values
@@ -368,7 +368,7 @@ fn distances_compare_scaled_values() {
 #[test]
 fn nvfp4_refuses_values_it_cannot_hold_without_a_second_scale() {
     let test = "nvfp4_refuses_values_it_cannot_hold_without_a_second_scale";
-    if crate::ggml::test_library(test).is_none() {
+    if crate::ggml_lib::test_library(test).is_none() {
         return;
     }
     let n = 64u64;

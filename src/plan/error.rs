@@ -250,7 +250,7 @@ pub enum PlanError {
         /// The mix rule.
         origin: String,
         /// Why there is no ggml.
-        source: crate::ggml::GgmlError,
+        source: crate::ggml_lib::GgmlError,
     },
     /// A mix rule weighs a remote parent. Mixing reads every input row more than once (each
     /// measure, then the mix) and the remote writer streams copies only, so mixes read

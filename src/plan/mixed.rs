@@ -20,7 +20,7 @@ use std::ops::Range;
 use super::owners::Owners;
 use super::tensors::{copy_pieces, parent_view};
 use super::{Parent, Piece, PlanError, PlannedTensor, Source};
-use crate::ggml;
+use crate::ggml_lib;
 use crate::ggml_type::GgmlType;
 use crate::gguf::TensorInfo;
 use crate::layout;
@@ -399,7 +399,7 @@ impl<'p, 'r> Mixer<'p, 'r> {
         let spec = self.spec(rule);
         // No threshold, or no ggml to measure with: mixed (a plan without ggml cannot be
         // written, and its report says the distance needs ggml).
-        let Some(threshold) = spec.threshold.filter(|_| ggml::available()) else {
+        let Some(threshold) = spec.threshold.filter(|_| ggml_lib::available()) else {
             return Ok(vec![SliceDecision {
                 experts,
                 rule,

@@ -5,7 +5,7 @@
 
 use super::metadata::set_kv;
 use super::{Plan, PlanError, PlanValue, PlannedTensor};
-use crate::ggml::{self, RECORD_KEY};
+use crate::ggml_lib::{self, RECORD_KEY};
 use crate::gguf::OwnedValue;
 
 /// The first mix rule's origin among `tensors`, if any tensor is mixed.
@@ -26,7 +26,7 @@ pub(super) fn record<'p>(
     let Some(rule) = first_mix(tensors, origin) else {
         return;
     };
-    match ggml::library() {
+    match ggml_lib::library() {
         Ok(g) => set_kv(
             kvs,
             RECORD_KEY,
@@ -40,7 +40,7 @@ pub(super) fn record<'p>(
 
 /// The ggml a plan's mixed tensors need, if it has any: refused, naming the first mix rule,
 /// when there is none. Call it before writing.
-pub fn require_ggml(plan: &Plan) -> Result<Option<&'static ggml::Ggml>, PlanError> {
+pub fn require_ggml(plan: &Plan) -> Result<Option<&'static ggml_lib::Ggml>, PlanError> {
     let origin = |r: usize| {
         plan.rules
             .get(r)
@@ -49,7 +49,7 @@ pub fn require_ggml(plan: &Plan) -> Result<Option<&'static ggml::Ggml>, PlanErro
     let Some(rule) = first_mix(&plan.tensors, &origin) else {
         return Ok(None);
     };
-    ggml::library()
+    ggml_lib::library()
         .map(Some)
         .map_err(|source| PlanError::MixUnavailable {
             origin: rule,

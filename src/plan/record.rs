@@ -32,7 +32,7 @@ pub fn is_record_key(key: &str) -> bool {
         KEY_OPTIONS,
         KEY_PARENTS,
         super::KEY_SPLICE_RECIPE,
-        crate::ggml::RECORD_KEY,
+        crate::ggml_lib::RECORD_KEY,
     ]
     .contains(&key)
 }

@@ -157,7 +157,7 @@ fn ggml_json(plan: &Plan) -> Value {
     if plan.tensors.iter().all(|t| t.mix.is_none()) {
         return Value::Null;
     }
-    match crate::ggml::library() {
+    match crate::ggml_lib::library() {
         Ok(g) => json!({
             "path": g.path(), "found_by": g.found().to_string(), "version": g.version(),
             "commit": g.commit(), "record": g.record(),
@@ -379,7 +379,7 @@ fn mixed_text(out: &mut String, plan: &Plan) {
         return;
     }
     let _ = writeln!(out, "\nmixed tensors ({}):", mixed.len());
-    let _ = match crate::ggml::library() {
+    let _ = match crate::ggml_lib::library() {
         Ok(g) => writeln!(out, "  made by {} ({})", g.record(), g.path().display()),
         Err(e) => writeln!(out, "  made by: no ggml: {e}"),
     };

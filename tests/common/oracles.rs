@@ -113,7 +113,7 @@ pub fn have(test: &str, needs: &[Oracle]) -> bool {
                     let root = unsafe { libc::geteuid() } == 0;
                     !root || SLURM_PROGRAMS.iter().any(|n| find_program(n).is_none())
                 }
-                Oracle::Ggml => !gguf_splice::ggml::available(),
+                Oracle::Ggml => !gguf_splice::ggml_lib::available(),
             }
         })
         .collect();

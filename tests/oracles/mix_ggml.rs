@@ -38,7 +38,10 @@ fn two_ggmls(test: &str) -> Option<(PathBuf, PathBuf)> {
     if !have(test, &[Oracle::GgufPy, Oracle::Ggml]) {
         return None;
     }
-    let first = gguf_splice::ggml::library().unwrap().path().to_path_buf();
+    let first = gguf_splice::ggml_lib::library()
+        .unwrap()
+        .path()
+        .to_path_buf();
     match pypi_ggml() {
         Some(second) => Some((first, second)),
         None => {
@@ -99,7 +102,7 @@ fn experts_of(model: &Path) -> Vec<(String, Vec<u8>)> {
 
 fn record(model: &Path) -> String {
     let m = Model::open(model).unwrap();
-    m.get(gguf_splice::ggml::RECORD_KEY)
+    m.get(gguf_splice::ggml_lib::RECORD_KEY)
         .and_then(|v| v.as_str())
         .expect("the child records its ggml")
         .to_string()

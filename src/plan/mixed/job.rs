@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{Mixer, Views};
-use crate::ggml;
+use crate::ggml_lib;
 use crate::ggml_type::GgmlType;
 use crate::gguf::TensorInfo;
 use crate::mix::{ImatrixUse, Input, Job, Span};
@@ -68,7 +68,7 @@ impl<'p> Mixer<'p, '_> {
     ) -> Result<(), PlanError> {
         // Without a ggml nothing is measured, and the plan can be shown but not written
         // (see `needs_ggml`); with one, the type must be one it dequantizes.
-        if !ggml::available() || ggml::can_dequantize(ty) {
+        if !ggml_lib::available() || ggml_lib::can_dequantize(ty) {
             return Ok(());
         }
         Err(PlanError::MixInputType {
@@ -99,7 +99,7 @@ impl<'p> Mixer<'p, '_> {
             ty: out_ty,
             reason,
         };
-        if !ggml::can_quantize(out_ty) {
+        if !ggml_lib::can_quantize(out_ty) {
             return Err(bad_out(
                 "ggml cannot quantize to it; choose e.g. Q4_K, Q6_K, Q8_0, IQ4_XS or F32".into(),
             ));
@@ -138,7 +138,7 @@ impl<'p> Mixer<'p, '_> {
                 None => None,
             },
         };
-        if imatrix.is_none() && ggml::requires_imatrix(out_ty) {
+        if imatrix.is_none() && ggml_lib::requires_imatrix(out_ty) {
             return Err(PlanError::MixNeedsImatrix {
                 origin,
                 tensor: info.name.clone(),

@@ -98,7 +98,10 @@ fn the_ggml_beside_llama_quantize_on_path_is_found() {
         return;
     }
     // A llama.cpp install tree: bin/llama-quantize and lib/libggml-base.so.
-    let lib = gguf_splice::ggml::library().unwrap().path().to_path_buf();
+    let lib = gguf_splice::ggml_lib::library()
+        .unwrap()
+        .path()
+        .to_path_buf();
     let dir = tempfile::tempdir().unwrap();
     let (bin, libdir) = (dir.path().join("bin"), dir.path().join("lib"));
     std::fs::create_dir_all(&bin).unwrap();
