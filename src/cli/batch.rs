@@ -159,23 +159,9 @@ pub fn run(args: BatchArgs) -> Result<i32, CliError> {
             say(format_args!("error: {e}"));
         }
         if args.json {
-            let all = batch.children.iter().zip(&verdicts).map(|(c, v)| match v {
-                Ok(r) => render::verify_json(r),
-                Err(e) => serde_json::json!({"child": c.spec.label, "error": e.to_string()}),
-            });
-            print_json(&serde_json::Value::Array(all.collect()))?;
+            print_json(&render::batch_verify_json(&batch, &verdicts))?;
         } else {
-            for (c, v) in batch.children.iter().zip(&verdicts) {
-                match v {
-                    Ok(r) if r.passed() => emit(&format!("{}: verified\n", c.spec.label))?,
-                    Ok(r) => emit(&format!(
-                        "{}: MISMATCH\n{}",
-                        c.spec.label,
-                        render::verify_text(r)
-                    ))?,
-                    Err(_) => emit(&format!("{}: not verified (error above)\n", c.spec.label))?,
-                }
-            }
+            emit(&render::batch_verify_text(&batch, &verdicts))?;
         }
         // A child that could not be read says why by its error's code; else 1 on a mismatch.
         if let Some(e) = verdicts.iter().find_map(|v| v.as_ref().err()) {

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::human_bytes;
-use crate::batch::{Batch, ChildSummary, Job, ShardStatus};
+use crate::batch::{Batch, BatchError, ChildSummary, Job, ShardStatus};
+use crate::compare::VerifyReport;
 use crate::execute::ShardState;
 use crate::plan::Plan;
 
@@ -281,4 +282,33 @@ pub fn status_json(batch: &Batch, status: &[ShardStatus]) -> Value {
         })
         .collect();
     json!({"complete": batch_complete(status), "children": children})
+}
+/// `batch --verify`'s text: one line per child, `verified`, `MISMATCH` with its verify
+/// report, or `not verified` for a child whose check failed (its error is said apart).
+pub fn batch_verify_text(batch: &Batch, verdicts: &[Result<VerifyReport, BatchError>]) -> String {
+    let mut out = String::new();
+    for (c, v) in batch.children.iter().zip(verdicts) {
+        let label = &c.spec.label;
+        let _ = match v {
+            Ok(r) if r.passed() => writeln!(out, "{label}: verified"),
+            Ok(r) => write!(out, "{label}: MISMATCH\n{}", super::verify_text(r)),
+            Err(_) => writeln!(out, "{label}: not verified (error above)"),
+        };
+    }
+    out
+}
+
+/// `batch --verify --json`: each child's verify report, or `{child, error}`.
+pub fn batch_verify_json(batch: &Batch, verdicts: &[Result<VerifyReport, BatchError>]) -> Value {
+    Value::Array(
+        batch
+            .children
+            .iter()
+            .zip(verdicts)
+            .map(|(c, v)| match v {
+                Ok(r) => super::verify_json(r),
+                Err(e) => json!({"child": c.spec.label, "error": e.to_string()}),
+            })
+            .collect(),
+    )
 }

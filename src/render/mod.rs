@@ -25,8 +25,8 @@ use crate::gguf::TensorInfo;
 use crate::roles;
 
 pub use batch::{
-    batch_complete, batch_summary_json, batch_summary_text, jobs_json, jobs_text, status_json,
-    status_text,
+    batch_complete, batch_summary_json, batch_summary_text, batch_verify_json, batch_verify_text,
+    jobs_json, jobs_text, status_json, status_text,
 };
 pub use diff::{diff_json, diff_text};
 pub use fit::{fit_json, fit_text};
