@@ -209,6 +209,16 @@ pub(super) fn open(path: &Path, found: Found) -> Result<Loaded, GgmlError> {
         library: path.to_path_buf(),
         reason,
     };
+    // A path (not a bare name the loader searches for) must be a regular file: dlopen of a
+    // FIFO blocks until a writer comes, a device never ends.
+    if path.parent().is_some_and(|d| !d.as_os_str().is_empty()) {
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(not_loaded("not a regular file".into()));
+            }
+            _ => {}
+        }
+    }
     // SAFETY: loading a library runs its initialisers. A libggml-base's are ggml's own
     // (none that touch our state); the user named this file or installed it where
     // llama.cpp's own tools load it from.

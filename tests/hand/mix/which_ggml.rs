@@ -158,3 +158,38 @@ fn without_ggml_a_batch_that_mixes_is_refused_before_any_job_writes() {
         assert!(written.is_empty(), "{written:?}");
     }
 }
+
+#[test]
+fn a_ggml_path_that_is_a_fifo_is_refused_at_once() {
+    // dlopen of a FIFO blocks until a writer comes: the path must be a regular file. The
+    // wait below is only a guard that turns a hang into a failure.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("libggml-base.so");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path and creates a file; no memory is shared.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gguf-splice"))
+        .arg("--ggml")
+        .arg(&fifo)
+        .arg("doctor")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("gguf-splice --ggml FIFO hung");
+    };
+    assert_eq!(status.code(), Some(5));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("not a regular file"), "{err}");
+}
