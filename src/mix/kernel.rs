@@ -120,7 +120,8 @@ pub(super) fn mix_rows(
         && let Some((i, &v)) = acc
             .iter()
             .enumerate()
-            .find(|(_, v)| v.abs() > super::NVFP4_MAX)
+            // `!(|v| <= max)`: NaN fails every comparison, and is out of range too.
+            .find(|(_, v)| !(v.abs() <= super::NVFP4_MAX))
     {
         return Err(MixError::OutOfRange {
             tensor: job.tensor.clone(),

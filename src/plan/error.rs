@@ -418,7 +418,7 @@ pub enum PlanError {
     /// A mix rule selects a weight whose `.scale` companion cannot be applied to the
     /// parent's values: not F32, or neither one value nor one per matrix (expert).
     #[error(
-        "{origin}: {scale} of parent '{parent}' is {found}, not F32 with one value or one per expert ({matrices}), so the values of {tensor} cannot be computed to mix them; take {tensor} whole from one parent (a pick rule), or exclude it from the mix rule"
+        "{origin}: {scale} of parent '{parent}' cannot scale the values of {tensor} ({matrices} experts) to mix them: {found}; take {tensor} whole from one parent (a pick rule), or exclude it from the mix rule"
     )]
     MixScaleUnusable {
         /// The mix rule.
@@ -429,7 +429,7 @@ pub enum PlanError {
         scale: String,
         /// The parent.
         parent: String,
-        /// The scale's type and shape.
+        /// What is wrong with it (its type and shape, its layout, a value that is not finite).
         found: String,
         /// Matrices (experts) of the weight.
         matrices: u64,

@@ -96,7 +96,7 @@ pub(super) fn factors(
                 scale: first.clone(),
                 parent: parent.name.clone(),
                 found: format!(
-                    "one of the scales of {} (another layout, whose halves have scales of their own)",
+                    "it is one of the scales of {} (another layout, whose halves have scales of their own)",
                     sources.join(" and ")
                 ),
                 matrices: matrices(info),
@@ -111,7 +111,10 @@ pub(super) fn factors(
             tensor: info.name.clone(),
             scale: name,
             parent: parent.name.clone(),
-            found: format!("{} {:?}", t.info.ty, t.info.dims),
+            found: format!(
+                "it is {} {:?}, not F32 with one value or one per expert",
+                t.info.ty, t.info.dims
+            ),
             matrices: n,
         });
     }
@@ -119,6 +122,18 @@ pub(super) fn factors(
         origin: origin.to_string(),
         source,
     })?;
+    // A NaN or infinite scale makes every value of its expert NaN or infinite: no quantizer
+    // can write it (NVFP4's would write zeros), so it is refused here, naming the element.
+    if let Some((e, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(PlanError::MixScaleUnusable {
+            origin: origin.to_string(),
+            tensor: info.name.clone(),
+            scale: name,
+            parent: parent.name.clone(),
+            found: format!("its element {e} is {v}, not a finite number"),
+            matrices: n,
+        });
+    }
     Ok(Some(match experts {
         Some(e) if values.len() > 1 => values[e.start as usize..e.end as usize].to_vec(),
         _ => values,

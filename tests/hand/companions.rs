@@ -536,3 +536,54 @@ fn a_mix_parent_whose_companion_the_child_lacks_is_refused_but_for_its_scale() {
         "{e}"
     );
 }
+
+#[test]
+fn a_mix_of_a_weight_whose_scale_is_not_finite_is_refused() {
+    // A NaN (or infinite) scale makes the expert's values NaN: NVFP4's quantizer writes them
+    // as zeros with exit 0, so the plan refuses it, naming the scale and its element.
+    let dir = tempfile::tempdir().unwrap();
+    let scales = |v: [f32; 4]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let with_scale = |id: u8, s: [f32; 4]| {
+        fused_parent(id, F32).tensor_raw(
+            "blk.1.ffn_gate_up_exps.scale",
+            &[N_EXPERT],
+            F32.id(),
+            scales(s),
+        )
+    };
+    for bad in [f32::NAN, f32::INFINITY] {
+        let parents = vec![
+            Parent {
+                name: "v3".into(),
+                model: Model::open(&write(
+                    dir.path(),
+                    "a.gguf",
+                    &with_scale(V3, [1.0; 4]).build(),
+                ))
+                .unwrap(),
+            },
+            Parent {
+                name: "r1".into(),
+                model: Model::open(&write(
+                    dir.path(),
+                    "b.gguf",
+                    &with_scale(R1, [1.0, 2.0, bad, 1.0]).build(),
+                ))
+                .unwrap(),
+            },
+        ];
+        let r = Recipe::from_toml(
+            "[[rules]]\nrole = \"routed_experts\"\nlayers = \"1\"\nmix = { v3 = 0.5, r1 = 0.5 }\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let e = plan::build(&parents, &r, &dir.path().join("c"), SplitOptions::default())
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&e, PlanError::MixScaleUnusable { parent, found, .. }
+                if parent == "r1" && found.contains("element 2")),
+            "{e}"
+        );
+    }
+}
