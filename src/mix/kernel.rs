@@ -120,8 +120,8 @@ pub(super) fn mix_rows(
         && let Some((i, &v)) = acc
             .iter()
             .enumerate()
-            // `!(|v| <= max)`: NaN fails every comparison, and is out of range too.
-            .find(|(_, v)| !(v.abs() <= super::NVFP4_MAX))
+            // NaN is out of range too (it would be written as zeros).
+            .find(|(_, v)| v.is_nan() || v.abs() > super::NVFP4_MAX)
     {
         return Err(MixError::OutOfRange {
             tensor: job.tensor.clone(),
