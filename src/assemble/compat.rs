@@ -11,6 +11,7 @@ use super::Kind;
 use crate::ggml_type::GgmlType;
 use crate::gguf::{Model, TensorInfo};
 use crate::plan::{Parent, STRUCTURAL_KEYS, same_value, show_value};
+use crate::roles::unit::Units;
 use crate::roles::{self, Role, cut};
 
 /// One reason parents cannot be assembled.
@@ -74,6 +75,19 @@ pub enum Incompatibility {
         /// count).
         expected: String,
     },
+    /// A parent's FFN, expert or router weight has a companion (`.scale`, `.bias`, ...) the
+    /// base lacks: the assembly has the base's tensors, so that parent's experts would lose
+    /// it, and with a `.scale` the values its blocks mean.
+    CompanionDropped {
+        /// The parent's name.
+        parent: String,
+        /// Its companion.
+        companion: String,
+        /// The weight it belongs to.
+        weight: String,
+        /// The base parent's name.
+        base: String,
+    },
     /// FFN (or router) tensors of another type: they cannot be stacked into one tensor.
     FfnType {
         /// The parent's name.
@@ -127,6 +141,15 @@ impl fmt::Display for Incompatibility {
             } => write!(
                 f,
                 "attention layout: {tensor} is {found} in parent '{parent}' and {expected} in base '{base}'; the parents are different models"
+            ),
+            Incompatibility::CompanionDropped {
+                parent,
+                companion,
+                weight,
+                base,
+            } => write!(
+                f,
+                "companions: parent '{parent}' has {companion} beside {weight}, which base '{base}' lacks, so its experts would lose it (a .scale: the values its blocks mean); assemble with a base that has it (--base {parent}), or from parents without it"
             ),
             Incompatibility::FfnTensor {
                 parent,
@@ -226,6 +249,25 @@ pub(crate) fn check(parents: &[Parent], base: usize, kind: Kind) -> Vec<Incompat
                 parent: p.name.clone(),
                 keys: differing,
             });
+        }
+        // A companion of what the assembly takes from this parent (its experts, router or
+        // dense FFN) that the base lacks would be lost: the child has the base's tensors.
+        let units = Units::of(&p.model);
+        for t in p.model.tensors() {
+            let Some(weight) = units.head(&t.info.name) else {
+                continue;
+            };
+            let role = roles::classify(weight).role;
+            if matches!(role, Role::RoutedExperts | Role::Router | Role::DenseFfn)
+                && b.model.tensor(&t.info.name).is_none()
+            {
+                out.push(Incompatibility::CompanionDropped {
+                    parent: p.name.clone(),
+                    companion: t.info.name.clone(),
+                    weight: weight.to_string(),
+                    base: b.name.clone(),
+                });
+            }
         }
         if let Some(r) = attention_difference(&b.model, &p.model) {
             let (tensor, expected, found) = r;
@@ -403,6 +445,47 @@ mod tests {
             name: name.into(),
             model: Model::open_as(&p, Some(flavour)).unwrap(),
         }
+    }
+
+    #[test]
+    fn a_parents_scale_the_base_lacks_is_named_not_dropped() {
+        // b's experts carry a per-expert scale, the base's do not: the assembly (which has
+        // the base's tensors) would write b's blocks without it, as the wrong values.
+        let dir = tempfile::tempdir().unwrap();
+        let a = moe(dir.path(), "a", GgmlType::F32, Flavour::Mainline);
+        let b_path = dir.path().join("b.gguf");
+        let b = GgufBuilder::new()
+            .kv_str("general.architecture", "qwen3moe")
+            .kv_u32("qwen3moe.block_count", 1)
+            .kv_u32("qwen3moe.expert_count", 4)
+            .kv_u32("qwen3moe.expert_used_count", 2)
+            .tensor("blk.0.ffn_gate_inp.weight", &[256, 4], GgmlType::F32, 2)
+            .tensor("blk.0.ffn_up_exps.weight", &[256, 2, 4], GgmlType::F32, 2)
+            .tensor("blk.0.ffn_up_exps.scale", &[4], GgmlType::F32, 2);
+        std::fs::write(&b_path, b.build()).unwrap();
+        let parents = [
+            a,
+            Parent {
+                name: "b".into(),
+                model: Model::open(&b_path).unwrap(),
+            },
+        ];
+        let found = check(&parents, 0, Kind::Moe);
+        assert!(
+            found.iter().any(
+                |i| matches!(i, Incompatibility::CompanionDropped { parent, companion, .. }
+                if parent == "b" && companion == "blk.0.ffn_up_exps.scale")
+            ),
+            "{found:?}"
+        );
+        // With b as the base, a's experts have no scale to lose: nothing to say about it.
+        let found = check(&parents, 1, Kind::Moe);
+        assert!(
+            !found
+                .iter()
+                .any(|i| matches!(i, Incompatibility::CompanionDropped { .. })),
+            "{found:?}"
+        );
     }
 
     #[test]
