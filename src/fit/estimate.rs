@@ -180,6 +180,8 @@ pub fn sampled_bands(rows: u64, sample: f64) -> Vec<u64> {
 struct Readers {
     sources: Vec<Vec<Source>>,
     read: Vec<AtomicU64>,
+    /// Each parent's units (weights and their companions).
+    units: Vec<crate::roles::unit::Units>,
 }
 
 impl Readers {
@@ -197,7 +199,15 @@ impl Readers {
             sources.push(s);
         }
         let read = parents.iter().map(|_| AtomicU64::new(0)).collect();
-        Ok(Readers { sources, read })
+        let units = parents
+            .iter()
+            .map(|p| crate::roles::unit::Units::of(&p.model))
+            .collect();
+        Ok(Readers {
+            sources,
+            read,
+            units,
+        })
     }
 
     /// Rows `first..first + n` of tensor `name` of parent `p`, dequantized.
@@ -458,6 +468,16 @@ fn estimate_unit(
                 .is_none_or(|a| a.contains(&parents[p].name))
         })
         .filter(|&p| tensors.iter().all(|t| usable(base, &parents[p].model, t)))
+        // A parent whose weight has a companion the child (the base's tensors) would not
+        // carry cannot give the unit: the planner refuses it (`CompanionDropped`).
+        .filter(|&p| {
+            tensors.iter().all(|t| {
+                readers.units[p]
+                    .companions(t)
+                    .iter()
+                    .all(|c| base.tensor(c).is_some())
+            })
+        })
         .collect();
     let bytes_of = |p: usize| -> u64 {
         tensors

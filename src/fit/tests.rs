@@ -437,3 +437,36 @@ fn a_weights_scale_is_part_of_its_values() {
         vec![("blk.0.attn_q.weight".to_string(), 2, vec![0.0, want])]
     );
 }
+
+#[test]
+fn a_parent_whose_weight_has_a_companion_the_base_lacks_is_no_candidate() {
+    if !have_ggml("a_parent_whose_weight_has_a_companion_the_base_lacks_is_no_candidate") {
+        return;
+    }
+    // b's attn_q has a `.scale` the base (a) lacks: the child, which has a's tensors, would
+    // carry b's blocks without it, and the planner refuses that. fit must not choose it.
+    let dir = tempfile::tempdir().unwrap();
+    let build = |name: &str, scale: bool| {
+        let mut b = GgufBuilder::new()
+            .kv_str("general.architecture", "deepseek2")
+            .tensor_raw("blk.0.attn_q.weight", &[4, 2], 0, values(8, &[]));
+        if scale {
+            b = b.tensor_raw("blk.0.attn_q.scale", &[1], 0, f32s(&[2.0]));
+        }
+        let path = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&path, b.build()).unwrap();
+        Parent {
+            name: name.to_string(),
+            model: Model::open(&path).unwrap(),
+        }
+    };
+    let parents = vec![build("a", false), build("b", true)];
+    let e = estimate::estimate(&parents, &opts(None, None)).unwrap();
+    let unit = e
+        .units
+        .iter()
+        .find(|u| u.label == "blk.0.attn_q.weight")
+        .expect("the unit");
+    let cands: Vec<usize> = unit.candidates.iter().map(|c| c.parent).collect();
+    assert_eq!(cands, vec![0], "only the base can give it");
+}
