@@ -237,9 +237,26 @@ pub fn choose<'p>(
     let small = planned(&smallest)?;
     let minimum = small.1.output_bytes();
     if minimum > opts.budget {
+        // The child's header records the budget (the recipe's comment, the record), so
+        // the smallest child at a budget of `minimum` is a few bytes larger than at this
+        // budget: say the size that budget really needs.
+        let mut need = minimum;
+        for _ in 0..4 {
+            let header = recipe_out::Header {
+                budget: need,
+                estimate: &header_line,
+            };
+            let text = recipe_out::recipe_text(parents, &est, &smallest, &header);
+            let recipe = Recipe::from_toml(&text, Path::new(RECIPE_NAME))?;
+            let size = plan::build(parents, &recipe, opts.output, opts.split)?.output_bytes();
+            if size <= need {
+                break;
+            }
+            need = size;
+        }
         return Err(FitError::BudgetTooSmall {
             budget: opts.budget,
-            minimum,
+            minimum: need,
         });
     }
     let data = |choice: &[usize]| knapsack::totals(&items, choice.to_vec()).bytes;

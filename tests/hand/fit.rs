@@ -169,6 +169,28 @@ fn a_budget_below_the_smallest_child_is_refused_naming_it() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains(&minimum.to_string()), "{}", stderr(&o));
     assert!(!child.exists());
+    // The minimum a tiny budget is told is enough as it is said: the child's header records
+    // the budget, whose digits count.
+    let o = go(&with_parents(
+        "fit",
+        None,
+        &parents,
+        &["--budget", "1", "-o", child.to_str().unwrap()],
+    ));
+    assert_exit(&o, 2);
+    let said: u64 = stderr(&o)
+        .rsplit("at least ")
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("the minimum is said");
+    let o = go(&with_parents(
+        "fit",
+        None,
+        &parents,
+        &["--budget", &said.to_string(), "-o", child.to_str().unwrap()],
+    ));
+    assert_ok(&o);
+    assert!(std::fs::metadata(&child).unwrap().len() <= said);
 }
 
 #[test]
