@@ -461,13 +461,19 @@ fn estimate_unit(
     opts: &EstimateOptions,
 ) -> Result<FitUnit, FitError> {
     let base = &parents[0].model;
-    let cands: Vec<usize> = (0..parents.len())
+    // Every parent that could give the unit; the reference is chosen among them all, so a
+    // constraint (`from = [...]`) narrows the choice, not the yardstick.
+    let usable_all: Vec<usize> = (0..parents.len())
+        .filter(|&p| tensors.iter().all(|t| usable(base, &parents[p].model, t)))
+        .collect();
+    let cands: Vec<usize> = usable_all
+        .iter()
+        .copied()
         .filter(|&p| {
             allowed
                 .as_ref()
                 .is_none_or(|a| a.contains(&parents[p].name))
         })
-        .filter(|&p| tensors.iter().all(|t| usable(base, &parents[p].model, t)))
         // A parent whose weight has a companion the child (the base's tensors) would not
         // carry cannot give the unit: the planner refuses it (`CompanionDropped`).
         .filter(|&p| {
@@ -488,8 +494,13 @@ fn estimate_unit(
             })
             .sum()
     };
+    if cands.is_empty() {
+        return Err(FitError::NoCandidate {
+            unit: label.to_string(),
+        });
+    }
     let reference = match forced {
-        Some(r) if cands.contains(&r) => r,
+        Some(r) if usable_all.contains(&r) => r,
         Some(r) => {
             return Err(FitError::ReferenceLacks {
                 reference: parents[r].name.clone(),
@@ -497,13 +508,11 @@ fn estimate_unit(
             });
         }
         // The most bytes; among equals, the first parent.
-        None => *cands
+        None => *usable_all
             .iter()
             .rev()
             .max_by_key(|&&p| bytes_of(p))
-            .ok_or_else(|| FitError::NoCandidate {
-                unit: label.to_string(),
-            })?,
+            .expect("the candidates are usable"),
     };
     let head = &tensors[0];
     let class = roles::classify(head);

@@ -264,13 +264,17 @@ fn a_constraint_limits_the_parents_of_the_units_it_selects() {
     let mut o = opts(None, None);
     o.constraint = Some(&c);
     let e = estimate::estimate(&parents, &o).unwrap();
-    // attn_q (and its bias) may come from b only: b is its reference and only candidate.
+    // attn_q (and its bias) may come from b only: b is its only candidate, but its error is
+    // still measured against the reference of all parents (a: equal bytes, the first), so
+    // the constraint narrows the choice, not the yardstick.
     let q = &e.units[1];
     assert_eq!(q.label, "blk.0.attn_q.weight");
     assert_eq!(
         q.candidates.iter().map(|c| c.parent).collect::<Vec<_>>(),
         vec![1]
     );
+    assert_eq!(q.reference, 0);
+    assert_eq!(q.candidates[0].error, 14.0);
     assert_eq!(e.units[2].candidates.len(), 2);
     // Naming a parent that is not given is refused before anything is read.
     let c = constraint::Constraint::from_toml(
