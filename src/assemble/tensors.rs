@@ -164,8 +164,8 @@ fn stack_dense(inp: &Inputs, li: usize, t: TensorLoc) -> Result<PlannedTensor, A
     let scale = dense_scale(&t.info.name, t.info);
     let name = match scale {
         Some((matrix, suffix)) => {
-            let w = roles::stacked_experts_name(layer.layer, matrix);
-            format!("{}.{suffix}", w.strip_suffix(".weight").unwrap_or(&w))
+            unit::companion_name(&roles::stacked_experts_name(layer.layer, matrix), suffix)
+                .expect("a stacked experts name is a weight's")
         }
         None => roles::stacked_experts_name(
             layer.layer,

@@ -7,9 +7,8 @@
 
 use super::CompareError;
 use super::engine::FileSet;
-use crate::ggml_type::GgmlType;
 use crate::gguf::Model;
-use crate::roles::unit::Units;
+use crate::roles::unit;
 
 /// Where a weight's `.scale` is: file index in the [`FileSet`], absolute offset and count of
 /// F32 values.
@@ -20,38 +19,27 @@ pub(super) struct ScaleLoc {
     count: u64,
 }
 
-/// The `.scale` companion of weight `name` in `model` (whose first file is `first_file`):
-/// `Ok(None)` when it has none, `Err` when it has one that cannot be applied to `slices`
-/// slices (not F32, or neither one value nor one per slice).
+/// Where the `.scale` companion of weight `name` in `model` (whose first file is
+/// `first_file`) is ([`unit::scale_of`]): `Ok(None)` when it has none, `Err` when it has one
+/// that cannot be applied to `slices` slices.
 pub(super) fn locate(
     model: &Model,
-    units: &Units,
     name: &str,
     first_file: usize,
     slices: u64,
 ) -> Result<Option<ScaleLoc>, String> {
-    let Some(scale) = units
-        .companions(name)
-        .iter()
-        .find(|c| c.ends_with(".scale"))
-    else {
-        return Ok(None);
-    };
-    let t = model
-        .tensor(scale)
-        .expect("a companion is a tensor of the model");
-    let count = t.info.dims.iter().product::<u64>();
-    if t.info.ty != GgmlType::F32 || !(count == 1 || count == slices) {
-        return Err(format!(
-            "its scale {scale} is {} {:?}, not F32 with one value or one per expert ({slices})",
-            t.info.ty, t.info.dims
-        ));
+    match unit::scale_of(model, name, slices) {
+        Ok(None) => Ok(None),
+        Ok(Some(t)) => Ok(Some(ScaleLoc {
+            file: first_file + t.shard,
+            offset: t.file_offset,
+            count: t.info.dims.iter().product(),
+        })),
+        Err(why) => Err(format!(
+            "its scale {}: {why}",
+            unit::companion_name(name, "scale").unwrap_or_default()
+        )),
     }
-    Ok(Some(ScaleLoc {
-        file: first_file + t.shard,
-        offset: t.file_offset,
-        count,
-    }))
 }
 
 /// Read the factors: one per slice (a single value repeated when the scale has one).
@@ -63,13 +51,5 @@ pub(super) fn read(
 ) -> Result<Vec<f32>, CompareError> {
     let mut raw = vec![0u8; loc.count as usize * 4];
     files.read(loc.file, loc.offset, &mut raw, tensor)?;
-    let values: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok(if values.len() == 1 {
-        vec![values[0]; slices]
-    } else {
-        values
-    })
+    Ok(unit::scale_factors(&raw, slices))
 }

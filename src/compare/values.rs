@@ -311,9 +311,8 @@ fn plan_tensor(
     // by name: a weight read from the other gate/up layout has no scale of its own name.
     let n = a_side.slices.len() as u64;
     a_side.scale_at =
-        scales::locate(a_model, &units.0, &info.name, files.0, n).map_err(NotCompared::Layout)?;
-    b_side.scale_at =
-        scales::locate(b, &units.1, &info.name, files.1, n).map_err(NotCompared::Layout)?;
+        scales::locate(a_model, &info.name, files.0, n).map_err(NotCompared::Layout)?;
+    b_side.scale_at = scales::locate(b, &info.name, files.1, n).map_err(NotCompared::Layout)?;
     if b_view.conversion() != views::Conversion::Same
         && b_view
             .parts()

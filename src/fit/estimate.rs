@@ -38,7 +38,7 @@ use crate::layout::{self, DEFAULT_ALIGNMENT};
 use crate::mix::Imatrix;
 use crate::plan::Parent;
 use crate::roles::cut::is_stacked_experts;
-use crate::roles::unit::Units;
+use crate::roles::unit::{self, Units};
 use crate::roles::{self, Role};
 use crate::source::Source;
 
@@ -181,7 +181,7 @@ struct Readers {
     sources: Vec<Vec<Source>>,
     read: Vec<AtomicU64>,
     /// Each parent's units (weights and their companions).
-    units: Vec<crate::roles::unit::Units>,
+    units: Vec<Units>,
 }
 
 impl Readers {
@@ -199,10 +199,7 @@ impl Readers {
             sources.push(s);
         }
         let read = parents.iter().map(|_| AtomicU64::new(0)).collect();
-        let units = parents
-            .iter()
-            .map(|p| crate::roles::unit::Units::of(&p.model))
-            .collect();
+        let units = parents.iter().map(|p| Units::of(&p.model)).collect();
         Ok(Readers {
             sources,
             read,
@@ -243,35 +240,33 @@ impl Readers {
         })?;
         // The values llama.cpp computes with: the blocks times the weight's `.scale` (one
         // value, or one per expert: rows of expert e are its `ne1` rows).
-        if let Some(scale) = self.scale(parents, p, name)? {
-            let rows_per = match loc.info.dims.as_slice() {
-                [_, ne1, _, ..] if scale.len() > 1 => *ne1,
-                _ => u64::MAX,
-            };
+        let (rows_per, experts) = match loc.info.dims.as_slice() {
+            [_, ne1, e, ..] => (*ne1, *e),
+            _ => (u64::MAX, 1),
+        };
+        if let Some(scale) = self.scale(parents, p, name, experts)? {
             for (r, row) in out.chunks_exact_mut(ne0 as usize).enumerate() {
-                let f = scale[((first + r as u64) / rows_per).min(scale.len() as u64 - 1) as usize];
+                let f = scale[((first + r as u64) / rows_per) as usize];
                 row.iter_mut().for_each(|v| *v *= f);
             }
         }
         Ok(out)
     }
 
-    /// The F32 `.scale` companion of weight `name` in parent `p`, if it has one.
+    /// The factors of weight `name`'s `.scale` in parent `p` for each of its `experts`
+    /// ([`unit::scale_of`]), if it has one llama.cpp would apply.
     fn scale(
         &self,
         parents: &[Parent],
         p: usize,
         name: &str,
+        experts: u64,
     ) -> Result<Option<Vec<f32>>, FitError> {
-        let Some(stem) = name.strip_suffix(".weight") else {
+        // A scale llama.cpp would not load as such (not F32, another count) is not applied,
+        // as before the planner refuses a child that would need it.
+        let Ok(Some(loc)) = unit::scale_of(&parents[p].model, name, experts) else {
             return Ok(None);
         };
-        let Some(loc) = parents[p].model.tensor(&format!("{stem}.scale")) else {
-            return Ok(None);
-        };
-        if loc.info.ty != crate::ggml_type::GgmlType::F32 {
-            return Ok(None);
-        }
         let mut buf = vec![0u8; loc.info.n_bytes as usize];
         self.sources[p][loc.shard]
             .read_exact_at(&mut buf, loc.file_offset)
@@ -281,11 +276,7 @@ impl Readers {
                 source,
             })?;
         self.read[p].fetch_add(buf.len() as u64, Ordering::Relaxed);
-        let v: Vec<f32> = buf
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((!v.is_empty()).then_some(v))
+        Ok(Some(unit::scale_factors(&buf, experts as usize)))
     }
 }
 
@@ -519,7 +510,7 @@ fn estimate_unit(
     let mut errors = vec![0f64; cands.len()];
     for t in tensors {
         // A scale's effect is in its weight's values (see `Readers::rows`).
-        if crate::roles::unit::is_scale(t) {
+        if unit::is_scale(t) {
             continue;
         }
         let info = base.tensor(t).expect("base tensor").info;

@@ -274,13 +274,7 @@ impl Walk<'_, '_> {
         // experts); a rule taking it without its weight is refused.
         let selector = self.units.base().selector(name).to_string();
         let companion = selector != *name;
-        self.units.check_selection(
-            name,
-            self.recipe
-                .rules
-                .iter()
-                .map(|r| (r.origin.clone(), r.selects(name), r.selects(&selector))),
-        )?;
+        self.units.check_selection(name, &self.recipe.rules)?;
         let a = self.assign(t, &selector)?;
         self.units.check_follows(t.info, &a.owners)?;
         self.units.check_none_dropped(t.info, &a.owners, &|id| {

@@ -26,13 +26,6 @@ use crate::roles::views::View;
 /// The origin of the made `.scale` bytes of mixed experts, for reports and `verify`.
 pub const MIXED_SCALE: &str = "scale 1.0 of mixed values";
 
-/// The name of weight `weight`'s companion with `suffix`; `None` when `weight` is no weight.
-fn companion(weight: &str, suffix: &str) -> Option<String> {
-    weight
-        .strip_suffix(unit::WEIGHT_SUFFIX)
-        .map(|stem| format!("{stem}{suffix}"))
-}
-
 /// Read `name`'s values from `parent` as F32 (checked by the caller).
 fn read_f32(parent: &Parent, name: &str) -> Result<Vec<f32>, MixError> {
     let t = parent.model.tensor(name).expect("checked by the caller");
@@ -50,10 +43,7 @@ fn read_f32(parent: &Parent, name: &str) -> Result<Vec<f32>, MixError> {
         .map_err(|e| read(e.to_string()))?
         .read_exact_at(&mut raw, t.file_offset)
         .map_err(|e| read(e.to_string()))?;
-    Ok(raw
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(unit::scale_factors(&raw, 1))
 }
 
 /// The matrices (experts) of `info`: its rows over the rows of one matrix.
@@ -83,7 +73,7 @@ pub(super) fn factors(
     sources.dedup();
     let scales: Vec<String> = sources
         .iter()
-        .filter_map(|s| companion(s, "scale"))
+        .filter_map(|s| unit::companion_name(s, "scale"))
         .filter(|c| parent.model.tensor(c).is_some())
         .collect();
     let name = match (sources.as_slice(), scales.as_slice()) {
@@ -103,18 +93,15 @@ pub(super) fn factors(
             });
         }
     };
-    let t = parent.model.tensor(&name).expect("found above");
-    let (count, n) = (t.info.dims.iter().product::<u64>(), matrices(info));
-    if t.info.ty != GgmlType::F32 || !(count == 1 || count == n) {
+    let n = matrices(info);
+    let source = unit::head_name(&name).expect("a companion's weight");
+    if let Err(found) = unit::scale_of(&parent.model, &source, n) {
         return Err(PlanError::MixScaleUnusable {
             origin: origin.to_string(),
             tensor: info.name.clone(),
             scale: name,
             parent: parent.name.clone(),
-            found: format!(
-                "it is {} {:?}, not F32 with one value or one per expert",
-                t.info.ty, t.info.dims
-            ),
+            found,
             matrices: n,
         });
     }

@@ -12,6 +12,7 @@
 
 use crate::plan::owners::Owners;
 use crate::plan::{Parent, PlanError};
+use crate::recipe::Rule;
 use crate::roles::cut::expert_cut;
 use crate::roles::unit::{self, Units};
 use crate::roles::views;
@@ -38,26 +39,19 @@ impl<'p> UnitRules<'p> {
         &self.units[self.base]
     }
 
-    /// Refuse a rule (`selects`, by rule index) that takes companion `name` but not its
-    /// weight.
-    pub(crate) fn check_selection(
-        &self,
-        name: &str,
-        rules: impl Iterator<Item = (String, bool, bool)>,
-    ) -> Result<(), PlanError> {
+    /// Refuse the first of `rules` that takes companion `name` but not its weight.
+    pub(crate) fn check_selection(&self, name: &str, rules: &[Rule]) -> Result<(), PlanError> {
         let Some(weight) = self.base().head(name) else {
             return Ok(());
         };
-        for (origin, takes_companion, takes_weight) in rules {
-            if takes_companion && !takes_weight {
-                return Err(PlanError::CompanionWithoutWeight {
-                    origin,
-                    companion: name.to_string(),
-                    weight: weight.to_string(),
-                });
-            }
+        match rules.iter().find(|r| r.selects(name) && !r.selects(weight)) {
+            Some(r) => Err(PlanError::CompanionWithoutWeight {
+                origin: r.origin.clone(),
+                companion: name.to_string(),
+                weight: weight.to_string(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The expert count the owner walk uses for tensor `name`: its weight's for a
@@ -115,9 +109,9 @@ impl<'p> UnitRules<'p> {
         mixed: &dyn Fn(usize) -> Vec<usize>,
     ) -> Result<(), PlanError> {
         // Only a weight has companions: `STEM.weight`.
-        let Some(stem) = info.name.strip_suffix(".weight") else {
+        if unit::companion_name(&info.name, "").is_none() {
             return Ok(());
-        };
+        }
         let base = &self.parents[self.base].model;
         let mut givers: Vec<(usize, bool)> = Vec::new();
         for p in owners.parents() {
@@ -145,7 +139,7 @@ impl<'p> UnitRules<'p> {
                     if in_mix && suffix == "scale" {
                         continue;
                     }
-                    let wanted = format!("{stem}.{suffix}");
+                    let wanted = unit::companion_name(&info.name, suffix).expect("a weight");
                     if base.tensor(&wanted).is_none() || source != &info.name {
                         return Err(PlanError::CompanionDropped {
                             parent: parent.name.clone(),

@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 
 use super::split_suffix;
-use crate::gguf::Model;
+use crate::ggml_type::GgmlType;
+use crate::gguf::{Model, TensorLoc};
 
 /// The suffix of the tensor a unit is named after.
 pub const WEIGHT_SUFFIX: &str = "weight";
@@ -46,6 +47,49 @@ pub fn suffix(name: &str) -> Option<&str> {
 /// weight mean nothing without it: `.scale` and `.input_scale`.
 pub fn is_scale(name: &str) -> bool {
     matches!(suffix(name), Some("scale" | "input_scale"))
+}
+
+/// The name of weight `weight`'s companion of `suffix`: `blk.0.attn_q.weight`, `scale` ->
+/// `blk.0.attn_q.scale` (the inverse of [`head_name`]). `None` for a name that is no weight.
+pub fn companion_name(weight: &str, suffix: &str) -> Option<String> {
+    weight
+        .strip_suffix(WEIGHT_SUFFIX)
+        .and_then(|s| s.strip_suffix('.'))
+        .map(|stem| format!("{stem}.{suffix}"))
+}
+
+/// Weight `weight`'s `.scale` in `model`, as llama.cpp b11434 applies it to a weight of
+/// `slices` experts (1 for a plain weight): F32, one value or one per expert. `Ok(None)`:
+/// it has none; `Err(why)`: it has one that cannot be applied so.
+pub fn scale_of<'m>(
+    model: &'m Model,
+    weight: &str,
+    slices: u64,
+) -> Result<Option<TensorLoc<'m>>, String> {
+    let Some(t) = companion_name(weight, "scale").and_then(|n| model.tensor(&n)) else {
+        return Ok(None);
+    };
+    let count = t.info.dims.iter().product::<u64>();
+    if t.info.ty != GgmlType::F32 || !(count == 1 || count == slices) {
+        return Err(format!(
+            "it is {} {:?}, not F32 with one value or one per expert ({slices})",
+            t.info.ty, t.info.dims
+        ));
+    }
+    Ok(Some(t))
+}
+
+/// The factors a `.scale`'s bytes (F32, little-endian) give each of `slices` experts: one
+/// value repeated, or one per expert.
+pub fn scale_factors(raw: &[u8], slices: usize) -> Vec<f32> {
+    let values: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    match values.as_slice() {
+        [one] => vec![*one; slices],
+        _ => values,
+    }
 }
 
 /// The units of one model: which tensors are companions of which weights.
@@ -136,6 +180,20 @@ mod tests {
             head_name("blk.1.ffn_gate.5.bias").as_deref(),
             Some("blk.1.ffn_gate.5.weight")
         );
+    }
+
+    #[test]
+    fn companion_names_are_head_names_inverted() {
+        assert_eq!(
+            companion_name("blk.0.ffn_up_exps.weight", "scale").as_deref(),
+            Some("blk.0.ffn_up_exps.scale")
+        );
+        assert_eq!(companion_name("blk.0.exp_probs_b.bias", "scale"), None);
+        let c = companion_name("output.weight", "input_scale").unwrap();
+        assert_eq!(head_name(&c).as_deref(), Some("output.weight"));
+        assert_eq!(scale_factors(&2.0f32.to_le_bytes(), 3), vec![2.0; 3]);
+        let two: Vec<u8> = [1.0f32, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(scale_factors(&two, 2), vec![1.0, 3.0]);
     }
 
     #[test]
