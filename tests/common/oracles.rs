@@ -191,3 +191,21 @@ pub fn python_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Vec
     );
     out.stdout
 }
+
+/// A child assembled independently by gguf-py (`tests/oracle/assemble.py`) from `base`, with
+/// its `--take` / `--take-experts` options `takes` (`("--take", "REGEX=PATH")`), written to
+/// `out`.
+pub fn assemble_reference(base: &Path, out: &Path, takes: &[(&str, String)]) -> PathBuf {
+    let mut args: Vec<String> = vec![
+        "--base".into(),
+        base.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    for (option, value) in takes {
+        args.push(option.to_string());
+        args.push(value.clone());
+    }
+    oracle_script("assemble.py", &args);
+    out.to_path_buf()
+}

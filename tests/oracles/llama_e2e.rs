@@ -62,16 +62,13 @@ fn chimera_of_differently_quantized_parents_runs_like_the_gguf_py_reference() {
     let v3 = dump(Path::new(&fixture_arg("v3-q3mix.gguf")));
     let r1 = dump(Path::new(&fixture_arg("r1-iq2mix.gguf")));
     let reference = dir.path().join("reference.gguf");
-    oracle_script(
-        "assemble.py",
-        &[
-            "--base".into(),
-            fixture_arg("v3-q3mix.gguf"),
-            "--out".into(),
-            reference.display().to_string(),
-            "--take".into(),
+    assemble_reference(
+        &fixture("v3-q3mix.gguf"),
+        &reference,
+        &[(
+            "--take",
             format!("{EXPERTS}={}", fixture_arg("r1-iq2mix.gguf")),
-        ],
+        )],
     );
     let want = llama_probe(&reference);
     assert_ne!(
@@ -151,16 +148,13 @@ fn expert_level_child_of_same_type_parents_runs_like_the_reference() {
     let r1 = dump(Path::new(&fixture_arg("r1-q3mix.gguf")));
     let rule = r"blk\.[12]\.ffn_(gate|up|down)_exps";
     let reference = dir.path().join("reference.gguf");
-    oracle_script(
-        "assemble.py",
-        &[
-            "--base".into(),
-            fixture_arg("v3-q3mix.gguf"),
-            "--out".into(),
-            reference.display().to_string(),
-            "--take-experts".into(),
+    assemble_reference(
+        &fixture("v3-q3mix.gguf"),
+        &reference,
+        &[(
+            "--take-experts",
             format!("{rule}={}:1-2", fixture_arg("r1-q3mix.gguf")),
-        ],
+        )],
     );
     let child = dir.path().join("experts.gguf");
     SpliceCmd::new("splice")
@@ -207,16 +201,11 @@ const ROUTED_ORACLE: &str = r"ffn_(gate|up|gate_up|down)_exps\.weight$";
 
 /// A child assembled by tests/oracle/assemble.py (`extra`: its --take / --take-experts).
 fn assemble(dir: &Path, name: &str, base: &str, extra: &[String]) -> PathBuf {
-    let out = dir.join(name);
-    let mut args = vec![
-        "--base".to_string(),
-        base.to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    args.extend_from_slice(extra);
-    oracle_script("assemble.py", &args);
-    out
+    let takes: Vec<(&str, String)> = extra
+        .chunks(2)
+        .map(|c| (c[0].as_str(), c[1].clone()))
+        .collect();
+    assemble_reference(Path::new(base), &dir.join(name), &takes)
 }
 
 /// Which of `parents` holds exactly the bytes of `t` under its name, for messages.

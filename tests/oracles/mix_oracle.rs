@@ -274,19 +274,11 @@ fn quantized_mixes_are_llama_quantizes_bytes() {
 
 /// The base with its routed experts taken from `donor` by gguf-py (assemble.py).
 fn assemble(dir: &Path, base: &Path, donor: &Path, out: &str) -> PathBuf {
-    let out = dir.join(out);
-    oracle_script(
-        "assemble.py",
-        &[
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--take",
-            &format!("{EXPERTS}={}", donor.display()),
-        ],
-    );
-    out
+    assemble_reference(
+        base,
+        &dir.join(out),
+        &[("--take", format!("{EXPERTS}={}", donor.display()))],
+    )
 }
 
 #[test]

@@ -56,31 +56,20 @@ fn an_nvfp4_chimera_takes_each_experts_scale_and_runs_like_the_reference() {
 
     // The reference: gguf-py moves experts 2-3 of every `_exps` tensor, scales included.
     let reference = d.path().join("reference.gguf");
-    let take = format!("_exps={}:2-3", b.display());
-    oracle_script(
-        "assemble.py",
-        &[
-            "--base",
-            a.to_str().unwrap(),
-            "--out",
-            reference.to_str().unwrap(),
-            "--take-experts",
-            &take,
-        ],
+    assemble_reference(
+        &a,
+        &reference,
+        &[("--take-experts", format!("_exps={}:2-3", b.display()))],
     );
     // The old planner's child: the blocks of experts 2-3, the scales of the base.
     let torn = d.path().join("torn.gguf");
-    let take = format!(r"_exps\.weight={}:2-3", b.display());
-    oracle_script(
-        "assemble.py",
-        &[
-            "--base",
-            a.to_str().unwrap(),
-            "--out",
-            torn.to_str().unwrap(),
+    assemble_reference(
+        &a,
+        &torn,
+        &[(
             "--take-experts",
-            &take,
-        ],
+            format!(r"_exps\.weight={}:2-3", b.display()),
+        )],
     );
 
     let (got, want, wrong) = (
